@@ -1,0 +1,613 @@
+//! The aggregates actor: trend per project/branch, worker status and failure
+//! statistics, kept in memory so the API answers them without scanning.
+//!
+//! It is fed by the writer ([`RunCompleted`], after each commit) and by ingest
+//! (heartbeats), and it is rebuilt from SQLite at start ([`Aggregates::load`]),
+//! so it never holds anything the database does not (heartbeats aside, which
+//! only matter while fresh).
+//!
+//! Runs may arrive out of time order (a master catching up after an outage,
+//! an agent flushing its spool hours later): every series is kept sorted by
+//! the run's start time, not by arrival.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+use crate::model::{Counts, RunRecord, from_millis};
+use crate::writer::RunCompleted;
+
+/// Most points kept per trend series (older points drop off).
+const MAX_TREND_POINTS: usize = 10_000;
+
+/// One point of a pass-rate trend: one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrendPoint {
+    /// The run.
+    pub run_id: String,
+    /// When it started (the original system called this `timestamp`).
+    pub timestamp: DateTime<Utc>,
+    /// Project.
+    pub project: String,
+    /// Branch.
+    pub branch: Option<String>,
+    /// Commit.
+    pub commit: Option<String>,
+    /// Worker.
+    pub worker_id: String,
+    /// Run status.
+    pub status: String,
+    /// Passed.
+    pub passed: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Errored.
+    pub error: u64,
+    /// Skipped.
+    pub skipped: u64,
+    /// All cases.
+    pub total: u64,
+    /// Pass rate in percent.
+    pub pass_rate: Option<f64>,
+    /// Wall time, seconds.
+    pub duration_secs: f64,
+}
+
+/// Whether a worker is running tests now, recently finished, or gone quiet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Sent a start or tick heartbeat recently.
+    Running,
+    /// Finished a run within the offline window.
+    Idle,
+    /// Not heard from within the offline window, or stopped heartbeating
+    /// in the middle of a run.
+    Offline,
+}
+
+/// What the API shows per worker.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerStatus {
+    /// Worker id.
+    pub worker_id: String,
+    /// Running, idle or offline.
+    pub status: WorkerState,
+    /// Last heartbeat or run end.
+    pub last_seen: DateTime<Utc>,
+    /// The run in progress, when running.
+    pub current_run: Option<String>,
+    /// Host name.
+    pub host: Option<String>,
+    /// Project of its last run.
+    pub project: Option<String>,
+    /// Completed runs stored.
+    pub run_count: u64,
+    /// Mean pass rate over its runs, percent.
+    pub avg_pass_rate: Option<f64>,
+    /// Its latest stored run.
+    pub last_run_id: Option<String>,
+    /// Status of that run.
+    pub last_run_status: Option<String>,
+}
+
+/// The most frequent failures of one test.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailureStat {
+    /// Test id (the original system called this `nodeid`).
+    pub test_id: String,
+    /// Project.
+    pub project: String,
+    /// Failures (failed or error) in the window.
+    pub fail_count: u64,
+    /// Most recent failure.
+    pub last_failed_at: DateTime<Utc>,
+    /// Its message.
+    pub last_message: Option<String>,
+    /// Its run.
+    pub last_run_id: String,
+}
+
+/// Where a worker is in its run, from its heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerPhase {
+    /// Started a command.
+    Start,
+    /// Still running.
+    Tick,
+    /// Finished.
+    End,
+}
+
+/// A heartbeat from a worker.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RecordHeartbeat {
+    /// Worker id.
+    pub worker_id: String,
+    /// Host name.
+    pub host: Option<String>,
+    /// Project.
+    pub project: String,
+    /// Run in progress.
+    pub run_id: Option<String>,
+    /// Phase.
+    pub phase: WorkerPhase,
+    /// Seconds until the next heartbeat.
+    pub interval_secs: u64,
+    /// When it was sent.
+    pub at: DateTime<Utc>,
+}
+
+/// Pass-rate trend of the last `limit` runs, oldest first.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<TrendPoint>")]
+pub struct GetTrend {
+    /// Only this project (all projects when `None`).
+    pub project: Option<String>,
+    /// Only this branch (needs `project`).
+    pub branch: Option<String>,
+    /// How many runs.
+    pub limit: usize,
+}
+
+/// Every worker with its status as of `now`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<WorkerStatus>")]
+pub struct GetWorkers {
+    /// The time to judge staleness against.
+    pub now: DateTime<Utc>,
+}
+
+/// The most frequently failing tests since `since`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<FailureStat>")]
+pub struct GetFailureStats {
+    /// Only this project.
+    pub project: Option<String>,
+    /// Window start (`None`: all time).
+    pub since: Option<DateTime<Utc>>,
+    /// How many tests.
+    pub limit: usize,
+}
+
+/// Tuning for worker status.
+#[derive(Debug, Clone, Copy)]
+pub struct AggregatesConfig {
+    /// A worker not seen for this long is offline.
+    pub offline_after: Duration,
+}
+
+impl Default for AggregatesConfig {
+    fn default() -> Self {
+        AggregatesConfig {
+            offline_after: Duration::hours(24),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Worker {
+    host: Option<String>,
+    project: Option<String>,
+    last_seen: Option<DateTime<Utc>>,
+    phase: Option<WorkerPhase>,
+    interval_secs: u64,
+    current_run: Option<String>,
+    run_count: u64,
+    pass_rate_sum: f64,
+    pass_rate_n: u64,
+    last_run: Option<(DateTime<Utc>, String, String)>,
+}
+
+#[derive(Debug)]
+struct TestFailures {
+    /// Failure times (ms), sorted ascending.
+    times: Vec<i64>,
+    last_at: i64,
+    last_message: Option<String>,
+    last_run_id: String,
+}
+
+/// The aggregates actor's state.
+#[derive(Debug, Default)]
+pub struct Aggregates {
+    config: AggregatesConfig,
+    all: Vec<Arc<TrendPoint>>,
+    by_project: HashMap<String, Vec<Arc<TrendPoint>>>,
+    by_branch: HashMap<(String, String), Vec<Arc<TrendPoint>>>,
+    workers: HashMap<String, Worker>,
+    failures: HashMap<String, HashMap<String, TestFailures>>,
+}
+
+fn insert_sorted(series: &mut Vec<Arc<TrendPoint>>, p: Arc<TrendPoint>) {
+    let key = |q: &TrendPoint| (q.timestamp, q.run_id.clone());
+    let k = key(&p);
+    let pos = series.partition_point(|q| key(q) <= k);
+    series.insert(pos, p);
+    if series.len() > MAX_TREND_POINTS {
+        series.remove(0);
+    }
+}
+
+impl Aggregates {
+    /// Empty aggregates.
+    pub fn new(config: AggregatesConfig) -> Aggregates {
+        Aggregates {
+            config,
+            ..Aggregates::default()
+        }
+    }
+
+    /// Rebuilds the aggregates from the database.
+    pub async fn load(
+        pool: &SqlitePool,
+        config: AggregatesConfig,
+    ) -> Result<Aggregates, sqlx::Error> {
+        let mut agg = Aggregates::new(config);
+        for run in crate::queries::all_runs_oldest_first(pool).await? {
+            agg.add_run(&run);
+        }
+        let rows: Vec<(String, i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT r.project, r.started_at, r.run_id, c.test_id, c.message \
+             FROM runs r JOIN test_cases c ON c.run_id = r.run_id AND c.outcome IN (0, 1) \
+             ORDER BY r.started_at, r.run_id",
+        )
+        .fetch_all(pool)
+        .await?;
+        for (project, at, run_id, test_id, message) in rows {
+            agg.add_failure(&project, at, &run_id, test_id, message);
+        }
+        Ok(agg)
+    }
+
+    fn add_run(&mut self, run: &RunRecord) {
+        let c: &Counts = &run.counts;
+        let p = Arc::new(TrendPoint {
+            run_id: run.run_id.clone(),
+            timestamp: run.started_at,
+            project: run.project.clone(),
+            branch: run.branch.clone(),
+            commit: run.commit.clone(),
+            worker_id: run.worker_id.clone(),
+            status: run.status.clone(),
+            passed: c.passed,
+            failed: c.failed,
+            error: c.error,
+            skipped: c.skipped,
+            total: c.total,
+            pass_rate: run.pass_rate,
+            duration_secs: run.duration_secs,
+        });
+        insert_sorted(&mut self.all, p.clone());
+        insert_sorted(
+            self.by_project.entry(run.project.clone()).or_default(),
+            p.clone(),
+        );
+        if let Some(b) = &run.branch {
+            insert_sorted(
+                self.by_branch
+                    .entry((run.project.clone(), b.clone()))
+                    .or_default(),
+                p,
+            );
+        }
+        let w = self.workers.entry(run.worker_id.clone()).or_default();
+        w.run_count += 1;
+        if let Some(r) = run.pass_rate {
+            w.pass_rate_sum += r;
+            w.pass_rate_n += 1;
+        }
+        if w.host.is_none() {
+            w.host = run.host.clone();
+        }
+        let newer = w
+            .last_run
+            .as_ref()
+            .is_none_or(|(t, _, _)| *t <= run.started_at);
+        if newer {
+            w.last_run = Some((run.started_at, run.run_id.clone(), run.status.clone()));
+            w.project = Some(run.project.clone());
+        }
+        if w.last_seen.is_none_or(|t| t < run.finished_at) {
+            w.last_seen = Some(run.finished_at);
+            if w.current_run.as_deref() == Some(run.run_id.as_str()) || w.phase.is_none() {
+                w.phase = Some(WorkerPhase::End);
+                w.current_run = None;
+            }
+        }
+    }
+
+    fn add_failure(
+        &mut self,
+        project: &str,
+        at: i64,
+        run_id: &str,
+        test_id: String,
+        message: Option<String>,
+    ) {
+        let tests = self.failures.entry(project.to_string()).or_default();
+        let f = tests.entry(test_id).or_insert_with(|| TestFailures {
+            times: Vec::new(),
+            last_at: i64::MIN,
+            last_message: None,
+            last_run_id: String::new(),
+        });
+        let pos = f.times.partition_point(|t| *t <= at);
+        f.times.insert(pos, at);
+        if at >= f.last_at {
+            f.last_at = at;
+            f.last_message = message;
+            f.last_run_id = run_id.to_string();
+        }
+    }
+
+    fn trend(&self, q: &GetTrend) -> Vec<TrendPoint> {
+        let series = match (&q.project, &q.branch) {
+            (Some(p), Some(b)) => self.by_branch.get(&(p.clone(), b.clone())),
+            (Some(p), None) => self.by_project.get(p),
+            (None, _) => Some(&self.all),
+        };
+        let series = series.map(Vec::as_slice).unwrap_or_default();
+        let from = series.len().saturating_sub(q.limit);
+        series[from..].iter().map(|p| (**p).clone()).collect()
+    }
+
+    fn workers(&self, now: DateTime<Utc>) -> Vec<WorkerStatus> {
+        let mut out: Vec<WorkerStatus> = self
+            .workers
+            .iter()
+            .filter_map(|(id, w)| {
+                let last_seen = w.last_seen?;
+                let age = now - last_seen;
+                let running_fresh = matches!(w.phase, Some(WorkerPhase::Start | WorkerPhase::Tick))
+                    && age <= Duration::seconds(3 * w.interval_secs.max(1) as i64 + 10);
+                let status = if running_fresh {
+                    WorkerState::Running
+                } else if matches!(w.phase, Some(WorkerPhase::End) | None)
+                    && age <= self.config.offline_after
+                {
+                    WorkerState::Idle
+                } else {
+                    WorkerState::Offline
+                };
+                Some(WorkerStatus {
+                    worker_id: id.clone(),
+                    status,
+                    last_seen,
+                    current_run: if status == WorkerState::Running {
+                        w.current_run.clone()
+                    } else {
+                        None
+                    },
+                    host: w.host.clone(),
+                    project: w.project.clone(),
+                    run_count: w.run_count,
+                    avg_pass_rate: (w.pass_rate_n > 0)
+                        .then(|| w.pass_rate_sum / w.pass_rate_n as f64),
+                    last_run_id: w.last_run.as_ref().map(|(_, id, _)| id.clone()),
+                    last_run_status: w.last_run.as_ref().map(|(_, _, s)| s.clone()),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then(a.worker_id.cmp(&b.worker_id))
+        });
+        out
+    }
+
+    fn failure_stats(&self, q: &GetFailureStats) -> Vec<FailureStat> {
+        let since = q.since.map(|t| t.timestamp_millis()).unwrap_or(i64::MIN);
+        let mut out: Vec<FailureStat> = self
+            .failures
+            .iter()
+            .filter(|(p, _)| q.project.as_ref().is_none_or(|want| want == *p))
+            .flat_map(|(project, tests)| {
+                tests.iter().filter_map(move |(test_id, f)| {
+                    let n = f.times.len() - f.times.partition_point(|t| *t < since);
+                    (n > 0).then(|| FailureStat {
+                        test_id: test_id.clone(),
+                        project: project.clone(),
+                        fail_count: n as u64,
+                        last_failed_at: from_millis(f.last_at),
+                        last_message: f.last_message.clone(),
+                        last_run_id: f.last_run_id.clone(),
+                    })
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.fail_count
+                .cmp(&a.fail_count)
+                .then(b.last_failed_at.cmp(&a.last_failed_at))
+                .then(a.test_id.cmp(&b.test_id))
+        });
+        out.truncate(q.limit);
+        out
+    }
+}
+
+impl Actor for Aggregates {
+    type Context = Context<Self>;
+}
+
+impl Handler<RunCompleted> for Aggregates {
+    type Result = ();
+
+    fn handle(&mut self, msg: RunCompleted, _ctx: &mut Self::Context) {
+        self.add_run(&msg.run);
+        let at = msg.run.started_at.timestamp_millis();
+        for (test_id, message) in msg.failures {
+            self.add_failure(&msg.run.project, at, &msg.run.run_id, test_id, message);
+        }
+    }
+}
+
+impl Handler<RecordHeartbeat> for Aggregates {
+    type Result = ();
+
+    fn handle(&mut self, hb: RecordHeartbeat, _ctx: &mut Self::Context) {
+        let w = self.workers.entry(hb.worker_id).or_default();
+        if w.last_seen.is_some_and(|t| t > hb.at) {
+            return; // a stale heartbeat arriving late changes nothing
+        }
+        w.last_seen = Some(hb.at);
+        w.phase = Some(hb.phase);
+        w.interval_secs = hb.interval_secs;
+        w.project = Some(hb.project);
+        if hb.host.is_some() {
+            w.host = hb.host;
+        }
+        w.current_run = match hb.phase {
+            WorkerPhase::End => None,
+            _ => hb.run_id,
+        };
+    }
+}
+
+impl Handler<GetTrend> for Aggregates {
+    type Result = MessageResult<GetTrend>;
+
+    fn handle(&mut self, q: GetTrend, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.trend(&q))
+    }
+}
+
+impl Handler<GetWorkers> for Aggregates {
+    type Result = MessageResult<GetWorkers>;
+
+    fn handle(&mut self, q: GetWorkers, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.workers(q.now))
+    }
+}
+
+impl Handler<GetFailureStats> for Aggregates {
+    type Result = MessageResult<GetFailureStats>;
+
+    fn handle(&mut self, q: GetFailureStats, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.failure_stats(&q))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn run(id: &str, worker: &str, minute: u32, passed: u64, failed: u64) -> RunRecord {
+        let t = Utc
+            .with_ymd_and_hms(2026, 1, 1, 12, minute, 0)
+            .single()
+            .expect("valid time");
+        let counts = Counts {
+            total: passed + failed,
+            passed,
+            failed,
+            ..Counts::default()
+        };
+        RunRecord {
+            run_id: id.into(),
+            project: "p".into(),
+            branch: Some("main".into()),
+            commit: None,
+            worker_id: worker.into(),
+            host: None,
+            runner: None,
+            command: None,
+            started_at: t,
+            finished_at: t + Duration::seconds(30),
+            duration_secs: 30.0,
+            exit_code: Some(i32::from(failed > 0)),
+            status: if failed > 0 { "failed" } else { "passed" }.into(),
+            pass_rate: counts.pass_rate(),
+            counts,
+            cases_complete: true,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn trend_is_ordered_by_start_time_not_arrival() {
+        let mut a = Aggregates::new(AggregatesConfig::default());
+        a.add_run(&run("late", "w", 30, 1, 1));
+        a.add_run(&run("early", "w", 10, 2, 0));
+        a.add_run(&run("middle", "w", 20, 1, 3));
+        let t = a.trend(&GetTrend {
+            project: Some("p".into()),
+            branch: Some("main".into()),
+            limit: 2,
+        });
+        let ids: Vec<_> = t.iter().map(|p| p.run_id.as_str()).collect();
+        assert_eq!(ids, ["middle", "late"]);
+        assert_eq!(t[0].pass_rate, Some(25.0));
+    }
+
+    #[test]
+    fn failure_stats_count_within_window() {
+        let mut a = Aggregates::new(AggregatesConfig::default());
+        for (i, at) in [100, 200, 300].into_iter().enumerate() {
+            a.add_failure(
+                "p",
+                at,
+                &format!("r{i}"),
+                "t::flaky".into(),
+                Some(format!("m{i}")),
+            );
+        }
+        a.add_failure("p", 250, "r9", "t::once".into(), None);
+        let all = a.failure_stats(&GetFailureStats {
+            project: None,
+            since: None,
+            limit: 10,
+        });
+        assert_eq!(all[0].test_id, "t::flaky");
+        assert_eq!(all[0].fail_count, 3);
+        assert_eq!(all[0].last_message.as_deref(), Some("m2"));
+        let recent = a.failure_stats(&GetFailureStats {
+            project: Some("p".into()),
+            since: Some(from_millis(250)),
+            limit: 10,
+        });
+        let counts: Vec<_> = recent
+            .iter()
+            .map(|s| (s.test_id.as_str(), s.fail_count))
+            .collect();
+        assert_eq!(counts, [("t::flaky", 1), ("t::once", 1)]);
+    }
+
+    #[test]
+    fn worker_status_follows_heartbeats() {
+        let mut a = Aggregates::new(AggregatesConfig::default());
+        let r = run("r1", "w1", 0, 3, 1);
+        a.add_run(&r);
+        let after = r.finished_at + Duration::minutes(1);
+        let w = &a.workers(after)[0];
+        assert_eq!((w.status, w.run_count), (WorkerState::Idle, 1));
+        assert_eq!(w.avg_pass_rate, Some(75.0));
+        a.workers.get_mut("w1").map(|w| {
+            w.phase = Some(WorkerPhase::Tick);
+            w.interval_secs = 5;
+            w.last_seen = Some(after);
+            w.current_run = Some("r2".into());
+        });
+        let w = &a.workers(after + Duration::seconds(10))[0];
+        assert_eq!(
+            (w.status, w.current_run.as_deref()),
+            (WorkerState::Running, Some("r2"))
+        );
+        let w = &a.workers(after + Duration::minutes(5))[0];
+        assert_eq!(
+            w.status,
+            WorkerState::Offline,
+            "a run that stopped heartbeating is offline"
+        );
+        let w = &a.workers(after + Duration::days(2))[0];
+        assert_eq!(w.status, WorkerState::Offline);
+    }
+}

@@ -1,0 +1,129 @@
+//! Opening the SQLite file: one pool for the writer (a single connection,
+//! because SQLite has one writer), one pool for reads, both in WAL mode.
+//!
+//! Durability: WAL with `synchronous=NORMAL` survives a crash of the master
+//! process without losing a committed transaction; a power loss can lose the
+//! last transactions committed since the last WAL checkpoint. Those messages
+//! were acked to JetStream already, so such a loss is not recovered from the
+//! stream. Set `synchronous=FULL` (see [`DbOptions::synchronous_full`]) where
+//! power loss is a concern, at a measured cost on commit.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// Errors opening or migrating the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The directory for the file could not be created.
+    #[error("cannot create the database directory {dir}: {source}")]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Opening the file failed.
+    #[error("cannot open SQLite database {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("cannot migrate SQLite database {path}: {source}")]
+    Migrate {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// The SQLite file (created with its directory if missing).
+    pub path: PathBuf,
+    /// `synchronous=FULL` instead of `NORMAL`.
+    pub synchronous_full: bool,
+    /// Connections in the read pool.
+    pub read_connections: u32,
+}
+
+impl DbOptions {
+    /// Defaults for a file.
+    pub fn new(path: impl Into<PathBuf>) -> DbOptions {
+        DbOptions {
+            path: path.into(),
+            synchronous_full: false,
+            read_connections: 4,
+        }
+    }
+
+    fn connect_options(&self) -> SqliteConnectOptions {
+        // `filename` takes the path as-is; from_str would parse URL syntax.
+        SqliteConnectOptions::new()
+            .filename(&self.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if self.synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(false)
+    }
+}
+
+fn ensure_dir(path: &Path) -> Result<(), DbError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Opens the writer's pool (one connection) and runs the migrations.
+pub async fn open_writer(opts: &DbOptions) -> Result<SqlitePool, DbError> {
+    ensure_dir(&opts.path)?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(opts.connect_options())
+        .await
+        .map_err(|source| DbError::Open {
+            path: opts.path.clone(),
+            source,
+        })?;
+    sqlx::migrate!("./migrations")
+        .run(&pool)
+        .await
+        .map_err(|source| DbError::Migrate {
+            path: opts.path.clone(),
+            source,
+        })?;
+    Ok(pool)
+}
+
+/// Opens the read pool. Call after [`open_writer`] has migrated the file.
+pub async fn open_reader(opts: &DbOptions) -> Result<SqlitePool, DbError> {
+    ensure_dir(&opts.path)?;
+    SqlitePoolOptions::new()
+        .max_connections(opts.read_connections.max(1))
+        .connect_with(opts.connect_options())
+        .await
+        .map_err(|source| DbError::Open {
+            path: opts.path.clone(),
+            source,
+        })
+}

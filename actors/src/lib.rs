@@ -1,0 +1,113 @@
+//! pytest-platform's actors: the SQLite [`writer::Writer`] and the in-memory
+//! [`aggregates::Aggregates`]. This crate knows nothing of NATS or HTTP:
+//! ingest and the API reach it through messages and the read queries in
+//! [`queries`].
+//!
+//! # Layout
+//! - [`model`]: the domain types stored and served.
+//! - [`db`]: opening SQLite (WAL) and running the embedded migrations.
+//! - [`writer`]: the one writer; batches, idempotence, completion of runs.
+//! - [`aggregates`]: trend, worker status, failure statistics in memory.
+//! - [`queries`]: reads that go straight to the read pool.
+//!
+//! # Threading
+//! actix actors need an actix `System`, whose arbiter is a single-threaded
+//! runtime. [`ActorSystem::start`] runs that System on a dedicated thread and
+//! hands back addresses, so the rest of the master (axum, ingest) stays on an
+//! ordinary multi-threaded tokio runtime and talks to the actors with
+//! `Addr::send`, and tests can start the very same thing from `#[tokio::test]`.
+
+pub mod aggregates;
+pub mod db;
+pub mod model;
+pub mod queries;
+pub mod writer;
+
+use std::thread::JoinHandle;
+
+use actix::prelude::*;
+
+pub use aggregates::{Aggregates, AggregatesConfig};
+pub use db::{DbError, DbOptions};
+pub use writer::Writer;
+
+/// Addresses of the running actors, and the handle to stop them.
+pub struct ActorSystem {
+    /// The writer: send it [`writer::StoreBatch`].
+    pub writer: Addr<Writer>,
+    /// The aggregates: heartbeats and the aggregate queries.
+    pub aggregates: Addr<Aggregates>,
+    system: actix::System,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ActorSystem {
+    /// Opens and migrates the database, rebuilds the aggregates from it and
+    /// starts both actors on a dedicated thread. Returns once they run.
+    pub async fn start(db: DbOptions, config: AggregatesConfig) -> Result<ActorSystem, DbError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("ptp-actors".into())
+            .spawn(move || {
+                let sys = actix::System::new();
+                let started = sys.block_on(async move {
+                    let pool = db::open_writer(&db).await?;
+                    let agg =
+                        Aggregates::load(&pool, config)
+                            .await
+                            .map_err(|source| DbError::Open {
+                                path: db.path.clone(),
+                                source,
+                            })?;
+                    let aggregates = agg.start();
+                    let writer = Writer::new(pool, aggregates.clone().recipient()).start();
+                    Ok::<_, DbError>((writer, aggregates, actix::System::current()))
+                });
+                let ok = started.is_ok();
+                let _ = tx.send(started);
+                if ok {
+                    let _ = sys.run();
+                }
+            })
+            .map_err(|e| DbError::CreateDir {
+                dir: "ptp-actors thread".into(),
+                source: e,
+            })?;
+        match rx.await {
+            Ok(Ok((writer, aggregates, system))) => Ok(ActorSystem {
+                writer,
+                aggregates,
+                system,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err(DbError::CreateDir {
+                dir: "ptp-actors thread".into(),
+                source: std::io::Error::other("the actor thread died while starting"),
+            }),
+        }
+    }
+
+    /// Stops the actors and waits for their thread to end. Callers stop
+    /// sending first (ingest stops pulling and awaits its in-flight batch); a
+    /// batch never answered was never acked, so JetStream redelivers it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.system.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ActorSystem {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,209 @@
+//! The domain model the actors store and serve: runs, test cases, rejections.
+//!
+//! These are deliberately not the wire types of `ptp-nats`: ingest converts
+//! wire messages into these at the edge, so the actors and the database never
+//! depend on how results travelled. They serialize to the JSON the API serves.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How a test case ended. The discriminant is the stored integer, ordered
+/// failures first so `ORDER BY outcome` lists what matters at the top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Failed an assertion.
+    Failed = 0,
+    /// Raised an unexpected error (in the test, setup or teardown).
+    Error = 1,
+    /// Expected to fail, passed.
+    Xpassed = 2,
+    /// Passed.
+    Passed = 3,
+    /// Skipped.
+    Skipped = 4,
+    /// Expected to fail, failed.
+    Xfailed = 5,
+}
+
+impl Outcome {
+    /// Every outcome in stored order.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Failed,
+        Outcome::Error,
+        Outcome::Xpassed,
+        Outcome::Passed,
+        Outcome::Skipped,
+        Outcome::Xfailed,
+    ];
+
+    /// The stored integer.
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// Back from the stored integer.
+    pub fn from_code(code: i64) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.code() == code)
+    }
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Failed => "failed",
+            Outcome::Error => "error",
+            Outcome::Xpassed => "xpassed",
+            Outcome::Passed => "passed",
+            Outcome::Skipped => "skipped",
+            Outcome::Xfailed => "xfailed",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// Failed or errored.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::Error)
+    }
+}
+
+/// Counts by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// All test cases.
+    pub total: u64,
+    /// Passed.
+    pub passed: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Errored.
+    pub error: u64,
+    /// Skipped.
+    pub skipped: u64,
+    /// Expected failures.
+    pub xfailed: u64,
+    /// Unexpected passes.
+    pub xpassed: u64,
+}
+
+impl Counts {
+    /// The count of one outcome.
+    pub fn get(&self, o: Outcome) -> u64 {
+        match o {
+            Outcome::Failed => self.failed,
+            Outcome::Error => self.error,
+            Outcome::Xpassed => self.xpassed,
+            Outcome::Passed => self.passed,
+            Outcome::Skipped => self.skipped,
+            Outcome::Xfailed => self.xfailed,
+        }
+    }
+
+    /// Pass rate in percent over the tests that reached a verdict
+    /// (passed + xpassed over passed + xpassed + failed + error).
+    pub fn pass_rate(&self) -> Option<f64> {
+        let good = self.passed + self.xpassed;
+        let ran = good + self.failed + self.error;
+        (ran > 0).then(|| good as f64 * 100.0 / ran as f64)
+    }
+}
+
+/// A run's metadata as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Unique id.
+    pub run_id: String,
+    /// Project.
+    pub project: String,
+    /// Branch.
+    pub branch: Option<String>,
+    /// Commit sha.
+    pub commit: Option<String>,
+    /// Worker that ran it.
+    pub worker_id: String,
+    /// Worker's host name.
+    pub host: Option<String>,
+    /// Test runner (pytest, jest, ...).
+    pub runner: Option<String>,
+    /// Command line.
+    pub command: Option<String>,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// End time.
+    pub finished_at: DateTime<Utc>,
+    /// Wall time, seconds.
+    pub duration_secs: f64,
+    /// Exit code of the test command.
+    pub exit_code: Option<i32>,
+    /// `passed`, `failed`, `interrupted`, `internal_error`, `usage_error`,
+    /// `no_tests`, `crashed` or `timed_out`.
+    pub status: String,
+    /// Counts by outcome.
+    pub counts: Counts,
+    /// Pass rate in percent, when any test reached a verdict.
+    pub pass_rate: Option<f64>,
+    /// Whether every case is stored (false for the original system's
+    /// payload, which carried failures only).
+    pub cases_complete: bool,
+    /// Why the run has its status, when the agent said.
+    pub note: Option<String>,
+}
+
+/// One test case as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseRecord {
+    /// Stable test id.
+    pub test_id: String,
+    /// Source file.
+    pub file: Option<String>,
+    /// JUnit classname.
+    pub classname: Option<String>,
+    /// JUnit name.
+    pub name: String,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Seconds.
+    pub duration_secs: f64,
+    /// Failure/skip message.
+    pub message: Option<String>,
+    /// Traceback.
+    pub traceback: Option<String>,
+    /// Captured output.
+    pub output: Option<String>,
+    /// Failed attempts before the final outcome.
+    pub retries: u32,
+    /// Passed after failing within the run.
+    pub flaky: bool,
+}
+
+/// A message the master refused, with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// When it was refused.
+    pub received_at: DateTime<Utc>,
+    /// Subject it arrived on.
+    pub subject: Option<String>,
+    /// Its `Nats-Msg-Id`.
+    pub msg_id: Option<String>,
+    /// Run id, if it could be read.
+    pub run_id: Option<String>,
+    /// Why it was refused.
+    pub reason: String,
+    /// The first bytes of the message, for diagnosis.
+    pub excerpt: Option<String>,
+}
+
+/// Milliseconds since the epoch, as stored.
+pub fn to_millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// Back from stored milliseconds (out-of-range values clamp to the epoch).
+pub fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}

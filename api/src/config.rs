@@ -1,0 +1,69 @@
+//! The master's settings: one clap struct, every option also an environment
+//! variable, every default usable on a developer's machine.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// pytest-platform master: consumes test results from NATS JetStream, stores
+/// them in SQLite and serves the JSON API (docs at /docs).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ptp-master", version, about, long_about = None)]
+pub struct Config {
+    /// NATS server to consume results from. The master starts even when it is
+    /// unreachable and connects as soon as it can (see GET /health).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "PTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+
+    /// SQLite database file (created with its directory if missing).
+    #[arg(long, env = "PTP_DB", default_value = "./data/ptp.sqlite")]
+    pub db: PathBuf,
+
+    /// Use SQLite synchronous=FULL instead of NORMAL: survives power loss
+    /// without losing acked results, at a cost on every commit.
+    #[arg(long, env = "PTP_SQLITE_SYNC_FULL")]
+    pub sqlite_sync_full: bool,
+
+    /// How long the stream keeps results the master has not consumed yet, in
+    /// hours (the longest master outage that loses nothing).
+    #[arg(long, env = "PTP_STREAM_MAX_AGE_HOURS", default_value_t = 168)]
+    pub stream_max_age_hours: u64,
+
+    /// Most messages stored in one SQLite transaction.
+    #[arg(long, env = "PTP_INGEST_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub ingest_batch: u64,
+
+    /// A worker not heard from for this many minutes is shown as offline.
+    #[arg(long, env = "PTP_OFFLINE_AFTER_MINUTES", default_value_t = 1440)]
+    pub offline_after_minutes: u64,
+
+    /// Largest accepted request body in MiB (POST /results).
+    #[arg(long, env = "PTP_MAX_BODY_MB", default_value_t = 64)]
+    pub max_body_mb: usize,
+
+    /// Seconds an HTTP request may take before it is answered 408.
+    #[arg(long, env = "PTP_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+}
+
+impl Config {
+    /// Settings for tests and embedding: everything default except the
+    /// database file and the NATS URL.
+    pub fn for_test(db: PathBuf, nats_url: String) -> Config {
+        Config {
+            nats_url,
+            listen: "127.0.0.1:0".into(),
+            db,
+            sqlite_sync_full: false,
+            stream_max_age_hours: 168,
+            ingest_batch: 1000,
+            offline_after_minutes: 1440,
+            max_body_mb: 64,
+            request_timeout_secs: 30,
+        }
+    }
+}

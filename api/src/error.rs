@@ -1,0 +1,87 @@
+//! The API's one error type, mapped to status codes in one place.
+//!
+//! Every error answers JSON `{"error": "<kind>", "detail": "<sentence>"}`
+//! (`detail` is the field the original system used, so its clients keep
+//! working). 5xx causes are logged and never sent to the client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed: bad query parameter, bad cursor, bad JSON.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request is well-formed but its content is refused.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The body is over the size limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A dependency (NATS) is unreachable; retrying later can succeed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// SQLite failed.
+    #[error("database error")]
+    Sqlx(#[from] sqlx::Error),
+    /// An actor did not answer.
+    #[error("internal error")]
+    Mailbox(#[from] actix::MailboxError),
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable kind: `bad_request`, `unprocessable`, `not_found`,
+    /// `payload_too_large`, `unavailable`, `internal`.
+    pub error: &'static str,
+    /// What went wrong and what to do about it.
+    pub detail: String,
+}
+
+impl ApiError {
+    fn status_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Sqlx(_) | ApiError::Mailbox(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind) = self.status_code();
+        let detail = match &self {
+            ApiError::Sqlx(e) => {
+                tracing::error!("database error: {e}");
+                "the master's database failed; see the master's log".to_string()
+            }
+            ApiError::Mailbox(e) => {
+                tracing::error!("actor unavailable: {e}");
+                "the master is shutting down or overloaded; retry".to_string()
+            }
+            other => other.to_string(),
+        };
+        (
+            status,
+            Json(ErrorBody {
+                error: kind,
+                detail,
+            }),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,179 @@
+//! pytest-platform's master: the axum facade over the actors, and the
+//! composition root that wires SQLite, the actors, NATS and ingest together.
+//!
+//! [`run`] takes a bound listener and a shutdown token, so the binary and the
+//! tests run exactly the same wiring (port 0 and a temp database in tests).
+//!
+//! Start-up order: open SQLite and migrate; start the actors (rebuilding the
+//! aggregates); connect to NATS (in the background: the master serves reads
+//! while NATS is away); spawn ingest; serve HTTP.
+//! Shutdown order: stop accepting HTTP and finish in-flight requests; stop
+//! pulling, finish and ack the batch in hand; drain NATS (flushes the acks);
+//! stop the actors.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use ptp_actors::{ActorSystem, Aggregates, AggregatesConfig, DbOptions};
+use ptp_ingest::{IngestConfig, IngestHealth};
+use sqlx::SqlitePool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+pub use config::Config;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Read pool (reads that are not aggregates).
+    pub read: SqlitePool,
+    /// The aggregates actor.
+    pub aggregates: actix::Addr<Aggregates>,
+    /// NATS connection (health, publishing).
+    pub nats: async_nats::Client,
+    /// JetStream context for `POST /results`.
+    pub js: async_nats::jetstream::Context,
+    /// Ingest's state, for `/health`.
+    pub ingest: Arc<IngestHealth>,
+    /// The NATS URL, for error messages.
+    pub nats_url: String,
+}
+
+/// The OpenAPI description of the API, served at `/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "pytest-platform master API",
+        description = "Test results from CI workers: runs, trends, workers, failure statistics."
+    ),
+    paths(
+        routes::results::post_result,
+        routes::results::list_runs,
+        routes::results::get_run,
+        routes::analytics::trend,
+        routes::analytics::workers,
+        routes::analytics::failure_stats,
+        routes::health::health,
+        routes::health::rejected,
+    )
+)]
+pub struct ApiDoc;
+
+/// The HTTP app for `state`, with body limit and request timeout.
+pub fn app(state: AppState, config: &Config) -> Router {
+    let api = Router::new()
+        .merge(routes::results::router())
+        .merge(routes::analytics::router())
+        .merge(routes::health::router())
+        .with_state(state);
+    api.route(
+        "/openapi.json",
+        get(|| async { axum::Json(ApiDoc::openapi()) }),
+    )
+    .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/docs/openapi.json", ApiDoc::openapi()))
+    .route("/", get(index))
+    .fallback(|| async {
+        crate::error::ApiError::NotFound("no such endpoint; the API is described at /docs".into())
+    })
+    .layer(axum::extract::DefaultBodyLimit::max(
+        config.max_body_mb.saturating_mul(1024 * 1024),
+    ))
+    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        Duration::from_secs(config.request_timeout_secs),
+    ))
+}
+
+async fn index() -> impl IntoResponse {
+    Html(
+        "<!doctype html><title>pytest-platform</title><h1>pytest-platform master</h1>\
+         <p>API documentation: <a href=\"/docs/\">/docs</a> · OpenAPI: <a href=\"/openapi.json\">/openapi.json</a> · \
+         <a href=\"/health\">/health</a></p>",
+    )
+}
+
+/// Runs the master on `listener` until `shutdown` is cancelled, then shuts
+/// down in order (see the module docs).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut db = DbOptions::new(&config.db);
+    db.synchronous_full = config.sqlite_sync_full;
+    let actors = ActorSystem::start(
+        db.clone(),
+        AggregatesConfig {
+            offline_after: chrono::Duration::minutes(config.offline_after_minutes as i64),
+        },
+    )
+    .await
+    .with_context(|| format!("cannot start the actors on {}", config.db.display()))?;
+    let read = ptp_actors::db::open_reader(&db)
+        .await
+        .with_context(|| format!("cannot open {} for reading", config.db.display()))?;
+
+    let nats = async_nats::ConnectOptions::new()
+        .name("ptp-master")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(&config.nats_url)
+        .await
+        .with_context(|| format!("invalid NATS URL {}", config.nats_url))?;
+    let js = async_nats::jetstream::new(nats.clone());
+
+    let health = Arc::new(IngestHealth::default());
+    let ingest_config = IngestConfig {
+        batch_max: config.ingest_batch as usize,
+        stream: ptp_nats::StreamSettings {
+            max_age: Duration::from_secs(config.stream_max_age_hours * 3600),
+            ..Default::default()
+        },
+        ..IngestConfig::default()
+    };
+    let ingest_token = shutdown.child_token();
+    let ingest = tokio::spawn(ptp_ingest::run(
+        nats.clone(),
+        actors.writer.clone().recipient(),
+        actors.aggregates.clone().recipient(),
+        ingest_config,
+        health.clone(),
+        ingest_token,
+    ));
+
+    let state = AppState {
+        read: read.clone(),
+        aggregates: actors.aggregates.clone(),
+        nats: nats.clone(),
+        js,
+        ingest: health,
+        nats_url: config.nats_url.clone(),
+    };
+    let addr = listener.local_addr().context("listener has no address")?;
+    tracing::info!(%addr, nats = %config.nats_url, db = %config.db.display(), "ptp-master listening");
+    let served = axum::serve(listener, app(state, &config))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("HTTP server failed");
+    shutdown.cancel();
+    let _ = ingest.await;
+    if let Err(e) = nats.drain().await {
+        tracing::warn!("draining NATS: {e}");
+    }
+    read.close().await;
+    tokio::task::spawn_blocking(move || actors.stop())
+        .await
+        .context("stopping the actors")?;
+    tracing::info!("ptp-master stopped");
+    served
+}

@@ -1,0 +1,45 @@
+//! `ptp-master`: parse settings, bind, run until SIGINT/SIGTERM.
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    let config = ptp_api::Config::parse();
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (set --listen / PTP_LISTEN)",
+                config.listen
+            )
+        })?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal(shutdown.clone()));
+    ptp_api::run(config, listener, shutdown).await
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn signal(token: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested: finishing in-flight work");
+    token.cancel();
+}

@@ -1,0 +1,139 @@
+//! `/health` (NATS, SQLite and ingest state) and `/rejected` (messages the
+//! master refused, with the reason).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use ptp_actors::queries;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::Query;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/rejected", get(rejected))
+}
+
+/// Health of the master and what it depends on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when something below is wrong.
+    pub status: &'static str,
+    /// `connected`, `disconnected` or `pending`.
+    pub nats: String,
+    /// `ok`, or the error.
+    pub database: String,
+    /// Why ingest is not pulling, when it is not.
+    pub consumer_error: Option<String>,
+    /// Why the last SQLite write failed, until one succeeds.
+    pub store_error: Option<String>,
+    /// Messages acked since start.
+    pub acked: u64,
+    /// Runs completed since start.
+    pub runs_completed: u64,
+    /// Messages rejected since start.
+    pub rejected: u64,
+}
+
+/// Liveness and readiness: 200 when NATS, SQLite and ingest are fine,
+/// 503 with the reasons otherwise.
+#[utoipa::path(get, path = "/health", responses(
+    (status = 200, description = "Healthy", body = Health),
+    (status = 503, description = "Degraded, with reasons", body = Health)))]
+pub async fn health(State(st): State<AppState>) -> (StatusCode, axum::Json<Health>) {
+    let nats = match st.nats.connection_state() {
+        async_nats::connection::State::Connected => "connected",
+        async_nats::connection::State::Disconnected => "disconnected",
+        async_nats::connection::State::Pending => "pending",
+    }
+    .to_string();
+    let database = match queries::ping(&st.read).await {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let h = st.ingest.snapshot();
+    let ok = nats == "connected"
+        && database == "ok"
+        && h.consumer_error.is_none()
+        && h.store_error.is_none();
+    let body = Health {
+        status: if ok { "ok" } else { "degraded" },
+        nats,
+        database,
+        consumer_error: h.consumer_error,
+        store_error: h.store_error,
+        acked: h.acked,
+        runs_completed: h.runs_completed,
+        rejected: h.rejected,
+    };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body))
+}
+
+/// Query of `GET /rejected`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RejectedQuery {
+    /// Most rows, 1..=500 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// A refused message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectedView {
+    /// When.
+    pub received_at: DateTime<Utc>,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Message id.
+    pub msg_id: Option<String>,
+    /// Run id, if readable.
+    pub run_id: Option<String>,
+    /// Why it was refused.
+    pub reason: String,
+    /// Its first bytes.
+    pub excerpt: Option<String>,
+}
+
+/// Messages the master refused (not JSON, unknown schema version, counts
+/// that contradict the cases...), newest first. They were acked so the
+/// stream kept flowing; fix the sender and publish again.
+#[utoipa::path(get, path = "/rejected", params(RejectedQuery), responses(
+    (status = 200, description = "Rejections, newest first", body = Vec<RejectedView>),
+    (status = 400, description = "Bad parameter", body = ErrorBody)))]
+pub async fn rejected(
+    State(st): State<AppState>,
+    Query(q): Query<RejectedQuery>,
+) -> Result<axum::Json<Vec<RejectedView>>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and 500, got {limit}"
+        )));
+    }
+    let rows = queries::list_rejected(&st.read, limit).await?;
+    Ok(axum::Json(
+        rows.into_iter()
+            .map(|r| RejectedView {
+                received_at: r.received_at,
+                subject: r.subject,
+                msg_id: r.msg_id,
+                run_id: r.run_id,
+                reason: r.reason,
+                excerpt: r.excerpt,
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,5 @@
+//! HTTP routes, one module per resource, each with a `router()`.
+
+pub mod analytics;
+pub mod health;
+pub mod results;

@@ -1,0 +1,417 @@
+//! Ingest: consumes the durable results stream and hands each batch to the
+//! writer actor, acking only after the writer has committed it.
+//!
+//! Shape: pull → convert → store → ack, one batch at a time.
+//! - Pull: the durable pull consumer from `ptp-nats`, in batches of whatever
+//!   is ready (up to [`IngestConfig::batch_max`] messages).
+//! - Convert: every message becomes a [`BatchItem`]. A message that cannot be
+//!   decoded or fails validation becomes a `Reject` item carrying the reason,
+//!   so it is recorded (visible at `GET /rejected`) and acked: one malformed
+//!   report never blocks the stream.
+//! - Store: one `StoreBatch` to the writer, one SQLite transaction.
+//! - Ack: only after the writer replied `Ok`. If the write failed (disk full,
+//!   database locked), every message of the batch is nak'ed with a delay and
+//!   redelivered later; nothing acked is ever lost.
+//!
+//! Heartbeats arrive on core NATS and go straight to the aggregates actor.
+//!
+//! Shutdown: when the token is cancelled, ingest stops pulling, finishes and
+//! acks the batch in hand, and returns; the caller then drains the client.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::Recipient;
+use async_nats::jetstream::{self, AckKind};
+use chrono::Utc;
+use futures::StreamExt;
+use ptp_actors::aggregates::{RecordHeartbeat, WorkerPhase};
+use ptp_actors::model::{self, CaseRecord, Counts, Rejection, RunRecord};
+use ptp_actors::writer::{BatchItem, BatchReport, StoreBatch};
+use ptp_nats::schema::{self, HeartbeatPhase, WireMessage};
+use tokio_util::sync::CancellationToken;
+
+/// Bytes of a refused message kept as an excerpt for diagnosis.
+const EXCERPT_BYTES: usize = 512;
+
+/// Ingest settings.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Most messages stored in one transaction.
+    pub batch_max: usize,
+    /// Delay before a message whose write failed is redelivered.
+    pub retry_delay: Duration,
+    /// Settings applied to the stream when ingest (re)connects.
+    pub stream: ptp_nats::StreamSettings,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            batch_max: 1000,
+            retry_delay: Duration::from_secs(2),
+            stream: ptp_nats::StreamSettings::default(),
+        }
+    }
+}
+
+/// What ingest has seen, for `GET /health`. Shared with the API.
+#[derive(Debug, Default)]
+pub struct IngestHealth {
+    inner: Mutex<HealthState>,
+}
+
+/// A snapshot of [`IngestHealth`].
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HealthState {
+    /// Why the consumer is not pulling, when it is not.
+    pub consumer_error: Option<String>,
+    /// Why the last write failed, until a write succeeds again.
+    pub store_error: Option<String>,
+    /// Messages acked since start.
+    pub acked: u64,
+    /// Runs completed since start.
+    pub runs_completed: u64,
+    /// Messages recorded as rejected since start.
+    pub rejected: u64,
+}
+
+impl IngestHealth {
+    /// The current state.
+    pub fn snapshot(&self) -> HealthState {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        // A panic while holding this lock cannot leave the counters invalid.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut HealthState)) {
+        f(&mut self.lock());
+    }
+}
+
+/// Converts one wire message (or its failure to decode) into a writer item.
+pub fn to_item(subject: &str, msg_id: Option<&str>, payload: &[u8]) -> BatchItem {
+    match schema::decode(payload) {
+        Ok(WireMessage::Cases(c)) => BatchItem::Chunk {
+            run_id: c.run_id,
+            chunk: c.chunk,
+            cases: c.cases.into_iter().map(case_record).collect(),
+        },
+        Ok(WireMessage::Run(r)) => BatchItem::Final {
+            chunks: r.chunks,
+            run: run_record(r.run),
+        },
+        Err(e) => BatchItem::Reject(Rejection {
+            received_at: Utc::now(),
+            subject: Some(subject.to_string()),
+            msg_id: msg_id.map(str::to_string),
+            run_id: run_id_hint(payload),
+            reason: e.to_string(),
+            excerpt: Some(excerpt(payload)),
+        }),
+    }
+}
+
+fn excerpt(payload: &[u8]) -> String {
+    let cut = payload.len().min(EXCERPT_BYTES);
+    let mut s = String::from_utf8_lossy(&payload[..cut]).into_owned();
+    if payload.len() > cut {
+        s.push_str(&format!("… [{} more bytes]", payload.len() - cut));
+    }
+    s
+}
+
+/// Best effort: the run id of a message that failed validation.
+fn run_id_hint(payload: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let id = v
+        .get("run_id")
+        .or_else(|| v.get("run").and_then(|r| r.get("run_id")))?
+        .as_str()?;
+    Some(id.chars().take(128).collect())
+}
+
+fn outcome(o: schema::Outcome) -> model::Outcome {
+    match o {
+        schema::Outcome::Failed => model::Outcome::Failed,
+        schema::Outcome::Error => model::Outcome::Error,
+        schema::Outcome::Xpassed => model::Outcome::Xpassed,
+        schema::Outcome::Passed => model::Outcome::Passed,
+        schema::Outcome::Skipped => model::Outcome::Skipped,
+        schema::Outcome::Xfailed => model::Outcome::Xfailed,
+    }
+}
+
+fn case_record(c: schema::TestCase) -> CaseRecord {
+    CaseRecord {
+        test_id: c.test_id,
+        file: c.file,
+        classname: c.classname,
+        name: c.name,
+        outcome: outcome(c.outcome),
+        duration_secs: c.duration_secs,
+        message: c.message,
+        traceback: c.traceback,
+        output: c.output,
+        retries: c.retries,
+        flaky: c.flaky,
+    }
+}
+
+fn run_record(r: schema::RunInfo) -> RunRecord {
+    let c = r.counts;
+    let counts = Counts {
+        total: c.total,
+        passed: c.passed,
+        failed: c.failed,
+        error: c.error,
+        skipped: c.skipped,
+        xfailed: c.xfailed,
+        xpassed: c.xpassed,
+    };
+    RunRecord {
+        run_id: r.run_id,
+        project: r.project,
+        branch: r.branch,
+        commit: r.commit,
+        worker_id: r.worker_id,
+        host: r.host,
+        runner: r.runner,
+        command: r.command,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        duration_secs: r.duration_secs,
+        exit_code: r.exit_code,
+        status: r.status.as_str().to_string(),
+        pass_rate: counts.pass_rate(),
+        counts,
+        cases_complete: r.cases_complete,
+        note: r.note,
+    }
+}
+
+/// Converts a wire heartbeat into the aggregates' message.
+pub fn heartbeat_record(hb: schema::Heartbeat) -> RecordHeartbeat {
+    RecordHeartbeat {
+        worker_id: hb.worker_id,
+        host: hb.host,
+        project: hb.project,
+        run_id: hb.run_id,
+        phase: match hb.phase {
+            HeartbeatPhase::Start => WorkerPhase::Start,
+            HeartbeatPhase::Tick => WorkerPhase::Tick,
+            HeartbeatPhase::End => WorkerPhase::End,
+        },
+        interval_secs: hb.interval_secs,
+        at: hb.at,
+    }
+}
+
+/// Runs ingest until `shutdown` is cancelled: the stream consumer and the
+/// heartbeat subscriber. Reconnects by itself when NATS goes away.
+pub async fn run(
+    client: async_nats::Client,
+    writer: Recipient<StoreBatch>,
+    heartbeats: Recipient<RecordHeartbeat>,
+    config: IngestConfig,
+    health: Arc<IngestHealth>,
+    shutdown: CancellationToken,
+) {
+    let hb = tokio::spawn(run_heartbeats(client.clone(), heartbeats, shutdown.clone()));
+    run_consumer(client, writer, config, health, shutdown).await;
+    let _ = hb.await;
+}
+
+async fn run_heartbeats(
+    client: async_nats::Client,
+    to: Recipient<RecordHeartbeat>,
+    shutdown: CancellationToken,
+) {
+    let mut sub = match client.subscribe(ptp_nats::subjects::HEARTBEAT).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot subscribe to heartbeats: {e}");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            msg = sub.next() => match msg {
+                None => break,
+                Some(m) => match serde_json::from_slice::<schema::Heartbeat>(&m.payload) {
+                    Ok(hb) => to.do_send(heartbeat_record(hb)),
+                    Err(e) => tracing::warn!("ignoring malformed heartbeat: {e}"),
+                },
+            },
+        }
+    }
+}
+
+async fn run_consumer(
+    client: async_nats::Client,
+    writer: Recipient<StoreBatch>,
+    config: IngestConfig,
+    health: Arc<IngestHealth>,
+    shutdown: CancellationToken,
+) {
+    let js = jetstream::new(client);
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match consume(&js, &writer, &config, &health, &shutdown).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!("ingest: {e}; retrying in {backoff:?}");
+                health.update(|h| h.consumer_error = Some(e));
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Pulls and stores until shutdown (`Ok`) or until the consumer fails (`Err`
+/// with a reason, and the caller retries).
+async fn consume(
+    js: &jetstream::Context,
+    writer: &Recipient<StoreBatch>,
+    config: &IngestConfig,
+    health: &IngestHealth,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let stream = ptp_nats::ensure_stream(js, &config.stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = ptp_nats::ensure_consumer(&stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(config.batch_max)
+        .expires(Duration::from_secs(10))
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await
+        .map_err(|e| format!("cannot pull from consumer {}: {e}", ptp_nats::CONSUMER))?;
+    let mut batches = messages.ready_chunks(config.batch_max);
+    health.update(|h| h.consumer_error = None);
+    loop {
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            b = batches.next() => b,
+        };
+        let Some(batch) = batch else {
+            return Err("the pull subscription ended".into());
+        };
+        let mut msgs = Vec::with_capacity(batch.len());
+        let mut failure = None;
+        for m in batch {
+            match m {
+                Ok(m) => msgs.push(m),
+                Err(e) => failure = Some(format!("pull failed: {e}")),
+            }
+        }
+        if !msgs.is_empty() {
+            store_and_ack(msgs, writer, config, health).await;
+        }
+        if let Some(f) = failure {
+            return Err(f);
+        }
+    }
+}
+
+async fn store_and_ack(
+    msgs: Vec<jetstream::Message>,
+    writer: &Recipient<StoreBatch>,
+    config: &IngestConfig,
+    health: &IngestHealth,
+) {
+    let items = msgs
+        .iter()
+        .map(|m| {
+            let msg_id = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str());
+            to_item(m.subject.as_str(), msg_id, &m.payload)
+        })
+        .collect();
+    let result: Result<BatchReport, String> = match writer.send(StoreBatch(items)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("writer actor unavailable: {e}")),
+    };
+    match result {
+        Ok(report) => {
+            for m in &msgs {
+                if let Err(e) = m.ack().await {
+                    // Unacked means redelivered; the writer is idempotent.
+                    tracing::warn!("ack failed (message will be redelivered): {e}");
+                }
+            }
+            health.update(|h| {
+                h.store_error = None;
+                h.acked += msgs.len() as u64;
+                h.runs_completed += report.completed.len() as u64;
+                h.rejected += report.rejected as u64;
+            });
+            tracing::debug!(
+                messages = msgs.len(),
+                completed = report.completed.len(),
+                duplicates = report.duplicates,
+                rejected = report.rejected,
+                "stored batch"
+            );
+        }
+        Err(reason) => {
+            tracing::error!(
+                "storing {} messages failed, will retry: {reason}",
+                msgs.len()
+            );
+            health.update(|h| h.store_error = Some(reason));
+            for m in &msgs {
+                let _ = m.ack_with(AckKind::Nak(Some(config.retry_delay))).await;
+            }
+            tokio::time::sleep(config.retry_delay).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_becomes_a_rejection_with_reason() {
+        match to_item("ptp.results.run", Some("x:run"), b"{not json") {
+            BatchItem::Reject(r) => {
+                assert!(r.reason.contains("not valid JSON"), "{}", r.reason);
+                assert_eq!(r.msg_id.as_deref(), Some("x:run"));
+                assert_eq!(r.excerpt.as_deref(), Some("{not json"));
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        match to_item(
+            "s",
+            None,
+            br#"{"schema": 7, "kind": "run", "run": {"run_id": "abc"}}"#,
+        ) {
+            BatchItem::Reject(r) => {
+                assert!(
+                    r.reason.contains("unknown schema version 7"),
+                    "{}",
+                    r.reason
+                );
+                assert_eq!(r.run_id.as_deref(), Some("abc"));
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,826 @@
+//! The versioned wire schema: what the agent (and `POST /results`) publish and
+//! what ingest decodes.
+//!
+//! A run travels as one or more [`CasesChunk`] messages followed by one
+//! [`RunFinal`] that says how many chunks make the run. Splitting keeps every
+//! message under the server's max payload (1 MB by default) even for runs of
+//! tens of thousands of test cases. Every message is a JSON object with a
+//! `schema` field ([`SCHEMA_VERSION`]) and a `kind` tag, so a master can refuse
+//! a version it does not know with a precise reason instead of guessing.
+//!
+//! Guarantees:
+//! - [`encode_run`] produces messages no larger than the budget it is given,
+//!   each with a message id that is stable for the run (`<run_id>:c<n>` and
+//!   `<run_id>:run`), so JetStream's duplicate window and the writer's
+//!   idempotence both recognise a resend.
+//! - [`decode`] never panics on hostile input; it returns a [`DecodeError`]
+//!   naming what is wrong, and [`WireMessage::validate`] refuses impossible
+//!   values (negative durations, counts that contradict the cases, oversized
+//!   strings) before anything reaches the database.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The version of the wire schema this crate writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Longest test id kept, in bytes. Longer ids are refused by validation; the
+/// agent truncates before publishing.
+pub const MAX_TEST_ID_BYTES: usize = 4096;
+/// Longest failure message kept, in bytes (longer ones are cut with a marker).
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// Longest traceback kept, in bytes (longer ones are cut with a marker).
+pub const MAX_TRACEBACK_BYTES: usize = 32 * 1024;
+/// Longest captured output kept per test case, in bytes.
+pub const MAX_OUTPUT_BYTES: usize = 16 * 1024;
+/// Longest value for short fields (project, branch, worker id, ...), in bytes.
+pub const MAX_SHORT_BYTES: usize = 512;
+/// Longest run id, in bytes.
+pub const MAX_RUN_ID_BYTES: usize = 128;
+/// Most test cases one run may carry.
+pub const MAX_CASES_PER_RUN: u64 = 5_000_000;
+/// Most chunks one run may be split into.
+pub const MAX_CHUNKS_PER_RUN: u32 = 100_000;
+
+/// How a single test case ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The test failed an assertion.
+    Failed,
+    /// The test (or its setup/teardown) raised an unexpected error.
+    Error,
+    /// An expected failure that unexpectedly passed.
+    Xpassed,
+    /// The test passed.
+    Passed,
+    /// The test was skipped.
+    Skipped,
+    /// An expected failure that failed as expected.
+    Xfailed,
+}
+
+impl Outcome {
+    /// All outcomes, failures first (the order the API lists cases in).
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Failed,
+        Outcome::Error,
+        Outcome::Xpassed,
+        Outcome::Passed,
+        Outcome::Skipped,
+        Outcome::Xfailed,
+    ];
+
+    /// The snake_case name used on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Failed => "failed",
+            Outcome::Error => "error",
+            Outcome::Xpassed => "xpassed",
+            Outcome::Passed => "passed",
+            Outcome::Skipped => "skipped",
+            Outcome::Xfailed => "xfailed",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// Whether this outcome counts as a failure of the test (failed or error).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::Error)
+    }
+}
+
+/// How a whole run ended. Separates "tests failed" from "the runner broke".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every test passed (or was skipped / xfailed).
+    Passed,
+    /// Some tests failed or errored (pytest exit 1).
+    Failed,
+    /// The run was interrupted (pytest exit 2, Ctrl-C).
+    Interrupted,
+    /// The runner hit an internal error (pytest exit 3).
+    InternalError,
+    /// The runner was invoked wrongly (pytest exit 4).
+    UsageError,
+    /// No tests were collected (pytest exit 5).
+    NoTests,
+    /// The command died (signal, missing binary, or no report written).
+    Crashed,
+    /// The command ran past the agent's `--timeout` and was killed.
+    TimedOut,
+}
+
+impl RunStatus {
+    /// The snake_case name used on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Passed => "passed",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::InternalError => "internal_error",
+            RunStatus::UsageError => "usage_error",
+            RunStatus::NoTests => "no_tests",
+            RunStatus::Crashed => "crashed",
+            RunStatus::TimedOut => "timed_out",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Passed,
+            RunStatus::Failed,
+            RunStatus::Interrupted,
+            RunStatus::InternalError,
+            RunStatus::UsageError,
+            RunStatus::NoTests,
+            RunStatus::Crashed,
+            RunStatus::TimedOut,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+}
+
+/// Test counts of a run, one field per [`Outcome`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Test cases in all.
+    pub total: u64,
+    /// Passed.
+    pub passed: u64,
+    /// Failed an assertion.
+    pub failed: u64,
+    /// Errored.
+    pub error: u64,
+    /// Skipped.
+    pub skipped: u64,
+    /// Expected failures.
+    pub xfailed: u64,
+    /// Unexpected passes.
+    pub xpassed: u64,
+}
+
+impl Counts {
+    /// Counts the outcomes of `cases`.
+    pub fn of<'a>(cases: impl IntoIterator<Item = &'a TestCase>) -> Counts {
+        let mut c = Counts::default();
+        for case in cases {
+            c.add(case.outcome);
+        }
+        c
+    }
+
+    /// Adds one case with `outcome`.
+    pub fn add(&mut self, outcome: Outcome) {
+        self.total += 1;
+        *self.get_mut(outcome) += 1;
+    }
+
+    /// The count of one outcome.
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::Passed => self.passed,
+            Outcome::Failed => self.failed,
+            Outcome::Error => self.error,
+            Outcome::Skipped => self.skipped,
+            Outcome::Xfailed => self.xfailed,
+            Outcome::Xpassed => self.xpassed,
+        }
+    }
+
+    fn get_mut(&mut self, outcome: Outcome) -> &mut u64 {
+        match outcome {
+            Outcome::Passed => &mut self.passed,
+            Outcome::Failed => &mut self.failed,
+            Outcome::Error => &mut self.error,
+            Outcome::Skipped => &mut self.skipped,
+            Outcome::Xfailed => &mut self.xfailed,
+            Outcome::Xpassed => &mut self.xpassed,
+        }
+    }
+
+    /// Pass rate in percent (0..=100): passed and xpassed over the tests that
+    /// ran to a verdict (skips and xfails excluded). `None` when nothing ran.
+    pub fn pass_rate(&self) -> Option<f64> {
+        let good = self.passed + self.xpassed;
+        let ran = good + self.failed + self.error;
+        (ran > 0).then(|| good as f64 * 100.0 / ran as f64)
+    }
+}
+
+/// One test case as the agent read it from the runner's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestCase {
+    /// Stable id: `classname::name` (parameters included), or `file::name`.
+    pub test_id: String,
+    /// Source file, when the report names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The `classname` attribute (pytest: dotted module and class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classname: Option<String>,
+    /// The `name` attribute (pytest: function name with parameters).
+    pub name: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Seconds.
+    pub duration_secs: f64,
+    /// Failure, error or skip message (capped at [`MAX_MESSAGE_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Traceback or failure body (capped at [`MAX_TRACEBACK_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+    /// Captured stdout/stderr (capped at [`MAX_OUTPUT_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Failed attempts before the final outcome (surefire `flakyFailure` /
+    /// `rerunFailure`, nextest retries).
+    #[serde(default)]
+    pub retries: u32,
+    /// Passed only after at least one failed attempt within this run.
+    #[serde(default)]
+    pub flaky: bool,
+}
+
+/// Everything about a run except its test cases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Unique id made by the agent (UUID v7) or the API caller.
+    pub run_id: String,
+    /// Project name.
+    pub project: String,
+    /// Branch, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Commit sha, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The CI worker that ran the tests.
+    pub worker_id: String,
+    /// Host name of the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The runner detected (`pytest`, `jest`, `junit`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
+    /// The command line the agent ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// When the command started.
+    pub started_at: DateTime<Utc>,
+    /// When the command finished.
+    pub finished_at: DateTime<Utc>,
+    /// Wall time of the run in seconds.
+    pub duration_secs: f64,
+    /// The command's exit code (`None` when killed by a signal or never started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// How the run ended.
+    pub status: RunStatus,
+    /// Counts by outcome.
+    pub counts: Counts,
+    /// Whether every test case is included in the chunks (`true` for the
+    /// agent). The original system's payload carried only failures, so for
+    /// those runs the counts exceed the cases.
+    pub cases_complete: bool,
+    /// Why the run has this status, when the agent has something to say
+    /// (e.g. "no JUnit report was written").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A slice of a run's test cases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CasesChunk {
+    /// The run these cases belong to.
+    pub run_id: String,
+    /// 0-based chunk number.
+    pub chunk: u32,
+    /// The cases.
+    pub cases: Vec<TestCase>,
+}
+
+/// The message that completes a run: its metadata and how many
+/// [`CasesChunk`]s belong to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFinal {
+    /// Run metadata and counts.
+    pub run: RunInfo,
+    /// Number of chunks (numbered `0..chunks`).
+    pub chunks: u32,
+}
+
+/// One message on the results stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WireMessage {
+    /// Some test cases of a run.
+    Cases(CasesChunk),
+    /// The end of a run.
+    Run(RunFinal),
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a> {
+    schema: u32,
+    #[serde(flatten)]
+    body: &'a WireMessage,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeIn {
+    schema: u32,
+    #[serde(flatten)]
+    body: WireMessage,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    schema: Option<serde_json::Value>,
+}
+
+/// A heartbeat, sent on core NATS (not the stream): liveness is only
+/// interesting while it is fresh.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Wire schema version.
+    pub schema: u32,
+    /// The worker.
+    pub worker_id: String,
+    /// Its host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Project being tested.
+    pub project: String,
+    /// The run in progress (or just finished).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Where in the run the worker is.
+    pub phase: HeartbeatPhase,
+    /// Seconds until the next heartbeat, so the master knows when it is late.
+    pub interval_secs: u64,
+    /// When it was sent.
+    pub at: DateTime<Utc>,
+}
+
+/// Where in its run a worker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeartbeatPhase {
+    /// The test command just started.
+    Start,
+    /// Still running.
+    Tick,
+    /// The command finished.
+    End,
+}
+
+/// Why a message could not be decoded or was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON at all.
+    #[error("message is not valid JSON: {0}")]
+    NotJson(String),
+    /// JSON, but without a usable `schema` field.
+    #[error(
+        "message has no numeric `schema` field; expected {{\"schema\": {SCHEMA_VERSION}, \"kind\": ...}}"
+    )]
+    NoVersion,
+    /// A schema version this master does not know.
+    #[error(
+        "unknown schema version {0} (this master reads version {SCHEMA_VERSION}); upgrade the master or downgrade the agent"
+    )]
+    UnknownVersion(u64),
+    /// Right version, wrong shape.
+    #[error("message does not match schema version {SCHEMA_VERSION}: {0}")]
+    Shape(String),
+    /// Well-formed but impossible values.
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+/// Serializes one message with its envelope.
+pub fn encode(msg: &WireMessage) -> Vec<u8> {
+    // Serializing our own types to a Vec cannot fail: no maps with non-string
+    // keys, no foreign Serialize impls.
+    serde_json::to_vec(&EnvelopeOut {
+        schema: SCHEMA_VERSION,
+        body: msg,
+    })
+    .unwrap_or_default()
+}
+
+/// Decodes and validates one message from the stream.
+pub fn decode(bytes: &[u8]) -> Result<WireMessage, DecodeError> {
+    let version: VersionOnly =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    match version.schema {
+        Some(serde_json::Value::Number(n)) => match n.as_u64() {
+            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+            Some(v) => return Err(DecodeError::UnknownVersion(v)),
+            None => return Err(DecodeError::NoVersion),
+        },
+        _ => return Err(DecodeError::NoVersion),
+    }
+    let env: EnvelopeIn =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::Shape(e.to_string()))?;
+    debug_assert_eq!(env.schema, SCHEMA_VERSION);
+    env.body.validate().map_err(DecodeError::Invalid)?;
+    Ok(env.body)
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        return Err(format!(
+            "{field} is {} bytes, more than the limit of {max}",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
+fn check_opt(field: &str, value: &Option<String>, max: usize) -> Result<(), String> {
+    value
+        .as_deref()
+        .map_or(Ok(()), |v| check_len(field, v, max))
+}
+
+fn check_run_id(run_id: &str) -> Result<(), String> {
+    if run_id.is_empty() {
+        return Err("run_id is empty".into());
+    }
+    check_len("run_id", run_id, MAX_RUN_ID_BYTES)?;
+    if !run_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(format!(
+            "run_id {run_id:?} has characters other than letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+fn check_duration(field: &str, d: f64) -> Result<(), String> {
+    if !d.is_finite() || d < 0.0 {
+        return Err(format!("{field} is {d}; durations must be finite and >= 0"));
+    }
+    Ok(())
+}
+
+impl TestCase {
+    /// Refuses impossible values.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.test_id.is_empty() {
+            return Err("a test case has an empty test_id".into());
+        }
+        check_len("test_id", &self.test_id, MAX_TEST_ID_BYTES)?;
+        check_len("name", &self.name, MAX_TEST_ID_BYTES)?;
+        check_opt("file", &self.file, MAX_TEST_ID_BYTES)?;
+        check_opt("classname", &self.classname, MAX_TEST_ID_BYTES)?;
+        // A little slack over the caps for the truncation marker.
+        check_opt("message", &self.message, MAX_MESSAGE_BYTES + 128)?;
+        check_opt("traceback", &self.traceback, MAX_TRACEBACK_BYTES + 128)?;
+        check_opt("output", &self.output, MAX_OUTPUT_BYTES + 128)?;
+        check_duration(
+            &format!("duration_secs of {:?}", self.test_id),
+            self.duration_secs,
+        )
+    }
+}
+
+impl RunInfo {
+    /// Refuses impossible values.
+    pub fn validate(&self) -> Result<(), String> {
+        check_run_id(&self.run_id)?;
+        if self.project.is_empty() {
+            return Err("project is empty".into());
+        }
+        if self.worker_id.is_empty() {
+            return Err("worker_id is empty".into());
+        }
+        for (field, value) in [("project", &self.project), ("worker_id", &self.worker_id)] {
+            check_len(field, value, MAX_SHORT_BYTES)?;
+        }
+        check_opt("branch", &self.branch, MAX_SHORT_BYTES)?;
+        check_opt("commit", &self.commit, MAX_SHORT_BYTES)?;
+        check_opt("host", &self.host, MAX_SHORT_BYTES)?;
+        check_opt("runner", &self.runner, MAX_SHORT_BYTES)?;
+        check_opt("command", &self.command, MAX_MESSAGE_BYTES + 128)?;
+        check_opt("note", &self.note, MAX_MESSAGE_BYTES + 128)?;
+        check_duration("duration_secs", self.duration_secs)?;
+        if self.finished_at < self.started_at {
+            return Err(format!(
+                "finished_at {} is before started_at {}",
+                self.finished_at, self.started_at
+            ));
+        }
+        let c = &self.counts;
+        let sum = c.passed + c.failed + c.error + c.skipped + c.xfailed + c.xpassed;
+        if sum != c.total {
+            return Err(format!(
+                "counts do not add up: passed+failed+error+skipped+xfailed+xpassed = {sum}, total = {}",
+                c.total
+            ));
+        }
+        if c.total > MAX_CASES_PER_RUN {
+            return Err(format!(
+                "total {} exceeds the limit of {MAX_CASES_PER_RUN} cases per run",
+                c.total
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl WireMessage {
+    /// The run this message belongs to.
+    pub fn run_id(&self) -> &str {
+        match self {
+            WireMessage::Cases(c) => &c.run_id,
+            WireMessage::Run(r) => &r.run.run_id,
+        }
+    }
+
+    /// Refuses impossible values.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            WireMessage::Cases(c) => {
+                check_run_id(&c.run_id)?;
+                if c.chunk >= MAX_CHUNKS_PER_RUN {
+                    return Err(format!(
+                        "chunk number {} exceeds the limit of {MAX_CHUNKS_PER_RUN}",
+                        c.chunk
+                    ));
+                }
+                c.cases.iter().try_for_each(TestCase::validate)
+            }
+            WireMessage::Run(r) => {
+                r.run.validate()?;
+                if r.chunks > MAX_CHUNKS_PER_RUN {
+                    return Err(format!(
+                        "chunks {} exceeds the limit of {MAX_CHUNKS_PER_RUN}",
+                        r.chunks
+                    ));
+                }
+                if r.run.cases_complete && r.chunks == 0 && r.run.counts.total > 0 {
+                    return Err(format!(
+                        "run declares {} cases but no chunks",
+                        r.run.counts.total
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A message ready to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Subject to publish on.
+    pub subject: &'static str,
+    /// `Nats-Msg-Id` header value, stable for the run.
+    pub msg_id: String,
+    /// JSON body.
+    pub payload: Vec<u8>,
+}
+
+/// Why a run could not be encoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    /// One test case alone is larger than the payload budget.
+    #[error(
+        "test case {test_id:?} encodes to {size} bytes, more than the message budget of {budget} bytes"
+    )]
+    CaseTooLarge {
+        /// The offending test.
+        test_id: String,
+        /// Its encoded size.
+        size: usize,
+        /// The budget.
+        budget: usize,
+    },
+}
+
+/// Bytes reserved in each message for the envelope around the cases.
+const ENVELOPE_SLACK: usize = 1024;
+
+/// Splits a run into chunk messages of at most `max_payload` bytes each and a
+/// final [`RunFinal`] message. `max_payload` is usually the server's
+/// `max_payload` (1 MB by default).
+pub fn encode_run(
+    run: &RunInfo,
+    cases: &[TestCase],
+    max_payload: usize,
+) -> Result<Vec<Outgoing>, EncodeError> {
+    let budget = max_payload.saturating_sub(ENVELOPE_SLACK).max(1024);
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    let flush = |from: usize, to: usize, out: &mut Vec<Outgoing>| {
+        let chunk = out.len() as u32;
+        let msg = WireMessage::Cases(CasesChunk {
+            run_id: run.run_id.clone(),
+            chunk,
+            cases: cases[from..to].to_vec(),
+        });
+        out.push(Outgoing {
+            subject: crate::subjects::RESULTS_CASES,
+            msg_id: format!("{}:c{chunk}", run.run_id),
+            payload: encode(&msg),
+        });
+    };
+    for (i, case) in cases.iter().enumerate() {
+        let len = serde_json::to_vec(case).map(|v| v.len()).unwrap_or(0) + 1;
+        if len > budget {
+            return Err(EncodeError::CaseTooLarge {
+                test_id: case.test_id.clone(),
+                size: len,
+                budget,
+            });
+        }
+        if size + len > budget {
+            flush(start, i, &mut out);
+            start = i;
+            size = 0;
+        }
+        size += len;
+    }
+    if start < cases.len() {
+        flush(start, cases.len(), &mut out);
+    }
+    let chunks = out.len() as u32;
+    out.push(Outgoing {
+        subject: crate::subjects::RESULTS_RUN,
+        msg_id: format!("{}:run", run.run_id),
+        payload: encode(&WireMessage::Run(RunFinal {
+            run: run.clone(),
+            chunks,
+        })),
+    });
+    Ok(out)
+}
+
+/// Cuts `s` to at most `max` bytes (on a char boundary) and appends a marker
+/// saying how much was cut. Returns `s` unchanged when it fits.
+pub fn truncate_marked(s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = s.len() - cut;
+    let mut t = s;
+    t.truncate(cut);
+    t.push_str(&format!("\n… [truncated {dropped} bytes]"));
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(i: usize, outcome: Outcome) -> TestCase {
+        TestCase {
+            test_id: format!("tests.test_mod::test_{i}[α-\"q\"]"),
+            file: None,
+            classname: Some("tests.test_mod".into()),
+            name: format!("test_{i}[α-\"q\"]"),
+            outcome,
+            duration_secs: 0.01,
+            message: outcome.is_failure().then(|| "assert 1 == 2".into()),
+            traceback: None,
+            output: None,
+            retries: 0,
+            flaky: false,
+        }
+    }
+
+    fn run(cases: &[TestCase]) -> RunInfo {
+        let now = Utc::now();
+        RunInfo {
+            run_id: "0190f5c2-1111-7000-8000-000000000001".into(),
+            project: "demo".into(),
+            branch: Some("main".into()),
+            commit: None,
+            worker_id: "w1".into(),
+            host: None,
+            runner: Some("pytest".into()),
+            command: None,
+            started_at: now,
+            finished_at: now,
+            duration_secs: 1.0,
+            exit_code: Some(1),
+            status: RunStatus::Failed,
+            counts: Counts::of(cases),
+            cases_complete: true,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_through_chunks() {
+        let cases: Vec<_> = (0..5000)
+            .map(|i| {
+                case(
+                    i,
+                    if i % 7 == 0 {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Passed
+                    },
+                )
+            })
+            .collect();
+        let r = run(&cases);
+        let msgs = encode_run(&r, &cases, 64 * 1024).expect("encodes");
+        assert!(msgs.len() > 3, "5000 cases must need several 64 KiB chunks");
+        let mut back = Vec::new();
+        let mut fin = None;
+        for m in &msgs {
+            assert!(m.payload.len() <= 64 * 1024, "chunk over budget");
+            match decode(&m.payload).expect("decodes") {
+                WireMessage::Cases(c) => back.extend(c.cases),
+                WireMessage::Run(f) => fin = Some(f),
+            }
+        }
+        let fin = fin.expect("final message");
+        assert_eq!(fin.chunks as usize, msgs.len() - 1);
+        assert_eq!(back, cases);
+        assert_eq!(fin.run.counts, Counts::of(&back));
+    }
+
+    #[test]
+    fn refuses_unknown_version_and_garbage() {
+        assert!(matches!(decode(b"not json"), Err(DecodeError::NotJson(_))));
+        assert_eq!(
+            decode(br#"{"schema": 99, "kind": "run"}"#),
+            Err(DecodeError::UnknownVersion(99))
+        );
+        assert_eq!(decode(br#"{"kind": "run"}"#), Err(DecodeError::NoVersion));
+        assert!(matches!(
+            decode(br#"{"schema": 1, "kind": "cases", "run_id": "x"}"#),
+            Err(DecodeError::Shape(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_impossible_values() {
+        let mut c = case(1, Outcome::Passed);
+        c.duration_secs = -1.0;
+        let msg = WireMessage::Cases(CasesChunk {
+            run_id: "r1".into(),
+            chunk: 0,
+            cases: vec![c],
+        });
+        let err = decode(&encode(&msg)).expect_err("negative duration");
+        assert!(
+            err.to_string().contains("durations must be finite"),
+            "{err}"
+        );
+
+        let cases = vec![case(1, Outcome::Passed)];
+        let mut r = run(&cases);
+        r.counts.total = 5;
+        let err = decode(&encode(&WireMessage::Run(RunFinal { run: r, chunks: 1 })))
+            .expect_err("bad counts");
+        assert!(err.to_string().contains("do not add up"), "{err}");
+
+        let mut r = run(&cases);
+        r.run_id = "../../etc/passwd".into();
+        assert!(r.validate().is_err());
+    }
+
+    #[test]
+    fn truncation_marks_and_keeps_utf8() {
+        let s = "é".repeat(100);
+        let t = truncate_marked(s, 11);
+        assert!(t.starts_with("ééééé"));
+        assert!(t.contains("[truncated 190 bytes]"), "{t}");
+        assert_eq!(truncate_marked("short".into(), 10), "short");
+    }
+
+    #[test]
+    fn pass_rate_ignores_skips() {
+        let c = Counts {
+            total: 4,
+            passed: 1,
+            failed: 1,
+            skipped: 2,
+            ..Counts::default()
+        };
+        assert_eq!(c.pass_rate(), Some(50.0));
+        assert_eq!(Counts::default().pass_rate(), None);
+    }
+}
