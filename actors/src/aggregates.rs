@@ -590,12 +590,12 @@ mod tests {
         let w = &a.workers(after)[0];
         assert_eq!((w.status, w.run_count), (WorkerState::Idle, 1));
         assert_eq!(w.avg_pass_rate, Some(75.0));
-        a.workers.get_mut("w1").map(|w| {
+        if let Some(w) = a.workers.get_mut("w1") {
             w.phase = Some(WorkerPhase::Tick);
             w.interval_secs = 5;
             w.last_seen = Some(after);
             w.current_run = Some("r2".into());
-        });
+        }
         let w = &a.workers(after + Duration::seconds(10))[0];
         assert_eq!(
             (w.status, w.current_run.as_deref()),

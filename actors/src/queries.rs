@@ -192,16 +192,19 @@ pub async fn run_cases(
         .collect()
 }
 
+/// A `rejected` row: received_at, subject, msg_id, run_id, reason, excerpt.
+type RejectedRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+);
+
 /// The most recent rejections.
 pub async fn list_rejected(pool: &SqlitePool, limit: u32) -> Result<Vec<Rejection>, sqlx::Error> {
-    let rows: Vec<(
-        i64,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-        Option<String>,
-    )> = sqlx::query_as(
+    let rows: Vec<RejectedRow> = sqlx::query_as(
         "SELECT received_at, subject, msg_id, run_id, reason, excerpt FROM rejected \
              ORDER BY received_at DESC, id DESC LIMIT ?",
     )

@@ -43,7 +43,7 @@ pub enum BatchItem {
     /// A run's metadata and how many chunks make it.
     Final {
         /// The run.
-        run: RunRecord,
+        run: Box<RunRecord>,
         /// Number of chunks.
         chunks: u32,
     },
@@ -203,7 +203,7 @@ async fn store_batch(
             Completion::NotYet => {}
             Completion::Done(c) => {
                 report.completed.push(run_id.clone());
-                completed.push(c);
+                completed.push(*c);
             }
             Completion::Refused => report.rejected += 1,
         }
@@ -266,7 +266,7 @@ async fn insert_cases(
 
 enum Completion {
     NotYet,
-    Done(RunCompleted),
+    Done(Box<RunCompleted>),
     Refused,
 }
 
@@ -337,7 +337,7 @@ async fn try_complete(
     .bind(run_id)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Completion::Done(RunCompleted { run, failures }))
+    Ok(Completion::Done(Box::new(RunCompleted { run, failures })))
 }
 
 fn check_counts(

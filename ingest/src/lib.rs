@@ -102,7 +102,7 @@ pub fn to_item(subject: &str, msg_id: Option<&str>, payload: &[u8]) -> BatchItem
         },
         Ok(WireMessage::Run(r)) => BatchItem::Final {
             chunks: r.chunks,
-            run: run_record(r.run),
+            run: Box::new(run_record(r.run)),
         },
         Err(e) => BatchItem::Reject(Rejection {
             received_at: Utc::now(),

@@ -319,6 +319,8 @@ pub struct RunFinal {
 }
 
 /// One message on the results stream.
+// Decoded once per message and matched at once: boxing `Run` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WireMessage {

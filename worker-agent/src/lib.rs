@@ -1,4 +1,20 @@
-//! The pytest-platform worker agent as a library: the binary `ptp-agent` is a
-//! thin shell over these modules so tests can exercise each piece.
+//! The pytest-platform worker agent as a library; the `ptp-agent` binary is a
+//! thin shell over it.
+//!
+//! # Layout
+//! - [`config`]: the command line and the defaults taken from CI variables.
+//! - [`runner`]: running the test command as a child process (pytest
+//!   detection, process group, timeout, signal forwarding).
+//! - [`junit`]: parsing JUnit XML of the common dialects.
+//! - [`report`]: turning exit code and cases into a run with a status.
+//! - [`publish`]: heartbeats and publishing to JetStream with retries.
+//! - [`spool`]: runs that could not be published, kept on disk.
+//! - [`commands`]: `run`, `upload`, `flush`.
 
+pub mod commands;
+pub mod config;
 pub mod junit;
+pub mod publish;
+pub mod report;
+pub mod runner;
+pub mod spool;

@@ -1,0 +1,219 @@
+//! `TestApp`: a real nats-server child, the real master (same `run` as the
+//! binary) on port 0 with a temp SQLite file, and helpers that speak the
+//! domain: run the agent, wait for a run, read the API.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use ptp_test_support::{NatsServer, cargo_bin, eventually, python};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Generous deadline for things that happen in well under a second.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running master.
+pub struct Master {
+    pub base: String,
+    token: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Master {
+    pub async fn start(db: &Path, nats_url: &str) -> Master {
+        let config = ptp_api::Config::for_test(db.to_path_buf(), nats_url.to_string());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let token = CancellationToken::new();
+        let task = tokio::spawn(ptp_api::run(config, listener, token.clone()));
+        Master { base, token, task }
+    }
+
+    /// Graceful shutdown, as on SIGTERM; asserts it ended cleanly.
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.task
+            .await
+            .expect("master task joined")
+            .expect("master shut down cleanly");
+    }
+}
+
+pub struct TestApp {
+    pub nats: NatsServer,
+    pub master: Option<Master>,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let nats = NatsServer::start();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let master = Master::start(&dir.path().join("ptp.sqlite"), &nats.url()).await;
+        let app = TestApp {
+            nats,
+            master: Some(master),
+            dir,
+            http: reqwest::Client::new(),
+        };
+        app.wait_healthy().await;
+        app
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("ptp.sqlite")
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    pub fn base(&self) -> &str {
+        &self.master.as_ref().expect("master running").base
+    }
+
+    pub async fn stop_master(&mut self) {
+        if let Some(m) = self.master.take() {
+            m.stop().await;
+        }
+    }
+
+    pub async fn start_master(&mut self) {
+        assert!(self.master.is_none(), "master already running");
+        self.master = Some(Master::start(&self.db_path(), &self.nats.url()).await);
+        self.wait_healthy().await;
+    }
+
+    pub async fn wait_healthy(&self) {
+        let url = format!("{}/health", self.base());
+        let http = self.http.clone();
+        eventually(DEADLINE, "GET /health to answer 200", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let r = http.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base()))
+            .send()
+            .await
+            .expect("GET reaches the master");
+        let status = r.status().as_u16();
+        let body = r.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base()))
+            .json(body)
+            .send()
+            .await
+            .expect("POST reaches the master");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls `GET /results/{id}` until the run is there.
+    pub async fn wait_run(&self, run_id: &str) -> Value {
+        let path = format!("/results/{run_id}");
+        eventually(
+            DEADLINE,
+            &format!("run {run_id} to be queryable"),
+            || async {
+                let (status, body) = self.get(&path).await;
+                (status == 200).then_some(body)
+            },
+        )
+        .await
+    }
+
+    /// Polls `GET /results?limit=500` until `n` runs are listed.
+    pub async fn wait_run_count(&self, n: usize) -> Vec<Value> {
+        eventually(DEADLINE, &format!("{n} runs to be listed"), || async {
+            let (_, body) = self.get("/results?limit=500").await;
+            let runs = body.as_array()?.clone();
+            (runs.len() >= n).then_some(runs)
+        })
+        .await
+    }
+
+    /// The agent binary with this app's settings.
+    pub fn agent(&self) -> Command {
+        let mut c = Command::new(cargo_bin("ptp-agent"));
+        c.env("NATS_URL", self.nats.url())
+            .env("WORKER_ID", "ci-worker-1")
+            .env("PROJECT", "demo")
+            .env("BRANCH", "main")
+            .env("COMMIT", "abc123")
+            .env("PTP_SPOOL_DIR", self.spool_dir())
+            .env("PTP_PUBLISH_TIMEOUT", "20")
+            .env_remove("PTP_STRICT");
+        c
+    }
+}
+
+/// Copies the fixture pytest suite into a fresh directory.
+pub fn pytest_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("project dir");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytest_suite");
+    for e in std::fs::read_dir(&src).expect("fixture suite") {
+        let e = e.expect("dir entry");
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).expect("copy fixture");
+    }
+    dir
+}
+
+/// Runs the agent around `python -m pytest` in `project`, with the JUnit
+/// file at `junit` so the test can compare; returns the output.
+pub fn run_pytest_agent(app: &TestApp, project: &Path, junit: &Path) -> Output {
+    app.agent()
+        .current_dir(project)
+        .args(["run", "--"])
+        .arg(python())
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(format!("--junitxml={}", junit.display()))
+        .output()
+        .expect("agent runs")
+}
+
+/// The run id the agent printed ("ptp-agent: run <id> [status]: ...").
+pub fn run_id_from(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .find_map(|l| {
+            l.strip_prefix("ptp-agent: run ")
+                .and_then(|r| r.split_whitespace().next())
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("agent printed no run id; stderr:\n{err}"))
+}
+
+/// `[test_id, outcome]` per testcase element, read by Python's xml.etree.
+pub fn oracle_cases(junit: &Path) -> Vec<(String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/junit_cases.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(junit)
+        .output()
+        .expect("oracle runs");
+    assert!(
+        out.status.success(),
+        "oracle failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Vec<(String, String)> = serde_json::from_slice(&out.stdout).expect("oracle JSON");
+    v
+}

@@ -1,0 +1,379 @@
+//! End-to-end tests of the master on real parts: a nats-server child, the
+//! master's own `run` on port 0 with a temp SQLite file, the built
+//! `ptp-agent` wrapping a real pytest.
+
+mod helpers;
+
+use std::collections::BTreeMap;
+
+use helpers::*;
+use serde_json::{Value, json};
+
+fn count(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_pytest_run_matches_the_junit_file_case_by_case() {
+    let app = TestApp::spawn().await;
+    let project = pytest_project();
+    let junit = project.path().join("report.xml");
+    let out = run_pytest_agent(&app, project.path(), &junit);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "pytest's exit code (tests failed) passes through; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_id = run_id_from(&out);
+    let run = app.wait_run(&run_id).await;
+
+    let expected = oracle_cases(&junit);
+    let mut expected_counts: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, o) in &expected {
+        *expected_counts.entry(o.clone()).or_default() += 1;
+    }
+    assert_eq!(count(&run, "total"), expected.len() as u64);
+    for outcome in ["passed", "failed", "error", "skipped", "xfailed"] {
+        assert_eq!(
+            count(&run, outcome),
+            expected_counts.get(outcome).copied().unwrap_or(0),
+            "count of {outcome}"
+        );
+    }
+    // The suite is built to hold every class; make sure the oracle saw them.
+    for outcome in ["passed", "failed", "error", "skipped", "xfailed"] {
+        assert!(
+            expected_counts.contains_key(outcome),
+            "fixture suite lacks {outcome}: {expected_counts:?}"
+        );
+    }
+    let mut got: Vec<(String, String)> = run["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| {
+            (
+                c["test_id"].as_str().expect("id").to_string(),
+                c["outcome"].as_str().expect("outcome").to_string(),
+            )
+        })
+        .collect();
+    let mut want = expected.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "stored cases equal the JUnit file's testcase elements"
+    );
+    // pytest itself escapes non-ASCII in parametrised ids (`\xfc`); the id is
+    // kept exactly as pytest wrote it, quotes and brackets included.
+    for id in [
+        "[quote\"s]",
+        "[[brackets]]",
+        "[it's]",
+        "[\\xfcn\\xefc\\xf6d\\xe9-\\u65e5\\u672c]",
+    ] {
+        assert!(
+            got.iter().any(|(g, _)| g.contains(id)),
+            "no stored id contains {id}: {got:?}"
+        );
+    }
+
+    // Failures first in the listing.
+    let outcomes: Vec<&str> = run["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .map(|c| c["outcome"].as_str().unwrap_or(""))
+        .collect();
+    let first_non_failure = outcomes
+        .iter()
+        .position(|o| *o != "failed" && *o != "error")
+        .unwrap_or(outcomes.len());
+    assert!(
+        outcomes[first_non_failure..]
+            .iter()
+            .all(|o| *o != "failed" && *o != "error"),
+        "{outcomes:?}"
+    );
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["exit_code"], 1);
+    assert_eq!(run["runner"], "pytest");
+    assert_eq!(
+        (
+            run["project"].as_str(),
+            run["branch"].as_str(),
+            run["commit"].as_str()
+        ),
+        (Some("demo"), Some("main"), Some("abc123"))
+    );
+    let failing_msg = run["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| {
+            c["test_id"]
+                .as_str()
+                .is_some_and(|id| id.ends_with("::test_fails"))
+        })
+        .expect("test_fails stored");
+    assert!(
+        failing_msg["traceback"]
+            .as_str()
+            .is_some_and(|t| t.contains("lists differ ✗ ünïcödé-日本")),
+        "{failing_msg}"
+    );
+
+    // Aggregates reflect the run.
+    let (_, trend) = app.get("/trend?project=demo&branch=main").await;
+    assert_eq!(trend.as_array().map(Vec::len), Some(1));
+    assert_eq!(trend[0]["run_id"], run_id.as_str());
+    let (_, workers) = app.get("/workers").await;
+    assert_eq!(workers[0]["worker_id"], "ci-worker-1");
+    assert_eq!(workers[0]["run_count"], 1);
+    assert_eq!(workers[0]["status"], "idle");
+    let (_, stats) = app.get("/failures/stats?project=demo").await;
+    let failing = expected_counts.get("failed").copied().unwrap_or(0)
+        + expected_counts.get("error").copied().unwrap_or(0);
+    let stat_total: u64 = stats
+        .as_array()
+        .expect("stats")
+        .iter()
+        .map(|s| count(s, "fail_count"))
+        .sum();
+    assert_eq!(
+        stat_total, failing,
+        "every failed/errored case counted once: {stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_down_while_agents_publish_loses_nothing() {
+    let mut app = TestApp::spawn().await;
+    let project = pytest_project();
+    let first = run_pytest_agent(&app, project.path(), &project.path().join("r0.xml"));
+    app.wait_run(&run_id_from(&first)).await;
+
+    app.stop_master().await;
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        let out = run_pytest_agent(
+            &app,
+            project.path(),
+            &project.path().join(format!("r{i}.xml")),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        ids.push(run_id_from(&out));
+    }
+    app.start_master().await;
+    let runs = app.wait_run_count(4).await;
+    assert_eq!(runs.len(), 4, "exactly four runs, none twice");
+    for id in &ids {
+        let run = app.wait_run(id).await;
+        assert_eq!(
+            count(&run, "total"),
+            count(&runs[0], "total"),
+            "run {id} complete"
+        );
+    }
+    let (_, workers) = app.get("/workers").await;
+    assert_eq!(workers[0]["run_count"], 4);
+    let (_, trend) = app.get("/trend?project=demo&limit=10").await;
+    let times: Vec<&str> = trend
+        .as_array()
+        .expect("trend")
+        .iter()
+        .map(|p| p["timestamp"].as_str().unwrap_or(""))
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "trend ordered by time, oldest first");
+    assert_eq!(times.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn original_systems_payload_is_accepted_unchanged() {
+    let app = TestApp::spawn().await;
+    let payload = json!({
+        "run_id": "5f2b3c1e-8d4a-4f6b-9c2e-1a2b3c4d5e6f",
+        "worker_id": "legacy-worker",
+        "project": "legacy",
+        "branch": "develop",
+        "timestamp": "2026-01-02T03:04:05Z",
+        "passed": 8, "failed": 2, "error": 0, "skipped": 1, "total": 11,
+        "duration": 12.5, "pass_rate": 80.0,
+        "failures": [
+            {"nodeid": "tests/test_a.py::test_one", "duration": 0.5, "message": "AssertionError: 1 != 2"},
+            {"nodeid": "tests/test_b.py::test_two", "duration": 0.1, "message": "KeyError"}
+        ]
+    });
+    let (status, body) = app.post("/results", &payload).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["run_id"], "5f2b3c1e-8d4a-4f6b-9c2e-1a2b3c4d5e6f");
+    let run = app.wait_run("5f2b3c1e-8d4a-4f6b-9c2e-1a2b3c4d5e6f").await;
+    assert_eq!(
+        (
+            count(&run, "passed"),
+            count(&run, "failed"),
+            count(&run, "total")
+        ),
+        (8, 2, 11)
+    );
+    assert_eq!(run["pass_rate"], 80.0);
+    assert_eq!(run["timestamp"], "2026-01-02T03:04:05Z");
+    assert_eq!(run["failures"].as_array().map(Vec::len), Some(2));
+    assert_eq!(run["failures"][0]["nodeid"], "tests/test_a.py::test_one");
+
+    // Posting the same run again stores it once.
+    let (status, _) = app.post("/results", &payload).await;
+    assert_eq!(status, 202);
+    let other = json!({"run_id": "second-run", "worker_id": "legacy-worker", "project": "legacy", "passed": 1, "total": 1});
+    app.post("/results", &other).await;
+    app.wait_run("second-run").await;
+    let (_, runs) = app.get("/results?project=legacy").await;
+    assert_eq!(
+        runs.as_array().map(Vec::len),
+        Some(2),
+        "the duplicate post was stored once: {runs}"
+    );
+    let (_, stats) = app.get("/failures/stats?project=legacy").await;
+    assert_eq!(
+        stats[0]["fail_count"], 1,
+        "duplicate did not double the failures: {stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_4xx_errors() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        ("/results/does-not-exist", 404, "not found"),
+        ("/results/bad%20id", 400, "not valid"),
+        ("/results?limit=0", 400, "between 1 and 500"),
+        ("/results?limit=abc", 400, "limit"),
+        ("/results?cursor=garbage", 400, "cursor"),
+        ("/results?colour=blue", 400, "unknown field"),
+        ("/results?status=exploded", 400, "not one of"),
+        ("/trend?limit=5000", 400, "between 1 and 1000"),
+        ("/trend?branch=main", 400, "needs project"),
+        ("/failures/stats?days=0", 400, "days"),
+        ("/nope", 404, "/docs"),
+    ];
+    for (path, want, needle) in cases {
+        let (status, body) = app.get(path).await;
+        assert_eq!(status, want, "{path}: {body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(needle),
+            "{path}: detail {detail:?} should mention {needle:?}"
+        );
+    }
+    let r = app
+        .http
+        .post(format!("{}/results", app.base()))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 400);
+    let (status, body) = app
+        .post(
+            "/results",
+            &json!({"run_id": "x", "worker_id": "w", "passed": 1, "total": 3}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["detail"].as_str().unwrap_or("").contains("total (3)"));
+    let (status, _) = app.get("/health").await;
+    assert_eq!(status, 200, "the master is still healthy after all that");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_stream_is_rejected_and_the_stream_keeps_flowing() {
+    let app = TestApp::spawn().await;
+    let client = async_nats::connect(app.nats.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    for payload in [&b"not json at all"[..], br#"{"schema": 42, "kind": "run"}"#] {
+        js.publish(ptp_nats::subjects::RESULTS_RUN, payload.to_vec().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stream ack");
+    }
+    let (status, _) = app
+        .post(
+            "/results",
+            &json!({"run_id": "after-garbage", "worker_id": "w", "passed": 1, "total": 1}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    app.wait_run("after-garbage").await;
+    let (_, rejected) = app.get("/rejected").await;
+    let reasons: Vec<&str> = rejected
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{rejected}");
+    assert!(
+        reasons.iter().any(|r| r.contains("not valid JSON")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("unknown schema version 42")),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_60000_case_run_travels_in_chunks() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("big.xml");
+    let mut xml = String::from("<?xml version=\"1.0\"?>\n<testsuites><testsuite name=\"big\">\n");
+    for i in 0..60_000 {
+        if i % 1000 == 7 {
+            xml.push_str(&format!(
+                "<testcase classname=\"pkg.mod_{m}\" name=\"test_{i}[x]\" time=\"0.001\"><failure message=\"boom {i}\">Traceback line\nassert False</failure></testcase>\n",
+                m = i % 50
+            ));
+        } else {
+            xml.push_str(&format!(
+                "<testcase classname=\"pkg.mod_{m}\" name=\"test_{i}[x]\" time=\"0.001\"/>\n",
+                m = i % 50
+            ));
+        }
+    }
+    xml.push_str("</testsuite></testsuites>\n");
+    std::fs::write(&path, xml).expect("write report");
+    let out = app
+        .agent()
+        .args(["upload", "--runner", "synthetic"])
+        .arg(&path)
+        .output()
+        .expect("agent");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_id = run_id_from(&out);
+    let run = app.wait_run(&run_id).await;
+    assert_eq!(
+        (
+            count(&run, "total"),
+            count(&run, "failed"),
+            count(&run, "passed")
+        ),
+        (60_000, 60, 59_940)
+    );
+    assert_eq!(run["cases"].as_array().map(Vec::len), Some(60_000));
+    assert_eq!(run["cases"][0]["outcome"], "failed", "failures first");
+}

@@ -1,0 +1,426 @@
+//! The three subcommands, as readable decision sequences: `run`, `upload`,
+//! `flush`. Each returns the process exit code.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use chrono::Utc;
+use ptp_nats::schema::{HeartbeatPhase, RunInfo, TestCase};
+
+use crate::config::{RunArgs, Settings, UploadArgs};
+use crate::publish::{Publisher, heartbeat};
+use crate::report::{self, Finished, Meta};
+use crate::runner::{self, Exit};
+use crate::{junit, spool};
+
+/// Exit code with --strict when the tests passed but reporting failed.
+pub const EXIT_REPORTING_FAILED: i32 = 75;
+
+/// How the test command's code and reporting trouble combine.
+pub fn exit_code(test_code: i32, reporting_ok: bool, strict: bool) -> i32 {
+    if strict && !reporting_ok && test_code == 0 {
+        EXIT_REPORTING_FAILED
+    } else {
+        test_code
+    }
+}
+
+macro_rules! say {
+    ($s:expr, $($arg:tt)*) => {
+        if !$s.quiet {
+            eprintln!("ptp-agent: {}", format!($($arg)*));
+        }
+    };
+}
+
+/// Expands globs; a plain path that does not exist is reported.
+fn expand(patterns: &[String]) -> (Vec<PathBuf>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for p in patterns {
+        match glob::glob(p) {
+            Ok(paths) => {
+                let before = files.len();
+                files.extend(paths.filter_map(Result::ok).filter(|p| p.is_file()));
+                if files.len() == before {
+                    problems.push(format!("no report file matches {p:?}"));
+                }
+            }
+            Err(e) => problems.push(format!("bad glob {p:?}: {e}")),
+        }
+    }
+    files.sort();
+    files.dedup();
+    (files, problems)
+}
+
+/// Parses every file; returns the merged cases, or why there are none.
+fn read_reports(
+    files: &[PathBuf],
+    mut problems: Vec<String>,
+) -> (Result<Vec<TestCase>, String>, Vec<String>) {
+    let mut reports = Vec::new();
+    for f in files {
+        match junit::parse_file(f) {
+            Ok(r) => reports.push(r),
+            Err(e) => problems.push(format!("{}: {e}", f.display())),
+        }
+    }
+    if reports.is_empty() {
+        let why = if problems.is_empty() {
+            "no JUnit report was found".to_string()
+        } else {
+            problems.join("; ")
+        };
+        return (Err(why), problems);
+    }
+    (Ok(junit::merge(reports).cases), problems)
+}
+
+fn modified_since(path: &Path, t: SystemTime) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map(|m| m + Duration::from_secs(2) >= t)
+        .unwrap_or(false)
+}
+
+/// Publishes, or spools on failure. Returns whether the run was published.
+async fn deliver(
+    s: &Settings,
+    publisher: Option<&Publisher>,
+    run: &RunInfo,
+    cases: &[TestCase],
+) -> bool {
+    let result = match publisher {
+        Some(p) => p.publish_run(run, cases, s.publish_timeout, s.quiet).await,
+        None => Err("no NATS connection".to_string()),
+    };
+    match result {
+        Ok(()) => {
+            say!(s, "published run {} to {}", run.run_id, s.nats_url);
+            true
+        }
+        Err(e) => {
+            eprintln!("ptp-agent: could not publish run {}: {e}", run.run_id);
+            match spool::write(&s.spool_dir, run, cases) {
+                Ok(path) => eprintln!(
+                    "ptp-agent: the run is saved in the spool at {}; it is sent by the next `ptp-agent run` or by `ptp-agent flush` once NATS at {} is reachable",
+                    path.display(),
+                    s.nats_url
+                ),
+                Err(e) => eprintln!("ptp-agent: could not spool the run either, it is lost: {e}"),
+            }
+            false
+        }
+    }
+}
+
+/// Sends what is in the spool. Returns (sent, failed).
+async fn send_spool(s: &Settings, publisher: &Publisher, budget: Duration) -> (usize, usize) {
+    let files = match spool::list(&s.spool_dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ptp-agent: {e}");
+            return (0, 1);
+        }
+    };
+    let (mut sent, mut failed) = (0, 0);
+    for path in files {
+        let spooled = match spool::read(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ptp-agent: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        match publisher
+            .publish_run(&spooled.run, &spooled.cases, budget, s.quiet)
+            .await
+        {
+            Ok(()) => {
+                if let Err(e) = spool::remove(&path) {
+                    eprintln!("ptp-agent: sent but {e}");
+                }
+                say!(
+                    s,
+                    "sent spooled run {} ({})",
+                    spooled.run.run_id,
+                    path.display()
+                );
+                sent += 1;
+            }
+            Err(e) => {
+                eprintln!(
+                    "ptp-agent: spooled run {} not sent: {e}",
+                    spooled.run.run_id
+                );
+                failed += 1;
+                break; // NATS is away: leave the rest for later
+            }
+        }
+    }
+    (sent, failed)
+}
+
+async fn connect(s: &Settings) -> Option<Publisher> {
+    match Publisher::connect(&s.nats_url).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("ptp-agent: {e} (set --nats-url / NATS_URL)");
+            None
+        }
+    }
+}
+
+/// `ptp-agent run -- <command>`.
+pub async fn run(s: &Settings, args: RunArgs) -> i32 {
+    let report_dir = match tempfile::Builder::new().prefix("ptp-agent-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("ptp-agent: cannot create a temporary directory for the report: {e}");
+            return 70;
+        }
+    };
+    let plan = runner::plan(&args.command, report_dir.path());
+    let runner_name = plan.runner.clone().or_else(|| {
+        args.command.first().map(|c| {
+            Path::new(c)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| c.clone())
+        })
+    });
+    if plan.junit_path.is_none() && args.junit.is_empty() {
+        say!(
+            s,
+            "note: {:?} is not pytest and no --junit was given; the run will be published without test cases",
+            args.command.join(" ")
+        );
+    }
+    let publisher = connect(s).await;
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let started_at = Utc::now();
+    let started_sys = SystemTime::now();
+    let interval = args.heartbeat_secs;
+
+    let ticker = publisher.clone().map(|p| {
+        let (w, h, proj, id) = (
+            s.worker_id.clone(),
+            s.host.clone(),
+            s.project.clone(),
+            run_id.clone(),
+        );
+        tokio::spawn(async move {
+            p.heartbeat(heartbeat(
+                &w,
+                &h,
+                &proj,
+                &id,
+                HeartbeatPhase::Start,
+                interval,
+            ))
+            .await;
+            let mut t = tokio::time::interval(Duration::from_secs(interval));
+            t.tick().await;
+            loop {
+                t.tick().await;
+                p.heartbeat(heartbeat(
+                    &w,
+                    &h,
+                    &proj,
+                    &id,
+                    HeartbeatPhase::Tick,
+                    interval,
+                ))
+                .await;
+            }
+        })
+    });
+    let exit = runner::run(&plan.argv, args.timeout.map(Duration::from_secs), || {}).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    let finished_at = Utc::now();
+    if let Some(p) = &publisher {
+        p.heartbeat(heartbeat(
+            &s.worker_id,
+            &s.host,
+            &s.project,
+            &run_id,
+            HeartbeatPhase::End,
+            interval,
+        ))
+        .await;
+    }
+    match &exit {
+        Exit::NotStarted { reason, .. } => eprintln!("ptp-agent: {reason}"),
+        Exit::TimedOut => eprintln!(
+            "ptp-agent: the command ran past --timeout {}s; its process group was killed (exit 124)",
+            args.timeout.unwrap_or(0)
+        ),
+        Exit::Signal(sig) => eprintln!("ptp-agent: the command was killed by signal {sig}"),
+        Exit::Code(_) => {}
+    }
+
+    let (report, problems) = match &plan.junit_path {
+        Some(path) if path.exists() => read_reports(std::slice::from_ref(path), Vec::new()),
+        Some(path) => (
+            Err(format!(
+                "pytest wrote no JUnit report at {} (it crashed, or was killed before writing it)",
+                path.display()
+            )),
+            Vec::new(),
+        ),
+        None if args.junit.is_empty() => (Ok(Vec::new()), Vec::new()),
+        None => {
+            let (files, problems) = expand(&args.junit);
+            let (fresh, stale): (Vec<_>, Vec<_>) = files
+                .into_iter()
+                .partition(|f| modified_since(f, started_sys));
+            for f in &stale {
+                say!(
+                    s,
+                    "ignoring {}: it was not written by this run (older than its start)",
+                    f.display()
+                );
+            }
+            if fresh.is_empty() && problems.is_empty() {
+                (
+                    Err(format!(
+                        "no report written by this run matches {:?}",
+                        args.junit
+                    )),
+                    Vec::new(),
+                )
+            } else {
+                read_reports(&fresh, problems)
+            }
+        }
+    };
+    for p in &problems {
+        eprintln!("ptp-agent: report problem: {p}");
+    }
+    let report_ok = report.is_ok() && problems.is_empty();
+    if let Err(e) = &report {
+        eprintln!("ptp-agent: {e}");
+    }
+    let (run, cases) = report::build(
+        Meta {
+            run_id,
+            project: s.project.clone(),
+            branch: s.branch.clone(),
+            commit: s.commit.clone(),
+            worker_id: s.worker_id.clone(),
+            host: s.host.clone(),
+            command: Some(plan.argv.join(" ")),
+            started_at,
+            finished_at,
+        },
+        Finished {
+            runner: runner_name,
+            exit: exit.clone(),
+            report,
+        },
+    );
+    say!(s, "{}", report::summary(&run));
+    let published = deliver(s, publisher.as_ref(), &run, &cases).await;
+    if published && let Some(p) = &publisher {
+        send_spool(s, p, s.publish_timeout).await;
+    }
+    if let Some(p) = publisher {
+        p.close().await;
+    }
+    exit_code(exit.code(), published && report_ok, s.strict)
+}
+
+/// `ptp-agent upload <files>`.
+pub async fn upload(s: &Settings, args: UploadArgs) -> i32 {
+    let (files, problems) = expand(&args.files);
+    let (report, problems) = read_reports(&files, problems);
+    for p in &problems {
+        eprintln!("ptp-agent: report problem: {p}");
+    }
+    let cases = match report {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ptp-agent: nothing to upload: {e}");
+            return 2;
+        }
+    };
+    let now = Utc::now();
+    let (mut run, cases) = report::build(
+        Meta {
+            run_id: uuid::Uuid::now_v7().to_string(),
+            project: s.project.clone(),
+            branch: s.branch.clone(),
+            commit: s.commit.clone(),
+            worker_id: s.worker_id.clone(),
+            host: s.host.clone(),
+            command: None,
+            started_at: now,
+            finished_at: now,
+        },
+        Finished {
+            runner: args.runner.or(Some("junit".into())),
+            exit: Exit::Code(0),
+            report: Ok(cases),
+        },
+    );
+    run.exit_code = None;
+    run.duration_secs = cases.iter().map(|c| c.duration_secs).sum();
+    say!(s, "{} from {} file(s)", report::summary(&run), files.len());
+    let publisher = connect(s).await;
+    let published = deliver(s, publisher.as_ref(), &run, &cases).await;
+    if let Some(p) = publisher {
+        p.close().await;
+    }
+    match (published, problems.is_empty()) {
+        (true, true) => 0,
+        (true, false) => 2,
+        (false, _) => 1,
+    }
+}
+
+/// `ptp-agent flush`.
+pub async fn flush(s: &Settings) -> i32 {
+    let pending = match spool::list(&s.spool_dir) {
+        Ok(f) => f.len(),
+        Err(e) => {
+            eprintln!("ptp-agent: {e}");
+            return 1;
+        }
+    };
+    if pending == 0 {
+        say!(
+            s,
+            "spool {} is empty; nothing to send",
+            s.spool_dir.display()
+        );
+        return 0;
+    }
+    let Some(p) = connect(s).await else { return 1 };
+    let (sent, failed) = send_spool(s, &p, s.publish_timeout).await;
+    p.close().await;
+    say!(
+        s,
+        "flush: {sent} sent, {failed} not sent, {} left in {}",
+        pending - sent,
+        s.spool_dir.display()
+    );
+    if failed == 0 { 0 } else { 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_code_wins_unless_strict_and_green() {
+        assert_eq!(exit_code(1, false, true), 1);
+        assert_eq!(exit_code(0, false, false), 0);
+        assert_eq!(exit_code(0, false, true), EXIT_REPORTING_FAILED);
+        assert_eq!(exit_code(0, true, true), 0);
+        assert_eq!(exit_code(124, true, false), 124);
+    }
+}

@@ -1,0 +1,246 @@
+//! The agent's command line: one clap struct, every option also an
+//! environment variable (compatible with the original system's CI snippet:
+//! `NATS_URL`, `WORKER_ID`, `PROJECT`, `BRANCH`, `COMMIT`).
+//!
+//! Defaults are resolved here, once: worker id from the host name, branch and
+//! commit from the CI's own variables (GitHub Actions, GitLab, Buildkite,
+//! CircleCI, Jenkins) and then from git, project from the repository's
+//! directory name.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// pytest-platform worker agent: runs your test command, reads the JUnit XML
+/// it writes and publishes the results to NATS JetStream. Your command's exit
+/// code is passed through; reporting trouble never changes it unless you ask
+/// with --strict.
+#[derive(Debug, Parser)]
+#[command(name = "ptp-agent", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run a test command and publish its results:
+    /// `ptp-agent run -- python -m pytest tests/`.
+    ///
+    /// For pytest the agent adds `--junitxml=<temp file>` itself (unless you
+    /// gave one). For other runners name the report files with --junit.
+    Run(RunArgs),
+    /// Publish JUnit XML reports that already exist (tests ran earlier in the
+    /// job): `ptp-agent upload 'reports/**/*.xml'`.
+    Upload(UploadArgs),
+    /// Send runs left in the spool directory by earlier runs that could not
+    /// reach NATS.
+    Flush,
+}
+
+/// Options of `ptp-agent run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// JUnit XML file or glob the command writes (repeatable). Not needed for
+    /// pytest.
+    #[arg(long, env = "PTP_JUNIT", value_delimiter = ',')]
+    pub junit: Vec<String>,
+    /// Kill the command (its whole process group) after this many seconds
+    /// and exit 124.
+    #[arg(long, env = "PTP_TIMEOUT")]
+    pub timeout: Option<u64>,
+    /// Seconds between heartbeats while the command runs.
+    #[arg(long, env = "PTP_HEARTBEAT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_secs: u64,
+    /// The test command and its arguments (after `--`).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+/// Options of `ptp-agent upload`.
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// Runner that wrote the reports (shown in the run; e.g. jest, go, maven).
+    #[arg(long, env = "PTP_RUNNER")]
+    pub runner: Option<String>,
+    /// JUnit XML files or globs.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<String>,
+}
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// NATS server to publish to.
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// This worker's id [default: the host name].
+    #[arg(long, global = true, env = "WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Project name [default: the git repository's directory name, else the
+    /// current directory's].
+    #[arg(long, global = true, env = "PROJECT")]
+    pub project: Option<String>,
+    /// Branch [default: from CI variables (GITHUB_HEAD_REF, GITHUB_REF_NAME,
+    /// CI_COMMIT_REF_NAME, BUILDKITE_BRANCH, CIRCLE_BRANCH, GIT_BRANCH), else
+    /// git].
+    #[arg(long, global = true, env = "BRANCH")]
+    pub branch: Option<String>,
+    /// Commit sha [default: from CI variables (GITHUB_SHA, CI_COMMIT_SHA,
+    /// BUILDKITE_COMMIT, CIRCLE_SHA1, GIT_COMMIT), else git].
+    #[arg(long, global = true, env = "COMMIT")]
+    pub commit: Option<String>,
+    /// Where runs that could not be published wait for the next run or flush
+    /// [default: $XDG_CACHE_HOME/ptp-agent/spool or ~/.cache/ptp-agent/spool].
+    #[arg(long, global = true, env = "PTP_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Seconds to keep retrying NATS before spooling the run.
+    #[arg(long, global = true, env = "PTP_PUBLISH_TIMEOUT", default_value_t = 30)]
+    pub publish_timeout: u64,
+    /// Exit non-zero (75) when the results could not be published or the
+    /// report could not be read, even if the tests passed.
+    #[arg(long, global = true, env = "PTP_STRICT")]
+    pub strict: bool,
+    /// Print only errors.
+    #[arg(long, short, global = true, env = "PTP_QUIET")]
+    pub quiet: bool,
+}
+
+/// Settings with every default resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// NATS URL.
+    pub nats_url: String,
+    /// Worker id.
+    pub worker_id: String,
+    /// Host name.
+    pub host: String,
+    /// Project.
+    pub project: String,
+    /// Branch.
+    pub branch: Option<String>,
+    /// Commit.
+    pub commit: Option<String>,
+    /// Spool directory.
+    pub spool_dir: PathBuf,
+    /// Retry budget.
+    pub publish_timeout: Duration,
+    /// --strict.
+    pub strict: bool,
+    /// --quiet.
+    pub quiet: bool,
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (!s.is_empty() && s != "HEAD").then_some(s)
+}
+
+fn default_branch() -> Option<String> {
+    [
+        "GITHUB_HEAD_REF",
+        "GITHUB_REF_NAME",
+        "CI_COMMIT_REF_NAME",
+        "BUILDKITE_BRANCH",
+        "CIRCLE_BRANCH",
+        "GIT_BRANCH",
+    ]
+    .iter()
+    .find_map(|v| env_nonempty(v))
+    .or_else(|| git(&["rev-parse", "--abbrev-ref", "HEAD"]))
+}
+
+fn default_commit() -> Option<String> {
+    [
+        "GITHUB_SHA",
+        "CI_COMMIT_SHA",
+        "BUILDKITE_COMMIT",
+        "CIRCLE_SHA1",
+        "GIT_COMMIT",
+    ]
+    .iter()
+    .find_map(|v| env_nonempty(v))
+    .or_else(|| git(&["rev-parse", "HEAD"]))
+}
+
+fn default_project() -> String {
+    let dir = git(&["rev-parse", "--show-toplevel"])
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok());
+    dir.and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into())
+}
+
+fn default_spool() -> PathBuf {
+    let base = env_nonempty("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env_nonempty("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("ptp-agent").join("spool")
+}
+
+impl Common {
+    /// Resolves every default.
+    pub fn resolve(&self) -> Settings {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let host = if host.is_empty() {
+            "unknown-host".into()
+        } else {
+            host
+        };
+        Settings {
+            nats_url: self.nats_url.clone(),
+            worker_id: self
+                .worker_id
+                .clone()
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| host.clone()),
+            host,
+            project: self
+                .project
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(default_project),
+            branch: self
+                .branch
+                .clone()
+                .filter(|b| !b.is_empty())
+                .or_else(default_branch),
+            commit: self
+                .commit
+                .clone()
+                .filter(|c| !c.is_empty())
+                .or_else(default_commit),
+            spool_dir: self.spool_dir.clone().unwrap_or_else(default_spool),
+            publish_timeout: Duration::from_secs(self.publish_timeout),
+            strict: self.strict,
+            quiet: self.quiet,
+        }
+    }
+}
