@@ -10,7 +10,7 @@
 //! an agent flushing its spool hours later): every series is kept sorted by
 //! the run's start time, not by arrival.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -102,7 +102,7 @@ pub struct FailureStat {
     pub test_id: String,
     /// Project.
     pub project: String,
-    /// Failures (failed or error) in the window.
+    /// Runs in the window in which the test failed or errored.
     pub fail_count: u64,
     /// Most recent failure.
     pub last_failed_at: DateTime<Utc>,
@@ -259,8 +259,13 @@ impl Aggregates {
         )
         .fetch_all(pool)
         .await?;
+        // A test failing twice in one run (fail, then error in teardown)
+        // counts once for that run.
+        let mut seen: HashSet<(String, String)> = HashSet::new();
         for (project, at, run_id, test_id, message) in rows {
-            agg.add_failure(&project, at, &run_id, test_id, message);
+            if seen.insert((run_id.clone(), test_id.clone())) {
+                agg.add_failure(&project, at, &run_id, test_id, message);
+            }
         }
         Ok(agg)
     }
@@ -443,8 +448,11 @@ impl Handler<RunCompleted> for Aggregates {
     fn handle(&mut self, msg: RunCompleted, _ctx: &mut Self::Context) {
         self.add_run(&msg.run);
         let at = msg.run.started_at.timestamp_millis();
+        let mut seen = HashSet::new();
         for (test_id, message) in msg.failures {
-            self.add_failure(&msg.run.project, at, &msg.run.run_id, test_id, message);
+            if seen.insert(test_id.clone()) {
+                self.add_failure(&msg.run.project, at, &msg.run.run_id, test_id, message);
+            }
         }
     }
 }

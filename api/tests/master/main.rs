@@ -135,17 +135,30 @@ async fn agent_pytest_run_matches_the_junit_file_case_by_case() {
     assert_eq!(workers[0]["run_count"], 1);
     assert_eq!(workers[0]["status"], "idle");
     let (_, stats) = app.get("/failures/stats?project=demo").await;
-    let failing = expected_counts.get("failed").copied().unwrap_or(0)
-        + expected_counts.get("error").copied().unwrap_or(0);
-    let stat_total: u64 = stats
+    // One entry per failing test, counting runs: the test that fails and then
+    // errors in teardown is one failing test in one run.
+    let mut failing: Vec<&str> = expected
+        .iter()
+        .filter(|(_, o)| o == "failed" || o == "error")
+        .map(|(id, _)| id.as_str())
+        .collect();
+    failing.sort();
+    failing.dedup();
+    let mut listed: Vec<&str> = stats
         .as_array()
         .expect("stats")
         .iter()
-        .map(|s| count(s, "fail_count"))
-        .sum();
-    assert_eq!(
-        stat_total, failing,
-        "every failed/errored case counted once: {stats}"
+        .map(|s| s["test_id"].as_str().unwrap_or(""))
+        .collect();
+    listed.sort();
+    assert_eq!(listed, failing, "{stats}");
+    assert!(
+        stats
+            .as_array()
+            .expect("stats")
+            .iter()
+            .all(|s| s["fail_count"] == 1),
+        "{stats}"
     );
 }
 
@@ -376,4 +389,142 @@ async fn a_60000_case_run_travels_in_chunks() {
     );
     assert_eq!(run["cases"].as_array().map(Vec::len), Some(60_000));
     assert_eq!(run["cases"][0]["outcome"], "failed", "failures first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_adds_junitxml_to_pytest_by_itself() {
+    let app = TestApp::spawn().await;
+    let project = pytest_project();
+    let junit = project.path().join("oracle.xml");
+    let reference = run_pytest_agent(&app, project.path(), &junit);
+    let expected = oracle_cases(&junit).len() as u64;
+    app.wait_run(&run_id_from(&reference)).await;
+
+    let out = app
+        .agent()
+        .current_dir(project.path())
+        .args(["run", "--"])
+        .arg(ptp_test_support::python())
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .output()
+        .expect("agent");
+    assert_eq!(out.status.code(), Some(1));
+    let run = app.wait_run(&run_id_from(&out)).await;
+    assert_eq!(count(&run, "total"), expected);
+    assert!(
+        run["command"]
+            .as_str()
+            .is_some_and(|c| c.contains("--junitxml=")),
+        "{}",
+        run["command"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_shows_running_while_its_command_runs() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let release = dir.path().join("release");
+    let script = format!("while [ ! -e {} ]; do sleep 0.05; done", release.display());
+    let mut child = app
+        .agent()
+        .env("WORKER_ID", "busy-worker")
+        .args(["run", "--heartbeat-secs", "1", "--", "sh", "-c", &script])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("agent");
+    let running = ptp_test_support::eventually(DEADLINE, "busy-worker to show running", || async {
+        let (_, w) = app.get("/workers").await;
+        w.as_array()?
+            .iter()
+            .find(|w| w["worker_id"] == "busy-worker" && w["status"] == "running")
+            .cloned()
+    })
+    .await;
+    assert!(
+        running["current_run"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{running}"
+    );
+    std::fs::write(&release, b"").expect("release the command");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    // The end heartbeat and the stored run arrive separately; wait for both.
+    let idle = ptp_test_support::eventually(
+        DEADLINE,
+        "busy-worker to show idle with its run stored",
+        || async {
+            let (_, w) = app.get("/workers").await;
+            w.as_array()?
+                .iter()
+                .find(|w| {
+                    w["worker_id"] == "busy-worker" && w["status"] == "idle" && w["run_count"] == 1
+                })
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(idle["current_run"], serde_json::Value::Null);
+    assert_eq!(idle["run_count"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_binary_serves_and_exits_0_on_sigterm() {
+    let nats = ptp_test_support::NatsServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut master = std::process::Command::new(ptp_test_support::cargo_bin("ptp-master"))
+        .env("NATS_URL", nats.url())
+        .env("PTP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PTP_DB", dir.path().join("nested/dir/ptp.sqlite"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("master starts");
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    ptp_test_support::eventually(DEADLINE, "the master binary to be healthy", || async {
+        let r = http.get(format!("{url}/health")).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    let docs = http.get(format!("{url}/docs/")).send().await.expect("docs");
+    assert!(
+        docs.text().await.unwrap_or_default().contains("swagger"),
+        "docs page served locally"
+    );
+    let spec: serde_json::Value = http
+        .get(format!("{url}/openapi.json"))
+        .send()
+        .await
+        .expect("spec")
+        .json()
+        .await
+        .expect("json");
+    for path in [
+        "/results",
+        "/results/{run_id}",
+        "/trend",
+        "/workers",
+        "/failures/stats",
+        "/health",
+    ] {
+        assert!(spec["paths"][path].is_object(), "openapi lacks {path}");
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &master.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || master.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
 }
