@@ -27,7 +27,8 @@
 //! - **Counts come from `<testcase>` elements**, never from the `tests=`,
 //!   `failures=`, ... attributes (pytest 9 subtests, go-junit-report and
 //!   others make those disagree with the file). Every `<testcase>` whose
-//!   ancestors are all `<testsuite>` / `<testsuites>` is one case, even when
+//!   ancestors are all `<testsuite>` / `<testsuites>` is one case (one
+//!   nested in another testcase or in `<properties>` is not), even when
 //!   several share a name: pytest's fail-then-teardown-error pair, or tools
 //!   that write each retry as its own element (`flaky_retries`), stay
 //!   separate cases, so the counts always equal the file.
@@ -53,18 +54,20 @@
 //!   its kind), else the first non-blank line of its text. **Traceback** is
 //!   the text (CDATA included) of every element of the deciding kind, joined
 //!   by a blank line. **Output** is every `<system-out>` / `<system-err>`
-//!   inside the testcase, joined. All three are capped
-//!   ([`MAX_MESSAGE_BYTES`], [`MAX_TRACEBACK_BYTES`], [`MAX_OUTPUT_BYTES`])
-//!   with the marker of [`schema::truncate_marked`]; text beyond a cap is
-//!   counted, not buffered.
+//!   inside the testcase (suite-level ones are ignored), joined. All three
+//!   are capped ([`MAX_MESSAGE_BYTES`], [`MAX_TRACEBACK_BYTES`],
+//!   [`MAX_OUTPUT_BYTES`]) with the marker of [`schema::truncate_marked`];
+//!   text beyond a cap is counted, not buffered. A case failed only by
+//!   rerun elements takes its message and traceback from them.
 //! - **test_id** is `classname::name` when classname is non-empty, else
 //!   `file::name` when a file is known (the testcase's `file`, else the
 //!   nearest enclosing suite's), else `name`; parameters are kept verbatim;
 //!   an empty name becomes `(unnamed)`. Ids and names are capped so they
 //!   stay within [`MAX_TEST_ID_BYTES`] including the marker.
-//! - **Durations** (`time`, seconds) accept locale separators (`0,03`,
+//! - **Durations** (`time`, always taken as seconds: a runner writing
+//!   milliseconds cannot be told apart) accept locale separators (`0,03`,
 //!   `2,120.532`, `1.234,5`); missing, unparseable, negative or non-finite
-//!   values become 0.0. **Timestamps** may be naive (taken as UTC), `Z`,
+//!   values become 0.0, never an error. **Timestamps** may be naive (taken as UTC), `Z`,
 //!   with an offset, with fractional seconds, or a bare date; unparseable
 //!   ones are ignored.
 //!
@@ -649,13 +652,13 @@ impl Parser {
             // Every syntax error but one is "the input ended inside a tag,
             // comment, CDATA section, ..."; `<!` followed by something
             // unknown is the exception, unless the input ended right there.
-            XmlError::Syntax(s) if s != SyntaxError::InvalidBangMarkup || src.eof => {
+            XmlError::Syntax(s) if s != SyntaxError::InvalidBangMarkup || src.drained => {
                 JunitError::Truncated {
                     position,
                     detail: s.to_string(),
                 }
             }
-            XmlError::IllFormed(IllFormedError::UnclosedReference) if src.eof => {
+            XmlError::IllFormed(IllFormedError::UnclosedReference) if src.drained => {
                 JunitError::Truncated {
                     position,
                     detail: "the input ends inside an entity reference".into(),
@@ -1097,6 +1100,8 @@ struct Transcoder<R> {
     over_limit: bool,
     /// `inner` reported the end of its input.
     eof: bool,
+    /// The reader was handed the end of input (everything was read).
+    drained: bool,
 }
 
 const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
@@ -1114,21 +1119,44 @@ impl<R: BufRead> Transcoder<R> {
             limit,
             over_limit: false,
             eof: false,
+            drained: false,
         }
     }
 
+    /// Reads up to 256 bytes (enough for a BOM and the XML declaration, even
+    /// from a source that trickles), picks the encoding and leaves those
+    /// bytes, minus any BOM, to be decoded first.
     fn sniff(&mut self) -> io::Result<Encoding> {
-        let head = self.inner.fill_buf()?;
-        let (encoding, bom) = match head {
+        let mut head = Vec::new();
+        loop {
+            let in_decl = if head.len() < 5 {
+                b"<?xml".starts_with(&head)
+            } else {
+                head.starts_with(b"<?xml")
+            };
+            let decl_done = head.windows(2).any(|w| w == b"?>");
+            if head.len() >= 256 || (head.len() >= 4 && (!in_decl || decl_done)) {
+                break;
+            }
+            let data = self.inner.fill_buf()?;
+            if data.is_empty() {
+                break;
+            }
+            let take = data.len().min(256 - head.len());
+            head.extend_from_slice(&data[..take]);
+            self.inner.consume(take);
+        }
+        self.read += head.len() as u64;
+        let (encoding, bom) = match &head[..] {
             [0xEF, 0xBB, 0xBF, ..] => (Encoding::Utf8, 3),
             [0xFF, 0xFE, ..] => (Encoding::Utf16Le, 2),
             [0xFE, 0xFF, ..] => (Encoding::Utf16Be, 2),
             [b'<', 0, b'?', 0, ..] => (Encoding::Utf16Le, 0),
             [0, b'<', 0, b'?', ..] => (Encoding::Utf16Be, 0),
-            _ => (declared_encoding(head), 0),
+            _ => (declared_encoding(&head), 0),
         };
-        self.inner.consume(bom);
-        self.read += bom as u64;
+        head.drain(..bom);
+        self.pending = head;
         Ok(encoding)
     }
 
@@ -1143,17 +1171,10 @@ impl<R: BufRead> Transcoder<R> {
                 e
             }
         };
-        while self.out.is_empty() {
+        while self.out.is_empty() && !self.eof {
             let data = self.inner.fill_buf()?;
-            if data.is_empty() {
-                self.eof = true;
-                if !self.pending.is_empty() {
-                    self.pending.clear();
-                    self.out.extend_from_slice(REPLACEMENT);
-                }
-                return Ok(());
-            }
             let n = data.len().min(CHUNK);
+            self.eof = n == 0;
             self.read += n as u64;
             if self.read > self.limit {
                 self.over_limit = true;
@@ -1174,6 +1195,11 @@ impl<R: BufRead> Transcoder<R> {
                 Encoding::Latin1 => decode_8bit(input, false, &mut self.out),
                 Encoding::Windows1252 => decode_8bit(input, true, &mut self.out),
             }
+            // At the end, an incomplete sequence can never complete.
+            if self.eof && !self.pending.is_empty() {
+                self.pending.clear();
+                self.out.extend_from_slice(REPLACEMENT);
+            }
         }
         Ok(())
     }
@@ -1193,6 +1219,7 @@ impl<R: BufRead> BufRead for Transcoder<R> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.pos >= self.out.len() {
             self.refill()?;
+            self.drained = self.out.is_empty();
         }
         Ok(&self.out[self.pos..])
     }
@@ -1812,6 +1839,9 @@ E       assert 1 == 2</failure></testcase>
             b"<testsuite></testcase>",
             b"<testsuite a=b/>",
             b"<testsuite><testcase name='a' name='b'/></testsuite>",
+            b"<!x><testsuite/>",
+            b"<testsuite><!x></testsuite>",
+            b"<testsuite>a &amp b <testcase/></testsuite>",
         ] {
             let e = err(input);
             assert!(matches!(e, JunitError::NotXml { .. }), "{input:?}: {e:?}");
