@@ -37,6 +37,11 @@ pub struct Config {
     #[arg(long, env = "PTP_INGEST_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub ingest_batch: u64,
 
+    /// Seconds JetStream waits for the master's ack before redelivering a
+    /// message (after a crash, results reappear this much later).
+    #[arg(long, env = "PTP_ACK_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ack_wait_secs: u64,
+
     /// A worker not heard from for this many minutes is shown as offline.
     #[arg(long, env = "PTP_OFFLINE_AFTER_MINUTES", default_value_t = 1440)]
     pub offline_after_minutes: u64,
@@ -61,6 +66,7 @@ impl Config {
             sqlite_sync_full: false,
             stream_max_age_hours: 168,
             ingest_batch: 1000,
+            ack_wait_secs: 30,
             offline_after_minutes: 1440,
             max_body_mb: 64,
             request_timeout_secs: 30,

@@ -139,6 +139,7 @@ pub async fn run(
             max_age: Duration::from_secs(config.stream_max_age_hours * 3600),
             ..Default::default()
         },
+        ack_wait: Duration::from_secs(config.ack_wait_secs),
         ..IngestConfig::default()
     };
     let ingest_token = shutdown.child_token();

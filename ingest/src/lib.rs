@@ -43,6 +43,8 @@ pub struct IngestConfig {
     pub retry_delay: Duration,
     /// Settings applied to the stream when ingest (re)connects.
     pub stream: ptp_nats::StreamSettings,
+    /// The consumer's ack wait.
+    pub ack_wait: Duration,
 }
 
 impl Default for IngestConfig {
@@ -51,6 +53,7 @@ impl Default for IngestConfig {
             batch_max: 1000,
             retry_delay: Duration::from_secs(2),
             stream: ptp_nats::StreamSettings::default(),
+            ack_wait: ptp_nats::ACK_WAIT,
         }
     }
 }
@@ -278,6 +281,10 @@ async fn run_consumer(
 
 /// Pulls and stores until shutdown (`Ok`) or until the consumer fails (`Err`
 /// with a reason, and the caller retries).
+///
+/// Pulls are explicit batches (no prefetch beyond the batch in hand), so on
+/// shutdown nothing has been delivered to this master that it has not
+/// stored and acked: the batch being collected is finished first.
 async fn consume(
     js: &jetstream::Context,
     writer: &Recipient<StoreBatch>,
@@ -288,33 +295,27 @@ async fn consume(
     let stream = ptp_nats::ensure_stream(js, &config.stream)
         .await
         .map_err(|e| e.to_string())?;
-    let consumer = ptp_nats::ensure_consumer(&stream)
+    let consumer = ptp_nats::ensure_consumer(&stream, config.ack_wait)
         .await
         .map_err(|e| e.to_string())?;
-    let messages = consumer
-        .stream()
-        .max_messages_per_batch(config.batch_max)
-        .expires(Duration::from_secs(10))
-        .heartbeat(Duration::from_secs(5))
-        .messages()
-        .await
-        .map_err(|e| format!("cannot pull from consumer {}: {e}", ptp_nats::CONSUMER))?;
-    let mut batches = messages.ready_chunks(config.batch_max);
     health.update(|h| h.consumer_error = None);
-    loop {
-        let batch = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            b = batches.next() => b,
-        };
-        let Some(batch) = batch else {
-            return Err("the pull subscription ended".into());
-        };
-        let mut msgs = Vec::with_capacity(batch.len());
+    while !shutdown.is_cancelled() {
+        let mut batch = consumer
+            .batch()
+            .max_messages(config.batch_max)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .map_err(|e| format!("cannot pull from consumer {}: {e}", ptp_nats::CONSUMER))?;
+        let mut msgs = Vec::new();
         let mut failure = None;
-        for m in batch {
+        while let Some(m) = batch.next().await {
             match m {
                 Ok(m) => msgs.push(m),
-                Err(e) => failure = Some(format!("pull failed: {e}")),
+                Err(e) => {
+                    failure = Some(format!("pull failed: {e}"));
+                    break;
+                }
             }
         }
         if !msgs.is_empty() {
@@ -324,6 +325,7 @@ async fn consume(
             return Err(f);
         }
     }
+    Ok(())
 }
 
 async fn store_and_ack(

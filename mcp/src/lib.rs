@@ -1,1 +1,35 @@
-//! placeholder
+//! pytest-platform's MCP server: answers AI editors (Cursor, Claude Desktop,
+//! VS Code) about test health, and renders a self-contained HTML report.
+//!
+//! # Layout
+//!
+//! - [`config`]: the one clap struct of the `ptp-mcp` binary.
+//! - [`master`]: a typed HTTP client of the master's JSON API and the errors
+//!   a person can act on (unreachable, not found, refused argument).
+//! - [`tools`]: the MCP server ([`PtpMcp`]) and its six tools; every result
+//!   is compact JSON text for a model to read, every failure a tool error.
+//! - [`report`]: the HTML report (askama templates in `templates/`), with an
+//!   inline SVG trend chart; trimmed so a 60,000-case run stays small.
+//! - [`text`]: trimming long texts with a visible marker.
+//! - [`transport`]: serving over stdio or streamable HTTP.
+//!
+//! # Guarantees
+//!
+//! The server talks to the master over HTTP only; it never opens SQLite or
+//! NATS, so it can run on a developer's laptop far from the master. A tool
+//! that fails (master down, unknown run, bad argument) answers a tool error
+//! with a sentence saying what to check, and the server keeps serving.
+//! [`serve_http`] takes a bound listener and a cancellation token, so the
+//! tests run exactly what `ptp-mcp --http` runs.
+
+pub mod config;
+pub mod master;
+pub mod report;
+pub mod text;
+pub mod tools;
+pub mod transport;
+
+pub use config::Config;
+pub use master::{MasterClient, MasterError};
+pub use tools::PtpMcp;
+pub use transport::{http_router, serve_http, serve_stdio};

@@ -66,8 +66,10 @@ pub const CONSUMER: &str = "ptp-master";
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// How long unconsumed results stay in the stream by default (7 days).
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-/// How long the server waits for an ack before redelivering.
-pub const ACK_WAIT: Duration = Duration::from_secs(60);
+/// How long the server waits for an ack before redelivering (default). It
+/// bounds how late a batch in the hands of a master killed with SIGKILL is
+/// redelivered, and must exceed the time to store one batch.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Most unacked messages the consumer hands out at once.
 pub const MAX_ACK_PENDING: i64 = 20_000;
 
@@ -112,12 +114,12 @@ pub fn stream_config(s: &StreamSettings) -> stream::Config {
 /// The master's durable pull consumer: explicit acks, every message
 /// delivered until acked (no max_deliver: a database outage must not drop
 /// results; undecodable messages are acked by ingest after being recorded).
-pub fn consumer_config() -> consumer::pull::Config {
+pub fn consumer_config(ack_wait: Duration) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(CONSUMER.to_string()),
         description: Some("pytest-platform master ingest".to_string()),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: ACK_WAIT,
+        ack_wait,
         max_ack_pending: MAX_ACK_PENDING,
         deliver_policy: consumer::DeliverPolicy::All,
         filter_subject: subjects::RESULTS_ALL.to_string(),
@@ -158,12 +160,14 @@ pub async fn ensure_stream(
     }
 }
 
-/// Creates the durable consumer if it is missing and returns it.
+/// Creates the durable consumer, or updates it to `ack_wait`, and returns it.
 pub async fn ensure_consumer(
     stream: &stream::Stream,
+    ack_wait: Duration,
 ) -> Result<consumer::PullConsumer, SetupError> {
+    // Plain create is create-or-update on every server version we support.
     stream
-        .get_or_create_consumer(CONSUMER, consumer_config())
+        .create_consumer(consumer_config(ack_wait))
         .await
         .map_err(|e| SetupError::Consumer(e.to_string()))
 }

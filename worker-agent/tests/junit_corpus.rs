@@ -586,9 +586,9 @@ fn hundred_megabyte_report() {
         } else {
             want.0 += 1;
         }
-        write!(
+        writeln!(
             w,
-            "<properties><property name=\"filler\" value=\"{filler}\"/></properties></testcase>\n"
+            "<properties><property name=\"filler\" value=\"{filler}\"/></properties></testcase>"
         )
         .expect("write");
     }

@@ -597,6 +597,12 @@ pub async fn post_result(
         PostBody::Full(f) => (f.run, f.cases),
         PostBody::Legacy(l) => legacy_to_run(l)?,
     };
+    if st.nats.connection_state() != async_nats::connection::State::Connected {
+        return Err(ApiError::Unavailable(format!(
+            "NATS at {} is unreachable, so the run was not stored; retry when GET /health shows nats connected",
+            st.nats_url
+        )));
+    }
     let max_payload = match st.nats.server_info().max_payload {
         0 => 1024 * 1024,
         n => n,
@@ -612,7 +618,7 @@ pub async fn post_result(
         .await
         .map_err(|e| {
             ApiError::Unavailable(format!(
-                "could not publish to NATS at {}: {e}. Nothing was stored; retry when NATS is reachable",
+                "could not confirm the run with NATS at {}: {e}. Retry: a run is stored once however often it is sent",
                 st.nats_url
             ))
         })?;

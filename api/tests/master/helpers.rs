@@ -217,3 +217,220 @@ pub fn oracle_cases(junit: &Path) -> Vec<(String, String)> {
     let v: Vec<(String, String)> = serde_json::from_slice(&out.stdout).expect("oracle JSON");
     v
 }
+
+/// A synthetic run with `cases` test cases, every 10th failing.
+pub fn synthetic_run(
+    tag: &str,
+    i: usize,
+    cases: usize,
+) -> (ptp_nats::schema::RunInfo, Vec<ptp_nats::schema::TestCase>) {
+    use ptp_nats::schema::{Counts, Outcome, RunInfo, RunStatus, TestCase};
+    let cases: Vec<TestCase> = (0..cases)
+        .map(|c| TestCase {
+            test_id: format!("tests/test_{}.py::test_{c}", c % 20),
+            file: None,
+            classname: Some(format!("tests.test_{}", c % 20)),
+            name: format!("test_{c}"),
+            outcome: if c % 10 == 3 {
+                Outcome::Failed
+            } else {
+                Outcome::Passed
+            },
+            duration_secs: 0.001 * c as f64,
+            message: (c % 10 == 3).then(|| format!("assert {c} == 0")),
+            traceback: None,
+            output: None,
+            retries: 0,
+            flaky: false,
+        })
+        .collect();
+    let started = chrono::Utc::now() - chrono::Duration::seconds(100_000 - i as i64);
+    let counts = Counts::of(&cases);
+    let run = RunInfo {
+        run_id: format!("{tag}-{i:05}"),
+        project: "synthetic".into(),
+        branch: Some("main".into()),
+        commit: None,
+        worker_id: format!("w{}", i % 7),
+        host: None,
+        runner: Some("pytest".into()),
+        command: None,
+        started_at: started,
+        finished_at: started + chrono::Duration::seconds(1),
+        duration_secs: 1.0,
+        exit_code: Some(i32::from(counts.failed > 0)),
+        status: if counts.failed > 0 {
+            RunStatus::Failed
+        } else {
+            RunStatus::Passed
+        },
+        counts,
+        cases_complete: true,
+        note: None,
+    };
+    (run, cases)
+}
+
+/// Publishes runs straight to the stream (as many agents would). With
+/// `msg_ids == false` the server's dedup is bypassed, so only the writer's
+/// idempotence stands between a resend and a duplicate.
+pub async fn publish_direct(
+    nats_url: &str,
+    runs: &[(ptp_nats::schema::RunInfo, Vec<ptp_nats::schema::TestCase>)],
+    msg_ids: bool,
+) {
+    let client = async_nats::connect(nats_url)
+        .await
+        .expect("connect to nats");
+    let js = async_nats::jetstream::new(client.clone());
+    ptp_nats::ensure_stream(&js, &ptp_nats::StreamSettings::default())
+        .await
+        .expect("stream");
+    let mut all = Vec::new();
+    for (run, cases) in runs {
+        all.extend(ptp_nats::schema::encode_run(run, cases, 1024 * 1024).expect("encode"));
+    }
+    if msg_ids {
+        ptp_nats::publish_all(&js, all).await.expect("publish");
+    } else {
+        for m in all {
+            js.publish(m.subject, m.payload.into())
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
+        }
+    }
+}
+
+/// The master as a child process (for kill -9 and SIGTERM tests).
+pub struct MasterProcess {
+    child: std::process::Child,
+    pub base: String,
+}
+
+impl MasterProcess {
+    pub async fn start(db: &Path, nats_url: &str) -> MasterProcess {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let child = Command::new(cargo_bin("ptp-master"))
+            .env("NATS_URL", nats_url)
+            .env("PTP_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PTP_DB", db)
+            .env("RUST_LOG", "warn")
+            // Redeliver a killed master's unacked batch soon, to keep tests short.
+            .env("PTP_ACK_WAIT_SECS", "10")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("master binary starts");
+        let m = MasterProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        let url = format!("{}/health", m.base);
+        eventually(DEADLINE, "the master binary to answer /health", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.get(&url).send().await.ok().map(|_| ()) }
+        })
+        .await;
+        m
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success());
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; returns the exit code.
+    pub async fn sigterm(mut self) -> Option<i32> {
+        self.signal("-TERM");
+        tokio::task::spawn_blocking(move || self.child.wait())
+            .await
+            .expect("join")
+            .expect("wait")
+            .code()
+    }
+}
+
+impl Drop for MasterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A reqwest GET returning (status, JSON).
+pub async fn get_json(http: &reqwest::Client, url: &str) -> (u16, Value) {
+    match http.get(url).send().await {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// Every run id listed by `GET /results`, following the cursor.
+pub async fn all_run_ids(http: &reqwest::Client, base: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut url = format!("{base}/results?limit=500");
+    loop {
+        let r = http.get(&url).send().await.expect("list runs");
+        let next = r
+            .headers()
+            .get("x-next-cursor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let page: Vec<Value> = r.json().await.expect("page");
+        ids.extend(
+            page.iter()
+                .filter_map(|r| r["run_id"].as_str().map(str::to_string)),
+        );
+        match next {
+            Some(c) => url = format!("{base}/results?limit=500&cursor={c}"),
+            None => return ids,
+        }
+    }
+}
+
+/// (runs, test case rows, runs whose stored case count differs from their total).
+pub async fn db_census(db: &Path) -> (i64, i64, i64) {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(db)
+                .read_only(true),
+        )
+        .await
+        .expect("open db");
+    let (runs,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM runs")
+        .fetch_one(&pool)
+        .await
+        .expect("count runs");
+    let (cases,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM test_cases c JOIN runs r ON r.run_id = c.run_id")
+            .fetch_one(&pool)
+            .await
+            .expect("count cases");
+    let (bad,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM runs r WHERE r.cases_complete = 1 AND r.total != (SELECT COUNT(*) FROM test_cases c WHERE c.run_id = r.run_id)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("check totals");
+    pool.close().await;
+    (runs, cases, bad)
+}

@@ -1,0 +1,49 @@
+//! `ptp-mcp`: parse settings, then serve MCP over stdio (default) or
+//! streamable HTTP (`--http ADDR`) until the client leaves or SIGINT/SIGTERM.
+
+use anyhow::Context;
+use clap::Parser;
+use ptp_mcp::{Config, PtpMcp};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // stderr only: in stdio mode stdout carries the protocol.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rmcp=warn".into()),
+        )
+        .init();
+    let config = Config::parse();
+    let server = PtpMcp::from_config(&config)?;
+    let Some(addr) = &config.http else {
+        return ptp_mcp::serve_stdio(server).await;
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (set --http / PTP_MCP_HTTP)"))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal(shutdown.clone()));
+    ptp_mcp::serve_http(server, listener, config.allowed_hosts(), shutdown).await
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn signal(token: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
+    token.cancel();
+}

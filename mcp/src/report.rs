@@ -1,0 +1,626 @@
+//! The HTML report: one self-contained file (no external scripts, fonts or
+//! styles) that opens offline, in a browser or in an MCP client's viewer.
+//!
+//! Shape: [`ReportInput`] holds what the master answered; [`render`] turns it
+//! into view structs of preformatted strings and renders
+//! `templates/report.html` with askama. Sections: headline of the latest
+//! run, pass-rate trend as inline SVG, failures of the latest run (message
+//! and collapsible traceback), most frequent failures, slowest tests,
+//! workers.
+//!
+//! Guarantees:
+//! - Everything that comes from test data is escaped by askama's autoescape
+//!   (never `|safe`), and no data goes into an attribute: hrefs, styles and
+//!   classes are this module's constants, SVG coordinates its own numbers.
+//!   A test id holding `<script>` or `javascript:` shows as text.
+//! - Size is bounded whatever the run: lists are cut with an "and N more"
+//!   line and long texts with a `… [trimmed N chars]` marker, so a
+//!   60,000-case run stays well under a few hundred kilobytes.
+//! - Colour is never the only signal: statuses carry a word and a symbol,
+//!   chart points a shape.
+
+use askama::Template;
+use chrono::{DateTime, Utc};
+
+use crate::master::{Case, FailureStat, Run, RunDetail, RunFilter, Worker};
+use crate::text::{short, trim_end, trim_middle};
+
+/// Failures of the latest run shown in full (message and traceback).
+pub const FAILURES_SHOWN: usize = 50;
+/// Characters of a failure message kept.
+pub const MESSAGE_CHARS: usize = 800;
+/// Characters of a traceback kept (head and tail).
+pub const TRACEBACK_CHARS: usize = 4000;
+/// Slowest tests listed.
+pub const SLOWEST_SHOWN: usize = 10;
+/// Workers listed.
+pub const WORKERS_SHOWN: usize = 50;
+/// Characters of a test id kept (ids can be 4 KiB of parameters).
+pub const TEST_ID_CHARS: usize = 300;
+
+/// What the master answered, for one report.
+pub struct ReportInput<'a> {
+    /// The filters the report was asked for.
+    pub filter: &'a RunFilter,
+    /// The runs of the trend, oldest first (the last is the latest run).
+    pub runs: &'a [Run],
+    /// The latest run with its cases, failures first.
+    pub latest: &'a RunDetail,
+    /// Most frequently failing tests.
+    pub failure_stats: &'a [FailureStat],
+    /// Every worker.
+    pub workers: &'a [Worker],
+    /// The master the data came from (shown as text).
+    pub master_url: &'a str,
+    /// When the report was made.
+    pub generated_at: DateTime<Utc>,
+}
+
+/// A run status as shown: a word, a symbol and a CSS class from a fixed set.
+struct Badge {
+    class: &'static str,
+    symbol: &'static str,
+    word: String,
+}
+
+fn run_badge(status: &str) -> Badge {
+    let (class, symbol) = match status {
+        "passed" => ("ok", "✔"),
+        "failed" => ("bad", "✘"),
+        "no_tests" => ("muted", "∅"),
+        _ => ("warn", "⚠"),
+    };
+    Badge {
+        class,
+        symbol,
+        word: status.replace('_', " "),
+    }
+}
+
+fn outcome_badge(outcome: &str) -> Badge {
+    let (class, symbol) = match outcome {
+        "passed" | "xpassed" => ("ok", "✔"),
+        "failed" => ("bad", "✘"),
+        "error" => ("warn", "⚠"),
+        _ => ("muted", "–"),
+    };
+    Badge {
+        class,
+        symbol,
+        word: outcome.to_string(),
+    }
+}
+
+fn worker_badge(status: &str) -> Badge {
+    let (class, symbol) = match status {
+        "running" => ("ok", "▶"),
+        "idle" => ("muted", "●"),
+        _ => ("warn", "○"),
+    };
+    Badge {
+        class,
+        symbol,
+        word: status.to_string(),
+    }
+}
+
+/// Percent with one decimal, or "n/a".
+pub fn pct(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "n/a".to_string(), |r| format!("{r:.1}%"))
+}
+
+/// A duration in seconds, readable.
+pub fn secs(s: f64) -> String {
+    if !s.is_finite() {
+        return "n/a".into();
+    }
+    if s >= 3600.0 {
+        format!(
+            "{}h {:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
+    } else if s >= 60.0 {
+        format!("{}m {:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else if s >= 10.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{s:.2}s")
+    }
+}
+
+fn when(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+struct Headline {
+    badge: Badge,
+    run_id: String,
+    started: String,
+    duration: String,
+    pass_rate: String,
+    total: u64,
+    passed: u64,
+    failed: u64,
+    error: u64,
+    skipped: u64,
+    xfailed: u64,
+    xpassed: u64,
+    worker: String,
+    host: Option<String>,
+    branch: String,
+    commit: String,
+    note: Option<String>,
+    partial: bool,
+}
+
+struct ChartPoint {
+    x: String,
+    y: String,
+    /// Square for a run that did not pass, circle otherwise.
+    square: bool,
+    /// No pass rate: drawn hollow on the baseline.
+    hollow: bool,
+    class: &'static str,
+    label: String,
+}
+
+struct Tick {
+    pos: String,
+    label: String,
+}
+
+struct XLabel {
+    x: String,
+    label: String,
+    anchor: &'static str,
+}
+
+struct Chart {
+    width: u32,
+    height: u32,
+    left: u32,
+    right: u32,
+    top: u32,
+    bottom: u32,
+    lines: Vec<String>,
+    points: Vec<ChartPoint>,
+    y_ticks: Vec<Tick>,
+    x_labels: Vec<XLabel>,
+    no_rate: usize,
+    summary: String,
+}
+
+struct TrendRow {
+    run_id: String,
+    started: String,
+    branch: String,
+    worker: String,
+    badge: Badge,
+    pass_rate: String,
+    passed: u64,
+    failed: u64,
+    error: u64,
+    total: u64,
+}
+
+struct FailureRow {
+    test_id: String,
+    badge: Badge,
+    duration: String,
+    message: Option<String>,
+    traceback: Option<String>,
+    retries: u32,
+}
+
+struct StatRow {
+    test_id: String,
+    fail_count: u64,
+    last_failed: String,
+    message: Option<String>,
+    run_id: String,
+}
+
+struct SlowRow {
+    test_id: String,
+    badge: Badge,
+    duration: String,
+}
+
+struct WorkerRow {
+    worker_id: String,
+    badge: Badge,
+    last_seen: String,
+    current_run: Option<String>,
+    host: Option<String>,
+    runs: u64,
+    avg_pass_rate: String,
+    last_run: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "report.html")]
+struct ReportPage {
+    title: String,
+    scope: String,
+    generated: String,
+    master_url: String,
+    headline: Headline,
+    chart: Chart,
+    trend: Vec<TrendRow>,
+    failures: Vec<FailureRow>,
+    failures_total: u64,
+    failures_more: u64,
+    failures_note: Option<String>,
+    stats: Vec<StatRow>,
+    slowest: Vec<SlowRow>,
+    slowest_note: Option<String>,
+    workers: Vec<WorkerRow>,
+    workers_more: usize,
+}
+
+/// Renders the report. The HTML is self-contained and bounded in size.
+pub fn render(input: &ReportInput<'_>) -> Result<String, askama::Error> {
+    page(input).render()
+}
+
+fn page(input: &ReportInput<'_>) -> ReportPage {
+    let run = &input.latest.run;
+    let project = input
+        .filter
+        .project
+        .clone()
+        .unwrap_or_else(|| "all projects".into());
+    let mut scope = vec![format!("project: {project}")];
+    scope.push(format!(
+        "branch: {}",
+        input.filter.branch.as_deref().unwrap_or("all")
+    ));
+    if let Some(w) = &input.filter.worker_id {
+        scope.push(format!("worker: {w}"));
+    }
+    scope.push(format!("last {} runs", input.runs.len()));
+
+    let headline = Headline {
+        badge: run_badge(&run.status),
+        run_id: run.run_id.clone(),
+        started: when(&run.started_at),
+        duration: secs(run.duration),
+        pass_rate: pct(run.pass_rate),
+        total: run.total,
+        passed: run.passed,
+        failed: run.failed,
+        error: run.error,
+        skipped: run.skipped,
+        xfailed: run.xfailed,
+        xpassed: run.xpassed,
+        worker: run.worker_id.clone(),
+        host: run.host.clone(),
+        branch: run.branch.clone().unwrap_or_else(|| "(none)".into()),
+        commit: run
+            .commit
+            .as_deref()
+            .map_or_else(|| "(unknown)".into(), |c| short(c, 12)),
+        note: run.note.as_deref().map(|n| trim_end(n, MESSAGE_CHARS)),
+        partial: !run.cases_complete,
+    };
+
+    let failing: Vec<&Case> = input
+        .latest
+        .cases
+        .iter()
+        .filter(|c| c.is_failure())
+        .collect();
+    let failures_total = (run.failed + run.error).max(failing.len() as u64);
+    let failures: Vec<FailureRow> = failing
+        .iter()
+        .take(FAILURES_SHOWN)
+        .map(|c| FailureRow {
+            test_id: trim_end(&c.test_id, TEST_ID_CHARS),
+            badge: outcome_badge(&c.outcome),
+            duration: secs(c.duration),
+            message: c.message.as_deref().map(|m| trim_end(m, MESSAGE_CHARS)),
+            traceback: c
+                .traceback
+                .as_deref()
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| trim_middle(t, TRACEBACK_CHARS)),
+            retries: c.retries,
+        })
+        .collect();
+    let failures_more = failures_total.saturating_sub(failures.len() as u64);
+    let failures_note = (!run.cases_complete && failures_total > 0).then(|| {
+        "This run came in the original system's payload: failures have messages but no tracebacks."
+            .to_string()
+    });
+
+    let mut by_duration: Vec<&Case> = input.latest.cases.iter().collect();
+    by_duration.sort_by(|a, b| b.duration.total_cmp(&a.duration));
+    let slowest = by_duration
+        .iter()
+        .take(SLOWEST_SHOWN)
+        .map(|c| SlowRow {
+            test_id: trim_end(&c.test_id, TEST_ID_CHARS),
+            badge: outcome_badge(&c.outcome),
+            duration: secs(c.duration),
+        })
+        .collect();
+    let slowest_note = if !run.cases_complete {
+        Some("Only failed tests are stored for this run, so only they are ranked.".to_string())
+    } else if input.latest.cases_omitted > 0 {
+        Some(format!(
+            "Ranked among the first {} of {} cases (and {} more not fetched).",
+            input.latest.cases.len(),
+            run.total,
+            input.latest.cases_omitted
+        ))
+    } else {
+        None
+    };
+
+    let stats = input
+        .failure_stats
+        .iter()
+        .map(|s| StatRow {
+            test_id: trim_end(&s.test_id, TEST_ID_CHARS),
+            fail_count: s.fail_count,
+            last_failed: when(&s.last_failed_at),
+            message: s.last_message.as_deref().map(|m| trim_end(m, 300)),
+            run_id: s.last_run_id.clone(),
+        })
+        .collect();
+
+    let workers = input
+        .workers
+        .iter()
+        .take(WORKERS_SHOWN)
+        .map(|w| WorkerRow {
+            worker_id: w.worker_id.clone(),
+            badge: worker_badge(&w.status),
+            last_seen: when(&w.last_seen),
+            current_run: w.current_run.clone(),
+            host: w.host.clone(),
+            runs: w.run_count,
+            avg_pass_rate: pct(w.avg_pass_rate),
+            last_run: w.last_run_status.as_deref().map(|s| s.replace('_', " ")),
+        })
+        .collect();
+
+    let trend = input
+        .runs
+        .iter()
+        .rev()
+        .map(|r| TrendRow {
+            run_id: r.run_id.clone(),
+            started: when(&r.started_at),
+            branch: r.branch.clone().unwrap_or_default(),
+            worker: r.worker_id.clone(),
+            badge: run_badge(&r.status),
+            pass_rate: pct(r.pass_rate),
+            passed: r.passed,
+            failed: r.failed,
+            error: r.error,
+            total: r.total,
+        })
+        .collect();
+
+    ReportPage {
+        title: format!("Test report: {project}"),
+        scope: scope.join(" · "),
+        generated: when(&input.generated_at),
+        master_url: input.master_url.to_string(),
+        headline,
+        chart: chart(input.runs),
+        trend,
+        failures,
+        failures_total,
+        failures_more,
+        failures_note,
+        stats,
+        slowest,
+        slowest_note,
+        workers,
+        workers_more: input.workers.len().saturating_sub(WORKERS_SHOWN),
+    }
+}
+
+/// The pass-rate chart: y is 0..100 %, x the runs oldest to newest, evenly
+/// spaced. Runs without a pass rate break the line and show as hollow marks
+/// on the baseline; a single run is one point in the middle.
+fn chart(runs: &[Run]) -> Chart {
+    let (width, height) = (760u32, 240u32);
+    let (left, right, top, bottom) = (48u32, 16u32, 12u32, 46u32);
+    let plot_w = f64::from(width - left - right);
+    let plot_h = f64::from(height - top - bottom);
+    let n = runs.len();
+    let x_of = |i: usize| {
+        if n <= 1 {
+            f64::from(left) + plot_w / 2.0
+        } else {
+            f64::from(left) + plot_w * i as f64 / (n - 1) as f64
+        }
+    };
+    // The y axis starts at the lowest pass rate rounded down to 10 (at most
+    // 90), so a drop from 100 % to 97 % is visible; the labels say where.
+    let lowest = runs
+        .iter()
+        .filter_map(|r| r.pass_rate.filter(|p| p.is_finite()))
+        .fold(100.0f64, f64::min);
+    let y_min = ((lowest.clamp(0.0, 100.0) / 10.0).floor() * 10.0).min(90.0);
+    let y_of = |rate: f64| {
+        f64::from(top) + plot_h * (1.0 - (rate.clamp(y_min, 100.0) - y_min) / (100.0 - y_min))
+    };
+    // Runs without a pass rate sit just under the x axis, off the scale.
+    let baseline = f64::from(top) + plot_h + 9.0;
+
+    let mut lines = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    let mut points = Vec::new();
+    let mut no_rate = 0;
+    for (i, r) in runs.iter().enumerate() {
+        let x = x_of(i);
+        let badge = run_badge(&r.status);
+        let label = format!(
+            "{} · {} · {} {} · pass rate {}",
+            when(&r.started_at),
+            r.run_id,
+            badge.symbol,
+            badge.word,
+            pct(r.pass_rate)
+        );
+        match r.pass_rate.filter(|p| p.is_finite()) {
+            Some(rate) => {
+                let y = y_of(rate);
+                current.push(format!("{x:.1},{y:.1}"));
+                points.push(ChartPoint {
+                    x: format!("{x:.1}"),
+                    y: format!("{y:.1}"),
+                    square: r.status != "passed",
+                    hollow: false,
+                    class: badge.class,
+                    label,
+                });
+            }
+            None => {
+                no_rate += 1;
+                if current.len() > 1 {
+                    lines.push(current.join(" "));
+                }
+                current.clear();
+                points.push(ChartPoint {
+                    x: format!("{x:.1}"),
+                    y: format!("{baseline:.1}"),
+                    square: false,
+                    hollow: true,
+                    class: "muted",
+                    label,
+                });
+            }
+        }
+    }
+    if current.len() > 1 {
+        lines.push(current.join(" "));
+    }
+
+    let y_ticks = (0..5)
+        .map(|i| {
+            let v = y_min + (100.0 - y_min) * f64::from(i) / 4.0;
+            Tick {
+                pos: format!("{:.1}", y_of(v)),
+                label: if v.fract() == 0.0 {
+                    format!("{v:.0}%")
+                } else {
+                    format!("{v:.1}%")
+                },
+            }
+        })
+        .collect();
+    let mut x_labels = Vec::new();
+    let date = |r: &Run| r.started_at.format("%m-%d %H:%M").to_string();
+    if let (Some(first), Some(last)) = (runs.first(), runs.last()) {
+        if n == 1 {
+            x_labels.push(XLabel {
+                x: format!("{:.1}", x_of(0)),
+                label: date(first),
+                anchor: "middle",
+            });
+        } else {
+            x_labels.push(XLabel {
+                x: format!("{:.1}", x_of(0)),
+                label: date(first),
+                anchor: "start",
+            });
+            if n >= 5 {
+                let mid = n / 2;
+                x_labels.push(XLabel {
+                    x: format!("{:.1}", x_of(mid)),
+                    label: date(&runs[mid]),
+                    anchor: "middle",
+                });
+            }
+            x_labels.push(XLabel {
+                x: format!("{:.1}", x_of(n - 1)),
+                label: date(last),
+                anchor: "end",
+            });
+        }
+    }
+    let rates: Vec<f64> = runs.iter().filter_map(|r| r.pass_rate).collect();
+    let summary = match (rates.first(), rates.last()) {
+        (Some(a), Some(b)) if rates.len() > 1 => format!(
+            "Pass rate over {n} runs went from {} to {} (lowest {}, highest {}).",
+            pct(Some(*a)),
+            pct(Some(*b)),
+            pct(rates.iter().copied().reduce(f64::min)),
+            pct(rates.iter().copied().reduce(f64::max)),
+        ),
+        (Some(a), _) => format!("One run with a pass rate: {}.", pct(Some(*a))),
+        _ => "No run in this range has a pass rate (no test reached a verdict).".to_string(),
+    };
+    Chart {
+        width,
+        height,
+        left,
+        right,
+        top,
+        bottom,
+        lines,
+        points,
+        y_ticks,
+        x_labels,
+        no_rate,
+        summary,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str, status: &str, rate: Option<f64>) -> Run {
+        serde_json::from_value(serde_json::json!({
+            "run_id": id, "project": "p", "worker_id": "w", "status": status,
+            "started_at": "2026-01-02T03:04:05Z", "pass_rate": rate, "total": 2,
+        }))
+        .expect("run")
+    }
+
+    #[test]
+    fn chart_handles_one_run_and_missing_rates() {
+        let c = chart(&[run("a", "passed", Some(100.0))]);
+        assert_eq!(c.points.len(), 1);
+        assert!(c.lines.is_empty(), "one point, no line");
+        let c = chart(&[
+            run("a", "passed", Some(100.0)),
+            run("b", "no_tests", None),
+            run("c", "failed", Some(50.0)),
+            run("d", "failed", Some(40.0)),
+        ]);
+        assert_eq!(c.no_rate, 1);
+        assert_eq!(
+            c.lines.len(),
+            1,
+            "the gap splits the line; a lone point has none"
+        );
+        assert!(c.points[1].hollow && c.points[2].square);
+        assert_eq!(
+            c.y_ticks[0].label, "40%",
+            "the axis starts at the lowest rate, rounded down"
+        );
+        let c = chart(&[
+            run("a", "passed", Some(100.0)),
+            run("b", "failed", Some(97.0)),
+        ]);
+        let labels: Vec<&str> = c.y_ticks.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["90%", "92.5%", "95%", "97.5%", "100%"]);
+        let c = chart(&[]);
+        assert!(c.points.is_empty() && c.x_labels.is_empty());
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(secs(0.123), "0.12s");
+        assert_eq!(secs(75.0), "1m 15s");
+        assert_eq!(secs(7322.0), "2h 02m");
+    }
+}

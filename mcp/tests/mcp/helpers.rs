@@ -1,0 +1,348 @@
+//! `TestApp`: a real nats-server child and the real master (the same
+//! `ptp_api::run` as `ptp-master`) on port 0 with a temp SQLite file, filled
+//! through `POST /results`; and MCP clients that speak to `ptp-mcp` the way
+//! editors do (rmcp over an in-process duplex pipe, streamable HTTP, and the
+//! official Python SDK over the built binary's stdio).
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ptp_mcp::{Config, PtpMcp};
+use ptp_test_support::{NatsServer, eventually};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, ResourceContents};
+use rmcp::service::RunningService;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Generous deadline for things that happen in well under a second.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+/// Deadline for ingesting a 60,000-case run in a debug build.
+pub const BIG_DEADLINE: Duration = Duration::from_secs(240);
+
+/// A running master with its broker and database.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub nats: NatsServer,
+    _dir: tempfile::TempDir,
+    token: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// nats-server + master, healthy.
+    pub async fn spawn() -> TestApp {
+        let nats = NatsServer::start();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = ptp_api::Config::for_test(dir.path().join("ptp.sqlite"), nats.url());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let token = CancellationToken::new();
+        let task = tokio::spawn(ptp_api::run(config, listener, token.clone()));
+        let app = TestApp {
+            base,
+            http: reqwest::Client::new(),
+            nats,
+            _dir: dir,
+            token,
+            task: Some(task),
+        };
+        let url = format!("{}/health", app.base);
+        let http = app.http.clone();
+        eventually(DEADLINE, "GET /health to answer 200", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let r = http.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        app
+    }
+
+    /// Posts a run (`{"run", "cases"}`) and waits until it is queryable.
+    pub async fn post_run(&self, payload: &Value) {
+        self.post_run_within(payload, DEADLINE).await
+    }
+
+    pub async fn post_run_within(&self, payload: &Value, deadline: Duration) {
+        let run_id = payload["run"]["run_id"]
+            .as_str()
+            .expect("payload has run.run_id")
+            .to_string();
+        // 503 means "NATS not ready, nothing stored, retry" (e.g. the stream
+        // is still being created just after start-up): retry until 202.
+        let post_url = format!("{}/results", self.base);
+        eventually(
+            deadline,
+            &format!("POST /results of {run_id} to answer 202"),
+            || {
+                let (http, url) = (self.http.clone(), post_url.clone());
+                async move {
+                    let r = http.post(&url).json(payload).send().await.ok()?;
+                    let status = r.status().as_u16();
+                    let body = r.text().await.unwrap_or_default();
+                    match status {
+                        202 => Some(()),
+                        503 => None,
+                        _ => panic!("POST /results answered {status}: {body}"),
+                    }
+                }
+            },
+        )
+        .await;
+        let url = format!("{}/results/{run_id}?cases_limit=0", self.base);
+        let http = self.http.clone();
+        eventually(deadline, &format!("run {run_id} to be queryable"), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let r = http.get(&url).send().await.ok()?;
+                (r.status().as_u16() == 200).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Publishes heartbeats of a worker in the middle of a run until the
+    /// master lists it as running (core NATS drops heartbeats sent before
+    /// the master subscribed, so send again until it shows).
+    pub async fn worker_running(&self, worker_id: &str, project: &str, run_id: &str) {
+        let nats = async_nats::connect(self.nats.url())
+            .await
+            .expect("connect to nats");
+        let url = format!("{}/workers", self.base);
+        eventually(DEADLINE, &format!("worker {worker_id} to be running"), || {
+            let (nats, http, url) = (nats.clone(), self.http.clone(), url.clone());
+            let hb = json!({"schema": 1, "worker_id": worker_id, "project": project, "run_id": run_id,
+                            "phase": "start", "interval_secs": 60, "at": Utc::now()});
+            async move {
+                nats.publish("ptp.heartbeat", hb.to_string().into())
+                    .await
+                    .ok()?;
+                nats.flush().await.ok()?;
+                let workers: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+                workers
+                    .as_array()?
+                    .iter()
+                    .any(|w| w["worker_id"] == worker_id && w["status"] == "running")
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// The seed data: four runs of project "shop" on three workers, with
+    /// pass rates 100, 100, 80, 90 (oldest first), two failing tests.
+    pub async fn seed(&self) -> Seed {
+        let now = Utc::now();
+        let h = |hours: i64| now - chrono::Duration::hours(hours);
+        let passing = |n: usize| -> Vec<Value> {
+            (0..n)
+                .map(|i| {
+                    case(
+                        &format!("tests/test_cart.py::test_item_{i}"),
+                        "passed",
+                        0.01 * i as f64,
+                        None,
+                        None,
+                    )
+                })
+                .collect()
+        };
+        let long_tb = format!(
+            "tests/test_checkout.py:42: in test_checkout\n{}\nE   AssertionError: expected 200, got 500",
+            "    frame line that repeats\n".repeat(400)
+        );
+        let checkout = |msg: &str| {
+            case(
+                "tests/test_checkout.py::test_checkout",
+                "failed",
+                2.5,
+                Some(msg),
+                Some(&long_tb),
+            )
+        };
+        let db_error = case(
+            "tests/test_db.py::test_migrations",
+            "error",
+            0.3,
+            Some("ConnectionError: database is locked"),
+            Some("fixture 'db' raised ConnectionError"),
+        );
+
+        let old = run_payload("seed-old", "shop", "release", "ci-old", h(72), passing(5));
+        let r1 = run_payload("seed-1", "shop", "main", "ci-a", h(5), passing(10));
+        let mut c2 = passing(8);
+        c2.push(checkout("AssertionError: expected 200, got 500"));
+        c2.push(db_error);
+        let r2 = run_payload("seed-2", "shop", "main", "ci-b", h(4), c2);
+        let mut c3 = passing(9);
+        c3.push(checkout("AssertionError: expected 200, got 502"));
+        let r3 = run_payload("seed-3", "shop", "main", "ci-a", h(3), c3);
+        for r in [&old, &r1, &r2, &r3] {
+            self.post_run(r).await;
+        }
+        Seed {
+            oldest_first: vec!["seed-old", "seed-1", "seed-2", "seed-3"],
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.token.cancel();
+        if let Some(t) = self.task.take() {
+            t.await
+                .expect("master task joined")
+                .expect("master shut down cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// What [`TestApp::seed`] posted.
+pub struct Seed {
+    pub oldest_first: Vec<&'static str>,
+}
+
+/// One test case in the wire schema.
+pub fn case(
+    test_id: &str,
+    outcome: &str,
+    duration: f64,
+    message: Option<&str>,
+    traceback: Option<&str>,
+) -> Value {
+    let name = test_id.rsplit("::").next().unwrap_or(test_id);
+    json!({
+        "test_id": test_id, "name": name, "classname": "tests", "outcome": outcome,
+        "duration_secs": duration, "message": message, "traceback": traceback,
+        "retries": 0, "flaky": false,
+    })
+}
+
+/// A full `POST /results` payload with counts computed from `cases`.
+pub fn run_payload(
+    run_id: &str,
+    project: &str,
+    branch: &str,
+    worker: &str,
+    started_at: DateTime<Utc>,
+    cases: Vec<Value>,
+) -> Value {
+    let mut counts = json!({"total": 0, "passed": 0, "failed": 0, "error": 0, "skipped": 0, "xfailed": 0, "xpassed": 0});
+    for c in &cases {
+        let o = c["outcome"].as_str().expect("outcome").to_string();
+        counts["total"] = json!(counts["total"].as_u64().unwrap_or(0) + 1);
+        counts[&o] = json!(counts[&o].as_u64().unwrap_or(0) + 1);
+    }
+    let failed = counts["failed"].as_u64().unwrap_or(0) + counts["error"].as_u64().unwrap_or(0) > 0;
+    json!({
+        "run": {
+            "run_id": run_id, "project": project, "branch": branch,
+            "commit": "0123456789abcdef0123", "worker_id": worker, "host": format!("{worker}.ci"),
+            "runner": "pytest", "command": "pytest -q",
+            "started_at": started_at, "finished_at": started_at + chrono::Duration::seconds(30),
+            "duration_secs": 30.0, "exit_code": if failed { 1 } else { 0 },
+            "status": if failed { "failed" } else { "passed" },
+            "counts": counts, "cases_complete": true,
+        },
+        "cases": cases,
+    })
+}
+
+/// An MCP client connected to a fresh `ptp-mcp` server over an in-process
+/// pipe, the server answering from `master_url`.
+pub async fn mcp_client(master_url: &str, timeout_secs: u64) -> RunningService<RoleClient, ()> {
+    let mut config = Config::for_master(master_url);
+    config.timeout_secs = timeout_secs;
+    let server = PtpMcp::from_config(&config).expect("valid master URL");
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let running = server.serve(server_io).await?;
+        running.waiting().await?;
+        anyhow::Ok(())
+    });
+    ().serve(client_io).await.expect("MCP client initialises")
+}
+
+/// Calls a tool; protocol errors fail the test (tool errors do not).
+pub async fn call(
+    client: &RunningService<RoleClient, ()>,
+    tool: &str,
+    args: Value,
+) -> CallToolResult {
+    let args = args.as_object().cloned().unwrap_or_default();
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: protocol error {e}"))
+}
+
+/// The text blocks of a result, joined.
+pub fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A successful result's JSON text.
+pub fn ok_json(tool: &str, r: &CallToolResult) -> Value {
+    assert_ne!(r.is_error, Some(true), "{tool} failed: {}", text(r));
+    serde_json::from_str(&text(r))
+        .unwrap_or_else(|e| panic!("{tool} answered non-JSON ({e}): {}", text(r)))
+}
+
+/// A tool error's sentence.
+pub fn err_text(tool: &str, r: &CallToolResult) -> String {
+    assert_eq!(
+        r.is_error,
+        Some(true),
+        "{tool} should have failed: {}",
+        text(r)
+    );
+    text(r)
+}
+
+/// The embedded HTML resource of a `get_report` answer: (uri, mime, html).
+pub fn html_of(r: &CallToolResult) -> (String, Option<String>, String) {
+    assert_ne!(r.is_error, Some(true), "get_report failed: {}", text(r));
+    r.content
+        .iter()
+        .find_map(|c| match c {
+            ContentBlock::Resource(res) => match &res.resource {
+                ResourceContents::TextResourceContents {
+                    uri,
+                    mime_type,
+                    text,
+                    ..
+                } => Some((uri.clone(), mime_type.clone(), text.clone())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("get_report embeds a text resource")
+}
+
+/// A port nothing listens on.
+pub async fn dead_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// The fixture directory.
+pub fn fixtures() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+}

@@ -1,0 +1,757 @@
+//! `ptp-mcp` against the real master (nats-server child, SQLite in a temp
+//! dir, `ptp_api::run` on port 0), filled through `POST /results`.
+//!
+//! Clients: rmcp over an in-process duplex pipe, rmcp's streamable HTTP
+//! client against `serve_http`, and the official Python MCP SDK driving the
+//! built binary over stdio. No mocks, no sleeps: readiness is polled.
+
+mod helpers;
+
+use std::process::Command;
+
+use chrono::Utc;
+use helpers::*;
+use rmcp::ServiceExt;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const TOOLS: [&str; 6] = [
+    "get_failure_stats",
+    "get_failures",
+    "get_report",
+    "get_summary",
+    "get_trend",
+    "get_workers",
+];
+
+/// Every tool answers what was posted: counts, order, failure ids, workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_answer_from_the_master() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    app.worker_running("ci-live", "shop", "live-1").await;
+    let client = mcp_client(&app.base, 30).await;
+
+    let tools = client.list_all_tools().await.expect("tools/list");
+    let mut names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(names, TOOLS);
+    for t in &tools {
+        let d = t.description.as_deref().unwrap_or_default();
+        assert!(
+            d.contains("Use it") && d.contains("Prefer"),
+            "{}: {d}",
+            t.name
+        );
+    }
+
+    // get_summary: newest first, counts as posted.
+    let s = ok_json(
+        "get_summary",
+        &call(&client, "get_summary", json!({"project": "shop"})).await,
+    );
+    let ids: Vec<&str> = s["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap_or(""))
+        .collect();
+    let mut newest_first = seed.oldest_first.clone();
+    newest_first.reverse();
+    assert_eq!(ids, newest_first);
+    let r2 = &s["runs"][1];
+    assert_eq!(
+        (
+            r2["status"].as_str(),
+            r2["total"].as_u64(),
+            r2["passed"].as_u64(),
+            r2["failed"].as_u64(),
+            r2["error"].as_u64()
+        ),
+        (Some("failed"), Some(10), Some(8), Some(1), Some(1))
+    );
+    assert_eq!(r2["pass_rate"], json!(80.0));
+    assert_eq!(s["by_status"], json!({"failed": 2, "passed": 2}));
+    let s = ok_json(
+        "get_summary",
+        &call(
+            &client,
+            "get_summary",
+            json!({"worker_id": "ci-a", "limit": 1}),
+        )
+        .await,
+    );
+    assert_eq!(s["runs"][0]["run_id"], "seed-3");
+    assert_eq!(s["shown"], 1);
+
+    // get_trend: oldest first, pass rates 100, 100, 80, 90.
+    let t = ok_json(
+        "get_trend",
+        &call(&client, "get_trend", json!({"project": "shop"})).await,
+    );
+    let ids: Vec<&str> = t["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| p["run_id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(ids, seed.oldest_first);
+    let rates: Vec<f64> = t["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .filter_map(|p| p["pass_rate"].as_f64())
+        .collect();
+    assert_eq!(rates, [100.0, 100.0, 80.0, 90.0]);
+    assert_eq!(t["pass_rate"]["change"], json!(-10.0));
+    assert_eq!(t["pass_rate"]["min"], json!(80.0));
+    let t = ok_json(
+        "get_trend",
+        &call(
+            &client,
+            "get_trend",
+            json!({"project": "shop", "branch": "main", "limit": 2}),
+        )
+        .await,
+    );
+    assert_eq!(t["runs"], 2);
+    assert_eq!(t["points"][1]["run_id"], "seed-3");
+
+    // get_failures: the latest run by default, or a given run; no passing tests.
+    let f = ok_json(
+        "get_failures",
+        &call(&client, "get_failures", json!({"project": "shop"})).await,
+    );
+    assert_eq!(f["run"]["run_id"], "seed-3");
+    assert_eq!(f["failures_total"], 1);
+    assert_eq!(
+        f["failures"][0]["test_id"],
+        "tests/test_checkout.py::test_checkout"
+    );
+    assert_eq!(
+        f["failures"][0]["message"],
+        "AssertionError: expected 200, got 502"
+    );
+    let tb = f["failures"][0]["traceback"].as_str().expect("traceback");
+    assert!(tb.starts_with("tests/test_checkout.py:42"), "{tb}");
+    assert!(
+        tb.contains("… [trimmed "),
+        "long tracebacks are trimmed with a marker"
+    );
+    assert!(
+        tb.ends_with("E   AssertionError: expected 200, got 500"),
+        "the end is kept: {tb}"
+    );
+    let f = ok_json(
+        "get_failures",
+        &call(
+            &client,
+            "get_failures",
+            json!({"run_id": "seed-2", "traceback_chars": 0}),
+        )
+        .await,
+    );
+    let mut failing: Vec<(&str, &str)> = f["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .map(|c| {
+            (
+                c["test_id"].as_str().unwrap_or(""),
+                c["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    failing.sort();
+    assert_eq!(
+        failing,
+        [
+            ("tests/test_checkout.py::test_checkout", "failed"),
+            ("tests/test_db.py::test_migrations", "error")
+        ]
+    );
+    assert!(
+        f["failures"][0].get("traceback").is_none(),
+        "traceback_chars 0 leaves them out"
+    );
+    assert!(
+        !f.to_string().contains("test_item_"),
+        "passing tests are never listed"
+    );
+    let f = ok_json(
+        "get_failures",
+        &call(&client, "get_failures", json!({"run_id": "seed-1"})).await,
+    );
+    assert_eq!(f["failures"], json!([]));
+    assert!(
+        f["hint"].as_str().unwrap_or("").contains("no failed"),
+        "{f}"
+    );
+
+    // get_workers: running (heartbeat), idle (ran 3 h ago), offline (3 days).
+    let w = ok_json(
+        "get_workers",
+        &call(&client, "get_workers", json!({})).await,
+    );
+    let status = |id: &str| {
+        w["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .find(|x| x["worker_id"] == id)
+            .map(|x| x["status"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(status("ci-live").as_deref(), Some("running"));
+    assert_eq!(status("ci-a").as_deref(), Some("idle"));
+    assert_eq!(status("ci-b").as_deref(), Some("idle"));
+    assert_eq!(status("ci-old").as_deref(), Some("offline"));
+    assert_eq!(
+        w["by_status"],
+        json!({"idle": 2, "offline": 1, "running": 1})
+    );
+    let live = w["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .find(|x| x["worker_id"] == "ci-live")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(live["current_run"], "live-1");
+    let a = w["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .find(|x| x["worker_id"] == "ci-a")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (a["run_count"].as_u64(), a["last_run_id"].as_str()),
+        (Some(2), Some("seed-3"))
+    );
+    let w = ok_json(
+        "get_workers",
+        &call(&client, "get_workers", json!({"status": "offline"})).await,
+    );
+    assert_eq!(w["workers"].as_array().map(Vec::len), Some(1));
+
+    // get_failure_stats: test_checkout failed twice, test_migrations once.
+    let st = ok_json(
+        "get_failure_stats",
+        &call(
+            &client,
+            "get_failure_stats",
+            json!({"project": "shop", "days": 30}),
+        )
+        .await,
+    );
+    assert_eq!(st["window"], "last 30 days");
+    assert_eq!(
+        st["tests"][0]["test_id"],
+        "tests/test_checkout.py::test_checkout"
+    );
+    assert_eq!(st["tests"][0]["fail_count"], 2);
+    assert_eq!(st["tests"][0]["last_run_id"], "seed-3");
+    assert_eq!(
+        st["tests"][1]["test_id"],
+        "tests/test_db.py::test_migrations"
+    );
+    assert_eq!(st["tests"][1]["fail_count"], 1);
+
+    // get_report: summary text + embedded HTML; output_path writes a file.
+    let r = call(
+        &client,
+        "get_report",
+        json!({"project": "shop", "runs": 10}),
+    )
+    .await;
+    let (uri, mime, html) = html_of(&r);
+    assert_eq!(
+        (uri.as_str(), mime.as_deref()),
+        ("report://shop", Some("text/html"))
+    );
+    assert!(
+        text(&r).contains("latest run seed-3 failed"),
+        "{}",
+        text(&r)
+    );
+    for part in [
+        "<svg",
+        "seed-3",
+        "tests/test_checkout.py::test_checkout",
+        "<details>",
+        "ci-old",
+        "Slowest tests",
+        "@media print",
+    ] {
+        assert!(html.contains(part), "report lacks {part:?}");
+    }
+    for external in ["<script", "src=\"http", "href=\"http", "@import", "url("] {
+        assert!(
+            !html.contains(external),
+            "report is not self-contained: {external:?}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("report.html");
+    let r = call(
+        &client,
+        "get_report",
+        json!({"project": "shop", "output_path": path.to_str()}),
+    )
+    .await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    assert!(
+        text(&r).contains(path.to_str().unwrap_or("?")),
+        "{}",
+        text(&r)
+    );
+    assert!(
+        r.content.iter().all(|c| c.as_resource().is_none()),
+        "the file replaces the embedded HTML"
+    );
+    let written = std::fs::read_to_string(&path).expect("report written");
+    assert!(written.starts_with("<!doctype html>") && written.contains("seed-3"));
+
+    client.cancel().await.expect("client closes");
+    app.stop().await;
+}
+
+/// Failures are tool errors with a sentence to act on, and the session
+/// survives them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_tool_errors_that_say_what_to_do() {
+    let app = TestApp::spawn().await;
+    app.seed().await;
+    let client = mcp_client(&app.base, 30).await;
+
+    let e = err_text(
+        "get_failures",
+        &call(&client, "get_failures", json!({"run_id": "no-such-run"})).await,
+    );
+    assert!(
+        e.contains("no-such-run") && e.contains("not found") && e.contains("get_summary"),
+        "{e}"
+    );
+
+    for bad in [0, 10_000, -1] {
+        let e = err_text(
+            "get_summary",
+            &call(&client, "get_summary", json!({"limit": bad})).await,
+        );
+        assert!(
+            e.contains(&format!("limit must be between 1 and 100, got {bad}")),
+            "{e}"
+        );
+    }
+    let e = err_text(
+        "get_trend",
+        &call(&client, "get_trend", json!({"limit": 5000})).await,
+    );
+    assert!(e.contains("limit must be between 1 and 1000"), "{e}");
+    let e = err_text(
+        "get_summary",
+        &call(&client, "get_summary", json!({"status": "broken"})).await,
+    );
+    assert!(
+        e.contains("status \"broken\" is not one of passed, failed"),
+        "{e}"
+    );
+    let e = err_text(
+        "get_summary",
+        &call(&client, "get_summary", json!({"limit": "ten"})).await,
+    );
+    assert!(
+        e.contains("invalid arguments for get_summary") && e.contains("invalid type"),
+        "{e}"
+    );
+    let e = err_text(
+        "get_summary",
+        &call(&client, "get_summary", json!({"projet": "shop"})).await,
+    );
+    assert!(e.contains("unknown field `projet`"), "{e}");
+    let e = err_text(
+        "get_failures",
+        &call(&client, "get_failures", json!({"run_id": "../workers"})).await,
+    );
+    assert!(e.contains("is not a run id"), "{e}");
+    // The master's 400 detail is passed through.
+    let e = err_text(
+        "get_trend",
+        &call(&client, "get_trend", json!({"branch": "main"})).await,
+    );
+    assert!(
+        e.contains("the master refused the request") && e.contains("branch needs project"),
+        "{e}"
+    );
+    let e = err_text(
+        "get_failures",
+        &call(&client, "get_failures", json!({"project": "nope"})).await,
+    );
+    assert!(
+        e.contains("no runs match") && e.contains("project=\"nope\""),
+        "{e}"
+    );
+    let e = err_text(
+        "get_report",
+        &call(
+            &client,
+            "get_report",
+            json!({"output_path": "out/report.html"}),
+        )
+        .await,
+    );
+    assert!(e.contains("relative") && e.contains("absolute path"), "{e}");
+    let e = err_text(
+        "get_report",
+        &call(
+            &client,
+            "get_report",
+            json!({"output_path": "/no-such-dir-ptp/r.html"}),
+        )
+        .await,
+    );
+    assert!(e.contains("does not exist"), "{e}");
+
+    // Still serving after all that.
+    ok_json(
+        "get_workers",
+        &call(&client, "get_workers", json!({})).await,
+    );
+    client.cancel().await.expect("client closes");
+    app.stop().await;
+}
+
+/// A master that is not there: every tool says which URL and what to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_master_is_a_tool_error_naming_the_url() {
+    let url = format!("http://127.0.0.1:{}", dead_port().await);
+    let client = mcp_client(&url, 5).await;
+    for tool in TOOLS {
+        let e = err_text(tool, &call(&client, tool, json!({})).await);
+        assert!(e.contains(&url), "{tool}: {e}");
+        assert!(
+            e.contains("ptp-master is running") && e.contains("MASTER_URL"),
+            "{tool}: {e}"
+        );
+    }
+    assert_eq!(
+        client.list_all_tools().await.expect("still serving").len(),
+        6
+    );
+    client.cancel().await.expect("client closes");
+}
+
+/// The built binary over stdio, driven by the official Python SDK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_binary_answers_the_python_sdk_over_stdio() {
+    let python = ptp_test_support::python();
+    let has_sdk = Command::new(&python)
+        .args(["-c", "import mcp.client.stdio"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_sdk,
+        "{} cannot import the MCP Python SDK: run `{} -m pip install 'mcp>=1.10,<2'` \
+         (listed in scripts/requirements-test.txt)",
+        python.display(),
+        python.display()
+    );
+    let app = TestApp::spawn().await;
+    app.seed().await;
+    let calls = json!({
+        "get_summary": {"project": "shop"},
+        "get_trend": {"project": "shop"},
+        "get_failures": {"run_id": "seed-2"},
+        "get_workers": {},
+        "get_failure_stats": {"limit": 5},
+        "get_report": {"project": "shop"},
+        "bad_limit": ["get_summary", {"limit": 0}],
+    });
+    let script = fixtures().join("mcp_stdio_client.py");
+    let base = app.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_ptp-mcp"))
+            .arg(calls.to_string())
+            .env("MASTER_URL", base)
+            .env("PTP_MCP_TIMEOUT_SECS", "30")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .expect("joined");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python client failed: {stderr}\n{stdout}"
+    );
+    let v: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{stderr}"));
+
+    assert_eq!(v["server"], "ptp-mcp");
+    assert_eq!(v["tools"], json!(TOOLS));
+    let answer = |tool: &str| -> Value {
+        let c = &v["calls"][tool];
+        assert_eq!(c["is_error"], false, "{tool}: {c}");
+        serde_json::from_str(c["content"][0]["text"].as_str().unwrap_or("")).unwrap_or(Value::Null)
+    };
+    assert_eq!(answer("get_summary")["runs"][0]["run_id"], "seed-3");
+    assert_eq!(answer("get_trend")["points"][0]["run_id"], "seed-old");
+    assert_eq!(answer("get_failures")["failures_total"], 2);
+    assert_eq!(answer("get_workers")["total"], 3);
+    assert_eq!(answer("get_failure_stats")["tests"][0]["fail_count"], 2);
+    let report = &v["calls"]["get_report"];
+    assert_eq!(report["is_error"], false, "{report}");
+    assert_eq!(report["content"][1]["type"], "resource");
+    assert_eq!(report["content"][1]["uri"], "report://shop");
+    assert_eq!(report["content"][1]["mimeType"], "text/html");
+    assert!(report["content"][1]["text_len"].as_u64().unwrap_or(0) > 1000);
+    let bad = &v["calls"]["bad_limit"];
+    assert_eq!(bad["is_error"], true, "{bad}");
+    assert!(
+        bad["content"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("limit must be between 1 and 100"),
+        "{bad}"
+    );
+    app.stop().await;
+}
+
+/// Streamable HTTP through `serve_http`, with rmcp's HTTP client; a foreign
+/// Host header is refused (DNS rebinding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamable_http_serves_the_tools() {
+    use rmcp::transport::StreamableHttpClientTransport;
+
+    let app = TestApp::spawn().await;
+    app.seed().await;
+    let server =
+        ptp_mcp::PtpMcp::from_config(&ptp_mcp::Config::for_master(&app.base)).expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let hosts = ptp_mcp::Config::for_master(&app.base).allowed_hosts();
+    let serving = tokio::spawn(ptp_mcp::serve_http(
+        server,
+        listener,
+        hosts,
+        shutdown.clone(),
+    ));
+
+    let client = ()
+        .serve(StreamableHttpClientTransport::from_uri(format!(
+            "http://{addr}/mcp"
+        )))
+        .await
+        .expect("MCP over HTTP initialises");
+    assert_eq!(
+        client
+            .peer_info()
+            .and_then(|i| i.server_info.as_ref().map(|s| s.name.clone()))
+            .as_deref(),
+        Some("ptp-mcp")
+    );
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, TOOLS);
+    let s = ok_json(
+        "get_summary",
+        &call(&client, "get_summary", json!({"limit": 2})).await,
+    );
+    assert_eq!(s["runs"][0]["run_id"], "seed-3");
+    assert_eq!(s["shown"], 2);
+
+    let refused = reqwest::Client::new()
+        .post(format!("http://{addr}/mcp"))
+        .header("Host", "evil.example.com")
+        .header("Accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}}))
+        .send()
+        .await
+        .expect("request sent");
+    assert!(
+        refused.status().is_client_error(),
+        "foreign Host answered {}",
+        refused.status()
+    );
+
+    client.cancel().await.expect("client closes");
+    shutdown.cancel();
+    serving
+        .await
+        .expect("joined")
+        .expect("HTTP server stopped cleanly");
+    app.stop().await;
+}
+
+const HOSTILE: [&str; 5] = [
+    "<script>alert(1)</script>",
+    "\"><img src=x onerror=alert(1)>",
+    "</textarea>",
+    "javascript:alert(1)",
+    "{{7*7}}",
+];
+
+/// Test data holding markup shows as text in the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_escapes_hostile_test_data() {
+    let app = TestApp::spawn().await;
+    let project = format!("evil{}", HOSTILE[0]);
+    let all = HOSTILE.join(" ");
+    let cases = vec![
+        case(
+            &format!("tests/t.py::test_a[{}]", HOSTILE[0]),
+            "failed",
+            1.0,
+            Some(&all),
+            Some(&all),
+        ),
+        case(
+            &format!("tests/t.py::test_b[{}]", HOSTILE[1]),
+            "error",
+            2.0,
+            Some(HOSTILE[1]),
+            Some(HOSTILE[2]),
+        ),
+        case(
+            &format!("tests/t.py::test_c[{}]", HOSTILE[3]),
+            "failed",
+            3.0,
+            Some(HOSTILE[3]),
+            None,
+        ),
+        case(
+            &format!("tests/t.py::test_d[{}]", HOSTILE[4]),
+            "passed",
+            4.0,
+            None,
+            None,
+        ),
+    ];
+    let mut payload = run_payload(
+        "evil-1",
+        &project,
+        HOSTILE[2],
+        HOSTILE[1],
+        Utc::now(),
+        cases,
+    );
+    payload["run"]["note"] = json!(HOSTILE[0]);
+    app.post_run(&payload).await;
+    let client = mcp_client(&app.base, 30).await;
+
+    let r = call(&client, "get_report", json!({"project": project})).await;
+    let (uri, _, html) = html_of(&r);
+    assert!(uri.starts_with("report://evil%3Cscript%3E"), "{uri}");
+    for raw in ["<script", "<img", "</textarea>", "href=\"javascript"] {
+        assert!(
+            !html.to_lowercase().contains(raw),
+            "report contains {raw:?} unescaped"
+        );
+    }
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "escaped script tag shown as text"
+    );
+    assert!(
+        html.contains("&#60;img src=x onerror=alert(1)&#62;"),
+        "escaped img tag shown as text"
+    );
+    assert!(html.contains("&#60;/textarea&#62;"));
+    assert!(
+        html.contains("javascript:alert(1)"),
+        "javascript: URL shown as text"
+    );
+    assert!(
+        html.contains("{{7*7}}") && !html.contains(">49<"),
+        "template syntax in data is not evaluated"
+    );
+    assert!(!html.contains("href="), "no data-driven links at all");
+    // The trend chart with a single run still renders.
+    assert!(
+        html.contains("<circle") || html.contains("<rect"),
+        "one run, one point"
+    );
+    client.cancel().await.expect("client closes");
+    app.stop().await;
+}
+
+/// A 60,000-case run renders a bounded report with an "and N more" line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_of_a_60k_case_run_stays_small() {
+    let app = TestApp::spawn().await;
+    let tb = format!(
+        "Traceback (most recent call last):\n{}AssertionError",
+        "  File \"x.py\", line 1\n".repeat(40)
+    );
+    let cases: Vec<Value> = (0..60_000)
+        .map(|i| {
+            let id = format!(
+                "tests/pkg_{}/test_mod_{}.py::TestClass::test_case_{i}[param-{i}]",
+                i % 50,
+                i % 400
+            );
+            if i % 100 == 7 {
+                case(
+                    &id,
+                    "failed",
+                    0.5 + (i % 13) as f64,
+                    Some(&format!("assert {i} == {}", i + 1)),
+                    Some(&tb),
+                )
+            } else {
+                case(&id, "passed", (i % 997) as f64 / 1000.0, None, None)
+            }
+        })
+        .collect();
+    let payload = run_payload("big-60k", "big", "main", "ci-big", Utc::now(), cases);
+    app.post_run_within(&payload, BIG_DEADLINE).await;
+    let client = mcp_client(&app.base, 120).await;
+
+    let r = call(&client, "get_report", json!({"project": "big"})).await;
+    let (_, _, html) = html_of(&r);
+    eprintln!("60k-case report: {} bytes", html.len());
+    assert!(
+        html.len() < 5 * 1024 * 1024,
+        "report is {} bytes",
+        html.len()
+    );
+    assert!(
+        html.contains("and 550 more failures"),
+        "600 failures, 50 shown"
+    );
+    assert!(text(&r).contains("60000 tests"), "{}", text(&r));
+    assert!(html.contains("test_case_"), "slowest tests listed");
+    let f = ok_json(
+        "get_failures",
+        &call(
+            &client,
+            "get_failures",
+            json!({"project": "big", "limit": 5}),
+        )
+        .await,
+    );
+    assert_eq!(
+        (
+            f["failures_total"].as_u64(),
+            f["shown"].as_u64(),
+            f["more"].as_u64()
+        ),
+        (Some(600), Some(5), Some(595))
+    );
+    client.cancel().await.expect("client closes");
+    app.stop().await;
+}
