@@ -442,6 +442,38 @@ impl Actor for Aggregates {
     type Context = Context<Self>;
 }
 
+/// Replace the aggregates with a state rebuilt from the database (after
+/// retention pruned old runs). What only heartbeats know (a worker's phase,
+/// current run, last heartbeat) is carried over.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReplaceState(pub Box<Aggregates>);
+
+impl Handler<ReplaceState> for Aggregates {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplaceState, _ctx: &mut Self::Context) {
+        let mut fresh = *msg.0;
+        fresh.config = self.config;
+        for (id, old) in self.workers.drain() {
+            let w = fresh.workers.entry(id).or_default();
+            w.phase = old.phase;
+            w.interval_secs = old.interval_secs;
+            w.current_run = old.current_run;
+            if w.host.is_none() {
+                w.host = old.host;
+            }
+            if w.project.is_none() {
+                w.project = old.project;
+            }
+            if old.last_seen > w.last_seen {
+                w.last_seen = old.last_seen;
+            }
+        }
+        *self = fresh;
+    }
+}
+
 impl Handler<RunCompleted> for Aggregates {
     type Result = ();
 

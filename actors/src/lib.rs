@@ -9,6 +9,7 @@
 //! - [`writer`]: the one writer; batches, idempotence, completion of runs.
 //! - [`aggregates`]: trend, worker status, failure statistics in memory.
 //! - [`queries`]: reads that go straight to the read pool.
+//! - [`retention`]: pruning old runs and reclaiming space.
 //!
 //! # Threading
 //! actix actors need an actix `System`, whose arbiter is a single-threaded
@@ -21,6 +22,7 @@ pub mod aggregates;
 pub mod db;
 pub mod model;
 pub mod queries;
+pub mod retention;
 pub mod writer;
 
 use std::thread::JoinHandle;
@@ -60,7 +62,12 @@ impl ActorSystem {
                                 source,
                             })?;
                     let aggregates = agg.start();
-                    let writer = Writer::new(pool, aggregates.clone().recipient()).start();
+                    let writer = Writer::new(
+                        pool,
+                        aggregates.clone().recipient(),
+                        aggregates.clone().recipient(),
+                    )
+                    .start();
                     Ok::<_, DbError>((writer, aggregates, actix::System::current()))
                 });
                 let ok = started.is_ok();

@@ -194,6 +194,10 @@ pub struct Rejection {
     pub reason: String,
     /// The first bytes of the message, for diagnosis.
     pub excerpt: Option<String>,
+    /// The whole message, kept for dead letters (valid messages the database
+    /// refused) so they can be replayed; `None` for plain rejections.
+    #[serde(default, skip_serializing)]
+    pub payload: Option<Vec<u8>>,
 }
 
 /// Milliseconds since the epoch, as stored.

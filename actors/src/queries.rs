@@ -192,7 +192,7 @@ pub async fn run_cases(
         .collect()
 }
 
-/// A `rejected` row: received_at, subject, msg_id, run_id, reason, excerpt.
+/// A `rejected` row: received_at, subject, msg_id, run_id, reason, excerpt, payload.
 type RejectedRow = (
     i64,
     Option<String>,
@@ -200,12 +200,13 @@ type RejectedRow = (
     Option<String>,
     String,
     Option<String>,
+    Option<Vec<u8>>,
 );
 
 /// The most recent rejections.
 pub async fn list_rejected(pool: &SqlitePool, limit: u32) -> Result<Vec<Rejection>, sqlx::Error> {
     let rows: Vec<RejectedRow> = sqlx::query_as(
-        "SELECT received_at, subject, msg_id, run_id, reason, excerpt FROM rejected \
+        "SELECT received_at, subject, msg_id, run_id, reason, excerpt, payload FROM rejected \
              ORDER BY received_at DESC, id DESC LIMIT ?",
     )
     .bind(i64::from(limit))
@@ -213,14 +214,17 @@ pub async fn list_rejected(pool: &SqlitePool, limit: u32) -> Result<Vec<Rejectio
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(at, subject, msg_id, run_id, reason, excerpt)| Rejection {
-            received_at: from_millis(at),
-            subject,
-            msg_id,
-            run_id,
-            reason,
-            excerpt,
-        })
+        .map(
+            |(at, subject, msg_id, run_id, reason, excerpt, payload)| Rejection {
+                received_at: from_millis(at),
+                subject,
+                msg_id,
+                run_id,
+                reason,
+                excerpt,
+                payload,
+            },
+        )
         .collect())
 }
 

@@ -22,6 +22,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
+use crate::aggregates::{Aggregates, AggregatesConfig, ReplaceState};
 use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, to_millis};
 
 /// Rows per multi-row `INSERT` into `test_cases` (14 binds a row, under
@@ -77,6 +78,29 @@ pub enum StoreError {
     Sqlite(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// Whether the failure is about the data written (a constraint or
+    /// trigger refused a row, a value too big or of the wrong type) rather
+    /// than about the database as a whole (busy, locked, disk full, I/O,
+    /// read-only, a broken schema, the connection).
+    ///
+    /// Ingest uses this to tell a poison message, which must be isolated and
+    /// eventually dead-lettered, from an outage, during which every message
+    /// must wait unacked.
+    pub fn blames_the_data(&self) -> bool {
+        let StoreError::Sqlite(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        let Some(code) = e.code().and_then(|c| c.parse::<i32>().ok()) else {
+            return false;
+        };
+        // Primary result codes: SQLITE_TOOBIG 18, SQLITE_CONSTRAINT 19,
+        // SQLITE_MISMATCH 20, SQLITE_RANGE 25. Extended codes keep the
+        // primary code in their low byte.
+        matches!(code & 0xff, 18 | 19 | 20 | 25)
+    }
+}
+
 /// A run that just became complete, with what the aggregates need.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
@@ -91,13 +115,23 @@ pub struct RunCompleted {
 pub struct Writer {
     pool: SqlitePool,
     completed_to: Recipient<RunCompleted>,
+    replace_to: Recipient<ReplaceState>,
 }
 
 impl Writer {
     /// A writer over `pool` (one connection) that reports completed runs to
-    /// `completed_to`.
-    pub fn new(pool: SqlitePool, completed_to: Recipient<RunCompleted>) -> Writer {
-        Writer { pool, completed_to }
+    /// `completed_to` and, after pruning, a rebuilt state to `replace_to`
+    /// (both the aggregates actor).
+    pub fn new(
+        pool: SqlitePool,
+        completed_to: Recipient<RunCompleted>,
+        replace_to: Recipient<ReplaceState>,
+    ) -> Writer {
+        Writer {
+            pool,
+            completed_to,
+            replace_to,
+        }
     }
 }
 
@@ -124,6 +158,173 @@ impl Handler<StoreBatch> for Writer {
         ))
     }
 }
+
+/// Retention, step 1: delete up to `max_runs` runs that started before
+/// `cutoff` (with their cases), plus incomplete runs, pending finals and
+/// rejections received before it. One transaction per message, so ingest's
+/// batches interleave with a long prune. Send until it reports nothing left.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<PruneReport, StoreError>")]
+pub struct PruneSlice {
+    /// Everything older than this goes.
+    pub cutoff: chrono::DateTime<Utc>,
+    /// Most runs deleted by this message.
+    pub max_runs: u32,
+}
+
+/// What one [`PruneSlice`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Complete runs deleted.
+    pub runs: u64,
+    /// Test case rows deleted (of complete and incomplete runs).
+    pub cases: u64,
+    /// Incomplete runs (chunks or finals that never made a run) deleted.
+    pub incomplete: u64,
+    /// Rejections deleted.
+    pub rejected: u64,
+}
+
+impl PruneReport {
+    /// Whether the slice deleted nothing (the prune is done).
+    pub fn is_empty(&self) -> bool {
+        *self == PruneReport::default()
+    }
+}
+
+/// Retention, step 2: give the freed pages back to the file system
+/// (incremental vacuum, WAL truncated) and rebuild the aggregates from what
+/// is left. Replies with the file size before and after, in bytes.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(u64, u64), StoreError>")]
+pub struct FinishPrune;
+
+impl Handler<PruneSlice> for Writer {
+    type Result = AtomicResponse<Self, Result<PruneReport, StoreError>>;
+
+    fn handle(&mut self, msg: PruneSlice, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool.clone();
+        AtomicResponse::new(Box::pin(
+            async move { prune_slice(&pool, &msg).await }.into_actor(self),
+        ))
+    }
+}
+
+impl Handler<FinishPrune> for Writer {
+    type Result = AtomicResponse<Self, Result<(u64, u64), StoreError>>;
+
+    fn handle(&mut self, _msg: FinishPrune, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let sizes = reclaim(&pool).await?;
+                // Rebuilt while this actor holds the only write connection:
+                // no run completes between the load and the replacement, and
+                // runs completed before it reach the aggregates first.
+                let fresh = Aggregates::load(&pool, AggregatesConfig::default()).await?;
+                Ok((sizes, fresh))
+            }
+            .into_actor(self)
+            .map(|res: Result<_, StoreError>, act, _ctx| {
+                res.map(|(sizes, fresh)| {
+                    act.replace_to.do_send(ReplaceState(Box::new(fresh)));
+                    sizes
+                })
+            }),
+        ))
+    }
+}
+
+async fn prune_slice(pool: &SqlitePool, msg: &PruneSlice) -> Result<PruneReport, StoreError> {
+    let cutoff = to_millis(msg.cutoff);
+    let limit = i64::from(msg.max_runs.max(1));
+    let mut report = PruneReport::default();
+    let mut tx = pool.begin().await?;
+    let runs: Vec<(String,)> =
+        sqlx::query_as("SELECT run_id FROM runs WHERE started_at < ? ORDER BY started_at LIMIT ?")
+            .bind(cutoff)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+    // Chunks or finals that never became a run, received before the cut-off.
+    let incomplete: Vec<(String,)> = sqlx::query_as(
+        "SELECT run_id FROM run_chunks WHERE received_at < ? AND run_id NOT IN (SELECT run_id FROM runs) \
+         UNION SELECT run_id FROM pending_runs WHERE received_at < ? LIMIT ?",
+    )
+    .bind(cutoff)
+    .bind(cutoff)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (run_id,) in runs.iter().chain(&incomplete) {
+        report.cases += sqlx::query("DELETE FROM test_cases WHERE run_id = ?")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        for sql in [
+            "DELETE FROM run_chunks WHERE run_id = ?",
+            "DELETE FROM pending_runs WHERE run_id = ?",
+        ] {
+            sqlx::query(sql).bind(run_id).execute(&mut *tx).await?;
+        }
+        report.runs += sqlx::query("DELETE FROM runs WHERE run_id = ?")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    report.incomplete = incomplete.len() as u64;
+    report.rejected = sqlx::query(
+        "DELETE FROM rejected WHERE id IN (SELECT id FROM rejected WHERE received_at < ? LIMIT ?)",
+    )
+    .bind(cutoff)
+    .bind(limit * 10)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(report)
+}
+
+async fn file_bytes(conn: &mut SqliteConnection) -> Result<u64, sqlx::Error> {
+    let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count")
+        .fetch_one(&mut *conn)
+        .await?;
+    let (size,): (i64,) = sqlx::query_as("PRAGMA page_size")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((pages.max(0) * size.max(0)) as u64)
+}
+
+/// Frees the pages pruning left empty. Databases made before incremental
+/// auto-vacuum was the default are converted once with a full `VACUUM`.
+async fn reclaim(pool: &SqlitePool) -> Result<Sizes, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let before = file_bytes(&mut conn).await?;
+    let (mode,): (i64,) = sqlx::query_as("PRAGMA auto_vacuum")
+        .fetch_one(&mut *conn)
+        .await?;
+    if mode != 2 {
+        tracing::info!("converting the database to incremental auto-vacuum (one full VACUUM)");
+        sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("VACUUM").execute(&mut *conn).await?;
+    } else {
+        sqlx::query("PRAGMA incremental_vacuum")
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut *conn)
+        .await?;
+    let after = file_bytes(&mut conn).await?;
+    Ok((before, after))
+}
+
+/// Size before and after, in bytes.
+type Sizes = (u64, u64);
 
 async fn store_batch(
     pool: &SqlitePool,
@@ -223,7 +424,7 @@ async fn run_exists(conn: &mut SqliteConnection, run_id: &str) -> Result<bool, s
 
 async fn insert_rejection(conn: &mut SqliteConnection, r: &Rejection) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO rejected (received_at, subject, msg_id, run_id, reason, excerpt) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO rejected (received_at, subject, msg_id, run_id, reason, excerpt, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(to_millis(r.received_at))
     .bind(&r.subject)
@@ -231,6 +432,7 @@ async fn insert_rejection(conn: &mut SqliteConnection, r: &Rejection) -> Result<
     .bind(&r.run_id)
     .bind(&r.reason)
     .bind(&r.excerpt)
+    .bind(&r.payload)
     .execute(conn)
     .await?;
     Ok(())
@@ -325,6 +527,7 @@ async fn try_complete(
                 run_id: Some(run_id.to_string()),
                 reason,
                 excerpt: None,
+                payload: None,
             };
             insert_rejection(conn, &rejection).await?;
             return Ok(Completion::Refused);

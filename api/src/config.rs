@@ -42,6 +42,18 @@ pub struct Config {
     #[arg(long, env = "PTP_ACK_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ack_wait_secs: u64,
 
+    /// Deliveries after which a message SQLite keeps refusing (while it
+    /// accepts others) is kept as a dead letter in GET /rejected and acked,
+    /// so it cannot block the stream.
+    #[arg(long, env = "PTP_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=1000))]
+    pub max_deliveries: u64,
+
+    /// Keep runs for this many days (by start time), then delete them with
+    /// their cases and give the space back; checked at start and hourly.
+    /// 0 keeps everything.
+    #[arg(long, env = "PTP_RETENTION_DAYS", default_value_t = 0)]
+    pub retention_days: u32,
+
     /// A worker not heard from for this many minutes is shown as offline.
     #[arg(long, env = "PTP_OFFLINE_AFTER_MINUTES", default_value_t = 1440)]
     pub offline_after_minutes: u64,
@@ -67,6 +79,8 @@ impl Config {
             stream_max_age_hours: 168,
             ingest_batch: 1000,
             ack_wait_secs: 30,
+            max_deliveries: 5,
+            retention_days: 0,
             offline_after_minutes: 1440,
             max_body_mb: 64,
             request_timeout_secs: 30,

@@ -6,7 +6,8 @@
 //!
 //! Start-up order: open SQLite and migrate; start the actors (rebuilding the
 //! aggregates); connect to NATS (in the background: the master serves reads
-//! while NATS is away); spawn ingest; serve HTTP.
+//! while NATS is away); spawn ingest and, when `--retention-days` is set, the
+//! hourly retention task; serve HTTP.
 //! Shutdown order: stop accepting HTTP and finish in-flight requests; stop
 //! pulling, finish and ack the batch in hand; drain NATS (flushes the acks);
 //! stop the actors.
@@ -140,6 +141,7 @@ pub async fn run(
             ..Default::default()
         },
         ack_wait: Duration::from_secs(config.ack_wait_secs),
+        max_deliveries: config.max_deliveries as i64,
         ..IngestConfig::default()
     };
     let ingest_token = shutdown.child_token();
@@ -151,6 +153,14 @@ pub async fn run(
         health.clone(),
         ingest_token,
     ));
+
+    let retention = (config.retention_days > 0).then(|| {
+        tokio::spawn(run_retention(
+            actors.writer.clone(),
+            config.retention_days,
+            shutdown.child_token(),
+        ))
+    });
 
     let state = AppState {
         read: read.clone(),
@@ -168,6 +178,9 @@ pub async fn run(
         .context("HTTP server failed");
     shutdown.cancel();
     let _ = ingest.await;
+    if let Some(r) = retention {
+        let _ = r.await;
+    }
     if let Err(e) = nats.drain().await {
         tracing::warn!("draining NATS: {e}");
     }
@@ -177,4 +190,45 @@ pub async fn run(
         .context("stopping the actors")?;
     tracing::info!("ptp-master stopped");
     served
+}
+
+/// How often retention looks for runs to prune.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes runs older than `days` at start and then every hour, until
+/// `shutdown`. Failures are logged and retried at the next tick.
+async fn run_retention(
+    writer: actix::Addr<ptp_actors::Writer>,
+    days: u32,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+        let prune = ptp_actors::retention::prune(&writer, cutoff);
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = prune => r,
+        };
+        match result {
+            Ok(t) if t.deleted.is_empty() => {
+                tracing::debug!(%cutoff, "retention: nothing older than {days} days");
+            }
+            Ok(t) => tracing::info!(
+                %cutoff,
+                runs = t.deleted.runs,
+                cases = t.deleted.cases,
+                incomplete = t.deleted.incomplete,
+                rejected = t.deleted.rejected,
+                mib_before = t.bytes_before / (1 << 20),
+                mib_after = t.bytes_after / (1 << 20),
+                "retention: pruned runs older than {days} days"
+            ),
+            Err(e) => tracing::warn!("retention: prune failed, will retry in an hour: {e}"),
+        }
+    }
 }

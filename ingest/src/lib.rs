@@ -12,6 +12,11 @@
 //! - Ack: only after the writer replied `Ok`. If the write failed (disk full,
 //!   database locked), every message of the batch is nak'ed with a delay and
 //!   redelivered later; nothing acked is ever lost.
+//! - Poison: if the database refuses something in the data (a constraint, a
+//!   value it cannot hold), the batch is retried one message at a time so
+//!   the others are stored; the culprit is retried until it has been
+//!   delivered `max_deliveries` times, then kept as a dead letter (whole
+//!   payload, `GET /rejected`) and acked. It never blocks the stream.
 //!
 //! Heartbeats arrive on core NATS and go straight to the aggregates actor.
 //!
@@ -45,6 +50,9 @@ pub struct IngestConfig {
     pub stream: ptp_nats::StreamSettings,
     /// The consumer's ack wait.
     pub ack_wait: Duration,
+    /// Deliveries after which a message the database keeps refusing, while
+    /// it accepts others, becomes a dead letter.
+    pub max_deliveries: i64,
 }
 
 impl Default for IngestConfig {
@@ -54,14 +62,31 @@ impl Default for IngestConfig {
             retry_delay: Duration::from_secs(2),
             stream: ptp_nats::StreamSettings::default(),
             ack_wait: ptp_nats::ACK_WAIT,
+            max_deliveries: 5,
         }
     }
 }
 
 /// What ingest has seen, for `GET /health`. Shared with the API.
-#[derive(Debug, Default)]
+///
+/// It starts out "not ready" (the stream and consumer are not ensured yet),
+/// so `/health` answers 200 only once results can actually flow.
+#[derive(Debug)]
 pub struct IngestHealth {
     inner: Mutex<HealthState>,
+}
+
+impl Default for IngestHealth {
+    fn default() -> Self {
+        IngestHealth {
+            inner: Mutex::new(HealthState {
+                consumer_error: Some(
+                    "starting: the results stream and consumer are not ready yet".into(),
+                ),
+                ..HealthState::default()
+            }),
+        }
+    }
 }
 
 /// A snapshot of [`IngestHealth`].
@@ -114,6 +139,7 @@ pub fn to_item(subject: &str, msg_id: Option<&str>, payload: &[u8]) -> BatchItem
             run_id: run_id_hint(payload),
             reason: e.to_string(),
             excerpt: Some(excerpt(payload)),
+            payload: None,
         }),
     }
 }
@@ -328,42 +354,77 @@ async fn consume(
     Ok(())
 }
 
+/// Why a store failed, as ingest must react to it.
+enum Failure {
+    /// The database as a whole is unwell (locked, full, I/O): everything waits.
+    Database(String),
+    /// The database refused something in the data: isolate the culprit.
+    Data(String),
+}
+
+async fn store(
+    writer: &Recipient<StoreBatch>,
+    items: Vec<BatchItem>,
+) -> Result<BatchReport, Failure> {
+    match writer.send(StoreBatch(items)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) if e.blames_the_data() => Err(Failure::Data(e.to_string())),
+        Ok(Err(e)) => Err(Failure::Database(e.to_string())),
+        Err(e) => Err(Failure::Database(format!("writer actor unavailable: {e}"))),
+    }
+}
+
+fn msg_id(m: &jetstream::Message) -> Option<&str> {
+    m.headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.as_str())
+}
+
+fn item_of(m: &jetstream::Message) -> BatchItem {
+    to_item(m.subject.as_str(), msg_id(m), &m.payload)
+}
+
+async fn ack_all(msgs: &[jetstream::Message]) {
+    for m in msgs {
+        if let Err(e) = m.ack().await {
+            // Unacked means redelivered; the writer is idempotent.
+            tracing::warn!("ack failed (message will be redelivered): {e}");
+        }
+    }
+}
+
+async fn nak_all(msgs: &[jetstream::Message], delay: Duration) {
+    for m in msgs {
+        let _ = m.ack_with(AckKind::Nak(Some(delay))).await;
+    }
+}
+
+fn record(health: &IngestHealth, acked: usize, report: &BatchReport) {
+    health.update(|h| {
+        h.store_error = None;
+        h.acked += acked as u64;
+        h.runs_completed += report.completed.len() as u64;
+        h.rejected += report.rejected as u64;
+    });
+}
+
+/// Stores a pulled batch in one transaction and acks it. If the database
+/// as a whole fails, every message is nak'ed for later. If it refuses
+/// something in the data, the batch is split into single messages so the
+/// healthy ones are stored and acked and only the culprit waits (see
+/// [`isolate`]).
 async fn store_and_ack(
     msgs: Vec<jetstream::Message>,
     writer: &Recipient<StoreBatch>,
     config: &IngestConfig,
     health: &IngestHealth,
 ) {
-    let items = msgs
-        .iter()
-        .map(|m| {
-            let msg_id = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.as_str());
-            to_item(m.subject.as_str(), msg_id, &m.payload)
-        })
-        .collect();
-    let result: Result<BatchReport, String> = match writer.send(StoreBatch(items)).await {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(format!("writer actor unavailable: {e}")),
-    };
-    match result {
+    let items = msgs.iter().map(item_of).collect();
+    match store(writer, items).await {
         Ok(report) => {
-            for m in &msgs {
-                if let Err(e) = m.ack().await {
-                    // Unacked means redelivered; the writer is idempotent.
-                    tracing::warn!("ack failed (message will be redelivered): {e}");
-                }
-            }
-            health.update(|h| {
-                h.store_error = None;
-                h.acked += msgs.len() as u64;
-                h.runs_completed += report.completed.len() as u64;
-                h.rejected += report.rejected as u64;
-            });
+            ack_all(&msgs).await;
+            record(health, msgs.len(), &report);
             tracing::debug!(
                 messages = msgs.len(),
                 completed = report.completed.len(),
@@ -372,16 +433,88 @@ async fn store_and_ack(
                 "stored batch"
             );
         }
-        Err(reason) => {
+        Err(Failure::Database(reason)) => {
             tracing::error!(
                 "storing {} messages failed, will retry: {reason}",
                 msgs.len()
             );
             health.update(|h| h.store_error = Some(reason));
-            for m in &msgs {
-                let _ = m.ack_with(AckKind::Nak(Some(config.retry_delay))).await;
-            }
+            nak_all(&msgs, config.retry_delay).await;
             tokio::time::sleep(config.retry_delay).await;
+        }
+        Err(Failure::Data(reason)) => {
+            tracing::warn!(
+                "the database refused data in a batch of {} messages ({reason}); storing them one by one",
+                msgs.len()
+            );
+            isolate(msgs, writer, config, health).await;
+        }
+    }
+}
+
+/// Stores messages one at a time after the database refused data in their
+/// batch. A message refused on its own is nak'ed and retried; once it has
+/// been delivered [`IngestConfig::max_deliveries`] times it is stored as a
+/// dead letter (a rejection that keeps the whole payload, `GET /rejected`)
+/// and acked, so a poison message never blocks the stream. Dead-lettering
+/// is itself a write: if the database fails as a whole meanwhile, nothing is
+/// dead-lettered and everything left waits unacked.
+async fn isolate(
+    msgs: Vec<jetstream::Message>,
+    writer: &Recipient<StoreBatch>,
+    config: &IngestConfig,
+    health: &IngestHealth,
+) {
+    for (i, m) in msgs.iter().enumerate() {
+        let reason = match store(writer, vec![item_of(m)]).await {
+            Ok(report) => {
+                ack_all(std::slice::from_ref(m)).await;
+                record(health, 1, &report);
+                continue;
+            }
+            Err(Failure::Database(reason)) => {
+                tracing::error!("storing failed, will retry: {reason}");
+                health.update(|h| h.store_error = Some(reason));
+                nak_all(&msgs[i..], config.retry_delay).await;
+                return;
+            }
+            Err(Failure::Data(reason)) => reason,
+        };
+        let delivered = m.info().map(|info| info.delivered).unwrap_or(1);
+        let id = msg_id(m).unwrap_or("(no message id)");
+        if delivered < config.max_deliveries {
+            tracing::warn!(
+                "message {id} refused by the database (delivery {delivered} of {}): {reason}",
+                config.max_deliveries
+            );
+            let _ = m.ack_with(AckKind::Nak(Some(config.retry_delay))).await;
+            continue;
+        }
+        let dead = Rejection {
+            received_at: Utc::now(),
+            subject: Some(m.subject.to_string()),
+            msg_id: msg_id(m).map(str::to_string),
+            run_id: run_id_hint(&m.payload),
+            reason: format!(
+                "dead letter: the database refused this message on {delivered} deliveries \
+                 while accepting others ({reason}); its payload is kept for replay"
+            ),
+            excerpt: Some(excerpt(&m.payload)),
+            payload: Some(m.payload.to_vec()),
+        };
+        match store(writer, vec![BatchItem::Reject(dead)]).await {
+            Ok(report) => {
+                tracing::error!(
+                    "message {id} dead-lettered after {delivered} deliveries: {reason}"
+                );
+                ack_all(std::slice::from_ref(m)).await;
+                record(health, 1, &report);
+            }
+            Err(Failure::Database(e) | Failure::Data(e)) => {
+                tracing::error!("cannot dead-letter message {id}, will retry: {e}");
+                nak_all(&msgs[i..], config.retry_delay).await;
+                return;
+            }
         }
     }
 }

@@ -105,6 +105,10 @@ pub struct RejectedView {
     pub reason: String,
     /// Its first bytes.
     pub excerpt: Option<String>,
+    /// A dead letter: the message was valid but the database refused it on
+    /// every delivery while accepting others. Its whole payload is kept in
+    /// the `rejected` table (column `payload`) for replay.
+    pub dead_letter: bool,
 }
 
 /// Messages the master refused (not JSON, unknown schema version, counts
@@ -132,6 +136,7 @@ pub async fn rejected(
                 msg_id: r.msg_id,
                 run_id: r.run_id,
                 reason: r.reason,
+                dead_letter: r.payload.is_some(),
                 excerpt: r.excerpt,
             })
             .collect(),

@@ -360,3 +360,78 @@ async fn a_hundred_agents_at_once() {
     let (_, workers) = app.get("/workers").await;
     assert_eq!(workers.as_array().map(Vec::len), Some(100));
 }
+
+/// 9. A poison message: valid on the wire, but SQLite refuses to store it
+/// (here a real trigger aborts the insert of one test id). The other runs of
+/// the same batch are stored; the culprit is retried up to max deliveries,
+/// then kept as a dead letter with its payload; the stream keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_dead_lettered_and_blocks_nothing() {
+    use sqlx::Connection;
+    let app = TestApp::spawn().await;
+    let mut conn = sqlx::sqlite::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(app.db_path()),
+    )
+    .await
+    .expect("second connection");
+    sqlx::query(
+        "CREATE TRIGGER poison BEFORE INSERT ON test_cases \
+         WHEN NEW.test_id = 'tests/test_poison.py::test_it' \
+         BEGIN SELECT RAISE(ABORT, 'this row is poison'); END",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("create trigger");
+    conn.close().await.expect("close");
+
+    let mut runs: Vec<_> = (0..40).map(|i| synthetic_run("good", i, 50)).collect();
+    let mut poison = synthetic_run("poison", 0, 50);
+    poison.1[7].test_id = "tests/test_poison.py::test_it".into();
+    runs.insert(20, poison);
+    publish_direct(&app.nats.url(), &runs, true).await;
+
+    ptp_test_support::eventually(DEADLINE, "the 40 good runs", || async {
+        let (n, _, _) = db_census(&app.db_path()).await;
+        (n == 40).then_some(())
+    })
+    .await;
+    let dead = ptp_test_support::eventually(DEADLINE, "a dead letter", || async {
+        let (_, rejected) = app.get("/rejected").await;
+        rejected
+            .as_array()?
+            .iter()
+            .find(|r| r["dead_letter"] == true)
+            .cloned()
+    })
+    .await;
+    let reason = dead["reason"].as_str().unwrap_or_default();
+    assert_eq!(dead["run_id"], "poison-00000", "{dead}");
+    assert!(reason.contains("this row is poison"), "{reason}");
+    assert!(reason.contains("on 5 deliveries"), "{reason}");
+    ptp_test_support::eventually(DEADLINE, "nothing left in flight", || async {
+        (app.consumer_backlog().await == (0, 0)).then_some(())
+    })
+    .await;
+    let (status, _) = app.get("/results/poison-00000").await;
+    assert_eq!(status, 404, "a run missing a chunk never becomes visible");
+    assert_eq!(db_census(&app.db_path()).await, (40, 2000, 0));
+    // The dead letter keeps the whole message, ready to replay.
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(app.db_path())
+            .read_only(true),
+    )
+    .await
+    .expect("open");
+    let (payload,): (Vec<u8>,) =
+        sqlx::query_as("SELECT payload FROM rejected WHERE run_id = 'poison-00000'")
+            .fetch_one(&pool)
+            .await
+            .expect("dead letter row");
+    match ptp_nats::schema::decode(&payload).expect("the payload decodes") {
+        ptp_nats::schema::WireMessage::Cases(c) => assert_eq!(c.cases.len(), 50),
+        other => panic!("expected the poisoned chunk, got {other:?}"),
+    }
+    let (status, health) = app.get("/health").await;
+    assert_eq!(status, 200, "the database itself is fine: {health}");
+}

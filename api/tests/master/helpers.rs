@@ -23,7 +23,15 @@ pub struct Master {
 
 impl Master {
     pub async fn start(db: &Path, nats_url: &str) -> Master {
-        let config = ptp_api::Config::for_test(db.to_path_buf(), nats_url.to_string());
+        Master::start_with(ptp_api::Config::for_test(
+            db.to_path_buf(),
+            nats_url.to_string(),
+        ))
+        .await
+    }
+
+    /// A master with settings other than the test defaults.
+    pub async fn start_with(config: ptp_api::Config) -> Master {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind port 0");
@@ -84,9 +92,31 @@ impl TestApp {
     }
 
     pub async fn start_master(&mut self) {
+        self.start_master_with(|_| {}).await;
+    }
+
+    /// Starts the master again with the test defaults changed by `tweak`.
+    pub async fn start_master_with(&mut self, tweak: impl FnOnce(&mut ptp_api::Config)) {
         assert!(self.master.is_none(), "master already running");
-        self.master = Some(Master::start(&self.db_path(), &self.nats.url()).await);
+        let mut config = ptp_api::Config::for_test(self.db_path(), self.nats.url());
+        tweak(&mut config);
+        self.master = Some(Master::start_with(config).await);
         self.wait_healthy().await;
+    }
+
+    /// The durable consumer's (messages not yet delivered, delivered but unacked).
+    pub async fn consumer_backlog(&self) -> (u64, usize) {
+        let client = async_nats::connect(self.nats.url()).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+            .get_stream(ptp_nats::STREAM)
+            .await
+            .expect("stream")
+            .get_consumer(ptp_nats::CONSUMER)
+            .await
+            .expect("consumer");
+        let info = consumer.info().await.expect("consumer info");
+        (info.num_pending, info.num_ack_pending)
     }
 
     pub async fn wait_healthy(&self) {
@@ -405,6 +435,37 @@ pub async fn all_run_ids(http: &reqwest::Client, base: &str) -> Vec<String> {
     }
 }
 
+/// The encoded messages of a run, as JSON values to tamper with.
+pub fn encoded(
+    run: &(ptp_nats::schema::RunInfo, Vec<ptp_nats::schema::TestCase>),
+) -> Vec<(&'static str, Value)> {
+    ptp_nats::schema::encode_run(&run.0, &run.1, 1024 * 1024)
+        .expect("encode")
+        .into_iter()
+        .map(|m| {
+            (
+                m.subject,
+                serde_json::from_slice(&m.payload).expect("our own JSON"),
+            )
+        })
+        .collect()
+}
+
+/// Publishes raw payloads to the stream, without message ids.
+pub async fn publish_raw(nats_url: &str, msgs: &[(&'static str, Vec<u8>)]) {
+    let client = async_nats::connect(nats_url)
+        .await
+        .expect("connect to nats");
+    let js = async_nats::jetstream::new(client);
+    for (subject, payload) in msgs {
+        js.publish(*subject, payload.clone().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stream ack");
+    }
+}
+
 /// (runs, test case rows, runs whose stored case count differs from their total).
 pub async fn db_census(db: &Path) -> (i64, i64, i64) {
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
@@ -433,4 +494,27 @@ pub async fn db_census(db: &Path) -> (i64, i64, i64) {
     .expect("check totals");
     pool.close().await;
     (runs, cases, bad)
+}
+
+/// (page_count, freelist_count) of the database file.
+pub async fn db_pages(db: &Path) -> (i64, i64) {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(db)
+                .read_only(true),
+        )
+        .await
+        .expect("open db");
+    let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count")
+        .fetch_one(&pool)
+        .await
+        .expect("page_count");
+    let (free,): (i64,) = sqlx::query_as("PRAGMA freelist_count")
+        .fetch_one(&pool)
+        .await
+        .expect("freelist_count");
+    pool.close().await;
+    (pages, free)
 }

@@ -2,8 +2,10 @@
 //! master's own `run` on port 0 with a temp SQLite file, the built
 //! `ptp-agent` wrapping a real pytest.
 
+mod bad_input;
 mod faults;
 mod helpers;
+mod retention;
 
 use std::collections::BTreeMap;
 
