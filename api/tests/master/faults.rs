@@ -44,6 +44,7 @@ async fn master_down_while_100_agents_publish() {
     assert!(runs.iter().all(|r| r["total"] == 3 && r["failed"] == 1));
     let (r, c, bad) = db_census(&app.db_path()).await;
     assert_eq!((r, c, bad), (100, 300, 0));
+    println!("master down: {r} runs, {c} cases, {bad} inconsistent");
     let (_, stats) = app.get("/failures/stats").await;
     assert_eq!(stats[0]["test_id"], "t.m::bad");
     assert_eq!(stats[0]["fail_count"], 100);
@@ -107,6 +108,7 @@ async fn master_sigkilled_mid_ingest_recovers_exactly_once() {
     .await;
     let (r, c, bad) = db_census(&db).await;
     assert_eq!((r as usize, c as usize, bad), (RUNS, RUNS * CASES, 0));
+    println!("after restart: {r} runs, {c} cases, {bad} inconsistent");
     let ids = all_run_ids(&http, &master.base).await;
     let mut unique = ids.clone();
     unique.sort();
@@ -226,6 +228,7 @@ async fn the_same_run_published_three_times_is_stored_once() {
     app.wait_run(&marker.0.run_id).await;
     let (r, c, bad) = db_census(&app.db_path()).await;
     assert_eq!((r, c, bad), (2, 2510, 0));
+    println!("published 3x: {r} runs, {c} cases, {bad} inconsistent");
     let (_, stats) = app.get("/failures/stats?limit=1").await;
     assert_eq!(
         stats[0]["fail_count"], 2,
@@ -359,6 +362,7 @@ async fn a_hundred_agents_at_once() {
     assert_eq!(db_census(&app.db_path()).await, (100, 300, 0));
     let (_, workers) = app.get("/workers").await;
     assert_eq!(workers.as_array().map(Vec::len), Some(100));
+    println!("100 agents at once: 100 runs, 300 cases, 100 workers");
 }
 
 /// 9. A poison message: valid on the wire, but SQLite refuses to store it
@@ -415,6 +419,7 @@ async fn a_poison_message_is_dead_lettered_and_blocks_nothing() {
     let (status, _) = app.get("/results/poison-00000").await;
     assert_eq!(status, 404, "a run missing a chunk never becomes visible");
     assert_eq!(db_census(&app.db_path()).await, (40, 2000, 0));
+    println!("poison: 40 good runs (2000 cases) stored; dead letter: {reason}");
     // The dead letter keeps the whole message, ready to replay.
     let pool = sqlx::SqlitePool::connect_with(
         sqlx::sqlite::SqliteConnectOptions::new()

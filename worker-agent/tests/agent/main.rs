@@ -37,7 +37,7 @@ fn spooled(dir: &Path) -> Vec<String> {
         .map(|d| {
             d.filter_map(Result::ok)
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".json"))
+                .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
                 .collect()
         })
         .unwrap_or_default()
@@ -184,11 +184,21 @@ async fn spooled_runs_are_flushed_once_nats_is_back() {
         assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     }
     assert_eq!(spooled(&spool).len(), 2);
+    // What an agent killed in the middle of spooling leaves behind: a
+    // half-written temp file. It must never be sent.
+    let half = spool.join(".tmp-killed-agent.json");
+    std::fs::write(&half, br#"{"run": {"run_id": "half-writ"#).expect("half file");
 
     nats.restart();
     let out = agent(&url, &spool).arg("flush").output().expect("flush");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(spooled(&spool).is_empty(), "spool emptied");
+    assert!(
+        !stderr(&out).contains("half-writ"),
+        "the half-written file is not read: {}",
+        stderr(&out)
+    );
+    assert!(half.exists(), "and it is left alone for inspection");
     // Flushing again sends nothing twice.
     let again = agent(&url, &spool).arg("flush").output().expect("flush");
     assert!(
@@ -224,4 +234,49 @@ async fn spooled_runs_are_flushed_once_nats_is_back() {
         }
     }
     assert_eq!(runs, 2);
+}
+
+/// `upload` of reports that cannot be read: each is refused with a reason
+/// that says what to do, exit 2 (usage), and nothing is spooled or sent.
+#[test]
+fn upload_refuses_unreadable_reports_with_reasons() {
+    let dir = tempfile::tempdir().expect("dir");
+    let spool = dir.path().join("spool");
+    let write = |name: &str, body: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).expect("write");
+        p
+    };
+    let cases = [
+        (dir.path().join("missing.xml"), "no report file matches"),
+        (write("empty.xml", b"  \n"), "report is empty"),
+        (
+            write("truncated.xml", b"<testsuite><testcase name=\"a\""),
+            "ends unexpectedly",
+        ),
+        (write("pom.xml", b"<project><modelVersion/></project>"), "not JUnit"),
+        (write("notes.xml", b"these are not XML at all"), "not XML"),
+        (
+            write(
+                "laughs.xml",
+                br#"<?xml version="1.0"?><!DOCTYPE t [<!ENTITY a "aaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]><testsuite><testcase name="&b;"/></testsuite>"#,
+            ),
+            "entit",
+        ),
+    ];
+    for (path, needle) in cases {
+        let out = agent(&dead_url(), &spool)
+            .arg("upload")
+            .arg(&path)
+            .output()
+            .expect("agent");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", path.display());
+        assert!(
+            err.contains(needle),
+            "{}: expected {needle:?} in {err}",
+            path.display()
+        );
+    }
+    assert!(spooled(&spool).is_empty(), "nothing spooled");
 }
