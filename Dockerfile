@@ -3,9 +3,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bins \
- && mkdir /out && cp target/release/ptp-master target/release/ptp-agent /out/ \
- && (cp target/release/ptp-mcp /out/ 2>/dev/null || true)
+RUN cargo build --release --locked --bin ptp-master --bin ptp-agent --bin ptp-mcp \
+ && mkdir /out && cp target/release/ptp-master target/release/ptp-agent target/release/ptp-mcp /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
