@@ -15,6 +15,10 @@ pub struct Config {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
 
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub nats_auth: ptp_nats::NatsAuth,
+
     /// Address the HTTP API listens on.
     #[arg(long, env = "PTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
@@ -58,6 +62,26 @@ pub struct Config {
     #[arg(long, env = "PTP_OFFLINE_AFTER_MINUTES", default_value_t = 1440)]
     pub offline_after_minutes: u64,
 
+    /// Bearer tokens that may write (POST /results), comma-separated; several
+    /// at once for rotation. Unset: anyone who reaches the master can write.
+    #[arg(
+        long,
+        env = "PTP_WRITE_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub write_tokens: Vec<String>,
+
+    /// Bearer tokens that may read the API (write tokens may too),
+    /// comma-separated. Unset: reads are open. /health and /docs stay open.
+    #[arg(
+        long,
+        env = "PTP_READ_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub read_tokens: Vec<String>,
+
     /// Largest accepted request body in MiB (POST /results).
     #[arg(long, env = "PTP_MAX_BODY_MB", default_value_t = 64)]
     pub max_body_mb: usize,
@@ -73,6 +97,7 @@ impl Config {
     pub fn for_test(db: PathBuf, nats_url: String) -> Config {
         Config {
             nats_url,
+            nats_auth: ptp_nats::NatsAuth::default(),
             listen: "127.0.0.1:0".into(),
             db,
             sqlite_sync_full: false,
@@ -82,6 +107,8 @@ impl Config {
             max_deliveries: 5,
             retention_days: 0,
             offline_after_minutes: 1440,
+            write_tokens: Vec::new(),
+            read_tokens: Vec::new(),
             max_body_mb: 64,
             request_timeout_secs: 30,
         }

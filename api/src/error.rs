@@ -22,6 +22,9 @@ pub enum ApiError {
     /// No such resource.
     #[error("{0}")]
     NotFound(String),
+    /// A token is missing or wrong.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The body is over the size limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -39,8 +42,8 @@ pub enum ApiError {
 /// The JSON body of every error.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// Machine-readable kind: `bad_request`, `unprocessable`, `not_found`,
-    /// `payload_too_large`, `unavailable`, `internal`.
+    /// Machine-readable kind: `bad_request`, `unauthorized`, `unprocessable`,
+    /// `not_found`, `payload_too_large`, `unavailable`, `internal`.
     pub error: &'static str,
     /// What went wrong and what to do about it.
     pub detail: String,
@@ -52,6 +55,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Sqlx(_) | ApiError::Mailbox(_) => {
@@ -75,13 +79,20 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (
+        let mut response = (
             status,
             Json(ErrorBody {
                 error: kind,
                 detail,
             }),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"pytest-platform\""),
+            );
+        }
+        response
     }
 }

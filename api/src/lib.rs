@@ -12,6 +12,7 @@
 //! pulling, finish and ack the batch in hand; drain NATS (flushes the acks);
 //! stop the actors.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -86,6 +87,10 @@ pub fn app(state: AppState, config: &Config) -> Router {
     .fallback(|| async {
         crate::error::ApiError::NotFound("no such endpoint; the API is described at /docs".into())
     })
+    .layer(axum::middleware::from_fn_with_state(
+        Arc::new(auth::Tokens::new(&config.write_tokens, &config.read_tokens)),
+        auth::require_tokens,
+    ))
     .layer(axum::extract::DefaultBodyLimit::max(
         config.max_body_mb.saturating_mul(1024 * 1024),
     ))
@@ -124,7 +129,11 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot open {} for reading", config.db.display()))?;
 
-    let nats = async_nats::ConnectOptions::new()
+    let nats = config
+        .nats_auth
+        .apply(async_nats::ConnectOptions::new())
+        .await
+        .context("NATS settings")?
         .name("ptp-master")
         .retry_on_initial_connect()
         .max_reconnects(None)
@@ -170,6 +179,11 @@ pub async fn run(
         ingest: health,
         nats_url: config.nats_url.clone(),
     };
+    if config.write_tokens.iter().all(|t| t.trim().is_empty()) {
+        tracing::warn!(
+            "writes are open: anyone who reaches this master can POST /results; set PTP_WRITE_TOKENS"
+        );
+    }
     let addr = listener.local_addr().context("listener has no address")?;
     tracing::info!(%addr, nats = %config.nats_url, db = %config.db.display(), "ptp-master listening");
     let served = axum::serve(listener, app(state, &config))

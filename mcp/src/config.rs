@@ -51,6 +51,19 @@ pub struct Config {
         value_name = "HOSTS"
     )]
     pub allowed_hosts: Vec<String>,
+
+    /// With --http: bearer tokens a client must send (`Authorization:
+    /// Bearer <token>`) to use /mcp, comma-separated; several at once for
+    /// rotation. Unset: no authentication (keep the server on loopback or
+    /// behind a proxy that checks callers).
+    #[arg(
+        long,
+        env = "PTP_MCP_HTTP_TOKENS",
+        value_delimiter = ',',
+        value_name = "TOKENS",
+        hide_env_values = true
+    )]
+    pub http_tokens: Vec<String>,
 }
 
 impl Config {
@@ -63,6 +76,7 @@ impl Config {
             api_token: None,
             http: None,
             allowed_hosts: Vec::new(),
+            http_tokens: Vec::new(),
         }
     }
 

@@ -32,4 +32,4 @@ pub mod transport;
 pub use config::Config;
 pub use master::{MasterClient, MasterError};
 pub use tools::PtpMcp;
-pub use transport::{http_router, serve_http, serve_stdio};
+pub use transport::{HttpAccess, http_router, serve_http, serve_stdio};

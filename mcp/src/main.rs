@@ -27,7 +27,13 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr} (set --http / PTP_MCP_HTTP)"))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal(shutdown.clone()));
-    ptp_mcp::serve_http(server, listener, config.allowed_hosts(), shutdown).await
+    ptp_mcp::serve_http(
+        server,
+        listener,
+        ptp_mcp::HttpAccess::new(config.allowed_hosts(), &config.http_tokens),
+        shutdown,
+    )
+    .await
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

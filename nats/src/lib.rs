@@ -39,7 +39,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod schema;
+
+pub use auth::NatsAuth;
 
 use std::time::Duration;
 

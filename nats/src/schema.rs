@@ -526,8 +526,13 @@ impl RunInfo {
             ));
         }
         let c = &self.counts;
-        let sum = c.passed + c.failed + c.error + c.skipped + c.xfailed + c.xpassed;
-        if sum != c.total {
+        // Summed wide: hostile counts near u64::MAX must not overflow (a panic
+        // in debug builds, a wrapped sum that passes this check in release).
+        let sum: u128 = [c.passed, c.failed, c.error, c.skipped, c.xfailed, c.xpassed]
+            .into_iter()
+            .map(u128::from)
+            .sum();
+        if sum != u128::from(c.total) {
             return Err(format!(
                 "counts do not add up: passed+failed+error+skipped+xfailed+xpassed = {sum}, total = {}",
                 c.total
@@ -799,9 +804,38 @@ mod tests {
             .expect_err("bad counts");
         assert!(err.to_string().contains("do not add up"), "{err}");
 
+        // Found by tests/fuzz_wire.rs: this sum overflowed (a panic in debug
+        // builds; in release it wrapped to 1 and passed).
+        let mut r = run(&cases);
+        r.counts = Counts {
+            total: 1,
+            passed: u64::MAX,
+            failed: 2,
+            ..Counts::default()
+        };
+        let err = decode(&encode(&WireMessage::Run(RunFinal { run: r, chunks: 1 })))
+            .expect_err("overflowing counts");
+        assert!(err.to_string().contains("do not add up"), "{err}");
+
         let mut r = run(&cases);
         r.run_id = "../../etc/passwd".into();
         assert!(r.validate().is_err());
+    }
+
+    #[test]
+    fn durations_round_trip_exactly() {
+        // Found by tests/fuzz_wire.rs: without serde_json's `float_roundtrip`
+        // these came back one ulp off.
+        for d in [1536.2681838163435, 2.541811489727811e274] {
+            let mut c = case(1, Outcome::Passed);
+            c.duration_secs = d;
+            let msg = WireMessage::Cases(CasesChunk {
+                run_id: "r1".into(),
+                chunk: 0,
+                cases: vec![c],
+            });
+            assert_eq!(decode(&encode(&msg)), Ok(msg));
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     extra_args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl NatsServer {
@@ -36,12 +37,22 @@ impl NatsServer {
 
     /// Starts a server with extra command-line arguments (e.g. `-c conf`).
     pub fn start_with_args(extra: &[&str]) -> NatsServer {
+        NatsServer::start_with_env(extra, &[])
+    }
+
+    /// Starts a server with extra arguments and environment variables (a
+    /// config file can refer to them as `$NAME`).
+    pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> NatsServer {
         let store = tempfile::tempdir().expect("temp store dir for nats-server");
         let mut s = NatsServer {
             child: None,
             port: 0,
             store,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.spawn(None);
         s
@@ -53,6 +64,7 @@ impl NatsServer {
             .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
             .arg(self.store.path())
             .args(&self.extra_args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

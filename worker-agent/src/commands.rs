@@ -164,10 +164,10 @@ async fn send_spool(s: &Settings, publisher: &Publisher, budget: Duration) -> (u
 }
 
 async fn connect(s: &Settings) -> Option<Publisher> {
-    match Publisher::connect(&s.nats_url).await {
+    match Publisher::connect(&s.nats_url, &s.auth).await {
         Ok(p) => Some(p),
         Err(e) => {
-            eprintln!("ptp-agent: {e} (set --nats-url / NATS_URL)");
+            eprintln!("ptp-agent: {e}");
             None
         }
     }

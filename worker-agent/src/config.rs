@@ -121,6 +121,9 @@ pub struct Common {
     /// Print only errors.
     #[arg(long, short, global = true, env = "PTP_QUIET")]
     pub quiet: bool,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub auth: ptp_nats::NatsAuth,
 }
 
 /// Settings with every default resolved.
@@ -128,6 +131,8 @@ pub struct Common {
 pub struct Settings {
     /// NATS URL.
     pub nats_url: String,
+    /// NATS credentials and TLS.
+    pub auth: ptp_nats::NatsAuth,
     /// Worker id.
     pub worker_id: String,
     /// Host name.
@@ -216,6 +221,7 @@ impl Common {
         };
         Settings {
             nats_url: self.nats_url.clone(),
+            auth: self.auth.clone(),
             worker_id: self
                 .worker_id
                 .clone()

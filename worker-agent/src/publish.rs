@@ -26,15 +26,19 @@ const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 
 impl Publisher {
     /// Starts connecting to `url` in the background. Fails only for a URL
-    /// that cannot be parsed.
-    pub async fn connect(url: &str) -> Result<Publisher, String> {
-        let client = async_nats::ConnectOptions::new()
+    /// that cannot be parsed or credentials/TLS files that cannot be read.
+    pub async fn connect(url: &str, auth: &ptp_nats::NatsAuth) -> Result<Publisher, String> {
+        let options = auth
+            .apply(async_nats::ConnectOptions::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = options
             .name("ptp-agent")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|e| format!("invalid NATS URL {url:?}: {e}"))?;
+            .map_err(|e| format!("invalid NATS URL {url:?}: {e} (set --nats-url / NATS_URL)"))?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(5));
         Ok(Publisher {

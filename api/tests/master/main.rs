@@ -6,6 +6,7 @@ mod bad_input;
 mod faults;
 mod helpers;
 mod retention;
+mod security;
 
 use std::collections::BTreeMap;
 

@@ -521,8 +521,9 @@ async fn built_binary_answers_the_python_sdk_over_stdio() {
     app.stop().await;
 }
 
-/// Streamable HTTP through `serve_http`, with rmcp's HTTP client; a foreign
-/// Host header is refused (DNS rebinding).
+/// Streamable HTTP through `serve_http`, with rmcp's HTTP client and a
+/// bearer token; a missing or wrong token is refused (401), and so is a
+/// foreign Host header even with a good token (DNS rebinding).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamable_http_serves_the_tools() {
     use rmcp::transport::StreamableHttpClientTransport;
@@ -537,19 +538,23 @@ async fn streamable_http_serves_the_tools() {
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     let hosts = ptp_mcp::Config::for_master(&app.base).allowed_hosts();
+    let access = ptp_mcp::HttpAccess::new(hosts, &["old-token".into(), "team-token".into()]);
     let serving = tokio::spawn(ptp_mcp::serve_http(
         server,
         listener,
-        hosts,
+        access,
         shutdown.clone(),
     ));
 
     let client = ()
-        .serve(StreamableHttpClientTransport::from_uri(format!(
-            "http://{addr}/mcp"
-        )))
+        .serve(StreamableHttpClientTransport::from_config(
+            rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+                format!("http://{addr}/mcp"),
+            )
+            .auth_header("team-token"),
+        ))
         .await
-        .expect("MCP over HTTP initialises");
+        .expect("MCP over HTTP initialises with the token");
     assert_eq!(
         client
             .peer_info()
@@ -573,8 +578,25 @@ async fn streamable_http_serves_the_tools() {
     assert_eq!(s["runs"][0]["run_id"], "seed-3");
     assert_eq!(s["shown"], 2);
 
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}});
+    for token in [None, Some("wrong-token")] {
+        let mut req = reqwest::Client::new()
+            .post(format!("http://{addr}/mcp"))
+            .header("Accept", "application/json, text/event-stream")
+            .json(&initialize);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("request sent");
+        assert_eq!(r.status().as_u16(), 401, "token {token:?}");
+        let text = r.text().await.unwrap_or_default();
+        assert!(text.contains("PTP_MCP_HTTP_TOKENS"), "{text}");
+    }
+
     let refused = reqwest::Client::new()
         .post(format!("http://{addr}/mcp"))
+        .bearer_auth("old-token")
         .header("Host", "evil.example.com")
         .header("Accept", "application/json, text/event-stream")
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {

@@ -1,0 +1,223 @@
+//! Section 2, API reads: throughput and p50/p99 latency of each read
+//! endpoint at 32 concurrent connections, driven by `wrk` against the
+//! filled master.
+//!
+//! Method: per endpoint, a short warm-up, then `wrk -t2 -c32 --latency`
+//! for the configured duration. `GET /results/{id}` rotates over every
+//! stored run (a Lua `request` hook); the other endpoints take their
+//! defaults. Every endpoint goes through the same Lua hook so wrk's own
+//! cost is the same for all. Any non-2xx answer or socket error fails the
+//! row.
+//!
+//! Reference: `GET /health` in the same run, the floor of the HTTP stack
+//! (it also pings SQLite through the read pool). Targets: p99 under 5 ms
+//! everywhere; `/trend`, `/workers` and `/failures/stats`, answered from the
+//! aggregates, within 3x of `/health`'s throughput.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::fixture::Fixture;
+use crate::table::{Row, ms, per_sec};
+use crate::{Plan, progress};
+
+/// What wrk reported for one endpoint.
+#[derive(Debug, Clone, Default)]
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: String,
+}
+
+/// p99 bound, milliseconds.
+const P99_TARGET_MS: f64 = 5.0;
+/// Aggregate endpoints must reach this share of `/health`'s throughput.
+const THROUGHPUT_SHARE: f64 = 1.0 / 3.0;
+
+/// Rows of section 2.
+pub async fn run(plan: &Plan, fx: &mut Fixture) -> anyhow::Result<Vec<Row>> {
+    let wrk = crate::procs::ensure_tool("wrk", "wrk", plan.install)?;
+    let base = fx.stack.master()?.base.clone();
+    let dir = fx.stack.dir.path().to_path_buf();
+    let by_id: Vec<String> = fx
+        .run_ids
+        .iter()
+        .map(|id| format!("/results/{id}"))
+        .collect();
+    let full = format!("/results/{{id}} (all {} cases)", plan.fill_cases);
+    // (label, paths, answered from aggregates)
+    let endpoints: Vec<(&str, Vec<String>, bool)> = vec![
+        ("/health", vec!["/health".into()], false),
+        ("/results", vec!["/results".into()], false),
+        (full.as_str(), by_id.clone(), false),
+        (
+            "/results/{id}?outcome=failed,error",
+            by_id
+                .iter()
+                .map(|p| format!("{p}?outcome=failed,error"))
+                .collect(),
+            false,
+        ),
+        ("/trend", vec!["/trend".into()], true),
+        ("/workers", vec!["/workers".into()], true),
+        ("/failures/stats", vec!["/failures/stats".into()], true),
+    ];
+    let mut loads = Vec::new();
+    for (i, (label, paths, _)) in endpoints.iter().enumerate() {
+        let script = dir.join(format!("wrk-{i}.lua"));
+        std::fs::write(&script, lua(paths)).context("writing the wrk script")?;
+        let load = wrk_run(&wrk, &base, &script, plan.connections, 1)
+            .and_then(|_warm| wrk_run(&wrk, &base, &script, plan.connections, plan.wrk_secs));
+        fx.stack.check_alive()?;
+        let load = load?;
+        progress!(
+            "api: GET {label}: {} p50 {} p99 {}{}",
+            per_sec(load.rps),
+            ms(load.p50_ms),
+            ms(load.p99_ms),
+            load.errors
+        );
+        loads.push(load);
+    }
+    let health = loads[0].clone();
+    let mut rows = Vec::new();
+    for ((label, _, aggregate), load) in endpoints.iter().zip(&loads) {
+        let ok = load.errors.is_empty();
+        let err = if ok {
+            String::new()
+        } else {
+            format!(" ({})", load.errors.trim())
+        };
+        let mut lat = Row::info(
+            format!("2 GET {label} p99 (p50) @{}", plan.connections),
+            format!("{} ({}){err}", ms(load.p99_ms), ms(load.p50_ms)),
+        );
+        if *label != "/health" {
+            lat = lat.vs(
+                format!("/health {}", ms(health.p99_ms)),
+                load.p99_ms / health.p99_ms,
+            );
+        }
+        rows.push(lat.goal("p99 < 5 ms", ok && load.p99_ms < P99_TARGET_MS));
+        if *label == "/health" {
+            rows.push(Row::info(
+                format!("2 GET {label} throughput @{}", plan.connections),
+                per_sec(load.rps),
+            ));
+            continue;
+        }
+        let tput = Row::info(
+            format!("2 GET {label} throughput @{}", plan.connections),
+            per_sec(load.rps),
+        )
+        .vs(
+            format!("/health {}", per_sec(health.rps)),
+            load.rps / health.rps,
+        );
+        rows.push(if *aggregate {
+            tput.goal(
+                "≥ 0.33 of /health",
+                ok && load.rps / health.rps >= THROUGHPUT_SHARE,
+            )
+        } else {
+            tput
+        });
+    }
+    Ok(rows)
+}
+
+/// A wrk script that cycles through `paths`.
+fn lua(paths: &[String]) -> String {
+    let list: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
+    format!(
+        "local paths = {{{}}}\nlocal i = 0\nrequest = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend\n",
+        list.join(", ")
+    )
+}
+
+fn wrk_run(
+    wrk: &Path,
+    base: &str,
+    script: &Path,
+    connections: u32,
+    secs: u64,
+) -> anyhow::Result<Load> {
+    let out = Command::new(wrk)
+        .arg("-t2")
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{secs}s"))
+        .args(["--latency", "--timeout", "10s", "-s"])
+        .arg(script)
+        .arg(base)
+        .output()
+        .with_context(|| format!("running {}", wrk.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "wrk failed ({}): {}{}",
+            out.status,
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse_wrk(&text).with_context(|| format!("reading wrk's output:\n{text}"))
+}
+
+/// A wrk duration (`812.00us`, `1.23ms`, `2.00s`, `1.00m`) in ms.
+fn duration_ms(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, factor) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e3)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60e3)
+    } else {
+        return None;
+    };
+    num.trim().parse::<f64>().ok().map(|x| x * factor)
+}
+
+fn parse_wrk(text: &str) -> anyhow::Result<Load> {
+    let mut load = Load::default();
+    let mut errors = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            load.rps = v.trim().parse().context("Requests/sec")?;
+        } else if let Some(v) = line.strip_prefix("50%") {
+            load.p50_ms = duration_ms(v).context("50% latency")?;
+        } else if let Some(v) = line.strip_prefix("99%") {
+            load.p99_ms = duration_ms(v).context("99% latency")?;
+        } else if line.starts_with("Non-2xx") || line.starts_with("Socket errors") {
+            errors.push(line.to_string());
+        }
+    }
+    if load.rps == 0.0 {
+        bail!("no Requests/sec line");
+    }
+    if !errors.is_empty() {
+        load.errors = format!(" ERRORS: {}", errors.join("; "));
+    }
+    Ok(load)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_latency_output() {
+        let out = "Running 2s test @ http://127.0.0.1:1\n  2 threads and 32 connections\n  Latency Distribution\n     50%  812.00us\n     75%    1.10ms\n     90%    2.00ms\n     99%    3.50ms\n  20000 requests in 2.00s, 3.00MB read\nRequests/sec:  10000.50\nTransfer/sec:      1.50MB\n";
+        let l = parse_wrk(out).expect("parses");
+        assert_eq!(l.rps, 10000.5);
+        assert!((l.p50_ms - 0.812).abs() < 1e-9);
+        assert_eq!(l.p99_ms, 3.5);
+        assert!(l.errors.is_empty());
+        assert_eq!(duration_ms("1.00m"), Some(60_000.0));
+    }
+}
