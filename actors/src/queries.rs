@@ -232,3 +232,69 @@ pub async fn list_rejected(pool: &SqlitePool, limit: u32) -> Result<Vec<Rejectio
 pub async fn ping(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }
+
+/// Filters for [`failure_stats_where`].
+#[derive(Debug, Clone, Default)]
+pub struct FailureFilter {
+    /// Only this project.
+    pub project: Option<String>,
+    /// Only this branch.
+    pub branch: Option<String>,
+    /// Only this worker.
+    pub worker_id: Option<String>,
+    /// Only runs started at or after this.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// (project, test_id, runs, last failed at ms, last message, last run id).
+type FailureRow = (String, String, i64, i64, Option<String>, String);
+
+/// The most frequently failing tests among the runs matching `f`, counted
+/// once per run, most failures first. The aggregates answer the common
+/// project-wide question from memory; this query answers the narrower ones
+/// (a branch, a worker) that they do not keep.
+pub async fn failure_stats_where(
+    pool: &SqlitePool,
+    f: &FailureFilter,
+    limit: u32,
+) -> Result<Vec<crate::aggregates::FailureStat>, sqlx::Error> {
+    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "WITH f AS (SELECT r.project, c.test_id, r.run_id, r.started_at, c.message, \
+         ROW_NUMBER() OVER (PARTITION BY r.project, c.test_id ORDER BY r.started_at DESC, r.run_id DESC, c.outcome) AS rn \
+         FROM runs r JOIN test_cases c ON c.run_id = r.run_id AND c.outcome IN (0, 1) WHERE 1 = 1",
+    );
+    if let Some(p) = &f.project {
+        qb.push(" AND r.project = ").push_bind(p.clone());
+    }
+    if let Some(b) = &f.branch {
+        qb.push(" AND r.branch = ").push_bind(b.clone());
+    }
+    if let Some(w) = &f.worker_id {
+        qb.push(" AND r.worker_id = ").push_bind(w.clone());
+    }
+    if let Some(s) = f.since {
+        qb.push(" AND r.started_at >= ").push_bind(to_millis(s));
+    }
+    qb.push(
+        ") SELECT project, test_id, COUNT(DISTINCT run_id) AS n, MAX(started_at) AS last_at, \
+         MAX(CASE WHEN rn = 1 THEN message END), MAX(CASE WHEN rn = 1 THEN run_id END) \
+         FROM f GROUP BY project, test_id ORDER BY n DESC, last_at DESC, test_id LIMIT ",
+    )
+    .push_bind(i64::from(limit));
+    let rows: Vec<FailureRow> = qb.build_query_as().fetch_all(pool).await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(project, test_id, n, last_at, last_message, last_run_id)| {
+                crate::aggregates::FailureStat {
+                    test_id,
+                    project,
+                    fail_count: n.max(0) as u64,
+                    last_failed_at: from_millis(last_at),
+                    last_message,
+                    last_run_id,
+                }
+            },
+        )
+        .collect())
+}

@@ -514,12 +514,14 @@ impl MasterClient {
     /// `days` or all time (`limit` 1..=500).
     pub async fn failure_stats(
         &self,
-        project: &Option<String>,
+        filter: &RunFilter,
         days: Option<u32>,
         limit: u32,
     ) -> Result<Vec<FailureStat>, MasterError> {
         let mut q = vec![("limit", limit.to_string())];
-        push(&mut q, "project", project);
+        push(&mut q, "project", &filter.project);
+        push(&mut q, "branch", &filter.branch);
+        push(&mut q, "worker_id", &filter.worker_id);
         if let Some(d) = days {
             q.push(("days", d.to_string()));
         }

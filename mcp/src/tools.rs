@@ -144,6 +144,10 @@ pub struct WorkersArgs {
 pub struct FailureStatsArgs {
     /// Only tests of this project.
     pub project: Option<String>,
+    /// Only failures in runs of this branch (e.g. "main").
+    pub branch: Option<String>,
+    /// Only failures in runs of this CI worker.
+    pub worker_id: Option<String>,
     /// Window: the last N days, 1 to 3650. Default: all stored runs.
     #[schemars(range(min = 1, max = 3650))]
     pub days: Option<i64>,
@@ -770,8 +774,14 @@ impl PtpMcp {
             None => None,
             Some(d) => Some(bounded("days", Some(d), 7, 1, 3650)?),
         };
-        let project = given(a.project);
-        let stats = self.master.failure_stats(&project, days, limit).await?;
+        let filter = RunFilter {
+            project: given(a.project),
+            branch: given(a.branch),
+            worker_id: given(a.worker_id),
+            status: None,
+        };
+        let stats = self.master.failure_stats(&filter, days, limit).await?;
+        let project = filter.project.clone();
         #[derive(Serialize)]
         struct Line {
             test_id: String,
@@ -822,9 +832,19 @@ impl PtpMcp {
         let latest_id = runs.last().ok_or_else(|| no_runs(&filter))?.run_id.clone();
         let (latest, stats, workers) = tokio::try_join!(
             self.master.run(&latest_id, None, REPORT_CASES_LIMIT),
-            self.master.failure_stats(&filter.project, None, 10),
+            self.master.failure_stats(&filter, None, 10),
             self.master.workers(),
         )?;
+        // The workers table follows the report's filters: the one worker
+        // asked for, else the workers whose latest run is of this project.
+        let workers: Vec<_> = workers
+            .into_iter()
+            .filter(|w| match (&filter.worker_id, &filter.project) {
+                (Some(id), _) => &w.worker_id == id,
+                (None, Some(p)) => w.project.as_deref() == Some(p.as_str()),
+                (None, None) => true,
+            })
+            .collect();
         let html = report::render(&ReportInput {
             filter: &filter,
             runs: &runs,

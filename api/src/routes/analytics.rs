@@ -194,6 +194,10 @@ pub async fn workers(
 pub struct FailureQuery {
     /// Only this project.
     pub project: Option<String>,
+    /// Only runs of this branch.
+    pub branch: Option<String>,
+    /// Only runs of this worker.
+    pub worker_id: Option<String>,
     /// Window start, RFC 3339 (overrides `days`).
     pub since: Option<DateTime<Utc>>,
     /// Window: the last N days, 1..=3650 (default: all stored runs).
@@ -235,7 +239,8 @@ impl From<FailureStat> for FailureStatView {
     }
 }
 
-/// The most frequently failing tests in a window, most failures first.
+/// The most frequently failing tests in a window, most failures first,
+/// counted once per run. `branch` and `worker_id` narrow it to those runs.
 #[utoipa::path(get, path = "/failures/stats", params(FailureQuery), responses(
     (status = 200, description = "Tests by failure count", body = Vec<FailureStatView>),
     (status = 400, description = "Bad parameter", body = ErrorBody)))]
@@ -254,14 +259,25 @@ pub async fn failure_stats(
         }
         (None, None) => None,
     };
-    let stats = st
-        .aggregates
-        .send(GetFailureStats {
+    let stats = if q.branch.is_none() && q.worker_id.is_none() {
+        // Project-wide: kept in memory by the aggregates.
+        st.aggregates
+            .send(GetFailureStats {
+                project: q.project,
+                since,
+                limit,
+            })
+            .await?
+    } else {
+        // Narrower: one query over the runs that match.
+        let filter = ptp_actors::queries::FailureFilter {
             project: q.project,
+            branch: q.branch,
+            worker_id: q.worker_id,
             since,
-            limit,
-        })
-        .await?;
+        };
+        ptp_actors::queries::failure_stats_where(&st.read, &filter, limit as u32).await?
+    };
     Ok(axum::Json(
         stats.into_iter().map(FailureStatView::from).collect(),
     ))

@@ -532,3 +532,71 @@ async fn the_master_binary_serves_and_exits_0_on_sigterm() {
         .expect("wait");
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
 }
+
+/// `/failures/stats` narrowed to a branch or a worker counts only those
+/// runs (answered by SQL; the project-wide answer comes from the aggregates
+/// and must agree with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_stats_narrow_to_a_branch_or_a_worker() {
+    let app = TestApp::spawn().await;
+    let runs: Vec<_> = (0..5)
+        .map(|i| {
+            let mut r = synthetic_run("narrow", i, 10);
+            if i >= 3 {
+                r.0.branch = Some("feature".into());
+                r.0.worker_id = "w-feature".into();
+                r.1[5].outcome = ptp_nats::schema::Outcome::Failed;
+            } else {
+                r.0.branch = Some("main".into());
+                r.0.worker_id = "w-main".into();
+            }
+            r.0.counts = ptp_nats::schema::Counts::of(&r.1);
+            r
+        })
+        .collect();
+    publish_direct(&app.nats.url(), &runs, true).await;
+    app.wait_run_count(5).await;
+    let counts = |body: Value| -> BTreeMap<String, u64> {
+        body.as_array()
+            .expect("list")
+            .iter()
+            .map(|s| {
+                (
+                    s["test_id"].as_str().unwrap_or_default().to_string(),
+                    s["fail_count"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let want = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+        pairs.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+    };
+    let (_, all) = app.get("/failures/stats?project=synthetic").await;
+    assert_eq!(
+        counts(all),
+        want(&[
+            ("tests/test_3.py::test_3", 5),
+            ("tests/test_5.py::test_5", 2)
+        ])
+    );
+    let (_, main) = app
+        .get("/failures/stats?project=synthetic&branch=main")
+        .await;
+    assert_eq!(counts(main), want(&[("tests/test_3.py::test_3", 3)]));
+    let (_, feature) = app.get("/failures/stats?branch=feature").await;
+    let feature_counts = counts(feature.clone());
+    assert_eq!(
+        feature_counts,
+        want(&[
+            ("tests/test_3.py::test_3", 2),
+            ("tests/test_5.py::test_5", 2)
+        ])
+    );
+    assert_eq!(feature[0]["last_run_id"], "narrow-00004", "{feature}");
+    let (_, worker) = app.get("/failures/stats?worker_id=w-main&limit=1").await;
+    assert_eq!(counts(worker), want(&[("tests/test_3.py::test_3", 3)]));
+    let (_, none) = app
+        .get("/failures/stats?branch=main&worker_id=w-feature")
+        .await;
+    assert_eq!(none, json!([]));
+}
