@@ -287,6 +287,86 @@ async fn prune_slice(pool: &SqlitePool, msg: &PruneSlice) -> Result<PruneReport,
     Ok(report)
 }
 
+/// Drops runs that will never complete: chunks whose final message never
+/// came, and finals whose chunks never all came, received before
+/// `received_before`. Each becomes a rejection saying what was missing, so an
+/// agent killed mid-publish shows up at `GET /rejected` instead of vanishing.
+/// Replies with the number of runs dropped (at most 500 per message).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<u64, StoreError>")]
+pub struct ExpireIncomplete {
+    /// Pieces received before this are given up on.
+    pub received_before: chrono::DateTime<Utc>,
+}
+
+impl Handler<ExpireIncomplete> for Writer {
+    type Result = AtomicResponse<Self, Result<u64, StoreError>>;
+
+    fn handle(&mut self, msg: ExpireIncomplete, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool.clone();
+        AtomicResponse::new(Box::pin(
+            async move { expire_incomplete(&pool, msg.received_before).await }.into_actor(self),
+        ))
+    }
+}
+
+async fn expire_incomplete(
+    pool: &SqlitePool,
+    before: chrono::DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let cutoff = to_millis(before);
+    let now = Utc::now();
+    let mut tx = pool.begin().await?;
+    // Runs with pieces but no visible run, whose newest piece is old.
+    let stale: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT c.run_id, COUNT(*), p.chunks FROM run_chunks c \
+         LEFT JOIN pending_runs p ON p.run_id = c.run_id \
+         WHERE c.run_id NOT IN (SELECT run_id FROM runs) \
+         GROUP BY c.run_id HAVING MAX(c.received_at) < ? AND COALESCE(MAX(p.received_at), 0) < ? \
+         UNION ALL \
+         SELECT p.run_id, 0, p.chunks FROM pending_runs p \
+         WHERE p.received_at < ? AND NOT EXISTS (SELECT 1 FROM run_chunks c WHERE c.run_id = p.run_id) \
+         LIMIT 500",
+    )
+    .bind(cutoff)
+    .bind(cutoff)
+    .bind(cutoff)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (run_id, have, declared) in &stale {
+        let reason = match declared {
+            None => format!(
+                "{have} chunk(s) of run {run_id} arrived but its final message never did; \
+                 the agent was probably stopped while publishing. The partial run was dropped: \
+                 publish the run again (ptp-agent upload) to store it"
+            ),
+            Some(n) => format!(
+                "run {run_id} names {n} chunk(s) but only {have} arrived; the partial run \
+                 was dropped: publish the run again (ptp-agent upload) to store it"
+            ),
+        };
+        for sql in [
+            "DELETE FROM test_cases WHERE run_id = ?",
+            "DELETE FROM run_chunks WHERE run_id = ?",
+            "DELETE FROM pending_runs WHERE run_id = ?",
+        ] {
+            sqlx::query(sql).bind(run_id).execute(&mut *tx).await?;
+        }
+        let rejection = Rejection {
+            received_at: now,
+            subject: None,
+            msg_id: None,
+            run_id: Some(run_id.clone()),
+            reason,
+            excerpt: None,
+            payload: None,
+        };
+        insert_rejection(&mut tx, &rejection).await?;
+    }
+    tx.commit().await?;
+    Ok(stale.len() as u64)
+}
+
 async fn file_bytes(conn: &mut SqliteConnection) -> Result<u64, sqlx::Error> {
     let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count")
         .fetch_one(&mut *conn)

@@ -58,6 +58,12 @@ pub struct Config {
     #[arg(long, env = "PTP_RETENTION_DAYS", default_value_t = 0)]
     pub retention_days: u32,
 
+    /// A run still missing pieces this many minutes after its last piece
+    /// arrived (an agent killed while publishing) is dropped and recorded
+    /// in GET /rejected; checked at start and hourly.
+    #[arg(long, env = "PTP_INCOMPLETE_AFTER_MINUTES", default_value_t = 1440)]
+    pub incomplete_after_minutes: u64,
+
     /// A worker not heard from for this many minutes is shown as offline.
     #[arg(long, env = "PTP_OFFLINE_AFTER_MINUTES", default_value_t = 1440)]
     pub offline_after_minutes: u64,
@@ -106,6 +112,7 @@ impl Config {
             ack_wait_secs: 30,
             max_deliveries: 5,
             retention_days: 0,
+            incomplete_after_minutes: 1440,
             offline_after_minutes: 1440,
             write_tokens: Vec::new(),
             read_tokens: Vec::new(),

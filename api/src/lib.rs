@@ -6,8 +6,8 @@
 //!
 //! Start-up order: open SQLite and migrate; start the actors (rebuilding the
 //! aggregates); connect to NATS (in the background: the master serves reads
-//! while NATS is away); spawn ingest and, when `--retention-days` is set, the
-//! hourly retention task; serve HTTP.
+//! while NATS is away); spawn ingest and the hourly maintenance task (runs
+//! left incomplete, retention); serve HTTP.
 //! Shutdown order: stop accepting HTTP and finish in-flight requests; stop
 //! pulling, finish and ack the batch in hand; drain NATS (flushes the acks);
 //! stop the actors.
@@ -163,13 +163,12 @@ pub async fn run(
         ingest_token,
     ));
 
-    let retention = (config.retention_days > 0).then(|| {
-        tokio::spawn(run_retention(
-            actors.writer.clone(),
-            config.retention_days,
-            shutdown.child_token(),
-        ))
-    });
+    let maintenance = tokio::spawn(run_maintenance(
+        actors.writer.clone(),
+        config.retention_days,
+        Duration::from_secs(config.incomplete_after_minutes * 60),
+        shutdown.child_token(),
+    ));
 
     let state = AppState {
         read: read.clone(),
@@ -192,9 +191,7 @@ pub async fn run(
         .context("HTTP server failed");
     shutdown.cancel();
     let _ = ingest.await;
-    if let Some(r) = retention {
-        let _ = r.await;
-    }
+    let _ = maintenance.await;
     if let Err(e) = nats.drain().await {
         tracing::warn!("draining NATS: {e}");
     }
@@ -206,43 +203,85 @@ pub async fn run(
     served
 }
 
-/// How often retention looks for runs to prune.
-const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How often maintenance (incomplete runs, retention) runs.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Prunes runs older than `days` at start and then every hour, until
-/// `shutdown`. Failures are logged and retried at the next tick.
-async fn run_retention(
+/// At start and then hourly until `shutdown`: gives up on runs still
+/// incomplete after `incomplete_after` (they become rejections), and, when
+/// `retention_days` is set, prunes older runs. Failures are logged and
+/// retried at the next tick.
+async fn run_maintenance(
     writer: actix::Addr<ptp_actors::Writer>,
-    days: u32,
+    retention_days: u32,
+    incomplete_after: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(RETENTION_EVERY);
+    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
-        let prune = ptp_actors::retention::prune(&writer, cutoff);
-        let result = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = prune => r,
-        };
-        match result {
-            Ok(t) if t.deleted.is_empty() => {
-                tracing::debug!(%cutoff, "retention: nothing older than {days} days");
+        let work = async {
+            expire_incomplete(&writer, incomplete_after).await;
+            if retention_days > 0 {
+                prune(&writer, retention_days).await;
             }
-            Ok(t) => tracing::info!(
-                %cutoff,
-                runs = t.deleted.runs,
-                cases = t.deleted.cases,
-                incomplete = t.deleted.incomplete,
-                rejected = t.deleted.rejected,
-                mib_before = t.bytes_before / (1 << 20),
-                mib_after = t.bytes_after / (1 << 20),
-                "retention: pruned runs older than {days} days"
-            ),
-            Err(e) => tracing::warn!("retention: prune failed, will retry in an hour: {e}"),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = work => {}
         }
+    }
+}
+
+async fn expire_incomplete(writer: &actix::Addr<ptp_actors::Writer>, after: Duration) {
+    let before = chrono::Utc::now()
+        - chrono::Duration::from_std(after).unwrap_or_else(|_| chrono::Duration::days(1));
+    let mut total = 0;
+    loop {
+        match writer
+            .send(ptp_actors::writer::ExpireIncomplete {
+                received_before: before,
+            })
+            .await
+        {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => total += n,
+            Ok(Err(e)) => {
+                tracing::warn!("cannot expire incomplete runs, will retry in an hour: {e}");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!("writer unavailable: {e}");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::warn!(
+            runs = total,
+            "dropped incomplete runs (pieces missing for {after:?}); see GET /rejected"
+        );
+    }
+}
+
+async fn prune(writer: &actix::Addr<ptp_actors::Writer>, days: u32) {
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+    match ptp_actors::retention::prune(writer, cutoff).await {
+        Ok(t) if t.deleted.is_empty() => {
+            tracing::debug!(%cutoff, "retention: nothing older than {days} days");
+        }
+        Ok(t) => tracing::info!(
+            %cutoff,
+            runs = t.deleted.runs,
+            cases = t.deleted.cases,
+            incomplete = t.deleted.incomplete,
+            rejected = t.deleted.rejected,
+            mib_before = t.bytes_before / (1 << 20),
+            mib_after = t.bytes_after / (1 << 20),
+            "retention: pruned runs older than {days} days"
+        ),
+        Err(e) => tracing::warn!("retention: prune failed, will retry in an hour: {e}"),
     }
 }

@@ -129,3 +129,82 @@ async fn oversized_bodies_are_refused_with_413() {
     assert_eq!(status, 202, "{body}");
     app.wait_run("small").await;
 }
+
+/// A chunk whose run never sends its final message, and a final whose
+/// chunks never all arrive (an agent killed while publishing): they wait,
+/// invisible, then are dropped and recorded with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_left_incomplete_are_dropped_and_recorded() {
+    let mut app = TestApp::spawn().await;
+    let orphan = encoded(&synthetic_run("orphan", 0, 5));
+    let hollow = encoded(&synthetic_run("hollow", 0, 5));
+    let mut hollow_final = hollow[1].1.clone();
+    hollow_final["chunks"] = json!(2);
+    let good = synthetic_run("good", 0, 5);
+    let mut raw = vec![
+        (orphan[0].0, bytes(&orphan[0].1)),
+        (hollow[0].0, bytes(&hollow[0].1)),
+        (hollow[1].0, bytes(&hollow_final)),
+    ];
+    raw.extend(encoded(&good).iter().map(|(s, v)| (*s, bytes(v))));
+    publish_raw(&app.nats.url(), &raw).await;
+    app.wait_run("good-00000").await;
+    ptp_test_support::eventually(DEADLINE, "everything acked", || async {
+        (app.consumer_backlog().await == (0, 0)).then_some(())
+    })
+    .await;
+    let (_, rejected) = app.get("/rejected").await;
+    assert_eq!(
+        rejected,
+        json!([]),
+        "incomplete runs wait, they are not refused at once"
+    );
+
+    app.stop_master().await;
+    app.start_master_with(|c| c.incomplete_after_minutes = 0)
+        .await;
+    let rejected = ptp_test_support::eventually(DEADLINE, "two dropped runs", || async {
+        let (_, r) = app.get("/rejected").await;
+        let r = r.as_array()?.clone();
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    let reason = |id: &str| {
+        rejected
+            .iter()
+            .find(|r| r["run_id"] == id)
+            .and_then(|r| r["reason"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        reason("orphan-00000").contains("final message never did"),
+        "{rejected:#?}"
+    );
+    assert!(
+        reason("hollow-00000").contains("names 2 chunk(s) but only 1 arrived"),
+        "{rejected:#?}"
+    );
+    let (_, runs) = app.get("/results").await;
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "the good run stays");
+    assert_eq!(db_census(&app.db_path()).await, (1, 5, 0));
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(app.db_path())
+            .read_only(true),
+    )
+    .await
+    .expect("open");
+    let (cases, chunks, pending): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM test_cases), (SELECT COUNT(*) FROM run_chunks), \
+         (SELECT COUNT(*) FROM pending_runs)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        (cases, chunks, pending),
+        (5, 1, 0),
+        "only the good run's rows are left"
+    );
+}
