@@ -188,13 +188,7 @@ async fn runs_left_incomplete_are_dropped_and_recorded() {
     let (_, runs) = app.get("/results").await;
     assert_eq!(runs.as_array().map(Vec::len), Some(1), "the good run stays");
     assert_eq!(db_census(&app.db_path()).await, (1, 5, 0));
-    let pool = sqlx::SqlitePool::connect_with(
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(app.db_path())
-            .read_only(true),
-    )
-    .await
-    .expect("open");
+    let pool = read_only(&app.db_path()).await;
     let (cases, chunks, pending): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM test_cases), (SELECT COUNT(*) FROM run_chunks), \
          (SELECT COUNT(*) FROM pending_runs)",

@@ -301,18 +301,9 @@ async fn sigterm_during_ingest_finishes_acks_and_exits_0() {
     let (stored, _, bad) = db_census(&db).await;
     assert_eq!(bad, 0);
     // Every message the master received was acked before it exited.
-    let client = async_nats::connect(nats.url()).await.expect("connect");
-    let js = async_nats::jetstream::new(client);
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_stream(ptp_nats::STREAM)
-        .await
-        .expect("stream")
-        .get_consumer(ptp_nats::CONSUMER)
-        .await
-        .expect("consumer");
-    let info = consumer.info().await.expect("consumer info");
+    let (_, ack_pending) = consumer_backlog(&nats.url()).await;
     assert_eq!(
-        info.num_ack_pending, 0,
+        ack_pending, 0,
         "no unacked in-flight messages after SIGTERM"
     );
     println!("SIGTERM with {stored} of {RUNS} runs stored, 0 pending acks");
@@ -421,13 +412,7 @@ async fn a_poison_message_is_dead_lettered_and_blocks_nothing() {
     assert_eq!(db_census(&app.db_path()).await, (40, 2000, 0));
     println!("poison: 40 good runs (2000 cases) stored; dead letter: {reason}");
     // The dead letter keeps the whole message, ready to replay.
-    let pool = sqlx::SqlitePool::connect_with(
-        sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(app.db_path())
-            .read_only(true),
-    )
-    .await
-    .expect("open");
+    let pool = read_only(&app.db_path()).await;
     let (payload,): (Vec<u8>,) =
         sqlx::query_as("SELECT payload FROM rejected WHERE run_id = 'poison-00000'")
             .fetch_one(&pool)

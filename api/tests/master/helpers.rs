@@ -106,17 +106,7 @@ impl TestApp {
 
     /// The durable consumer's (messages not yet delivered, delivered but unacked).
     pub async fn consumer_backlog(&self) -> (u64, usize) {
-        let client = async_nats::connect(self.nats.url()).await.expect("connect");
-        let js = async_nats::jetstream::new(client);
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-            .get_stream(ptp_nats::STREAM)
-            .await
-            .expect("stream")
-            .get_consumer(ptp_nats::CONSUMER)
-            .await
-            .expect("consumer");
-        let info = consumer.info().await.expect("consumer info");
-        (info.num_pending, info.num_ack_pending)
+        consumer_backlog(&self.nats.url()).await
     }
 
     pub async fn wait_healthy(&self) {
@@ -468,15 +458,7 @@ pub async fn publish_raw(nats_url: &str, msgs: &[(&'static str, Vec<u8>)]) {
 
 /// (runs, test case rows, runs whose stored case count differs from their total).
 pub async fn db_census(db: &Path) -> (i64, i64, i64) {
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(db)
-                .read_only(true),
-        )
-        .await
-        .expect("open db");
+    let pool = read_only(db).await;
     let (runs,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM runs")
         .fetch_one(&pool)
         .await
@@ -498,15 +480,7 @@ pub async fn db_census(db: &Path) -> (i64, i64, i64) {
 
 /// (page_count, freelist_count) of the database file.
 pub async fn db_pages(db: &Path) -> (i64, i64) {
-    let pool = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(db)
-                .read_only(true),
-        )
-        .await
-        .expect("open db");
+    let pool = read_only(db).await;
     let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count")
         .fetch_one(&pool)
         .await
@@ -517,4 +491,33 @@ pub async fn db_pages(db: &Path) -> (i64, i64) {
         .expect("freelist_count");
     pool.close().await;
     (pages, free)
+}
+
+/// The master's durable consumer on the server at `nats_url`: (messages not
+/// yet delivered, delivered but unacked).
+pub async fn consumer_backlog(nats_url: &str) -> (u64, usize) {
+    let client = async_nats::connect(nats_url).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(ptp_nats::STREAM)
+        .await
+        .expect("stream")
+        .get_consumer(ptp_nats::CONSUMER)
+        .await
+        .expect("consumer");
+    let info = consumer.info().await.expect("consumer info");
+    (info.num_pending, info.num_ack_pending)
+}
+
+/// A read-only pool on the database file.
+pub async fn read_only(db: &Path) -> sqlx::SqlitePool {
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(db)
+                .read_only(true),
+        )
+        .await
+        .expect("open db")
 }
