@@ -67,9 +67,39 @@ pub struct AppState {
         routes::analytics::failure_stats,
         routes::health::health,
         routes::health::rejected,
-    )
+    ),
+    modifiers(&BearerTokens)
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer tokens (PTP_WRITE_TOKENS / PTP_READ_TOKENS) in the
+/// OpenAPI description, so the docs page offers "Authorize".
+struct BearerTokens;
+
+impl utoipa::Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A write token (PTP_WRITE_TOKENS) for POST; a read or write token \
+                         (PTP_READ_TOKENS) for GET when the master requires one.",
+                    ))
+                    .build(),
+            ),
+        );
+        openapi.security = Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+        ]);
+    }
+}
 
 /// The HTTP app for `state`, with body limit and request timeout.
 pub fn app(state: AppState, config: &Config) -> Router {

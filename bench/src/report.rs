@@ -153,7 +153,7 @@ async fn breakdown(base: &str, run_id: &str) -> anyhow::Result<()> {
     let t_run = t.elapsed();
     let t = Instant::now();
     let stats = c
-        .failure_stats(&filter.project, None, 10)
+        .failure_stats(&filter, None, 10)
         .await
         .context("failure stats")?;
     let t_stats = t.elapsed();
