@@ -9,6 +9,7 @@
 //! - [`writer`]: the one writer; batches, idempotence, completion of runs.
 //! - [`aggregates`]: trend, worker status, failure statistics in memory.
 //! - [`queries`]: reads that go straight to the read pool.
+//! - [`compare`]: two runs compared test by test.
 //! - [`retention`]: pruning old runs and reclaiming space.
 //!
 //! # Threading
@@ -19,6 +20,7 @@
 //! `Addr::send`, and tests can start the very same thing from `#[tokio::test]`.
 
 pub mod aggregates;
+pub mod compare;
 pub mod db;
 pub mod model;
 pub mod queries;

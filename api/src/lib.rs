@@ -65,6 +65,7 @@ pub struct AppState {
         routes::analytics::trend,
         routes::analytics::workers,
         routes::analytics::failure_stats,
+        routes::compare::compare_runs,
         routes::health::health,
         routes::health::rejected,
     ),
@@ -106,6 +107,7 @@ pub fn app(state: AppState, config: &Config) -> Router {
     let api = Router::new()
         .merge(routes::results::router())
         .merge(routes::analytics::router())
+        .merge(routes::compare::router())
         .merge(routes::health::router())
         .with_state(state);
     api.route(

@@ -1,5 +1,7 @@
-//! Aggregate reads: `/trend`, `/workers`, `/failures/stats`. All answered by
-//! the aggregates actor from memory, never by scanning the database.
+//! Aggregate reads: `/trend`, `/workers`, `/failures/stats`. Answered by
+//! the aggregates actor from memory, never by scanning the database; only
+//! failure statistics narrowed to a branch or a worker (which the aggregates
+//! do not keep) run one SQL query over the matching runs.
 
 use axum::Router;
 use axum::extract::State;

@@ -242,7 +242,7 @@ fn decode_cursor(s: &str) -> Result<RunCursor, ApiError> {
     })
 }
 
-fn check_run_id(run_id: &str) -> Result<(), ApiError> {
+pub(crate) fn check_run_id(run_id: &str) -> Result<(), ApiError> {
     let ok = !run_id.is_empty()
         && run_id.len() <= schema::MAX_RUN_ID_BYTES
         && run_id

@@ -600,3 +600,117 @@ async fn failure_stats_narrow_to_a_branch_or_a_worker() {
         .await;
     assert_eq!(none, json!([]));
 }
+
+/// `GET /compare`: two runs worked out by hand, named by id or by branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_names_what_broke_what_was_fixed_and_what_got_slow() {
+    use ptp_nats::schema::{Counts, Outcome};
+    let app = TestApp::spawn().await;
+    let run = |i: usize, branch: &str, tests: &[(&str, Outcome, f64)]| {
+        let mut r = synthetic_run("cmp", i, tests.len());
+        for (case, (id, outcome, secs)) in r.1.iter_mut().zip(tests) {
+            case.test_id = id.to_string();
+            case.outcome = *outcome;
+            case.duration_secs = *secs;
+            case.message = (*outcome == Outcome::Failed).then(|| format!("{id} broke"));
+        }
+        r.0.branch = Some(branch.into());
+        r.0.counts = Counts::of(&r.1);
+        r
+    };
+    use Outcome::{Failed, Passed, Skipped};
+    let base = run(
+        0,
+        "main",
+        &[
+            ("t::stable", Passed, 1.0),
+            ("t::breaks", Passed, 1.0),
+            ("t::fixed", Failed, 1.0),
+            ("t::still", Failed, 1.0),
+            ("t::slow", Passed, 1.0),
+            ("t::removed", Skipped, 0.0),
+        ],
+    );
+    let head = run(
+        1,
+        "feature",
+        &[
+            ("t::stable", Passed, 1.0),
+            ("t::breaks", Failed, 1.0),
+            ("t::fixed", Passed, 1.0),
+            ("t::still", Failed, 1.0),
+            ("t::slow", Passed, 4.0),
+            ("t::added", Failed, 0.2),
+        ],
+    );
+    publish_direct(&app.nats.url(), &[base, head], true).await;
+    app.wait_run_count(2).await;
+    let names = |v: &Value, list: &str| -> Vec<String> {
+        v["changes"][list]["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["test_id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for path in [
+        "/compare?base=cmp-00000&head=cmp-00001",
+        "/compare?project=synthetic&base_branch=main&head_branch=feature",
+    ] {
+        let (status, c) = app.get(path).await;
+        assert_eq!(status, 200, "{path}: {c}");
+        assert_eq!(c["base"]["run_id"], "cmp-00000");
+        assert_eq!(c["head"]["run_id"], "cmp-00001");
+        assert_eq!(names(&c, "new_failures"), ["t::added", "t::breaks"]);
+        assert_eq!(names(&c, "fixed"), ["t::fixed"]);
+        assert_eq!(names(&c, "still_failing"), ["t::still"]);
+        assert_eq!(names(&c, "new_tests"), ["t::added"]);
+        assert_eq!(names(&c, "removed_tests"), ["t::removed"]);
+        assert_eq!(names(&c, "slower"), ["t::slow"]);
+        assert_eq!(names(&c, "faster"), Vec::<String>::new());
+        assert_eq!(
+            c["changes"]["new_failures"]["items"][1]["message"],
+            "t::breaks broke"
+        );
+    }
+    let (_, cut) = app
+        .get("/compare?base=cmp-00000&head=cmp-00001&limit=1")
+        .await;
+    assert_eq!(cut["changes"]["new_failures"]["total"], 2);
+    assert_eq!(names(&cut, "new_failures"), ["t::added"]);
+    for (path, status, needle) in [
+        ("/compare?head=cmp-00001", 400, "name the base run"),
+        (
+            "/compare?base=cmp-00000&base_branch=main&head=cmp-00001",
+            400,
+            "not both",
+        ),
+        (
+            "/compare?base=nope&head=cmp-00001",
+            404,
+            "base run 'nope' not found",
+        ),
+        (
+            "/compare?base_branch=main&head=cmp-00001",
+            400,
+            "needs project",
+        ),
+        (
+            "/compare?project=synthetic&base_branch=gone&head=cmp-00001",
+            404,
+            "branch 'gone'",
+        ),
+        (
+            "/compare?base=cmp-00000&head=cmp-00001&limit=0",
+            400,
+            "limit",
+        ),
+    ] {
+        let (got, body) = app.get(path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(needle), "{path}: {detail}");
+    }
+}
