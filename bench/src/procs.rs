@@ -48,8 +48,12 @@ pub fn bins(build: bool) -> anyhow::Result<Bins> {
     if build {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(&cargo);
+        // The package set of the documented build command, so features
+        // unify the same way and nothing is compiled twice.
         cmd.current_dir(workspace_root()).args([
             "build",
+            "-p",
+            "ptp-bench",
             "-p",
             "ptp-api",
             "-p",
@@ -59,6 +63,24 @@ pub fn bins(build: bool) -> anyhow::Result<Bins> {
         ]);
         if release {
             cmd.arg("--release");
+        }
+        // `cargo run` hands the harness its package's CARGO_PKG_*,
+        // CARGO_MANIFEST_* ... variables; passed on, they change build-script
+        // fingerprints (ring, aws-lc-sys) and force a full rebuild.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "OUT_DIR",
+                ]
+                .contains(&k.as_ref())
+            {
+                cmd.env_remove(k.as_ref());
+            }
         }
         progress!("building ptp-master, ptp-agent and ptp-mcp ({cmd:?})");
         let status = cmd

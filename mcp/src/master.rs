@@ -505,6 +505,14 @@ impl MasterClient {
         self.get("/trend", &q).await
     }
 
+    /// `GET /compare` with these query parameters, as the master answers it.
+    pub async fn compare(
+        &self,
+        query: &[(&'static str, String)],
+    ) -> Result<serde_json::Value, MasterError> {
+        self.get("/compare", query).await
+    }
+
     /// `GET /workers`: every worker, most recently seen first.
     pub async fn workers(&self) -> Result<Vec<Worker>, MasterError> {
         self.get("/workers", &[]).await

@@ -1,5 +1,6 @@
-//! The MCP server [`PtpMcp`] and its six tools: `get_summary`, `get_trend`,
-//! `get_failures`, `get_workers`, `get_failure_stats`, `get_report`.
+//! The MCP server [`PtpMcp`] and its tools: `get_summary`, `get_trend`,
+//! `get_failures`, `get_workers`, `get_failure_stats`, `get_report`,
+//! `compare_runs`.
 //!
 //! Shape: each tool parses its own arguments (so a bad argument becomes a
 //! tool error naming the argument and what is allowed, not an opaque
@@ -153,6 +154,25 @@ pub struct FailureStatsArgs {
     pub days: Option<i64>,
     /// Most tests listed, most failures first: 1 to 500. Default 20.
     #[schemars(range(min = 1, max = 500))]
+    pub limit: Option<i64>,
+}
+
+/// Arguments of `compare_runs`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompareArgs {
+    /// Run id of the base (the reference, e.g. the last run on main). Or give base_branch.
+    pub base_run_id: Option<String>,
+    /// Run id of the head (the run under review). Or give head_branch.
+    pub head_run_id: Option<String>,
+    /// Project, needed with base_branch / head_branch.
+    pub project: Option<String>,
+    /// Use the latest run of this branch of `project` as the base (e.g. "main").
+    pub base_branch: Option<String>,
+    /// Use the latest run of this branch of `project` as the head.
+    pub head_branch: Option<String>,
+    /// Most tests listed per category: 1 to 200. Default 20 (totals are always given).
+    #[schemars(range(min = 1, max = 200))]
     pub limit: Option<i64>,
 }
 
@@ -429,8 +449,9 @@ stuck or gone?'. Prefer get_summary with worker_id for one worker's recent runs.
 
 const FAILURE_STATS_DESC: &str = "The tests that failed most often in a window (the last `days` \
 days, or all stored runs), most failures first, with the count, when each last failed, its last \
-message and run. Use it to find flaky or chronically broken tests and to prioritise fixes. Prefer \
-get_failures for the full tracebacks of one run.";
+message and run; narrow it to a branch or a worker. Use it to find flaky or chronically broken \
+tests and to prioritise fixes. Prefer get_failures for the full tracebacks of one run, and \
+compare_runs for what one run broke compared to another.";
 
 const REPORT_DESC: &str = "A self-contained HTML report (no external resources; opens offline): \
 headline of the latest run, pass-rate trend chart, failures with tracebacks, most frequent \
@@ -440,15 +461,32 @@ absolute path and returns the path instead. Use it when the user wants a report 
 share. Prefer get_summary, get_trend and get_failures for answering questions in the chat: \
 their JSON is much smaller.";
 
+const COMPARE_DESC: &str = "Compares two runs test by test: tests that newly fail (with their \
+message), tests fixed, tests still failing, tests added and removed, and tests that got much \
+slower or faster, each with a total; plus both runs' status and counts. Name the runs by id \
+(base_run_id, head_run_id) or as the latest runs of two branches of a project (project, \
+base_branch, head_branch). Use it for 'what did this branch/PR break compared to main?' or \
+'what changed since the last green run?'. Prefer get_failures for one run's tracebacks and \
+get_failure_stats for tests that fail often.";
+
 #[tool_router]
 impl PtpMcp {
+    #[tool(
+        description = COMPARE_DESC,
+        input_schema = input_schema::<CompareArgs>(),
+        annotations(title = "Compare two runs", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn compare_runs(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
+        Ok(finish("compare_runs", self.compare(args)).await)
+    }
+
     #[tool(
         description = SUMMARY_DESC,
         input_schema = input_schema::<SummaryArgs>(),
         annotations(title = "Recent test runs", read_only_hint = true, open_world_hint = false)
     )]
     async fn get_summary(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        Ok(finish("get_summary", self.summary(args).await))
+        Ok(finish("get_summary", self.summary(args)).await)
     }
 
     #[tool(
@@ -457,7 +495,7 @@ impl PtpMcp {
         annotations(title = "Pass-rate trend", read_only_hint = true, open_world_hint = false)
     )]
     async fn get_trend(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        Ok(finish("get_trend", self.trend(args).await))
+        Ok(finish("get_trend", self.trend(args)).await)
     }
 
     #[tool(
@@ -466,7 +504,7 @@ impl PtpMcp {
         annotations(title = "Failures of a run", read_only_hint = true, open_world_hint = false)
     )]
     async fn get_failures(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        Ok(finish("get_failures", self.failures(args).await))
+        Ok(finish("get_failures", self.failures(args)).await)
     }
 
     #[tool(
@@ -475,7 +513,7 @@ impl PtpMcp {
         annotations(title = "CI workers", read_only_hint = true, open_world_hint = false)
     )]
     async fn get_workers(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        Ok(finish("get_workers", self.workers(args).await))
+        Ok(finish("get_workers", self.workers(args)).await)
     }
 
     #[tool(
@@ -484,7 +522,7 @@ impl PtpMcp {
         annotations(title = "Most frequent failures", read_only_hint = true, open_world_hint = false)
     )]
     async fn get_failure_stats(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        Ok(finish("get_failure_stats", self.failure_stats(args).await))
+        Ok(finish("get_failure_stats", self.failure_stats(args)).await)
     }
 
     #[tool(
@@ -493,13 +531,31 @@ impl PtpMcp {
         annotations(title = "HTML test report", read_only_hint = false, destructive_hint = false, open_world_hint = false)
     )]
     async fn get_report(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
-        Ok(finish("get_report", self.report(args).await))
+        Ok(finish("get_report", self.report(args)).await)
     }
 }
 
-/// Turns a tool's outcome into what the client sees: failures become tool
-/// errors (`is_error: true`) with their sentence, and are logged.
-fn finish(tool: &str, result: ToolResult) -> CallToolResult {
+/// Runs a tool and turns its outcome into what the client sees: failures
+/// become tool errors (`is_error: true`) with their sentence, and are logged.
+/// A panic (a bug of ours, e.g. on an answer shaped unlike we expect) is
+/// caught here too: the client gets an error naming the tool instead of
+/// waiting forever for a reply that a dead task would never send.
+async fn finish(tool: &str, run: impl std::future::Future<Output = ToolResult>) -> CallToolResult {
+    use futures::FutureExt;
+    let result = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("panic");
+            tracing::error!(tool, "tool panicked: {what}");
+            return CallToolResult::error(vec![ContentBlock::text(format!(
+                "{tool} failed: internal error in ptp-mcp ({what}); please report it"
+            ))]);
+        }
+    };
     result.unwrap_or_else(|e| {
         tracing::warn!(tool, "tool failed: {e}");
         CallToolResult::error(vec![ContentBlock::text(format!("{tool} failed: {e}"))])
@@ -817,6 +873,74 @@ impl PtpMcp {
         })
     }
 
+    async fn compare(&self, args: JsonObject) -> ToolResult {
+        let a: CompareArgs = parse("compare_runs", args)?;
+        let limit = bounded("limit", a.limit, 20, 1, 200)?;
+        let mut q: Vec<(&'static str, String)> = vec![("limit", limit.to_string())];
+        for (side, id, branch) in [
+            ("base", given(a.base_run_id), given(a.base_branch)),
+            ("head", given(a.head_run_id), given(a.head_branch)),
+        ] {
+            match (id, branch) {
+                (Some(id), None) => {
+                    check_run_id(&id)?;
+                    q.push((side, id));
+                }
+                (None, Some(b)) => q.push((
+                    if side == "base" {
+                        "base_branch"
+                    } else {
+                        "head_branch"
+                    },
+                    b,
+                )),
+                (Some(_), Some(_)) => {
+                    return Err(ToolError::Argument(format!(
+                        "give {side}_run_id or {side}_branch, not both"
+                    )));
+                }
+                (None, None) => {
+                    return Err(ToolError::Argument(format!(
+                        "name the {side} run: {side}_run_id, or project with {side}_branch \
+                         (get_summary lists run ids and branches)"
+                    )));
+                }
+            }
+        }
+        if let Some(p) = given(a.project) {
+            q.push(("project", p));
+        }
+        let mut v = self.master.compare(&q).await?;
+        // Compact for a model: trimmed messages, the runs' essentials only.
+        let run = |r: &serde_json::Value| {
+            serde_json::json!({
+                "run_id": r["run_id"], "project": r["project"], "branch": r["branch"],
+                "commit": r["commit"], "worker_id": r["worker_id"], "started_at": r["timestamp"],
+                "status": r["status"], "pass_rate": r["pass_rate"], "total": r["total"],
+                "failed": r["failed"], "error": r["error"],
+            })
+        };
+        let mut changes = v["changes"].take();
+        if let Some(lists) = changes.as_object_mut() {
+            // Only the lists (objects with `items`) are touched; scalars such
+            // as thresholds pass through as they are.
+            let items = lists
+                .values_mut()
+                .filter_map(|l| l.get_mut("items")?.as_array_mut())
+                .flatten();
+            for item in items.filter_map(|i| i.as_object_mut()) {
+                if let Some(serde_json::Value::String(m)) = item.get_mut("message") {
+                    *m = trim_end(m, 300);
+                }
+            }
+        }
+        json_answer(&serde_json::json!({
+            "base": run(&v["base"]),
+            "head": run(&v["head"]),
+            "changes": changes,
+        }))
+    }
+
     async fn report(&self, args: JsonObject) -> ToolResult {
         let a: ReportArgs = parse("get_report", args)?;
         let runs_n = bounded("runs", a.runs, 20, 1, 500)?;
@@ -982,13 +1106,14 @@ mod tests {
     }
 
     #[test]
-    fn six_tools_with_documented_schemas() {
+    fn every_tool_has_a_documented_schema() {
         let tools = PtpMcp::tool_router().list_all();
         let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
         names.sort();
         assert_eq!(
             names,
             [
+                "compare_runs",
                 "get_failure_stats",
                 "get_failures",
                 "get_report",

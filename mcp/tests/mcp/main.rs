@@ -15,7 +15,8 @@ use rmcp::ServiceExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-const TOOLS: [&str; 6] = [
+const TOOLS: [&str; 7] = [
+    "compare_runs",
     "get_failure_stats",
     "get_failures",
     "get_report",
@@ -234,6 +235,54 @@ async fn tools_answer_from_the_master() {
     );
     assert_eq!(w["workers"].as_array().map(Vec::len), Some(1));
 
+    // compare_runs: seed-2 -> seed-3, worked out from the seed by hand.
+    let c = ok_json(
+        "compare_runs",
+        &call(
+            &client,
+            "compare_runs",
+            json!({"base_run_id": "seed-2", "head_run_id": "seed-3"}),
+        )
+        .await,
+    );
+    let listed = |list: &str| -> Vec<String> {
+        c["changes"][list]["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["test_id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (c["base"]["run_id"].as_str(), c["head"]["run_id"].as_str()),
+        (Some("seed-2"), Some("seed-3"))
+    );
+    assert_eq!(
+        listed("still_failing"),
+        ["tests/test_checkout.py::test_checkout"]
+    );
+    assert!(
+        c["changes"]["still_failing"]["items"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("502"),
+        "the head's message: {c}"
+    );
+    assert_eq!(listed("new_failures"), Vec::<String>::new());
+    assert_eq!(listed("fixed"), Vec::<String>::new());
+    assert_eq!(
+        listed("removed_tests"),
+        ["tests/test_db.py::test_migrations"]
+    );
+    assert_eq!(listed("new_tests"), ["tests/test_cart.py::test_item_8"]);
+    let by_branch = err_text(
+        "compare_runs",
+        &call(&client, "compare_runs", json!({"base_run_id": "seed-1"})).await,
+    );
+    assert!(by_branch.contains("name the head run"), "{by_branch}");
+
     // get_failure_stats: test_checkout failed twice, test_migrations once.
     let st = ok_json(
         "get_failure_stats",
@@ -427,7 +476,12 @@ async fn unreachable_master_is_a_tool_error_naming_the_url() {
     let url = format!("http://127.0.0.1:{}", dead_port().await);
     let client = mcp_client(&url, 5).await;
     for tool in TOOLS {
-        let e = err_text(tool, &call(&client, tool, json!({})).await);
+        let args = if tool == "compare_runs" {
+            json!({"base_run_id": "a", "head_run_id": "b"})
+        } else {
+            json!({})
+        };
+        let e = err_text(tool, &call(&client, tool, args).await);
         assert!(e.contains(&url), "{tool}: {e}");
         assert!(
             e.contains("ptp-master is running") && e.contains("MASTER_URL"),
@@ -436,7 +490,7 @@ async fn unreachable_master_is_a_tool_error_naming_the_url() {
     }
     assert_eq!(
         client.list_all_tools().await.expect("still serving").len(),
-        6
+        TOOLS.len()
     );
     client.cancel().await.expect("client closes");
 }
@@ -465,6 +519,7 @@ async fn built_binary_answers_the_python_sdk_over_stdio() {
         "get_workers": {},
         "get_failure_stats": {"limit": 5},
         "get_report": {"project": "shop"},
+        "compare_runs": {"base_run_id": "seed-2", "head_run_id": "seed-3"},
         "bad_limit": ["get_summary", {"limit": 0}],
     });
     let script = fixtures().join("mcp_stdio_client.py");
@@ -503,6 +558,11 @@ async fn built_binary_answers_the_python_sdk_over_stdio() {
     assert_eq!(answer("get_failures")["failures_total"], 2);
     assert_eq!(answer("get_workers")["total"], 3);
     assert_eq!(answer("get_failure_stats")["tests"][0]["fail_count"], 2);
+    let cmp = answer("compare_runs");
+    assert_eq!(
+        cmp["changes"]["still_failing"]["items"][0]["test_id"],
+        "tests/test_checkout.py::test_checkout"
+    );
     let report = &v["calls"]["get_report"];
     assert_eq!(report["is_error"], false, "{report}");
     assert_eq!(report["content"][1]["type"], "resource");
