@@ -10,6 +10,8 @@
 //! - [`aggregates`]: trend, worker status, failure statistics in memory.
 //! - [`queries`]: reads that go straight to the read pool.
 //! - [`compare`]: two runs compared test by test.
+//! - [`flaky`], [`clusters`], [`history`]: flaky tests, failure clusters,
+//!   per-test history and slow tests, read from the database on demand.
 //! - [`retention`]: pruning old runs and reclaiming space.
 //!
 //! # Threading
@@ -20,8 +22,11 @@
 //! `Addr::send`, and tests can start the very same thing from `#[tokio::test]`.
 
 pub mod aggregates;
+pub mod clusters;
 pub mod compare;
 pub mod db;
+pub mod flaky;
+pub mod history;
 pub mod model;
 pub mod queries;
 pub mod retention;

@@ -287,6 +287,59 @@ async fn prune_slice(pool: &SqlitePool, msg: &PruneSlice) -> Result<PruneReport,
     Ok(report)
 }
 
+/// Marks a flaky test fixed: evidence from runs started before `at` no
+/// longer counts (see [`crate::flaky`]). Replies whether the test had
+/// results in the project at all (nothing is stored when it had none).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct ClearFlaky {
+    /// Project.
+    pub project: String,
+    /// Test id.
+    pub test_id: String,
+    /// When it was fixed (usually now).
+    pub at: chrono::DateTime<Utc>,
+    /// Why, for the record (a commit, a ticket).
+    pub note: Option<String>,
+}
+
+impl Handler<ClearFlaky> for Writer {
+    type Result = AtomicResponse<Self, Result<bool, StoreError>>;
+
+    fn handle(&mut self, msg: ClearFlaky, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let known: Option<(i64,)> = sqlx::query_as(
+                    "SELECT 1 FROM test_cases c INDEXED BY test_cases_by_test \
+                     JOIN runs r ON r.run_id = c.run_id \
+                     WHERE c.test_id = ? AND r.project = ? LIMIT 1",
+                )
+                .bind(&msg.test_id)
+                .bind(&msg.project)
+                .fetch_optional(&pool)
+                .await?;
+                if known.is_none() {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO flaky_cleared (project, test_id, cleared_at, note) \
+                     VALUES (?, ?, ?, ?) ON CONFLICT (project, test_id) DO UPDATE SET \
+                     cleared_at = excluded.cleared_at, note = excluded.note",
+                )
+                .bind(&msg.project)
+                .bind(&msg.test_id)
+                .bind(to_millis(msg.at))
+                .bind(&msg.note)
+                .execute(&pool)
+                .await?;
+                Ok(true)
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
 /// Drops runs that will never complete: chunks whose final message never
 /// came, and finals whose chunks never all came, received before
 /// `received_before`. Each becomes a rejection saying what was missing, so an

@@ -41,6 +41,9 @@ pub struct AppState {
     pub read: SqlitePool,
     /// The aggregates actor.
     pub aggregates: actix::Addr<Aggregates>,
+    /// The writer actor, for the few writes the API makes itself (marking a
+    /// flaky test fixed); results arrive through NATS and ingest.
+    pub writer: actix::Addr<ptp_actors::Writer>,
     /// NATS connection (health, publishing).
     pub nats: async_nats::Client,
     /// JetStream context for `POST /results`.
@@ -66,6 +69,11 @@ pub struct AppState {
         routes::analytics::workers,
         routes::analytics::failure_stats,
         routes::compare::compare_runs,
+        routes::insights::flaky_tests,
+        routes::insights::clear_flaky,
+        routes::insights::test_history,
+        routes::insights::failure_clusters,
+        routes::insights::slow_tests,
         routes::health::health,
         routes::health::rejected,
     ),
@@ -108,6 +116,7 @@ pub fn app(state: AppState, config: &Config) -> Router {
         .merge(routes::results::router())
         .merge(routes::analytics::router())
         .merge(routes::compare::router())
+        .merge(routes::insights::router())
         .merge(routes::health::router())
         .with_state(state);
     api.route(
@@ -205,6 +214,7 @@ pub async fn run(
     let state = AppState {
         read: read.clone(),
         aggregates: actors.aggregates.clone(),
+        writer: actors.writer.clone(),
         nats: nats.clone(),
         js,
         ingest: health,

@@ -3,4 +3,5 @@
 pub mod analytics;
 pub mod compare;
 pub mod health;
+pub mod insights;
 pub mod results;

@@ -5,6 +5,7 @@
 mod bad_input;
 mod faults;
 mod helpers;
+mod insights;
 mod retention;
 mod security;
 

@@ -1,0 +1,542 @@
+//! Failure clusters: failures grouped by what went wrong, not by test.
+//!
+//! Forty tests failing with "connection refused to 10.0.3.7:5432" after a
+//! database went away are one problem, and so are three runs of one test
+//! failing with "expected 3 items, got 2" and "expected 5 items, got 4". A
+//! failure's **signature** is its exception type, its first message line
+//! with the parts that vary masked (numbers, hex addresses, UUIDs, long ids,
+//! temporary paths) and its top frame (the file, and the function when the
+//! traceback names it, without line numbers, which move with every edit).
+//! Failures with the same signature form a cluster; its id is a short hash
+//! of the signature, stable across runs and masters.
+//!
+//! The signature is a pure function ([`signature`]) of a case's message and
+//! traceback, tested on the shapes real runners write (pytest, Python,
+//! JUnit/Java, Go, Rust, JavaScript). [`clusters`] reads the failed and
+//! errored cases of a window of runs through the failure-first case index;
+//! passing cases are never read.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use crate::flaky::{Window, push_scope};
+use crate::model::from_millis;
+
+/// What identifies a failure.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Signature {
+    /// Exception or error type, when one can be told.
+    pub exception: Option<String>,
+    /// First message line, variable parts masked.
+    pub message: String,
+    /// Top frame: file (and function), without line numbers.
+    pub frame: Option<String>,
+}
+
+impl Signature {
+    /// A short stable id: 12 hex digits of a 64-bit FNV-1a hash.
+    pub fn id(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let parts = [
+            self.exception.as_deref().unwrap_or(""),
+            &self.message,
+            self.frame.as_deref().unwrap_or(""),
+        ];
+        for (i, p) in parts.iter().enumerate() {
+            for b in p.bytes().chain(std::iter::once(i as u8)) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("{:012x}", h >> 16)
+    }
+}
+
+/// Longest masked message kept in a signature.
+const MAX_MESSAGE: usize = 200;
+
+/// The signature of a failure from its message and traceback.
+pub fn signature(message: Option<&str>, traceback: Option<&str>) -> Signature {
+    let message = message.map(str::trim).filter(|m| !m.is_empty());
+    let tb = traceback.unwrap_or("");
+    // The first meaningful message line; pytest messages may start with a
+    // newline, hamcrest ones with "Expected:".
+    let exc_line = last_exception_line(tb);
+    let first_line = message
+        .and_then(|m| m.lines().map(str::trim).find(|l| !l.is_empty()))
+        .or(exc_line)
+        .or_else(|| tb.lines().map(str::trim).find(|l| !l.is_empty()))
+        .unwrap_or("");
+    let (exception, rest) = split_exception(first_line);
+    let exception = exception
+        .or_else(|| exc_line.and_then(|l| split_exception(l).0))
+        .or_else(|| {
+            pytest_location(tb)
+                .map(|(_, e)| e.to_string())
+                .filter(|e| looks_like_exception(e))
+        });
+    Signature {
+        exception,
+        message: mask(rest),
+        frame: top_frame(tb),
+    }
+}
+
+/// `ValueError: bad` → (`ValueError`, `bad`); `java.lang.AssertionError:
+/// expected` → (`java.lang.AssertionError`, ...). Only names that look like
+/// exception types count, so "expected: 3" keeps its word.
+fn split_exception(line: &str) -> (Option<String>, &str) {
+    let Some((head, rest)) = line.split_once(':') else {
+        let name = line.trim();
+        return if looks_like_exception(name) {
+            (Some(name.to_string()), "")
+        } else {
+            (None, line)
+        };
+    };
+    let head = head.trim();
+    if looks_like_exception(head) {
+        (Some(head.to_string()), rest.trim())
+    } else {
+        (None, line)
+    }
+}
+
+fn looks_like_exception(name: &str) -> bool {
+    let last = name.rsplit(['.', ':']).next().unwrap_or(name);
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '$' | ':'))
+        && last.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && [
+            "Error",
+            "Exception",
+            "Failure",
+            "Failed",
+            "Exit",
+            "Interrupt",
+            "Timeout",
+            "Panic",
+        ]
+        .iter()
+        .any(|s| last.ends_with(s))
+}
+
+/// The last traceback line naming an exception: pytest's `E   ValueError:
+/// bad`, Python's closing `OSError: ...`, Java's leading
+/// `java.lang.AssertionError: ...`.
+fn last_exception_line(tb: &str) -> Option<&str> {
+    tb.lines()
+        .rev()
+        .map(|l| {
+            let l = l.trim();
+            l.strip_prefix("E ").map_or(l, str::trim)
+        })
+        .find(|l| split_exception(l).0.is_some())
+}
+
+/// pytest's closing `path/to/test.py:12: ValueError`.
+fn pytest_location(tb: &str) -> Option<(&str, &str)> {
+    tb.lines().rev().map(str::trim).find_map(|l| {
+        let (file, rest) = l.split_once(':')?;
+        let (line, exc) = rest.split_once(':')?;
+        (file.ends_with(".py") && line.chars().all(|c| c.is_ascii_digit()) && !line.is_empty())
+            .then_some((file, exc.trim()))
+    })
+}
+
+/// The frame where the failure happened, without line numbers.
+fn top_frame(tb: &str) -> Option<String> {
+    // Python: the last `File "x", line N, in f`.
+    if let Some(f) = tb.lines().rev().find_map(|l| {
+        let l = l.trim().strip_prefix("File \"")?;
+        let (file, rest) = l.split_once('"')?;
+        let func = rest.rsplit_once(" in ").map(|(_, f)| f.trim());
+        Some(match func {
+            Some(func) => format!("{file} in {func}"),
+            None => file.to_string(),
+        })
+    }) {
+        return Some(f);
+    }
+    // pytest: `tests/test_x.py:12: AssertionError`.
+    if let Some((file, _)) = pytest_location(tb) {
+        return Some(file.to_string());
+    }
+    for l in tb.lines().map(str::trim) {
+        // Java/Kotlin: the first `at pkg.Class.method(File.java:12)`.
+        if let Some(rest) = l.strip_prefix("at ")
+            && let Some((method, _)) = rest.split_once('(')
+            && !method.contains(' ')
+        {
+            return Some(method.to_string());
+        }
+        // JavaScript: `at fn (/path/file.js:3:9)` or `at /path/file.js:3:9`.
+        // Rust: `panicked at src/lib.rs:10:5`. Go: `foo_test.go:12: ...`.
+        if let Some(loc) = l
+            .strip_prefix("at ")
+            .map(|r| {
+                r.rsplit_once('(')
+                    .map_or(r, |(_, x)| x.trim_end_matches(')'))
+            })
+            .or_else(|| l.split_once("panicked at ").map(|(_, r)| r))
+            .or(Some(l))
+            && let Some(file) = source_location(loc)
+        {
+            return Some(file);
+        }
+    }
+    None
+}
+
+/// `path/file.ext:12` or `path/file.ext:12:5` → `path/file.ext`, for source
+/// file extensions only.
+fn source_location(s: &str) -> Option<String> {
+    let s = s.trim().trim_end_matches([',', ':']);
+    let mut parts = s.split(':');
+    let file = parts.next()?;
+    let line = parts.next()?;
+    let known = [
+        ".go", ".rs", ".js", ".ts", ".mjs", ".cjs", ".tsx", ".jsx", ".java", ".kt", ".cpp", ".c",
+        ".cs", ".rb",
+    ];
+    (known.iter().any(|e| file.ends_with(e))
+        && !line.is_empty()
+        && line.chars().all(|c| c.is_ascii_digit())
+        && !file.contains(' '))
+    .then(|| file.to_string())
+}
+
+/// Masks what varies between occurrences of one failure.
+pub fn mask(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_MESSAGE + 8));
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if out.chars().count() >= MAX_MESSAGE {
+            out.push('…');
+            break;
+        }
+        // Temporary paths: up to whitespace or a quote.
+        if let Some(p) = ["/tmp/", "/var/folders/", "/private/var/", "/var/tmp/"]
+            .iter()
+            .find(|p| rest.starts_with(*p))
+        {
+            let _ = p;
+            let end = rest
+                .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | ')' | ',' | '>'))
+                .unwrap_or(rest.len());
+            out.push_str("<tmp>");
+            rest = &rest[end..];
+            continue;
+        }
+        // A word: hex address, UUID, long id, number, or a plain word.
+        if c.is_ascii_alphanumeric() {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                .unwrap_or(rest.len());
+            let word = &rest[..end];
+            out.push_str(&mask_word(word));
+            rest = &rest[end..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    if let Some((cut, _)) = out.char_indices().nth(MAX_MESSAGE) {
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+fn mask_word(w: &str) -> String {
+    let is_hex = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit());
+    if let Some(h) = w.strip_prefix("0x").filter(|h| is_hex(h)) {
+        let _ = h;
+        return "0x<hex>".into();
+    }
+    let groups: Vec<&str> = w.split('-').collect();
+    if groups.len() == 5
+        && groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| is_hex(g))
+    {
+        return "<uuid>".into();
+    }
+    let digits = w.chars().filter(char::is_ascii_digit).count();
+    if digits > 0 && digits == w.chars().filter(|c| *c != '_' && *c != '-').count() {
+        return "<n>".into();
+    }
+    // Long tokens mixing letters and digits: ids, hashes, generated names.
+    if w.len() >= 8 && digits > 0 && w.chars().any(|c| c.is_ascii_alphabetic()) {
+        return "<id>".into();
+    }
+    // A word with a number glued on (`worker7`, `item_12`, `v2`): mask the
+    // digits only.
+    if digits > 0 {
+        let mut s = String::with_capacity(w.len());
+        let mut in_digits = false;
+        for c in w.chars() {
+            if c.is_ascii_digit() {
+                if !in_digits {
+                    s.push_str("<n>");
+                }
+                in_digits = true;
+            } else {
+                s.push(c);
+                in_digits = false;
+            }
+        }
+        return s;
+    }
+    w.to_string()
+}
+
+/// A failure cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cluster {
+    /// Stable id of the signature (12 hex digits).
+    pub id: String,
+    /// Exception type, when one can be told.
+    pub exception: Option<String>,
+    /// The masked message.
+    pub message: String,
+    /// Top frame.
+    pub frame: Option<String>,
+    /// Failed and errored cases with this signature.
+    pub count: u64,
+    /// Runs they happened in.
+    pub runs: u64,
+    /// Tests affected: how many, and the first 10 (most failures first).
+    pub tests_total: usize,
+    /// The first 10 affected tests.
+    pub tests: Vec<String>,
+    /// Start of the oldest run with this failure in the window.
+    pub first_seen: DateTime<Utc>,
+    /// Start of the newest.
+    pub last_seen: DateTime<Utc>,
+    /// One real occurrence (the newest): test, run and unmasked message.
+    pub example: Example,
+}
+
+/// One occurrence of a cluster's failure.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Example {
+    /// Test id.
+    pub test_id: String,
+    /// Run id.
+    pub run_id: String,
+    /// The message as recorded (first 300 characters).
+    pub message: Option<String>,
+}
+
+/// The clusters of a window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterReport {
+    /// Runs looked at.
+    pub runs_considered: u64,
+    /// Failed and errored cases in them.
+    pub failures: u64,
+    /// Clusters found.
+    pub total: usize,
+    /// The first `limit`, biggest first.
+    pub clusters: Vec<Cluster>,
+}
+
+struct Acc {
+    sig: Signature,
+    count: u64,
+    runs: BTreeSet<String>,
+    tests: BTreeMap<String, u64>,
+    first: i64,
+    last: i64,
+    example: Example,
+}
+
+/// Groups the failures of a window's runs (outages included: an outage is
+/// exactly one big cluster).
+pub async fn clusters(
+    pool: &SqlitePool,
+    w: &Window,
+    limit: usize,
+) -> Result<ClusterReport, sqlx::Error> {
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    push_scope(&mut q, w, false);
+    q.push(
+        " SELECT s.run_id, s.started_at, c.test_id, substr(c.message, 1, 1000) AS message, \
+                 CASE WHEN length(c.traceback) > 4000 \
+                      THEN substr(c.traceback, 1, 2000) || char(10) || substr(c.traceback, -2000) \
+                      ELSE c.traceback END AS traceback, \
+                 (SELECT COUNT(*) FROM scope) AS considered \
+          FROM scope s JOIN test_cases c ON c.run_id = s.run_id AND c.outcome IN (0, 1)",
+    );
+    let rows = q.build().fetch_all(pool).await?;
+    let mut by_id: BTreeMap<String, Acc> = BTreeMap::new();
+    let mut failures = 0u64;
+    let mut considered = None;
+    for r in rows {
+        considered.get_or_insert(r.try_get::<i64, _>("considered")?);
+        let run_id: String = r.try_get("run_id")?;
+        let started: i64 = r.try_get("started_at")?;
+        let test_id: String = r.try_get("test_id")?;
+        let message: Option<String> = r.try_get("message")?;
+        let traceback: Option<String> = r.try_get("traceback")?;
+        let sig = signature(message.as_deref(), traceback.as_deref());
+        failures += 1;
+        let example = || Example {
+            test_id: test_id.clone(),
+            run_id: run_id.clone(),
+            message: message.as_deref().map(|m| m.chars().take(300).collect()),
+        };
+        let a = by_id.entry(sig.id()).or_insert_with(|| Acc {
+            sig,
+            count: 0,
+            runs: BTreeSet::new(),
+            tests: BTreeMap::new(),
+            first: started,
+            last: started,
+            example: example(),
+        });
+        a.count += 1;
+        a.runs.insert(run_id.clone());
+        *a.tests.entry(test_id.clone()).or_default() += 1;
+        a.first = a.first.min(started);
+        if started > a.last {
+            a.last = started;
+            a.example = example();
+        }
+    }
+    let considered = match considered {
+        Some(n) => n.max(0) as u64,
+        None => {
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            push_scope(&mut q, w, false);
+            q.push(" SELECT COUNT(*) FROM scope");
+            let (n,): (i64,) = q.build_query_as().fetch_one(pool).await?;
+            n.max(0) as u64
+        }
+    };
+    let mut all: Vec<Cluster> = by_id
+        .into_iter()
+        .map(|(id, a)| {
+            let mut tests: Vec<(String, u64)> = a.tests.into_iter().collect();
+            tests.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+            Cluster {
+                id,
+                exception: a.sig.exception,
+                message: a.sig.message,
+                frame: a.sig.frame,
+                count: a.count,
+                runs: a.runs.len() as u64,
+                tests_total: tests.len(),
+                tests: tests.into_iter().take(10).map(|(t, _)| t).collect(),
+                first_seen: from_millis(a.first),
+                last_seen: from_millis(a.last),
+                example: a.example,
+            }
+        })
+        .collect();
+    all.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| b.last_seen.cmp(&a.last_seen))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let total = all.len();
+    all.truncate(limit);
+    Ok(ClusterReport {
+        runs_considered: considered,
+        failures,
+        total,
+        clusters: all,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(m: &str, tb: &str) -> Signature {
+        signature(Some(m), Some(tb))
+    }
+
+    #[test]
+    fn varying_parts_are_masked() {
+        assert_eq!(
+            mask("connection refused to 10.0.3.7:5432 after 3.5s"),
+            "connection refused to <n>.<n>.<n>.<n>:<n> after <n>.<n>s"
+        );
+        assert_eq!(
+            mask("object at 0x7f3a2c1b9e80 in /tmp/pytest-of-ci/pytest-12/test_x0/data.json"),
+            "object at 0x<hex> in <tmp>"
+        );
+        assert_eq!(
+            mask("order 3fa85f64-5717-4562-b3fc-2c963f66afa6 for worker7 (job a1b2c3d4e5f6)"),
+            "order <uuid> for worker<n> (job <id>)"
+        );
+        assert_eq!(
+            mask("expected 3 items, got 2"),
+            mask("expected 5 items, got 4")
+        );
+        assert_ne!(mask("expected 3 items"), mask("expected 3 users"));
+        let long = "x".repeat(500);
+        assert!(mask(&long).chars().count() <= MAX_MESSAGE + 1);
+    }
+
+    #[test]
+    fn pytest_failures_give_type_message_and_file() {
+        let tb = "def test_total():\n>       assert total([1, 2]) == 4\nE       assert 3 == 4\n\
+                  E        +  where 3 = total([1, 2])\n\ntests/test_cart.py:12: AssertionError";
+        let s = sig("assert 3 == 4\n +  where 3 = total([1, 2])", tb);
+        assert_eq!(s.exception.as_deref(), Some("AssertionError"));
+        assert_eq!(s.message, "assert <n> == <n>");
+        assert_eq!(s.frame.as_deref(), Some("tests/test_cart.py"));
+
+        let tb = "tests/test_db.py:40: in connect\n    raise ConnectionError(host)\n\
+                  E   ConnectionError: refused by db-3:5432\n\ntests/test_db.py:40: ConnectionError";
+        let s = sig("ConnectionError: refused by db-3:5432", tb);
+        assert_eq!(s.exception.as_deref(), Some("ConnectionError"));
+        assert_eq!(s.message, "refused by db-<n>:<n>");
+        // Same failure on another host and port: same cluster.
+        let other = sig(
+            "ConnectionError: refused by db-7:6543",
+            &tb.replace("db-3:5432", "db-7:6543"),
+        );
+        assert_eq!(s.id(), other.id());
+        // Same message from another exception type: another cluster.
+        assert_ne!(s.id(), sig("TimeoutError: refused by db-3:5432", tb).id());
+    }
+
+    #[test]
+    fn other_runners_frames() {
+        let java = "java.lang.AssertionError: expected:<1> but was:<2>\n\
+                    \tat org.junit.Assert.fail(Assert.java:88)\n\tat com.shop.CartTest.total(CartTest.java:31)";
+        let s = sig("expected:<1> but was:<2>", java);
+        assert_eq!(s.frame.as_deref(), Some("org.junit.Assert.fail"));
+        assert_eq!(s.message, "expected:<<n>> but was:<<n>>");
+
+        let py = "Traceback (most recent call last):\n  File \"app/db.py\", line 10, in connect\n    \
+                  raise OSError('x')\nOSError: [Errno 111] Connection refused";
+        let s = signature(None, Some(py));
+        assert_eq!(s.exception.as_deref(), Some("OSError"));
+        assert_eq!(s.frame.as_deref(), Some("app/db.py in connect"));
+
+        let go = "    cart_test.go:42: total = 3, want 4";
+        assert_eq!(sig("Failed", go).frame.as_deref(), Some("cart_test.go"));
+        let rust = "thread 'cart::total' panicked at src/cart.rs:10:5:\nassertion failed";
+        assert_eq!(
+            sig("assertion failed", rust).frame.as_deref(),
+            Some("src/cart.rs")
+        );
+        let js = "AssertionError [ERR_ASSERTION]: 3 == 4\n    at TestContext.<anonymous> (/app/test/cart.test.js:7:12)";
+        assert_eq!(
+            sig("3 == 4", js).frame.as_deref(),
+            Some("/app/test/cart.test.js")
+        );
+        // No message and no traceback: still a signature.
+        assert_eq!(signature(None, None).message, "");
+    }
+}

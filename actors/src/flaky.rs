@@ -1,0 +1,437 @@
+//! Flaky tests: tests whose outcome changes without the code changing.
+//!
+//! A test is flaky, within a window of recent runs, when any of these holds:
+//! - **same commit**: it both passed and failed (or errored) on one commit,
+//!   across runs (a re-run of the same CI job, two workers, a retry);
+//! - **passed on retry**: a run recorded it passing after failed attempts
+//!   (surefire `flakyFailure`, nextest retries, pytest-rerunfailures);
+//! - **flip rate**: on a branch, consecutive runs flip between pass and fail
+//!   at least `min_flips` times and in at least `threshold` of the
+//!   transitions. One flip is a break or a fix, not flakiness.
+//!
+//! Runs where most tests failed (an outage: broken environment, lost
+//! database) are left out of the window, so they make nobody flaky. Runs
+//! that carried failures only (the original system's payload) are left out
+//! too: a missing pass is not a pass. Skipped and expected-failure cases are
+//! no verdict either way.
+//!
+//! Marking a test fixed ([`crate::writer::ClearFlaky`]) hides the evidence of
+//! runs that started before the mark; the test is flaky again only if it
+//! flips after the fix.
+//!
+//! The judgement is a pure function ([`judge`]) of a test's verdicts over
+//! time; [`find_flaky`] loads only the tests that failed or were retried in
+//! the window (through the failure-first case index and a partial index of
+//! retried cases) and then their verdicts (through the per-test index).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use crate::model::{from_millis, to_millis};
+
+/// A test's verdict in one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// The run.
+    pub run_id: String,
+    /// Its branch.
+    pub branch: Option<String>,
+    /// Its commit.
+    pub commit: Option<String>,
+    /// Its start, epoch milliseconds.
+    pub started_at: i64,
+    /// Whether the test failed or errored in the run (any of its cases).
+    pub failed: bool,
+    /// Whether the test passed only after failed attempts in the run.
+    pub retried: bool,
+    /// The first failure message, when it failed.
+    pub message: Option<String>,
+}
+
+/// When a flip rate makes a test flaky.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FlipRule {
+    /// Smallest share of transitions that flip, 0..=1.
+    pub threshold: f64,
+    /// Fewest flips.
+    pub min_flips: usize,
+}
+
+impl Default for FlipRule {
+    fn default() -> FlipRule {
+        FlipRule {
+            threshold: 0.3,
+            min_flips: 2,
+        }
+    }
+}
+
+/// A commit on which a test both passed and failed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommitEvidence {
+    /// Commit sha.
+    pub commit: String,
+    /// Runs of this commit where the test passed.
+    pub passed_runs: Vec<String>,
+    /// Runs of this commit where it failed.
+    pub failed_runs: Vec<String>,
+}
+
+/// A flaky test with the evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlakyTest {
+    /// Project.
+    pub project: String,
+    /// Test id.
+    pub test_id: String,
+    /// Why: any of `same_commit`, `passed_on_retry`, `flip_rate`.
+    pub reasons: Vec<&'static str>,
+    /// Flips per transition between consecutive runs on a branch, 0..=1.
+    pub flip_rate: f64,
+    /// Pass/fail flips between consecutive runs on a branch.
+    pub flips: usize,
+    /// Runs in the window with a verdict for the test.
+    pub runs: usize,
+    /// Of those, runs where it failed.
+    pub failed_runs: usize,
+    /// Runs where it passed only after retries.
+    pub retried_runs: usize,
+    /// Commits where it both passed and failed (at most 5).
+    pub commits: Vec<CommitEvidence>,
+    /// Runs where it failed or was retried, newest first (at most 10).
+    pub evidence_runs: Vec<String>,
+    /// Start of the oldest run with a failure or retry in the window.
+    pub first_seen: DateTime<Utc>,
+    /// Start of the newest such run.
+    pub last_seen: DateTime<Utc>,
+    /// The newest failure message.
+    pub last_message: Option<String>,
+}
+
+/// Judges one test from its verdicts (any order). `None`: not flaky.
+pub fn judge(
+    project: &str,
+    test_id: &str,
+    obs: &[Observation],
+    rule: FlipRule,
+) -> Option<FlakyTest> {
+    let mut obs: Vec<&Observation> = obs.iter().collect();
+    obs.sort_by(|a, b| (a.started_at, &a.run_id).cmp(&(b.started_at, &b.run_id)));
+
+    // Flips along each branch's sequence of runs.
+    let mut by_branch: BTreeMap<Option<&str>, Vec<bool>> = BTreeMap::new();
+    for o in &obs {
+        by_branch
+            .entry(o.branch.as_deref())
+            .or_default()
+            .push(o.failed);
+    }
+    let (mut flips, mut transitions) = (0usize, 0usize);
+    for seq in by_branch.values() {
+        transitions += seq.len().saturating_sub(1);
+        flips += seq.windows(2).filter(|w| w[0] != w[1]).count();
+    }
+    let flip_rate = if transitions == 0 {
+        0.0
+    } else {
+        flips as f64 / transitions as f64
+    };
+
+    // Both outcomes on one commit.
+    let mut by_commit: BTreeMap<&str, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for o in &obs {
+        if let Some(c) = o.commit.as_deref().filter(|c| !c.is_empty()) {
+            let e = by_commit.entry(c).or_default();
+            if o.failed { &mut e.1 } else { &mut e.0 }.push(o.run_id.clone());
+        }
+    }
+    let commits: Vec<CommitEvidence> = by_commit
+        .into_iter()
+        .filter(|(_, (p, f))| !p.is_empty() && !f.is_empty())
+        .map(|(c, (p, f))| CommitEvidence {
+            commit: c.to_string(),
+            passed_runs: p,
+            failed_runs: f,
+        })
+        .collect();
+
+    let retried_runs = obs.iter().filter(|o| o.retried).count();
+    let mut reasons = Vec::new();
+    if !commits.is_empty() {
+        reasons.push("same_commit");
+    }
+    if retried_runs > 0 {
+        reasons.push("passed_on_retry");
+    }
+    if flips >= rule.min_flips && flip_rate >= rule.threshold {
+        reasons.push("flip_rate");
+    }
+    if reasons.is_empty() {
+        return None;
+    }
+    let evidence: Vec<&&Observation> = obs.iter().filter(|o| o.failed || o.retried).collect();
+    let first = evidence.first()?;
+    let last = evidence.last()?;
+    Some(FlakyTest {
+        project: project.to_string(),
+        test_id: test_id.to_string(),
+        reasons,
+        flip_rate: (flip_rate * 1000.0).round() / 1000.0,
+        flips,
+        runs: obs.len(),
+        failed_runs: obs.iter().filter(|o| o.failed).count(),
+        retried_runs,
+        commits: commits.into_iter().rev().take(5).collect(),
+        evidence_runs: evidence
+            .iter()
+            .rev()
+            .take(10)
+            .map(|o| o.run_id.clone())
+            .collect(),
+        first_seen: from_millis(first.started_at),
+        last_seen: from_millis(last.started_at),
+        last_message: evidence.iter().rev().find_map(|o| o.message.clone()),
+    })
+}
+
+/// Which runs to look at.
+#[derive(Debug, Clone, Default)]
+pub struct Window {
+    /// Only this project.
+    pub project: Option<String>,
+    /// Only this branch.
+    pub branch: Option<String>,
+    /// Only runs started at or after this.
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many of the newest runs (after leaving out outages).
+    pub runs: u32,
+}
+
+/// A run is an outage, not evidence, when more than half of the tests with a
+/// verdict failed and at least this many had one.
+pub const OUTAGE_MIN_VERDICTS: i64 = 5;
+
+/// The flaky tests of a window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlakyReport {
+    /// Runs looked at.
+    pub runs_considered: u64,
+    /// Runs in the same range left out as outages (most tests failed).
+    pub outages_excluded: u64,
+    /// Flaky tests found.
+    pub total: usize,
+    /// The first `limit`, most evidence first.
+    pub tests: Vec<FlakyTest>,
+}
+
+/// Pushes `WHERE ...` selecting the window's runs (without the outage rule).
+fn push_window(q: &mut QueryBuilder<Sqlite>, w: &Window) {
+    q.push(" WHERE cases_complete = 1");
+    if let Some(p) = &w.project {
+        q.push(" AND project = ").push_bind(p.clone());
+    }
+    if let Some(b) = &w.branch {
+        q.push(" AND branch = ").push_bind(b.clone());
+    }
+    if let Some(t) = w.since {
+        q.push(" AND started_at >= ").push_bind(to_millis(t));
+    }
+}
+
+/// SQL true for an outage run.
+fn outage_sql() -> String {
+    format!(
+        "((passed + failed + error) >= {OUTAGE_MIN_VERDICTS} AND (failed + error) * 2 > (passed + failed + error))"
+    )
+}
+
+/// Pushes the `scope` CTE: the window's newest runs that are not outages.
+pub(crate) fn push_scope(q: &mut QueryBuilder<Sqlite>, w: &Window, exclude_outages: bool) {
+    q.push("WITH scope AS (SELECT run_id, project, branch, commit_sha, started_at, worker_id FROM runs");
+    push_window(q, w);
+    if exclude_outages {
+        q.push(" AND NOT ").push(outage_sql());
+    }
+    q.push(" ORDER BY started_at DESC, run_id DESC LIMIT ")
+        .push_bind(i64::from(w.runs))
+        .push(")");
+}
+
+/// Finds the flaky tests of a window, most evidence first.
+pub async fn find_flaky(
+    pool: &SqlitePool,
+    w: &Window,
+    rule: FlipRule,
+    limit: usize,
+) -> Result<FlakyReport, sqlx::Error> {
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    push_scope(&mut q, w, true);
+    q.push(
+        ", cand AS (\
+           SELECT DISTINCT s.project, c.test_id FROM scope s \
+             JOIN test_cases c ON c.run_id = s.run_id AND c.outcome IN (0, 1) \
+           UNION \
+           SELECT s.project, c.test_id FROM scope s \
+             JOIN test_cases c INDEXED BY test_cases_retried ON c.run_id = s.run_id AND c.flaky = 1) \
+         SELECT s.project, c.test_id, s.run_id, s.branch, s.commit_sha, s.started_at, \
+                MIN(c.outcome) AS worst, substr(c.message, 1, 300) AS message, \
+                SUM(c.flaky) AS retried \
+         FROM cand k \
+         JOIN test_cases c ON c.test_id = k.test_id AND c.outcome IN (0, 1, 3) \
+         JOIN scope s ON s.run_id = c.run_id AND s.project = k.project \
+         LEFT JOIN flaky_cleared f ON f.project = s.project AND f.test_id = c.test_id \
+         WHERE s.started_at > COALESCE(f.cleared_at, -1) \
+         GROUP BY s.project, c.test_id, s.run_id",
+    );
+    let rows = q.build().fetch_all(pool).await?;
+    let mut tests: BTreeMap<(String, String), Vec<Observation>> = BTreeMap::new();
+    for r in rows {
+        let worst: i64 = r.try_get("worst")?;
+        let failed = worst <= 1;
+        tests
+            .entry((r.try_get("project")?, r.try_get("test_id")?))
+            .or_default()
+            .push(Observation {
+                run_id: r.try_get("run_id")?,
+                branch: r.try_get("branch")?,
+                commit: r.try_get("commit_sha")?,
+                started_at: r.try_get("started_at")?,
+                failed,
+                retried: !failed && r.try_get::<i64, _>("retried")? > 0,
+                message: if failed { r.try_get("message")? } else { None },
+            });
+    }
+    let mut found: Vec<FlakyTest> = tests
+        .iter()
+        .filter_map(|((p, t), obs)| judge(p, t, obs, rule))
+        .collect();
+    found.sort_by(|a, b| {
+        (b.reasons.len(), b.flip_rate, b.last_seen)
+            .partial_cmp(&(a.reasons.len(), a.flip_rate, a.last_seen))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.test_id.cmp(&b.test_id))
+    });
+    let total = found.len();
+    found.truncate(limit);
+
+    let (considered, outages) = window_counts(pool, w).await?;
+    Ok(FlakyReport {
+        runs_considered: considered,
+        outages_excluded: outages,
+        total,
+        tests: found,
+    })
+}
+
+/// Runs in the window, and outages left out among the same newest runs.
+async fn window_counts(pool: &SqlitePool, w: &Window) -> Result<(u64, u64), sqlx::Error> {
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    push_scope(&mut q, w, true);
+    q.push(" SELECT COUNT(*), COALESCE(MIN(started_at), 0) FROM scope");
+    let (n, oldest): (i64, i64) = q.build_query_as().fetch_one(pool).await?;
+    let mut q = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM runs");
+    push_window(&mut q, w);
+    q.push(" AND ").push(outage_sql());
+    if n > 0 && i64::from(w.runs) == n {
+        q.push(" AND started_at >= ").push_bind(oldest);
+    }
+    let (outages,): (i64,) = q.build_query_as().fetch_one(pool).await?;
+    Ok((n.max(0) as u64, outages.max(0) as u64))
+}
+
+/// Tests of `project` currently cleared, by id (for listing marks).
+pub async fn cleared(pool: &SqlitePool, project: &str) -> Result<BTreeSet<String>, sqlx::Error> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT test_id FROM flaky_cleared WHERE project = ?")
+            .bind(project)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(|(t,)| t).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(run: &str, branch: &str, commit: &str, t: i64, failed: bool) -> Observation {
+        Observation {
+            run_id: run.into(),
+            branch: Some(branch.into()),
+            commit: Some(commit.into()),
+            started_at: t,
+            failed,
+            retried: false,
+            message: failed.then(|| format!("boom in {run}")),
+        }
+    }
+
+    #[test]
+    fn pass_and_fail_on_one_commit_is_flaky() {
+        let obs = [
+            o("r1", "main", "c1", 1, false),
+            o("r2", "main", "c1", 2, true),
+        ];
+        let f = judge("p", "t", &obs, FlipRule::default()).expect("flaky");
+        assert_eq!(f.reasons, vec!["same_commit"]);
+        assert_eq!(f.commits[0].passed_runs, vec!["r1"]);
+        assert_eq!(f.commits[0].failed_runs, vec!["r2"]);
+        assert_eq!(f.flips, 1);
+        assert_eq!(f.last_message.as_deref(), Some("boom in r2"));
+    }
+
+    #[test]
+    fn a_break_and_a_fix_are_not_flaky() {
+        // Fails from c3 to c6, fixed in c7: two flips in nine transitions.
+        let obs: Vec<Observation> = (1..=10)
+            .map(|i| {
+                o(
+                    &format!("r{i}"),
+                    "main",
+                    &format!("c{i}"),
+                    i,
+                    (3..=6).contains(&i),
+                )
+            })
+            .collect();
+        assert_eq!(judge("p", "t", &obs, FlipRule::default()), None);
+        // Always failing, or one break: not flaky either.
+        let obs: Vec<Observation> = (1..=5)
+            .map(|i| o(&format!("r{i}"), "main", &format!("c{i}"), i, i >= 3))
+            .collect();
+        assert_eq!(judge("p", "t", &obs, FlipRule::default()), None);
+    }
+
+    #[test]
+    fn flipping_on_a_branch_is_flaky_and_branches_do_not_mix() {
+        let obs: Vec<Observation> = (1..=6)
+            .map(|i| o(&format!("r{i}"), "main", &format!("c{i}"), i, i % 2 == 0))
+            .collect();
+        let f = judge("p", "t", &obs, FlipRule::default()).expect("flaky");
+        assert_eq!(f.reasons, vec!["flip_rate"]);
+        assert_eq!((f.flips, f.runs, f.failed_runs), (5, 6, 3));
+        assert_eq!(f.flip_rate, 1.0);
+        assert_eq!(f.evidence_runs, vec!["r6", "r4", "r2"]);
+        // Failing on a feature branch while passing on main, interleaved in
+        // time: each branch is steady, so no flips.
+        let obs: Vec<Observation> = (1..=6)
+            .map(|i| {
+                let b = if i % 2 == 0 { "feature" } else { "main" };
+                o(&format!("r{i}"), b, &format!("c{i}"), i, b == "feature")
+            })
+            .collect();
+        assert_eq!(judge("p", "t", &obs, FlipRule::default()), None);
+    }
+
+    #[test]
+    fn passing_on_retry_is_flaky() {
+        let mut r = o("r1", "main", "c1", 1, false);
+        r.retried = true;
+        let f = judge("p", "t", &[r], FlipRule::default()).expect("flaky");
+        assert_eq!(f.reasons, vec!["passed_on_retry"]);
+        assert_eq!(f.retried_runs, 1);
+        assert_eq!(f.evidence_runs, vec!["r1"]);
+    }
+}
