@@ -167,6 +167,8 @@ async fn breakdown(base: &str, run_id: &str) -> anyhow::Result<()> {
         latest: &latest,
         failure_stats: &stats,
         workers: &workers,
+        flaky: None,
+        clusters: None,
         master_url: base,
         generated_at: Utc::now(),
     })

@@ -23,6 +23,7 @@
 //! tests run exactly what `ptp-mcp --http` runs.
 
 pub mod config;
+pub mod insights;
 pub mod master;
 pub mod report;
 pub mod text;

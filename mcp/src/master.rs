@@ -1,6 +1,7 @@
 //! A typed client of the master's JSON API (`GET /results`, `/results/{id}`,
-//! `/trend`, `/workers`, `/failures/stats`), and the one error type every
-//! tool reports.
+//! `/trend`, `/workers`, `/failures/stats`, `/compare`, `/flaky`,
+//! `/failures/clusters`, `/tests/{id}/history`, `/tests/slow`), and the one
+//! error type every tool reports.
 //!
 //! The response types mirror the master's JSON and are lenient: fields this
 //! server does not need may be missing or added without breaking it. Query
@@ -299,6 +300,87 @@ pub struct FailureStat {
     pub last_run_id: String,
 }
 
+/// A flaky test on `GET /flaky` (the fields the report shows).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FlakyTest {
+    /// Test id.
+    pub test_id: String,
+    /// Why: `same_commit`, `passed_on_retry`, `flip_rate`.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// Flips per transition, 0..=1.
+    #[serde(default)]
+    pub flip_rate: f64,
+    /// Runs with a verdict.
+    #[serde(default)]
+    pub runs: u64,
+    /// Of those, failed.
+    #[serde(default)]
+    pub failed_runs: u64,
+    /// Newest failure or retry.
+    pub last_seen: DateTime<Utc>,
+    /// Newest failure message.
+    #[serde(default)]
+    pub last_message: Option<String>,
+}
+
+/// `GET /flaky`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FlakyReport {
+    /// Runs looked at.
+    #[serde(default)]
+    pub runs_considered: u64,
+    /// Flaky tests in all.
+    #[serde(default)]
+    pub total: u64,
+    /// The first ones.
+    #[serde(default)]
+    pub tests: Vec<FlakyTest>,
+}
+
+/// A failure cluster on `GET /failures/clusters` (the fields the report shows).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Cluster {
+    /// Stable id.
+    pub id: String,
+    /// Exception type.
+    #[serde(default)]
+    pub exception: Option<String>,
+    /// Masked message.
+    #[serde(default)]
+    pub message: String,
+    /// Top frame.
+    #[serde(default)]
+    pub frame: Option<String>,
+    /// Failures.
+    pub count: u64,
+    /// Runs.
+    #[serde(default)]
+    pub runs: u64,
+    /// Tests affected.
+    #[serde(default)]
+    pub tests_total: u64,
+    /// The first of them.
+    #[serde(default)]
+    pub tests: Vec<String>,
+    /// Newest occurrence.
+    pub last_seen: DateTime<Utc>,
+}
+
+/// `GET /failures/clusters`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ClusterReport {
+    /// Failures in the window.
+    #[serde(default)]
+    pub failures: u64,
+    /// Clusters in all.
+    #[serde(default)]
+    pub total: u64,
+    /// The biggest.
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+}
+
 /// Filters of `GET /results`.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -537,6 +619,66 @@ impl MasterClient {
     }
 }
 
+impl MasterClient {
+    /// Any JSON read of the master, as it answered (the analytics tools
+    /// compact it themselves).
+    pub async fn get_value(
+        &self,
+        path: &str,
+        query: &[(&'static str, String)],
+    ) -> Result<serde_json::Value, MasterError> {
+        self.get(path, query).await
+    }
+
+    /// `GET /tests/{test_id}/history`, the id percent-encoded as one path
+    /// segment.
+    pub async fn test_history(
+        &self,
+        test_id: &str,
+        query: &[(&'static str, String)],
+    ) -> Result<serde_json::Value, MasterError> {
+        self.get(
+            &format!("/tests/{}/history", encode_segment(test_id)),
+            query,
+        )
+        .await
+    }
+
+    /// `GET /flaky` for a report's filter.
+    pub async fn flaky(&self, filter: &RunFilter, limit: u32) -> Result<FlakyReport, MasterError> {
+        let mut q = vec![("limit", limit.to_string())];
+        push(&mut q, "project", &filter.project);
+        push(&mut q, "branch", &filter.branch);
+        self.get("/flaky", &q).await
+    }
+
+    /// `GET /failures/clusters` for a report's filter.
+    pub async fn clusters(
+        &self,
+        filter: &RunFilter,
+        limit: u32,
+    ) -> Result<ClusterReport, MasterError> {
+        let mut q = vec![("limit", limit.to_string())];
+        push(&mut q, "project", &filter.project);
+        push(&mut q, "branch", &filter.branch);
+        self.get("/failures/clusters", &q).await
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, so a
+/// test id (`tests/test_a.py::test_x[1/2]`) stays one path segment.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 2);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn push(q: &mut Vec<(&'static str, String)>, key: &'static str, value: &Option<String>) {
     if let Some(v) = value {
         q.push((key, v.clone()));
@@ -546,6 +688,15 @@ fn push(q: &mut Vec<(&'static str, String)>, key: &'static str, value: &Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_ids_stay_one_path_segment() {
+        assert_eq!(
+            encode_segment("tests/test_a.py::test_x[1/2 é]"),
+            "tests%2Ftest_a.py%3A%3Atest_x%5B1%2F2%20%C3%A9%5D"
+        );
+        assert_eq!(encode_segment("a-b_c.d~"), "a-b_c.d~");
+    }
 
     #[test]
     fn refuses_unusable_urls_with_a_reason() {

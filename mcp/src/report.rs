@@ -22,7 +22,9 @@
 use askama::Template;
 use chrono::{DateTime, Utc};
 
-use crate::master::{Case, FailureStat, Run, RunDetail, RunFilter, Worker};
+use crate::master::{
+    Case, ClusterReport, FailureStat, FlakyReport, Run, RunDetail, RunFilter, Worker,
+};
 use crate::text::{short, trim_end, trim_middle};
 
 /// Failures of the latest run shown in full (message and traceback).
@@ -35,6 +37,8 @@ pub const TRACEBACK_CHARS: usize = 4000;
 pub const SLOWEST_SHOWN: usize = 10;
 /// Workers listed.
 pub const WORKERS_SHOWN: usize = 50;
+/// Rows of the flaky-test and failure-cluster sections.
+pub const SECTION_ROWS: usize = 15;
 /// Characters of a test id kept (ids can be 4 KiB of parameters).
 pub const TEST_ID_CHARS: usize = 300;
 
@@ -50,6 +54,10 @@ pub struct ReportInput<'a> {
     pub failure_stats: &'a [FailureStat],
     /// Every worker.
     pub workers: &'a [Worker],
+    /// Flaky tests of the project (and branch), when the master answered.
+    pub flaky: Option<&'a FlakyReport>,
+    /// Failure clusters of the project (and branch), when the master answered.
+    pub clusters: Option<&'a ClusterReport>,
     /// The master the data came from (shown as text).
     pub master_url: &'a str,
     /// When the report was made.
@@ -221,6 +229,25 @@ struct StatRow {
     run_id: String,
 }
 
+struct FlakyRow {
+    test_id: String,
+    reasons: String,
+    flip_rate: String,
+    failed: String,
+    last_seen: String,
+    message: Option<String>,
+}
+
+struct ClusterRow {
+    id: String,
+    signature: String,
+    frame: Option<String>,
+    count: u64,
+    runs: u64,
+    tests: String,
+    last_seen: String,
+}
+
 struct SlowRow {
     test_id: String,
     badge: Badge,
@@ -253,6 +280,10 @@ struct ReportPage {
     failures_more: u64,
     failures_note: Option<String>,
     stats: Vec<StatRow>,
+    flaky: Option<Vec<FlakyRow>>,
+    flaky_more: u64,
+    clusters: Option<Vec<ClusterRow>>,
+    clusters_more: u64,
     slowest: Vec<SlowRow>,
     slowest_note: Option<String>,
     workers: Vec<WorkerRow>,
@@ -370,6 +401,60 @@ fn page(input: &ReportInput<'_>) -> ReportPage {
         })
         .collect();
 
+    let flaky = input.flaky.map(|f| {
+        f.tests
+            .iter()
+            .take(SECTION_ROWS)
+            .map(|t| FlakyRow {
+                test_id: trim_end(&t.test_id, TEST_ID_CHARS),
+                reasons: t.reasons.join(", ").replace('_', " "),
+                flip_rate: format!("{:.0}%", t.flip_rate * 100.0),
+                failed: format!("{} of {}", t.failed_runs, t.runs),
+                last_seen: when(&t.last_seen),
+                message: t.last_message.as_deref().map(|m| trim_end(m, 300)),
+            })
+            .collect()
+    });
+    let flaky_more = input
+        .flaky
+        .map_or(0, |f| f.total.saturating_sub(SECTION_ROWS as u64));
+    let clusters = input.clusters.map(|c| {
+        c.clusters
+            .iter()
+            .take(SECTION_ROWS)
+            .map(|c| ClusterRow {
+                id: c.id.clone(),
+                signature: trim_end(
+                    &match &c.exception {
+                        Some(e) if c.message.is_empty() => e.clone(),
+                        Some(e) => format!("{e}: {}", c.message),
+                        None => c.message.clone(),
+                    },
+                    300,
+                ),
+                frame: c.frame.clone(),
+                count: c.count,
+                runs: c.runs,
+                tests: {
+                    let mut t: Vec<String> = c
+                        .tests
+                        .iter()
+                        .take(3)
+                        .map(|t| trim_end(t, TEST_ID_CHARS))
+                        .collect();
+                    if c.tests_total > 3 {
+                        t.push(format!("… {} tests in all", c.tests_total));
+                    }
+                    t.join("\n")
+                },
+                last_seen: when(&c.last_seen),
+            })
+            .collect()
+    });
+    let clusters_more = input
+        .clusters
+        .map_or(0, |c| c.total.saturating_sub(SECTION_ROWS as u64));
+
     let workers = input
         .workers
         .iter()
@@ -417,6 +502,10 @@ fn page(input: &ReportInput<'_>) -> ReportPage {
         failures_more,
         failures_note,
         stats,
+        flaky,
+        flaky_more,
+        clusters,
+        clusters_more,
         slowest,
         slowest_note,
         workers,

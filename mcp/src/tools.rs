@@ -38,7 +38,7 @@ pub const REPORT_CASES_LIMIT: u32 = 100_000;
 
 /// Why a tool could not answer. Displayed as is to the model and the user.
 #[derive(Debug, thiserror::Error)]
-enum ToolError {
+pub(crate) enum ToolError {
     /// The master failed or refused.
     #[error(transparent)]
     Master(#[from] MasterError),
@@ -53,12 +53,12 @@ enum ToolError {
     Output(String),
 }
 
-type ToolResult = Result<CallToolResult, ToolError>;
+pub(crate) type ToolResult = Result<CallToolResult, ToolError>;
 
-/// The MCP server: six read-only tools over one master.
+/// The MCP server: read-only tools over one master.
 #[derive(Clone)]
 pub struct PtpMcp {
-    master: Arc<MasterClient>,
+    pub(crate) master: Arc<MasterClient>,
 }
 
 impl PtpMcp {
@@ -67,6 +67,12 @@ impl PtpMcp {
         PtpMcp {
             master: Arc::new(master),
         }
+    }
+
+    /// Every tool: the run tools here and the analytics tools of
+    /// [`crate::insights`].
+    pub fn all_tools() -> rmcp::handler::server::router::tool::ToolRouter<PtpMcp> {
+        PtpMcp::tool_router() + PtpMcp::insights_tool_router()
     }
 
     /// A server for the master named in `config`.
@@ -194,7 +200,7 @@ pub struct ReportArgs {
 }
 
 /// The input schema of a tool, from its argument struct's doc comments.
-fn input_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
+pub(crate) fn input_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
     schema_for_input::<T>().unwrap_or_else(|e| {
         panic!(
             "invalid input schema for {}: {e}",
@@ -203,7 +209,7 @@ fn input_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
     })
 }
 
-fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, ToolError> {
+pub(crate) fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, ToolError> {
     serde_json::from_value(serde_json::Value::Object(args)).map_err(|e| {
         ToolError::Argument(format!(
             "invalid arguments for {tool}: {e}. See the tool's input schema for the accepted arguments."
@@ -212,11 +218,11 @@ fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, ToolErr
 }
 
 /// `None` for a missing or blank string (models often send "").
-fn given(s: Option<String>) -> Option<String> {
+pub(crate) fn given(s: Option<String>) -> Option<String> {
     s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
-fn bounded(
+pub(crate) fn bounded(
     name: &str,
     value: Option<i64>,
     default: u32,
@@ -341,7 +347,7 @@ impl From<&Run> for RunLine {
     }
 }
 
-fn json_answer(value: &impl Serialize) -> ToolResult {
+pub(crate) fn json_answer(value: &impl Serialize) -> ToolResult {
     let text = serde_json::to_string(value)
         .map_err(|e| ToolError::Output(format!("cannot encode the answer as JSON: {e}")))?;
     Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
@@ -540,7 +546,10 @@ impl PtpMcp {
 /// A panic (a bug of ours, e.g. on an answer shaped unlike we expect) is
 /// caught here too: the client gets an error naming the tool instead of
 /// waiting forever for a reply that a dead task would never send.
-async fn finish(tool: &str, run: impl std::future::Future<Output = ToolResult>) -> CallToolResult {
+pub(crate) async fn finish(
+    tool: &str,
+    run: impl std::future::Future<Output = ToolResult>,
+) -> CallToolResult {
     use futures::FutureExt;
     let result = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
         Ok(result) => result,
@@ -954,11 +963,26 @@ impl PtpMcp {
         let mut runs = self.master.runs(&filter, runs_n).await?;
         runs.reverse();
         let latest_id = runs.last().ok_or_else(|| no_runs(&filter))?.run_id.clone();
-        let (latest, stats, workers) = tokio::try_join!(
-            self.master.run(&latest_id, None, REPORT_CASES_LIMIT),
-            self.master.failure_stats(&filter, None, 10),
-            self.master.workers(),
-        )?;
+        let (main, flaky, clusters) = tokio::join!(
+            async {
+                tokio::try_join!(
+                    self.master.run(&latest_id, None, REPORT_CASES_LIMIT),
+                    self.master.failure_stats(&filter, None, 10),
+                    self.master.workers(),
+                )
+            },
+            self.master.flaky(&filter, report::SECTION_ROWS as u32),
+            self.master.clusters(&filter, report::SECTION_ROWS as u32),
+        );
+        let (latest, stats, workers) = main?;
+        // The analytics sections are extras: a master that cannot answer
+        // them (older, or busy) still gets its report, saying so.
+        let flaky = flaky
+            .inspect_err(|e| tracing::warn!("report without flaky tests: {e}"))
+            .ok();
+        let clusters = clusters
+            .inspect_err(|e| tracing::warn!("report without failure clusters: {e}"))
+            .ok();
         // The workers table follows the report's filters: the one worker
         // asked for, else the workers whose latest run is of this project.
         let workers: Vec<_> = workers
@@ -975,6 +999,8 @@ impl PtpMcp {
             latest: &latest,
             failure_stats: &stats,
             workers: &workers,
+            flaky: flaky.as_ref(),
+            clusters: clusters.as_ref(),
             master_url: self.master.base_url(),
             generated_at: Utc::now(),
         })
@@ -1053,10 +1079,13 @@ fn write_file(path: &Path, html: &str) -> Result<(), ToolError> {
 
 #[tool_handler(
     name = "ptp-mcp",
+    router = Self::all_tools(),
     instructions = "pytest-platform: test results from CI workers. Start with get_summary (recent \
 runs, run ids, project names); get_failures explains a failed run; get_trend shows whether the \
-pass rate improves; get_failure_stats finds flaky or chronically failing tests; get_workers shows \
-CI runners; get_report makes a self-contained HTML report. Every tool only reads."
+pass rate improves; get_failure_stats finds chronically failing tests; get_flaky_tests finds tests \
+that pass and fail on the same code; get_failure_clusters groups failures by cause; \
+get_test_history follows one test; get_slow_tests explains a slower suite; compare_runs says what \
+a run broke; get_workers shows CI runners; get_report makes a self-contained HTML report."
 )]
 impl ServerHandler for PtpMcp {}
 
@@ -1107,17 +1136,21 @@ mod tests {
 
     #[test]
     fn every_tool_has_a_documented_schema() {
-        let tools = PtpMcp::tool_router().list_all();
+        let tools = PtpMcp::all_tools().list_all();
         let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
         names.sort();
         assert_eq!(
             names,
             [
                 "compare_runs",
+                "get_failure_clusters",
                 "get_failure_stats",
                 "get_failures",
+                "get_flaky_tests",
                 "get_report",
+                "get_slow_tests",
                 "get_summary",
+                "get_test_history",
                 "get_trend",
                 "get_workers"
             ]

@@ -66,6 +66,18 @@ impl TestApp {
     }
 
     /// Posts a run (`{"run", "cases"}`) and waits until it is queryable.
+    /// A direct read of the master's API (to compare a tool with it).
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET reaches the master");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn post_run(&self, payload: &Value) {
         self.post_run_within(payload, DEADLINE).await
     }

@@ -15,12 +15,16 @@ use rmcp::ServiceExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-const TOOLS: [&str; 7] = [
+const TOOLS: [&str; 11] = [
     "compare_runs",
+    "get_failure_clusters",
     "get_failure_stats",
     "get_failures",
+    "get_flaky_tests",
     "get_report",
+    "get_slow_tests",
     "get_summary",
+    "get_test_history",
     "get_trend",
     "get_workers",
 ];
@@ -283,6 +287,102 @@ async fn tools_answer_from_the_master() {
     );
     assert!(by_branch.contains("name the head run"), "{by_branch}");
 
+    // The analytics tools answer what the master's API answers, compacted.
+    // The seed by hand: test_checkout failed in seed-2 and seed-3 with
+    // "expected 200, got 500/502" (one cluster), test_migrations errored
+    // once (another); nothing flipped, so nothing is flaky.
+    let cl = ok_json(
+        "get_failure_clusters",
+        &call(&client, "get_failure_clusters", json!({"project": "shop"})).await,
+    );
+    let (_, api) = app
+        .get_json("/failures/clusters?project=shop&runs=50&limit=20")
+        .await;
+    assert_eq!(cl["total"], 2, "{cl}");
+    assert_eq!(cl["failures"], 3);
+    assert_eq!(cl["clusters"][0]["exception"], "AssertionError");
+    assert_eq!(cl["clusters"][0]["message"], "expected <n>, got <n>");
+    assert_eq!(cl["clusters"][0]["count"], 2);
+    assert_eq!(
+        cl["clusters"][0]["tests"],
+        json!(["tests/test_checkout.py::test_checkout"])
+    );
+    assert_eq!(cl["clusters"][1]["exception"], "ConnectionError");
+    for i in 0..2 {
+        assert_eq!(cl["clusters"][i]["id"], api["clusters"][i]["id"]);
+        assert_eq!(cl["clusters"][i]["count"], api["clusters"][i]["count"]);
+    }
+    let fl = ok_json(
+        "get_flaky_tests",
+        &call(
+            &client,
+            "get_flaky_tests",
+            json!({"project": "shop", "runs": 10}),
+        )
+        .await,
+    );
+    assert_eq!(
+        (fl["total"].as_u64(), fl["runs_considered"].as_u64()),
+        (Some(0), Some(4)),
+        "{fl}"
+    );
+    let h = ok_json(
+        "get_test_history",
+        &call(
+            &client,
+            "get_test_history",
+            json!({"test_id": "tests/test_checkout.py::test_checkout", "project": "shop"}),
+        )
+        .await,
+    );
+    let runs: Vec<&str> = h["entries"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["run_id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(runs, ["seed-3", "seed-2"], "{h}");
+    assert_eq!(h["outcomes"], json!({"failed": 2}));
+    assert!(
+        h["entries"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("got 502"),
+        "{h}"
+    );
+    let missing = err_text(
+        "get_test_history",
+        &call(
+            &client,
+            "get_test_history",
+            json!({"test_id": "tests/nope.py::test_x"}),
+        )
+        .await,
+    );
+    assert!(
+        missing.contains("no run has test 'tests/nope.py::test_x'"),
+        "{missing}"
+    );
+    let sl = ok_json(
+        "get_slow_tests",
+        &call(
+            &client,
+            "get_slow_tests",
+            json!({"project": "shop", "limit": 2}),
+        )
+        .await,
+    );
+    assert_eq!(
+        sl["slowest"][0]["test_id"],
+        "tests/test_checkout.py::test_checkout"
+    );
+    assert_eq!(sl["slowest"][0]["median_secs"], 2.5);
+    assert_eq!(sl["slowest"].as_array().map(Vec::len), Some(2));
+    assert_eq!(sl["regressions_total"], 0);
+    let bad = err_text(
+        "get_slow_tests",
+        &call(&client, "get_slow_tests", json!({"runs": 5, "recent": 5})).await,
+    );
+    assert!(bad.contains("recent must be between 1 and 4"), "{bad}");
+
     // get_failure_stats: test_checkout failed twice, test_migrations once.
     let st = ok_json(
         "get_failure_stats",
@@ -330,6 +430,10 @@ async fn tools_answer_from_the_master() {
         "<details>",
         "ci-old",
         "Slowest tests",
+        "Flaky tests",
+        "Failure clusters",
+        "at tests/test_checkout.py",
+        "No flaky tests",
         "@media print",
     ] {
         assert!(html.contains(part), "report lacks {part:?}");
@@ -476,10 +580,10 @@ async fn unreachable_master_is_a_tool_error_naming_the_url() {
     let url = format!("http://127.0.0.1:{}", dead_port().await);
     let client = mcp_client(&url, 5).await;
     for tool in TOOLS {
-        let args = if tool == "compare_runs" {
-            json!({"base_run_id": "a", "head_run_id": "b"})
-        } else {
-            json!({})
+        let args = match tool {
+            "compare_runs" => json!({"base_run_id": "a", "head_run_id": "b"}),
+            "get_test_history" => json!({"test_id": "t::x"}),
+            _ => json!({}),
         };
         let e = err_text(tool, &call(&client, tool, args).await);
         assert!(e.contains(&url), "{tool}: {e}");

@@ -1,0 +1,330 @@
+//! The analytics tools: `get_flaky_tests`, `get_test_history`,
+//! `get_failure_clusters`, `get_slow_tests`.
+//!
+//! Each is one read of the master's analytics API (`/flaky`,
+//! `/tests/{id}/history`, `/failures/clusters`, `/tests/slow`), checked
+//! before it is sent and compacted after: messages trimmed, run lists cut,
+//! passing tests never listed, totals always given. The rules themselves
+//! (what makes a test flaky, how failures are grouped) live in the master,
+//! so these tools answer exactly what its API answers.
+
+use rmcp::model::{CallToolResult, JsonObject};
+use rmcp::{ErrorData, tool, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::text::trim_end;
+use crate::tools::{
+    PtpMcp, ToolError, ToolResult, bounded, finish, given, input_schema, json_answer, parse,
+};
+
+/// The window shared by the analytics tools.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowArgs {
+    /// Only this project. Default: all projects.
+    pub project: Option<String>,
+    /// Only runs of this branch (e.g. "main").
+    pub branch: Option<String>,
+    /// Only runs of the last N days, 1 to 3650.
+    #[schemars(range(min = 1, max = 3650))]
+    pub days: Option<i64>,
+    /// How many of the newest runs to look at, 1 to 1000. Default 50 (20 for get_slow_tests).
+    #[schemars(range(min = 1, max = 1000))]
+    pub runs: Option<i64>,
+    /// Most entries listed, 1 to 100. Default 20 (totals are always given).
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<i64>,
+}
+
+/// Arguments of `get_slow_tests`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlowArgs {
+    /// Only this project. Default: all projects.
+    pub project: Option<String>,
+    /// Only runs of this branch.
+    pub branch: Option<String>,
+    /// Only runs of the last N days, 1 to 3650.
+    #[schemars(range(min = 1, max = 3650))]
+    pub days: Option<i64>,
+    /// How many of the newest runs to look at, 2 to 1000. Default 20.
+    #[schemars(range(min = 2, max = 1000))]
+    pub runs: Option<i64>,
+    /// Of those, how many newest runs are "recent" (compared with the rest). Default 5.
+    #[schemars(range(min = 1, max = 999))]
+    pub recent: Option<i64>,
+    /// Most tests per list, 1 to 100. Default 10.
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<i64>,
+}
+
+/// Arguments of `get_test_history`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryArgs {
+    /// The test id exactly as other tools list it (e.g. "tests.test_cart::test_total").
+    pub test_id: String,
+    /// Only runs of this project.
+    pub project: Option<String>,
+    /// Only runs of this branch.
+    pub branch: Option<String>,
+    /// How many of the test's newest runs, 1 to 200. Default 30.
+    #[schemars(range(min = 1, max = 200))]
+    pub limit: Option<i64>,
+}
+
+const FLAKY_DESC: &str = "Flaky tests: tests that both passed and failed on the same commit, \
+passed only after a retry, or keep flipping between pass and fail on a branch, over the newest \
+runs (runs where most tests failed, i.e. outages, are left out). For each: why (reasons), flip \
+rate, runs and failures, the commits where it both passed and failed, when it last happened and \
+the last failure message. Use it for 'which tests are flaky?', 'can I trust this red build?', \
+'what should we quarantine?'. Prefer get_failure_stats for tests that fail often (flaky or \
+broken), get_test_history for one test's runs.";
+
+const HISTORY_DESC: &str = "One test over time, newest run first: outcome, duration, run id, \
+branch, commit, worker and failure message per run, with its pass rate and median duration. Use \
+it for 'when did this test start failing?', 'is it flaky or broken?', 'did it get slower?', or \
+after get_failures/get_flaky_tests named a test. Needs the exact test id as other tools list it. \
+Prefer get_failure_stats to rank many tests, compare_runs for two whole runs.";
+
+const CLUSTERS_DESC: &str = "Failures grouped by cause: failures with the same exception type, \
+the same message once numbers, addresses, ids and temp paths are masked, and the same top frame \
+form one cluster, with how many failures, runs and tests it covers, when first and last seen, \
+and a real example. Use it for 'are these 40 failures one problem?', 'what is breaking the \
+build?', to find an infrastructure outage or a shared root cause. Prefer get_failures for one \
+run's tracebacks.";
+
+const SLOW_DESC: &str = "Why the suite got slow: the slowest tests by median duration over the \
+newest runs, and duration regressions, tests whose median over the most recent runs is at least \
+1.5x their earlier median and at least 0.1 s slower (medians, so one stalled run does not count). \
+Use it for 'why is CI slower?', 'which tests should we speed up?'. Prefer compare_runs for the \
+duration changes between two particular runs.";
+
+fn window_query(
+    project: Option<String>,
+    branch: Option<String>,
+    days: Option<i64>,
+    runs: (&'static str, Option<i64>, u32, u32),
+    limit: (Option<i64>, u32),
+) -> Result<Vec<(&'static str, String)>, ToolError> {
+    let mut q = vec![
+        (
+            "runs",
+            bounded(runs.0, runs.1, runs.2, runs.3, 1000)?.to_string(),
+        ),
+        (
+            "limit",
+            bounded("limit", limit.0, limit.1, 1, 100)?.to_string(),
+        ),
+    ];
+    if let Some(d) = days {
+        q.push(("days", bounded("days", Some(d), 1, 1, 3650)?.to_string()));
+    }
+    if let Some(p) = given(project) {
+        q.push(("project", p));
+    }
+    if let Some(b) = given(branch) {
+        q.push(("branch", b));
+    }
+    Ok(q)
+}
+
+/// Cuts a list of strings to `n`.
+fn first(v: &Value, n: usize) -> Value {
+    match v.as_array() {
+        Some(a) => Value::Array(a.iter().take(n).cloned().collect()),
+        None => Value::Null,
+    }
+}
+
+fn trimmed(v: &Value, n: usize) -> Value {
+    match v.as_str() {
+        Some(s) => Value::String(trim_end(s, n)),
+        None => Value::Null,
+    }
+}
+
+#[tool_router(router = insights_tool_router, vis = "pub(crate)")]
+impl PtpMcp {
+    #[tool(
+        description = FLAKY_DESC,
+        input_schema = input_schema::<WindowArgs>(),
+        annotations(title = "Flaky tests", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_flaky_tests(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
+        Ok(finish("get_flaky_tests", self.flaky_tests(args)).await)
+    }
+
+    #[tool(
+        description = HISTORY_DESC,
+        input_schema = input_schema::<HistoryArgs>(),
+        annotations(title = "Test history", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_test_history(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
+        Ok(finish("get_test_history", self.test_history(args)).await)
+    }
+
+    #[tool(
+        description = CLUSTERS_DESC,
+        input_schema = input_schema::<WindowArgs>(),
+        annotations(title = "Failure clusters", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_failure_clusters(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
+        Ok(finish("get_failure_clusters", self.failure_clusters(args)).await)
+    }
+
+    #[tool(
+        description = SLOW_DESC,
+        input_schema = input_schema::<SlowArgs>(),
+        annotations(title = "Slow tests", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_slow_tests(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
+        Ok(finish("get_slow_tests", self.slow_tests(args)).await)
+    }
+}
+
+impl PtpMcp {
+    async fn flaky_tests(&self, args: JsonObject) -> ToolResult {
+        let a: WindowArgs = parse("get_flaky_tests", args)?;
+        let q = window_query(
+            a.project,
+            a.branch,
+            a.days,
+            ("runs", a.runs, 50, 1),
+            (a.limit, 20),
+        )?;
+        let v = self.master.get_value("/flaky", &q).await?;
+        let tests: Vec<Value> = v["tests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let commits: Vec<Value> = t["commits"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .take(3)
+                    .map(|c| {
+                        json!({
+                            "commit": c["commit"],
+                            "passed_runs": first(&c["passed_runs"], 3),
+                            "failed_runs": first(&c["failed_runs"], 3),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "test_id": t["test_id"], "project": t["project"], "reasons": t["reasons"],
+                    "flip_rate": t["flip_rate"], "flips": t["flips"], "runs": t["runs"],
+                    "failed_runs": t["failed_runs"], "retried_runs": t["retried_runs"],
+                    "commits": commits, "evidence_runs": first(&t["evidence_runs"], 5),
+                    "first_seen": t["first_seen"], "last_seen": t["last_seen"],
+                    "last_message": trimmed(&t["last_message"], 300),
+                })
+            })
+            .collect();
+        json_answer(&json!({
+            "runs_considered": v["runs_considered"],
+            "outages_excluded": v["outages_excluded"],
+            "total": v["total"],
+            "tests": tests,
+        }))
+    }
+
+    async fn test_history(&self, args: JsonObject) -> ToolResult {
+        let a: HistoryArgs = parse("get_test_history", args)?;
+        let test_id = a.test_id.trim();
+        if test_id.is_empty() || test_id == "." || test_id == ".." || test_id.len() > 4096 {
+            return Err(ToolError::Argument(format!(
+                "test_id {:?} is not a test id; take one from get_failures, get_flaky_tests or \
+                 get_failure_stats",
+                trim_end(test_id, 100)
+            )));
+        }
+        let mut q = vec![("limit", bounded("limit", a.limit, 30, 1, 200)?.to_string())];
+        if let Some(p) = given(a.project) {
+            q.push(("project", p));
+        }
+        if let Some(b) = given(a.branch) {
+            q.push(("branch", b));
+        }
+        let v = self.master.test_history(test_id, &q).await?;
+        let entries: Vec<Value> = v["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let mut o = json!({
+                    "run_id": e["run_id"], "started_at": e["started_at"], "project": e["project"],
+                    "branch": e["branch"], "commit": e["commit"], "worker_id": e["worker_id"],
+                    "outcome": e["outcome"], "duration_secs": e["duration_secs"],
+                });
+                if let Some(m) = e["message"].as_str()
+                    && let Some(obj) = o.as_object_mut()
+                {
+                    obj.insert("message".into(), Value::String(trim_end(m, 200)));
+                }
+                if e["flaky"] == json!(true)
+                    && let Some(obj) = o.as_object_mut()
+                {
+                    obj.insert("passed_on_retry".into(), Value::Bool(true));
+                }
+                o
+            })
+            .collect();
+        json_answer(&json!({
+            "test_id": v["test_id"],
+            "runs": v["runs"],
+            "outcomes": v["outcomes"],
+            "pass_rate": v["pass_rate"],
+            "median_duration_secs": v["median_duration_secs"],
+            "entries": entries,
+        }))
+    }
+
+    async fn failure_clusters(&self, args: JsonObject) -> ToolResult {
+        let a: WindowArgs = parse("get_failure_clusters", args)?;
+        let q = window_query(
+            a.project,
+            a.branch,
+            a.days,
+            ("runs", a.runs, 50, 1),
+            (a.limit, 20),
+        )?;
+        let mut v = self.master.get_value("/failures/clusters", &q).await?;
+        let clusters = v.get_mut("clusters").and_then(Value::as_array_mut);
+        for c in clusters.into_iter().flatten() {
+            if let Some(obj) = c.as_object_mut() {
+                if let Some(ex) = obj.get_mut("example").and_then(Value::as_object_mut)
+                    && let Some(Value::String(m)) = ex.get_mut("message")
+                {
+                    *m = trim_end(m, 300);
+                }
+                if let Some(Value::String(m)) = obj.get_mut("message") {
+                    *m = trim_end(m, 200);
+                }
+            }
+        }
+        json_answer(&v)
+    }
+
+    async fn slow_tests(&self, args: JsonObject) -> ToolResult {
+        let a: SlowArgs = parse("get_slow_tests", args)?;
+        let runs = bounded("runs", a.runs, 20, 2, 1000)?;
+        let mut q = window_query(
+            a.project,
+            a.branch,
+            a.days,
+            ("runs", a.runs, 20, 2),
+            (a.limit, 10),
+        )?;
+        if let Some(r) = a.recent {
+            q.push((
+                "recent",
+                bounded("recent", Some(r), 5, 1, runs - 1)?.to_string(),
+            ));
+        }
+        json_answer(&self.master.get_value("/tests/slow", &q).await?)
+    }
+}
