@@ -409,32 +409,42 @@ impl Aggregates {
 
     fn failure_stats(&self, q: &GetFailureStats) -> Vec<FailureStat> {
         let since = q.since.map(|t| t.timestamp_millis()).unwrap_or(i64::MIN);
-        let mut out: Vec<FailureStat> = self
+        // Rank borrowed rows and clone only the `limit` shown: with 100,000
+        // failing tests, cloning every id and message per request cost more
+        // than the ranking (bench: /failures/stats p99 319 ms before).
+        let mut rows: Vec<(u64, i64, &String, &String, &TestFailures)> = self
             .failures
             .iter()
             .filter(|(p, _)| q.project.as_ref().is_none_or(|want| want == *p))
             .flat_map(|(project, tests)| {
                 tests.iter().filter_map(move |(test_id, f)| {
                     let n = f.times.len() - f.times.partition_point(|t| *t < since);
-                    (n > 0).then(|| FailureStat {
-                        test_id: test_id.clone(),
-                        project: project.clone(),
-                        fail_count: n as u64,
-                        last_failed_at: from_millis(f.last_at),
-                        last_message: f.last_message.clone(),
-                        last_run_id: f.last_run_id.clone(),
-                    })
+                    (n > 0).then_some((n as u64, f.last_at, project, test_id, f))
                 })
             })
             .collect();
-        out.sort_by(|a, b| {
-            b.fail_count
-                .cmp(&a.fail_count)
-                .then(b.last_failed_at.cmp(&a.last_failed_at))
-                .then(a.test_id.cmp(&b.test_id))
-        });
-        out.truncate(q.limit);
-        out
+        let order = |a: &(u64, i64, &String, &String, &TestFailures),
+                     b: &(u64, i64, &String, &String, &TestFailures)| {
+            b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.3.cmp(b.3))
+        };
+        if q.limit == 0 {
+            return Vec::new();
+        }
+        if rows.len() > q.limit {
+            rows.select_nth_unstable_by(q.limit - 1, order);
+            rows.truncate(q.limit);
+        }
+        rows.sort_by(order);
+        rows.into_iter()
+            .map(|(n, _, project, test_id, f)| FailureStat {
+                test_id: test_id.clone(),
+                project: project.clone(),
+                fail_count: n,
+                last_failed_at: from_millis(f.last_at),
+                last_message: f.last_message.clone(),
+                last_run_id: f.last_run_id.clone(),
+            })
+            .collect()
     }
 }
 

@@ -326,23 +326,32 @@ async fn consume(
         .map_err(|e| e.to_string())?;
     health.update(|h| h.consumer_error = None);
     while !shutdown.is_cancelled() {
-        let mut batch = consumer
+        // Wait (up to 500 ms) for one message, then take whatever else is
+        // already there without waiting: a lone small run is stored at
+        // once instead of after the pull's expiry, and a busy stream still
+        // fills whole batches. Pulls are bounded in bytes too, so a batch of
+        // big chunks never overruns the client's pending buffer (which makes
+        // the server drop the connection as a slow consumer).
+        let mut msgs = Vec::new();
+        let mut failure = None;
+        let first = consumer
             .batch()
-            .max_messages(config.batch_max)
+            .max_messages(1)
+            .max_bytes(MAX_PULL_BYTES)
             .expires(Duration::from_millis(500))
             .messages()
             .await
             .map_err(|e| format!("cannot pull from consumer {}: {e}", ptp_nats::CONSUMER))?;
-        let mut msgs = Vec::new();
-        let mut failure = None;
-        while let Some(m) = batch.next().await {
-            match m {
-                Ok(m) => msgs.push(m),
-                Err(e) => {
-                    failure = Some(format!("pull failed: {e}"));
-                    break;
-                }
-            }
+        collect(first, &mut msgs, &mut failure).await;
+        if !msgs.is_empty() && failure.is_none() && config.batch_max > 1 {
+            let rest = consumer
+                .fetch()
+                .max_messages(config.batch_max - 1)
+                .max_bytes(MAX_PULL_BYTES)
+                .messages()
+                .await
+                .map_err(|e| format!("cannot pull from consumer {}: {e}", ptp_nats::CONSUMER))?;
+            collect(rest, &mut msgs, &mut failure).await;
         }
         if !msgs.is_empty() {
             store_and_ack(msgs, writer, config, health).await;
@@ -352,6 +361,28 @@ async fn consume(
         }
     }
     Ok(())
+}
+
+/// Most bytes one pull asks for: well under the client's pending-bytes
+/// limit (64 MiB), and a batch whose payloads fit the writer's transaction
+/// comfortably. A single message bigger than this is still delivered alone.
+const MAX_PULL_BYTES: usize = 16 * 1024 * 1024;
+
+/// Drains one pull's messages into `msgs`; a pull error ends it in `failure`.
+async fn collect(
+    mut pull: jetstream::consumer::pull::Batch,
+    msgs: &mut Vec<jetstream::Message>,
+    failure: &mut Option<String>,
+) {
+    while let Some(m) = pull.next().await {
+        match m {
+            Ok(m) => msgs.push(m),
+            Err(e) => {
+                *failure = Some(format!("pull failed: {e}"));
+                break;
+            }
+        }
+    }
 }
 
 /// Why a store failed, as ingest must react to it.

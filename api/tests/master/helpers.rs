@@ -146,10 +146,11 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    /// Polls `GET /results/{id}` until the run is there.
+    /// Polls `GET /results/{id}` until the run is there, and `/trend` until
+    /// the aggregates have it too (they hear of a run just after its commit).
     pub async fn wait_run(&self, run_id: &str) -> Value {
         let path = format!("/results/{run_id}");
-        eventually(
+        let run = eventually(
             DEADLINE,
             &format!("run {run_id} to be queryable"),
             || async {
@@ -157,17 +158,37 @@ impl TestApp {
                 (status == 200).then_some(body)
             },
         )
-        .await
+        .await;
+        let trend = format!(
+            "/trend?limit=1000&project={}",
+            run["project"].as_str().unwrap_or("")
+        );
+        eventually(DEADLINE, &format!("run {run_id} on the trend"), || async {
+            let (_, body) = self.get(&trend).await;
+            body.as_array()?
+                .iter()
+                .any(|p| p["run_id"] == run_id)
+                .then_some(())
+        })
+        .await;
+        run
     }
 
-    /// Polls `GET /results?limit=500` until `n` runs are listed.
+    /// Polls `GET /results?limit=500` until `n` runs are listed, and
+    /// `/trend` until the aggregates have as many.
     pub async fn wait_run_count(&self, n: usize) -> Vec<Value> {
-        eventually(DEADLINE, &format!("{n} runs to be listed"), || async {
+        let runs = eventually(DEADLINE, &format!("{n} runs to be listed"), || async {
             let (_, body) = self.get("/results?limit=500").await;
             let runs = body.as_array()?.clone();
             (runs.len() >= n).then_some(runs)
         })
-        .await
+        .await;
+        eventually(DEADLINE, &format!("{n} runs on the trend"), || async {
+            let (_, body) = self.get("/trend?limit=1000").await;
+            (body.as_array()?.len() >= n.min(1000)).then_some(())
+        })
+        .await;
+        runs
     }
 
     /// The agent binary with this app's settings.

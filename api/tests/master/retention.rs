@@ -21,8 +21,12 @@ async fn retention_prunes_old_runs_and_gives_the_space_back() {
         .collect();
     publish_direct(&app.nats.url(), &runs, true).await;
     app.wait_run_count(10).await;
-    let (_, stats) = app.get("/failures/stats?limit=1").await;
-    assert_eq!(stats[0]["fail_count"], 10, "{stats}");
+    // The aggregates hear of a run just after its commit, so poll.
+    ptp_test_support::eventually(DEADLINE, "failure stats to count all 10 runs", || async {
+        let (_, stats) = app.get("/failures/stats?limit=1").await;
+        (stats[0]["fail_count"] == 10).then_some(())
+    })
+    .await;
     let (pages_before, _) = db_pages(&app.db_path()).await;
 
     app.stop_master().await;
