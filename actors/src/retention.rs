@@ -1,5 +1,6 @@
-//! Retention: deletes runs older than a number of days and gives the space
-//! back, so a master that runs for years keeps a bounded database.
+//! Retention: deletes runs older than a number of days, or beyond the newest
+//! N runs of each project, and gives the space back, so a master that runs
+//! for years keeps a bounded database.
 //!
 //! Shape: [`prune`] drives the writer with small [`PruneSlice`] messages
 //! (each one transaction over at most a few hundred runs), so ingest's
@@ -8,8 +9,8 @@
 //! rebuilds the aggregates from what is left, so `/trend`, `/workers` and
 //! `/failures/stats` agree with `/results` afterwards.
 //!
-//! What goes: complete runs that *started* before the cut-off, with their
-//! cases; chunks and finals of runs that never completed, *received* before
+//! What goes: complete runs that *started* before the cut-off, or that are
+//! not among the newest `keep_runs` of their project, with their cases; chunks and finals of runs that never completed, *received* before
 //! it; rejections received before it. The JetStream stream has its own,
 //! separate limit (`max_age`) on messages not consumed yet.
 
@@ -43,17 +44,24 @@ pub enum PruneError {
     Mailbox(#[from] actix::MailboxError),
 }
 
-/// Deletes everything older than `cutoff`, then reclaims space and rebuilds
-/// the aggregates. When nothing was old enough, it does neither.
-pub async fn prune(
-    writer: &Addr<Writer>,
-    cutoff: DateTime<Utc>,
-) -> Result<PruneTotals, PruneError> {
+/// What to keep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Runs that started before this go.
+    pub cutoff: Option<DateTime<Utc>>,
+    /// Only the newest this many runs of each project stay.
+    pub keep_runs: Option<u32>,
+}
+
+/// Deletes what `policy` does not keep, then reclaims space and rebuilds
+/// the aggregates. When nothing was deleted, it does neither.
+pub async fn prune(writer: &Addr<Writer>, policy: Policy) -> Result<PruneTotals, PruneError> {
     let mut totals = PruneTotals::default();
     loop {
         let r = writer
             .send(PruneSlice {
-                cutoff,
+                cutoff: policy.cutoff,
+                keep_runs: policy.keep_runs,
                 max_runs: RUNS_PER_SLICE,
             })
             .await??;

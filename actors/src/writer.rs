@@ -166,8 +166,11 @@ impl Handler<StoreBatch> for Writer {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<PruneReport, StoreError>")]
 pub struct PruneSlice {
-    /// Everything older than this goes.
-    pub cutoff: chrono::DateTime<Utc>,
+    /// Everything older than this goes (`None`: no age limit).
+    pub cutoff: Option<chrono::DateTime<Utc>>,
+    /// Beyond the newest this many runs of each project, runs go too
+    /// (`None`: no count limit).
+    pub keep_runs: Option<u32>,
     /// Most runs deleted by this message.
     pub max_runs: u32,
 }
@@ -236,16 +239,36 @@ impl Handler<FinishPrune> for Writer {
 }
 
 async fn prune_slice(pool: &SqlitePool, msg: &PruneSlice) -> Result<PruneReport, StoreError> {
-    let cutoff = to_millis(msg.cutoff);
+    // Without an age limit, nothing is old: incomplete runs are then left to
+    // ExpireIncomplete and rejections are kept.
+    let cutoff = msg.cutoff.map_or(i64::MIN, to_millis);
     let limit = i64::from(msg.max_runs.max(1));
     let mut report = PruneReport::default();
     let mut tx = pool.begin().await?;
-    let runs: Vec<(String,)> =
-        sqlx::query_as("SELECT run_id FROM runs WHERE started_at < ? ORDER BY started_at LIMIT ?")
+    let runs: Vec<(String,)> = match msg.keep_runs {
+        None => {
+            sqlx::query_as(
+                "SELECT run_id FROM runs WHERE started_at < ? ORDER BY started_at LIMIT ?",
+            )
             .bind(cutoff)
             .bind(limit)
             .fetch_all(&mut *tx)
-            .await?;
+            .await?
+        }
+        Some(keep) => {
+            sqlx::query_as(
+                "SELECT run_id FROM (SELECT run_id, started_at, ROW_NUMBER() OVER \
+                   (PARTITION BY project ORDER BY started_at DESC, run_id DESC) AS newest \
+                   FROM runs) \
+                 WHERE started_at < ? OR newest > ? ORDER BY started_at LIMIT ?",
+            )
+            .bind(cutoff)
+            .bind(i64::from(keep))
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+    };
     // Chunks or finals that never became a run, received before the cut-off.
     let incomplete: Vec<(String,)> = sqlx::query_as(
         "SELECT run_id FROM run_chunks WHERE received_at < ? AND run_id NOT IN (SELECT run_id FROM runs) \

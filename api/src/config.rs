@@ -58,6 +58,12 @@ pub struct Config {
     #[arg(long, env = "PTP_RETENTION_DAYS", default_value_t = 0)]
     pub retention_days: u32,
 
+    /// Keep only the newest this many runs of each project (with their
+    /// cases), deleting older ones and giving the space back; checked at
+    /// start and hourly, together with --retention-days. 0 keeps every run.
+    #[arg(long, env = "PTP_RETENTION_RUNS", default_value_t = 0)]
+    pub retention_runs: u32,
+
     /// A run still missing pieces this many minutes after its last piece
     /// arrived (an agent killed while publishing) is dropped and recorded
     /// in GET /rejected; checked at start and hourly.
@@ -112,6 +118,7 @@ impl Config {
             ack_wait_secs: 30,
             max_deliveries: 5,
             retention_days: 0,
+            retention_runs: 0,
             incomplete_after_minutes: 1440,
             offline_after_minutes: 1440,
             write_tokens: Vec::new(),

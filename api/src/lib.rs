@@ -206,7 +206,10 @@ pub async fn run(
 
     let maintenance = tokio::spawn(run_maintenance(
         actors.writer.clone(),
-        config.retention_days,
+        Retention {
+            days: config.retention_days,
+            runs: config.retention_runs,
+        },
         Duration::from_secs(config.incomplete_after_minutes * 60),
         shutdown.child_token(),
     ));
@@ -248,13 +251,20 @@ pub async fn run(
 /// How often maintenance (incomplete runs, retention) runs.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 
+/// Retention settings (0: no limit).
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    days: u32,
+    runs: u32,
+}
+
 /// At start and then hourly until `shutdown`: gives up on runs still
 /// incomplete after `incomplete_after` (they become rejections), and, when
-/// `retention_days` is set, prunes older runs. Failures are logged and
-/// retried at the next tick.
+/// a retention limit is set, prunes what it does not keep. Failures are
+/// logged and retried at the next tick.
 async fn run_maintenance(
     writer: actix::Addr<ptp_actors::Writer>,
-    retention_days: u32,
+    retention: Retention,
     incomplete_after: Duration,
     shutdown: CancellationToken,
 ) {
@@ -266,8 +276,8 @@ async fn run_maintenance(
         }
         let work = async {
             expire_incomplete(&writer, incomplete_after).await;
-            if retention_days > 0 {
-                prune(&writer, retention_days).await;
+            if retention.days > 0 || retention.runs > 0 {
+                prune(&writer, retention).await;
             }
         };
         tokio::select! {
@@ -308,21 +318,29 @@ async fn expire_incomplete(writer: &actix::Addr<ptp_actors::Writer>, after: Dura
     }
 }
 
-async fn prune(writer: &actix::Addr<ptp_actors::Writer>, days: u32) {
-    let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
-    match ptp_actors::retention::prune(writer, cutoff).await {
+async fn prune(writer: &actix::Addr<ptp_actors::Writer>, retention: Retention) {
+    let policy = ptp_actors::retention::Policy {
+        cutoff: (retention.days > 0)
+            .then(|| chrono::Utc::now() - chrono::Duration::days(i64::from(retention.days))),
+        keep_runs: (retention.runs > 0).then_some(retention.runs),
+    };
+    let what = match (retention.days, retention.runs) {
+        (0, n) => format!("beyond the newest {n} runs per project"),
+        (d, 0) => format!("older than {d} days"),
+        (d, n) => format!("older than {d} days or beyond the newest {n} runs per project"),
+    };
+    match ptp_actors::retention::prune(writer, policy).await {
         Ok(t) if t.deleted.is_empty() => {
-            tracing::debug!(%cutoff, "retention: nothing older than {days} days");
+            tracing::debug!("retention: nothing {what}");
         }
         Ok(t) => tracing::info!(
-            %cutoff,
             runs = t.deleted.runs,
             cases = t.deleted.cases,
             incomplete = t.deleted.incomplete,
             rejected = t.deleted.rejected,
             mib_before = t.bytes_before / (1 << 20),
             mib_after = t.bytes_after / (1 << 20),
-            "retention: pruned runs older than {days} days"
+            "retention: pruned runs {what}"
         ),
         Err(e) => tracing::warn!("retention: prune failed, will retry in an hour: {e}"),
     }

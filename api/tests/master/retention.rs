@@ -60,3 +60,41 @@ async fn retention_prunes_old_runs_and_gives_the_space_back() {
     );
     assert_eq!(free_after, 0, "freed pages went back to the file system");
 }
+
+/// `--retention-runs 3`: each project keeps its newest three runs, however
+/// old; a project with fewer keeps them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_the_newest_runs_of_each_project() {
+    let mut app = TestApp::spawn().await;
+    let runs: Vec<_> = (0..7)
+        .map(|i| {
+            let mut r = synthetic_run("keep", i, 50);
+            // keep-00000..00004: project big; keep-00005, keep-00006: small.
+            r.0.project = if i < 5 { "big" } else { "small" }.into();
+            r
+        })
+        .collect();
+    publish_direct(&app.nats.url(), &runs, true).await;
+    app.wait_run_count(7).await;
+
+    app.stop_master().await;
+    app.start_master_with(|c| c.retention_runs = 3).await;
+    ptp_test_support::eventually(DEADLINE, "the trend to keep five runs", || async {
+        let (_, trend) = app.get("/trend?limit=1000").await;
+        (trend.as_array()?.len() == 5).then_some(())
+    })
+    .await;
+    let mut kept = all_run_ids(&app.http, app.base()).await;
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            "keep-00002",
+            "keep-00003",
+            "keep-00004",
+            "keep-00005",
+            "keep-00006"
+        ]
+    );
+    assert_eq!(db_census(&app.db_path()).await, (5, 250, 0));
+}
