@@ -22,7 +22,9 @@
 //! The judgement is a pure function ([`judge`]) of a test's verdicts over
 //! time; [`find_flaky`] loads only the tests that failed or were retried in
 //! the window (through the failure-first case index and a partial index of
-//! retried cases) and then their verdicts (through the per-test index).
+//! retried cases) and then their verdicts (through the per-test index; the
+//! join order is forced with `CROSS JOIN`, because without statistics
+//! SQLite would rather read every case of the window's runs).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -280,10 +282,12 @@ pub async fn find_flaky(
                 MIN(c.outcome) AS worst, substr(c.message, 1, 300) AS message, \
                 SUM(c.flaky) AS retried \
          FROM cand k \
-         JOIN test_cases c ON c.test_id = k.test_id AND c.outcome IN (0, 1, 3) \
-         JOIN scope s ON s.run_id = c.run_id AND s.project = k.project \
+         CROSS JOIN test_cases c INDEXED BY test_cases_by_test \
+         CROSS JOIN scope s \
          LEFT JOIN flaky_cleared f ON f.project = s.project AND f.test_id = c.test_id \
-         WHERE s.started_at > COALESCE(f.cleared_at, -1) \
+         WHERE c.test_id = k.test_id AND c.outcome IN (0, 1, 3) \
+           AND s.run_id = c.run_id AND s.project = k.project \
+           AND s.started_at > COALESCE(f.cleared_at, -1) \
          GROUP BY s.project, c.test_id, s.run_id",
     );
     let rows = q.build().fetch_all(pool).await?;
