@@ -161,12 +161,24 @@ pub async fn get_run(pool: &SqlitePool, run_id: &str) -> Result<Option<RunRecord
         .transpose()
 }
 
-/// The cases of a run, failures first, then in report order. `outcomes`
-/// restricts to those outcomes (all when empty); at most `limit` rows.
+/// The order of a run's cases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CaseOrder {
+    /// Failures first, then in report order (index order).
+    #[default]
+    FailuresFirst,
+    /// Slowest first (a top-N sort over the run's cases; no index needed
+    /// for the few rows a report asks for).
+    Slowest,
+}
+
+/// The cases of a run in `order`. `outcomes` restricts to those outcomes
+/// (all when empty); at most `limit` rows.
 pub async fn run_cases(
     pool: &SqlitePool,
     run_id: &str,
     outcomes: &[Outcome],
+    order: CaseOrder,
     limit: u32,
 ) -> Result<Vec<CaseRecord>, sqlx::Error> {
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -182,8 +194,11 @@ pub async fn run_cases(
         }
         qb.push(")");
     }
-    qb.push(" ORDER BY outcome, chunk, idx LIMIT ")
-        .push_bind(i64::from(limit));
+    qb.push(match order {
+        CaseOrder::FailuresFirst => " ORDER BY outcome, chunk, idx LIMIT ",
+        CaseOrder::Slowest => " ORDER BY duration_secs DESC, chunk, idx LIMIT ",
+    })
+    .push_bind(i64::from(limit));
     qb.build()
         .fetch_all(pool)
         .await?

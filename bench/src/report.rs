@@ -8,8 +8,10 @@
 //! the request to reading the whole answer (which embeds the HTML). One
 //! warm-up call, then the median of the repetitions.
 //!
-//! Reference: `GET /results/{latest}?cases_limit=100000`, the largest read
-//! the report makes, fetched and read in full by a plain HTTP client. A
+//! Reference: `GET /results/{latest}?cases_limit=100000`, the whole run as
+//! the API serves it (what the report fetched before it asked for the
+//! failures and the slowest cases only), read in full by a plain HTTP
+//! client. A
 //! breakdown (each master call through `ptp_mcp::MasterClient`, then
 //! `ptp_mcp::report::render` alone) shows where the time goes.
 
@@ -68,7 +70,7 @@ pub async fn run(plan: &Plan, bins: &Bins, fx: &Fixture) -> anyhow::Result<Vec<R
         per_sec(n as f64 / took)
     );
 
-    // Reference: the biggest read the report makes.
+    // Reference: the whole run as the API serves it.
     let url = format!("{}/results/{}?cases_limit=100000", master.base, meta.run_id);
     let mut ref_ms = Vec::new();
     let mut json_bytes = 0;
@@ -147,10 +149,24 @@ async fn breakdown(base: &str, run_id: &str) -> anyhow::Result<()> {
     let t_runs = t.elapsed();
     let t = Instant::now();
     let latest = c
-        .run(run_id, None, ptp_mcp::tools::REPORT_CASES_LIMIT)
+        .run(
+            run_id,
+            Some("failed,error"),
+            ptp_mcp::tools::REPORT_FAILURES_LIMIT,
+        )
         .await
         .context("run")?;
     let t_run = t.elapsed();
+    let t = Instant::now();
+    let slowest = c
+        .slowest_cases(run_id, ptp_mcp::report::SLOWEST_SHOWN as u32)
+        .await
+        .context("slowest cases")?;
+    let t_slowest = t.elapsed();
+    let t = Instant::now();
+    let flaky = c.flaky(&filter, 15).await.context("flaky")?;
+    let clusters = c.clusters(&filter, 15).await.context("clusters")?;
+    let t_analytics = t.elapsed();
     let t = Instant::now();
     let stats = c
         .failure_stats(&filter, None, 10)
@@ -165,10 +181,11 @@ async fn breakdown(base: &str, run_id: &str) -> anyhow::Result<()> {
         filter: &filter,
         runs: &runs,
         latest: &latest,
+        slowest: Some(&slowest.cases),
         failure_stats: &stats,
         workers: &workers,
-        flaky: None,
-        clusters: None,
+        flaky: Some(&flaky),
+        clusters: Some(&clusters),
         master_url: base,
         generated_at: Utc::now(),
     })
@@ -176,10 +193,12 @@ async fn breakdown(base: &str, run_id: &str) -> anyhow::Result<()> {
     let t_render = t.elapsed();
     let f = |d: Duration| ms(d.as_secs_f64() * 1e3);
     progress!(
-        "  breakdown: GET /results {}, GET /results/{{id}} + decode {} ({} cases), /failures/stats {}, /workers {}, render {} ({})",
+        "  breakdown: GET /results {}, GET /results/{{id}}?outcome=failed,error + decode {} ({} cases), ?order=duration {}, /flaky + /failures/clusters {}, /failures/stats {}, /workers {}, render {} ({})",
         f(t_runs),
         f(t_run),
         latest.cases.len(),
+        f(t_slowest),
+        f(t_analytics),
         f(t_stats),
         f(t_workers),
         f(t_render),

@@ -574,6 +574,15 @@ impl MasterClient {
         self.get(&format!("/results/{run_id}"), &q).await
     }
 
+    /// `GET /results/{id}?order=duration`: the run's `n` slowest cases.
+    pub async fn slowest_cases(&self, run_id: &str, n: u32) -> Result<RunDetail, MasterError> {
+        let q = vec![
+            ("cases_limit", n.to_string()),
+            ("order", "duration".to_string()),
+        ];
+        self.get(&format!("/results/{run_id}"), &q).await
+    }
+
     /// `GET /trend`: pass rate per run, oldest first (`limit` 1..=1000).
     pub async fn trend(
         &self,

@@ -50,6 +50,9 @@ pub struct ReportInput<'a> {
     pub runs: &'a [Run],
     /// The latest run with its cases, failures first.
     pub latest: &'a RunDetail,
+    /// The latest run's slowest cases, slowest first, when fetched apart
+    /// (else they are ranked from `latest`'s cases).
+    pub slowest: Option<&'a [Case]>,
     /// Most frequently failing tests.
     pub failure_stats: &'a [FailureStat],
     /// Every worker.
@@ -365,7 +368,10 @@ fn page(input: &ReportInput<'_>) -> ReportPage {
             .to_string()
     });
 
-    let mut by_duration: Vec<&Case> = input.latest.cases.iter().collect();
+    let mut by_duration: Vec<&Case> = match input.slowest {
+        Some(s) => s.iter().collect(),
+        None => input.latest.cases.iter().collect(),
+    };
     by_duration.sort_by(|a, b| b.duration.total_cmp(&a.duration));
     let slowest = by_duration
         .iter()
@@ -378,7 +384,7 @@ fn page(input: &ReportInput<'_>) -> ReportPage {
         .collect();
     let slowest_note = if !run.cases_complete {
         Some("Only failed tests are stored for this run, so only they are ranked.".to_string())
-    } else if input.latest.cases_omitted > 0 {
+    } else if input.slowest.is_none() && input.latest.cases_omitted > 0 {
         Some(format!(
             "Ranked among the first {} of {} cases (and {} more not fetched).",
             input.latest.cases.len(),

@@ -31,10 +31,9 @@ use crate::text::{short, trim_end, trim_middle};
 
 /// Longest run id the master accepts.
 const MAX_RUN_ID: usize = 128;
-/// Cases fetched to rank the slowest tests of a report. The master lists
-/// failures first, so every failure is in here too; a bigger run is ranked
-/// on its first cases and the report says so.
-pub const REPORT_CASES_LIMIT: u32 = 100_000;
+/// Failed and errored cases fetched for a report: the ones it shows plus
+/// one, so the count of those not shown comes from the run's counts.
+pub const REPORT_FAILURES_LIMIT: u32 = report::FAILURES_SHOWN as u32 + 1;
 
 /// Why a tool could not answer. Displayed as is to the model and the user.
 #[derive(Debug, thiserror::Error)]
@@ -966,7 +965,13 @@ impl PtpMcp {
         let (main, flaky, clusters) = tokio::join!(
             async {
                 tokio::try_join!(
-                    self.master.run(&latest_id, None, REPORT_CASES_LIMIT),
+                    // Failures only (one more than shown, so "and N more"
+                    // is known from the counts), and the slowest cases
+                    // apart: a 60,000-case run is not fetched whole.
+                    self.master
+                        .run(&latest_id, Some("failed,error"), REPORT_FAILURES_LIMIT),
+                    self.master
+                        .slowest_cases(&latest_id, report::SLOWEST_SHOWN as u32),
                     self.master.failure_stats(&filter, None, 10),
                     self.master.workers(),
                 )
@@ -974,7 +979,7 @@ impl PtpMcp {
             self.master.flaky(&filter, report::SECTION_ROWS as u32),
             self.master.clusters(&filter, report::SECTION_ROWS as u32),
         );
-        let (latest, stats, workers) = main?;
+        let (latest, slowest, stats, workers) = main?;
         // The analytics sections are extras: a master that cannot answer
         // them (older, or busy) still gets its report, saying so.
         let flaky = flaky
@@ -997,6 +1002,7 @@ impl PtpMcp {
             filter: &filter,
             runs: &runs,
             latest: &latest,
+            slowest: Some(&slowest.cases),
             failure_stats: &stats,
             workers: &workers,
             flaky: flaky.as_ref(),

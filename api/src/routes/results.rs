@@ -350,6 +350,10 @@ pub struct RunQuery {
     pub outcome: Option<String>,
     /// Most cases returned, 0..=200000 (default 100000).
     pub cases_limit: Option<u32>,
+    /// `failures_first` (default: failures, then report order) or
+    /// `duration` (slowest first: with a small `cases_limit`, the slowest
+    /// tests of the run).
+    pub order: Option<String>,
 }
 
 /// One run with its test cases, failures first.
@@ -383,12 +387,21 @@ pub async fn get_run(
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
+    let order = match q.order.as_deref() {
+        None | Some("") | Some("failures_first") => queries::CaseOrder::FailuresFirst,
+        Some("duration") => queries::CaseOrder::Slowest,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "order {other:?} is not one of failures_first, duration"
+            )));
+        }
+    };
     let run = queries::get_run(&st.read, &run_id).await?.ok_or_else(|| {
         ApiError::NotFound(format!(
             "run_id '{run_id}' not found (runs appear once all their results are ingested; check GET /results or GET /rejected)"
         ))
     })?;
-    let cases = queries::run_cases(&st.read, &run_id, &outcomes, limit).await?;
+    let cases = queries::run_cases(&st.read, &run_id, &outcomes, order, limit).await?;
     let matching: u64 = if outcomes.is_empty() {
         run.counts.total
     } else {

@@ -463,6 +463,21 @@ async fn clusters_history_slow_tests_and_retries_answer_as_worked_out() {
         (r["recent_runs"].as_u64(), r["baseline_runs"].as_u64()),
         (Some(3), Some(5))
     );
+    // One run's slowest cases, for the report: slowest first, cut to 2.
+    let (status, r7) = app
+        .get("/results/slow-00107?order=duration&cases_limit=2")
+        .await;
+    assert_eq!(status, 200, "{r7}");
+    let ids: Vec<&str> = r7["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .filter_map(|c| c["test_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["t::regressed", "t::steady"]);
+    assert_eq!(r7["cases_omitted"], 2);
+    let (status, bad) = app.get("/results/slow-00107?order=name").await;
+    assert_eq!(status, 400, "{bad}");
     // A stricter factor: no regression.
     let (_, strict) = app
         .get("/tests/slow?project=slow&runs=8&recent=3&factor=5")
