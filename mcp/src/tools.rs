@@ -55,10 +55,13 @@ enum ToolError {
 
 type ToolResult = Result<CallToolResult, ToolError>;
 
-/// The MCP server: six read-only tools over one master.
+/// The MCP server: six read-only tools over one master, plus the local
+/// test-run tools of [`crate::local`] when a project root is configured.
 #[derive(Clone)]
 pub struct PtpMcp {
     master: Arc<MasterClient>,
+    /// Local test runs (`--project-root`); `None`: those tools are not offered.
+    pub(crate) local: Option<Arc<crate::local::Local>>,
 }
 
 impl PtpMcp {
@@ -66,16 +69,19 @@ impl PtpMcp {
     pub fn new(master: MasterClient) -> PtpMcp {
         PtpMcp {
             master: Arc::new(master),
+            local: None,
         }
     }
 
     /// A server for the master named in `config`.
     pub fn from_config(config: &Config) -> Result<PtpMcp, MasterError> {
-        Ok(PtpMcp::new(MasterClient::new(
+        let mut server = PtpMcp::new(MasterClient::new(
             &config.master_url,
             config.timeout(),
             config.api_token.as_deref(),
-        )?))
+        )?);
+        server.local = crate::local::Local::from_config(config).map(Arc::new);
+        Ok(server)
     }
 }
 
@@ -540,7 +546,10 @@ impl PtpMcp {
 /// A panic (a bug of ours, e.g. on an answer shaped unlike we expect) is
 /// caught here too: the client gets an error naming the tool instead of
 /// waiting forever for a reply that a dead task would never send.
-async fn finish(tool: &str, run: impl std::future::Future<Output = ToolResult>) -> CallToolResult {
+pub(crate) async fn finish<E: std::fmt::Display>(
+    tool: &str,
+    run: impl std::future::Future<Output = Result<CallToolResult, E>>,
+) -> CallToolResult {
     use futures::FutureExt;
     let result = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
         Ok(result) => result,
@@ -1052,11 +1061,14 @@ fn write_file(path: &Path, html: &str) -> Result<(), ToolError> {
 }
 
 #[tool_handler(
+    router = (Self::tool_router() + self.local_tools()),
     name = "ptp-mcp",
     instructions = "pytest-platform: test results from CI workers. Start with get_summary (recent \
 runs, run ids, project names); get_failures explains a failed run; get_trend shows whether the \
 pass rate improves; get_failure_stats finds flaky or chronically failing tests; get_workers shows \
-CI runners; get_report makes a self-contained HTML report. Every tool only reads."
+CI runners; get_report makes a self-contained HTML report. These tools only read. When a project \
+root is configured, run_tests runs its tests on this machine (published to the master when NATS \
+is configured), run_failed reruns the last local failures and list_tests lists test ids."
 )]
 impl ServerHandler for PtpMcp {}
 
@@ -1107,7 +1119,7 @@ mod tests {
 
     #[test]
     fn every_tool_has_a_documented_schema() {
-        let tools = PtpMcp::tool_router().list_all();
+        let tools = (PtpMcp::tool_router() + PtpMcp::local_tool_router()).list_all();
         let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
         names.sort();
         assert_eq!(
@@ -1119,7 +1131,10 @@ mod tests {
                 "get_report",
                 "get_summary",
                 "get_trend",
-                "get_workers"
+                "get_workers",
+                "list_tests",
+                "run_failed",
+                "run_tests"
             ]
         );
         for t in &tools {
