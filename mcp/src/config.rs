@@ -5,6 +5,7 @@
 //! `main` parses this once and passes typed values down; the library never
 //! reads the environment, so tests build the struct themselves.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -14,7 +15,8 @@ use clap::Parser;
 pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 /// pytest-platform MCP server: answers AI editors about test health (runs,
-/// trends, failures, workers, HTML report) from the master's JSON API.
+/// trends, failures, workers, HTML report) from the master's JSON API, and
+/// with --project-root runs the project's tests locally through ptp-agent.
 /// Speaks MCP over stdio unless --http is given.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ptp-mcp", version, about, long_about = None)]
@@ -64,6 +66,52 @@ pub struct Config {
         hide_env_values = true
     )]
     pub http_tokens: Vec<String>,
+
+    /// The project whose tests run_tests, run_failed and list_tests run
+    /// (the directory pytest runs in). Unset: those three tools are not
+    /// offered.
+    #[arg(long, env = "PTP_MCP_PROJECT_ROOT", value_name = "DIR")]
+    pub project_root: Option<PathBuf>,
+
+    /// The ptp-agent binary that runs the tests [default: ptp-agent next to
+    /// this executable, else on PATH].
+    #[arg(long, env = "PTP_AGENT_BIN", value_name = "FILE")]
+    pub agent_bin: Option<PathBuf>,
+
+    /// Seconds a local test run (or test collection) may take; then its
+    /// process group is killed and the answer says timed_out (exit 124).
+    #[arg(long, env = "PTP_MCP_RUN_TIMEOUT_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub run_timeout_secs: u64,
+
+    /// NATS server the agent publishes local runs to, so they reach the
+    /// master. Unset: runs are not published and tools answer from the
+    /// local report. NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS,
+    /// NATS_CA, NATS_CERT and NATS_KEY in this server's environment reach
+    /// the agent unchanged.
+    #[arg(long, env = "NATS_URL", value_name = "URL")]
+    pub nats_url: Option<String>,
+
+    /// Python interpreter for pytest [default: the project root's
+    /// .venv/bin/python if present, else python3]. A relative path is taken
+    /// from the project root.
+    #[arg(long, env = "PTP_MCP_PYTHON", value_name = "PATH")]
+    pub python: Option<PathBuf>,
+
+    /// Project name local runs are published under [default: the agent's
+    /// own: the git repository's directory name].
+    #[arg(long, env = "PTP_MCP_PROJECT", value_name = "NAME")]
+    pub run_project: Option<String>,
+
+    /// Branch local runs are published under [default: the agent's own:
+    /// CI variables, else git].
+    #[arg(long, env = "PTP_MCP_BRANCH", value_name = "NAME")]
+    pub run_branch: Option<String>,
+
+    /// Where the last local run of each project root is kept for
+    /// run_failed [default: $XDG_CACHE_HOME/ptp-mcp, else ~/.cache/ptp-mcp].
+    #[arg(long, env = "PTP_MCP_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -77,12 +125,48 @@ impl Config {
             http: None,
             allowed_hosts: Vec::new(),
             http_tokens: Vec::new(),
+            project_root: None,
+            agent_bin: None,
+            run_timeout_secs: 900,
+            nats_url: None,
+            python: None,
+            run_project: None,
+            run_branch: None,
+            cache_dir: None,
         }
     }
 
     /// The request timeout.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
+    }
+
+    /// The agent binary: --agent-bin, else `ptp-agent` next to this
+    /// executable (how release archives and the Docker image ship them),
+    /// else `ptp-agent` looked up on PATH when it runs.
+    pub fn agent_bin(&self) -> PathBuf {
+        if let Some(p) = &self.agent_bin {
+            return p.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("ptp-agent")))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("ptp-agent"))
+    }
+
+    /// The cache directory: --cache-dir, else `$XDG_CACHE_HOME/ptp-mcp`,
+    /// else `~/.cache/ptp-mcp`, else the system's temporary directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        if let Some(p) = &self.cache_dir {
+            return p.clone();
+        }
+        let nonempty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        nonempty("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| nonempty("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("ptp-mcp")
     }
 
     /// Hosts the HTTP transport accepts: loopback plus `--allowed-hosts`.
@@ -142,6 +226,20 @@ mod tests {
             Some("PTP_MCP_ALLOWED_HOSTS")
         );
         assert_eq!(
+            arg("project_root").0.as_deref(),
+            Some("PTP_MCP_PROJECT_ROOT")
+        );
+        assert_eq!(arg("agent_bin").0.as_deref(), Some("PTP_AGENT_BIN"));
+        assert_eq!(
+            arg("run_timeout_secs"),
+            (Some("PTP_MCP_RUN_TIMEOUT_SECS".into()), vec!["900".into()])
+        );
+        assert_eq!(arg("nats_url"), (Some("NATS_URL".into()), vec![]));
+        assert_eq!(arg("python").0.as_deref(), Some("PTP_MCP_PYTHON"));
+        assert_eq!(arg("run_project").0.as_deref(), Some("PTP_MCP_PROJECT"));
+        assert_eq!(arg("run_branch").0.as_deref(), Some("PTP_MCP_BRANCH"));
+        assert_eq!(arg("cache_dir").0.as_deref(), Some("PTP_MCP_CACHE_DIR"));
+        assert_eq!(
             Config::for_master("http://x").allowed_hosts(),
             Some(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()])
         );
@@ -162,5 +260,7 @@ mod tests {
     #[test]
     fn timeout_is_bounded() {
         assert!(Config::try_parse_from(["ptp-mcp", "--timeout-secs", "0"]).is_err());
+        assert!(Config::try_parse_from(["ptp-mcp", "--run-timeout-secs", "0"]).is_err());
+        assert!(Config::try_parse_from(["ptp-mcp", "--run-timeout-secs", "86401"]).is_err());
     }
 }

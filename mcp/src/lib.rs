@@ -6,8 +6,11 @@
 //! - [`config`]: the one clap struct of the `ptp-mcp` binary.
 //! - [`master`]: a typed HTTP client of the master's JSON API and the errors
 //!   a person can act on (unreachable, not found, refused argument).
-//! - [`tools`]: the MCP server ([`PtpMcp`]) and its six tools; every result
-//!   is compact JSON text for a model to read, every failure a tool error.
+//! - [`tools`]: the MCP server ([`PtpMcp`]) and its read-only tools; every
+//!   result is compact JSON text for a model to read, every failure a tool
+//!   error.
+//! - [`local`]: `run_tests`, `run_failed`, `list_tests`: the project's tests
+//!   run on this machine through `ptp-agent` (with `--project-root`).
 //! - [`report`]: the HTML report (askama templates in `templates/`), with an
 //!   inline SVG trend chart; trimmed so a 60,000-case run stays small.
 //! - [`text`]: trimming long texts with a visible marker.
@@ -16,7 +19,8 @@
 //! # Guarantees
 //!
 //! The server talks to the master over HTTP only; it never opens SQLite or
-//! NATS, so it can run on a developer's laptop far from the master. A tool
+//! NATS, so it can run on a developer's laptop far from the master (local
+//! runs reach NATS through the agent it starts). A tool
 //! that fails (master down, unknown run, bad argument) answers a tool error
 //! with a sentence saying what to check, and the server keeps serving.
 //! [`serve_http`] takes a bound listener and a cancellation token, so the
@@ -24,6 +28,7 @@
 
 pub mod config;
 pub mod insights;
+pub mod local;
 pub mod master;
 pub mod report;
 pub mod text;

@@ -54,10 +54,14 @@ pub(crate) enum ToolError {
 
 pub(crate) type ToolResult = Result<CallToolResult, ToolError>;
 
-/// The MCP server: read-only tools over one master.
+/// The MCP server: read-only tools over one master (runs, analytics,
+/// report), plus the local test-run tools of [`crate::local`] when a
+/// project root is configured.
 #[derive(Clone)]
 pub struct PtpMcp {
     pub(crate) master: Arc<MasterClient>,
+    /// Local test runs (`--project-root`); `None`: those tools are not offered.
+    pub(crate) local: Option<Arc<crate::local::Local>>,
 }
 
 impl PtpMcp {
@@ -65,6 +69,7 @@ impl PtpMcp {
     pub fn new(master: MasterClient) -> PtpMcp {
         PtpMcp {
             master: Arc::new(master),
+            local: None,
         }
     }
 
@@ -76,11 +81,13 @@ impl PtpMcp {
 
     /// A server for the master named in `config`.
     pub fn from_config(config: &Config) -> Result<PtpMcp, MasterError> {
-        Ok(PtpMcp::new(MasterClient::new(
+        let mut server = PtpMcp::new(MasterClient::new(
             &config.master_url,
             config.timeout(),
             config.api_token.as_deref(),
-        )?))
+        )?);
+        server.local = crate::local::Local::from_config(config).map(Arc::new);
+        Ok(server)
     }
 }
 
@@ -545,9 +552,9 @@ impl PtpMcp {
 /// A panic (a bug of ours, e.g. on an answer shaped unlike we expect) is
 /// caught here too: the client gets an error naming the tool instead of
 /// waiting forever for a reply that a dead task would never send.
-pub(crate) async fn finish(
+pub(crate) async fn finish<E: std::fmt::Display>(
     tool: &str,
-    run: impl std::future::Future<Output = ToolResult>,
+    run: impl std::future::Future<Output = Result<CallToolResult, E>>,
 ) -> CallToolResult {
     use futures::FutureExt;
     let result = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
@@ -1085,13 +1092,16 @@ fn write_file(path: &Path, html: &str) -> Result<(), ToolError> {
 
 #[tool_handler(
     name = "ptp-mcp",
-    router = Self::all_tools(),
+    router = (Self::all_tools() + self.local_tools()),
     instructions = "pytest-platform: test results from CI workers. Start with get_summary (recent \
 runs, run ids, project names); get_failures explains a failed run; get_trend shows whether the \
 pass rate improves; get_failure_stats finds chronically failing tests; get_flaky_tests finds tests \
 that pass and fail on the same code; get_failure_clusters groups failures by cause; \
 get_test_history follows one test; get_slow_tests explains a slower suite; compare_runs says what \
-a run broke; get_workers shows CI runners; get_report makes a self-contained HTML report."
+a run broke; get_workers shows CI runners; get_report makes a self-contained HTML report. These \
+tools only read. When a project root is configured, run_tests runs its tests on this machine \
+(published to the master when NATS is configured), run_failed reruns the last local failures and \
+list_tests lists test ids."
 )]
 impl ServerHandler for PtpMcp {}
 
@@ -1142,7 +1152,7 @@ mod tests {
 
     #[test]
     fn every_tool_has_a_documented_schema() {
-        let tools = PtpMcp::all_tools().list_all();
+        let tools = (PtpMcp::all_tools() + PtpMcp::local_tool_router()).list_all();
         let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
         names.sort();
         assert_eq!(
@@ -1158,7 +1168,10 @@ mod tests {
                 "get_summary",
                 "get_test_history",
                 "get_trend",
-                "get_workers"
+                "get_workers",
+                "list_tests",
+                "run_failed",
+                "run_tests"
             ]
         );
         for t in &tools {

@@ -10,6 +10,7 @@ use ptp_nats::schema::{HeartbeatPhase, RunInfo, TestCase};
 use crate::config::{RunArgs, Settings, UploadArgs};
 use crate::publish::{Publisher, heartbeat};
 use crate::report::{self, Finished, Meta};
+use crate::results::{Delivery, ResultsFile};
 use crate::runner::{self, Exit};
 use crate::{junit, spool};
 
@@ -84,13 +85,13 @@ fn modified_since(path: &Path, t: SystemTime) -> bool {
         .unwrap_or(false)
 }
 
-/// Publishes, or spools on failure. Returns whether the run was published.
+/// Publishes, or spools on failure.
 async fn deliver(
     s: &Settings,
     publisher: Option<&Publisher>,
     run: &RunInfo,
     cases: &[TestCase],
-) -> bool {
+) -> Delivery {
     let result = match publisher {
         Some(p) => p.publish_run(run, cases, s.publish_timeout, s.quiet).await,
         None => Err("no NATS connection".to_string()),
@@ -98,19 +99,24 @@ async fn deliver(
     match result {
         Ok(()) => {
             say!(s, "published run {} to {}", run.run_id, s.nats_url);
-            true
+            Delivery::Published
         }
         Err(e) => {
             eprintln!("ptp-agent: could not publish run {}: {e}", run.run_id);
             match spool::write(&s.spool_dir, run, cases) {
-                Ok(path) => eprintln!(
-                    "ptp-agent: the run is saved in the spool at {}; it is sent by the next `ptp-agent run` or by `ptp-agent flush` once NATS at {} is reachable",
-                    path.display(),
-                    s.nats_url
-                ),
-                Err(e) => eprintln!("ptp-agent: could not spool the run either, it is lost: {e}"),
+                Ok(path) => {
+                    eprintln!(
+                        "ptp-agent: the run is saved in the spool at {}; it is sent by the next `ptp-agent run` or by `ptp-agent flush` once NATS at {} is reachable",
+                        path.display(),
+                        s.nats_url
+                    );
+                    Delivery::Spooled(path)
+                }
+                Err(e) => {
+                    eprintln!("ptp-agent: could not spool the run either, it is lost: {e}");
+                    Delivery::Lost
+                }
             }
-            false
         }
     }
 }
@@ -198,7 +204,12 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
             args.command.join(" ")
         );
     }
-    let publisher = connect(s).await;
+    // --no-publish: no connection at all, so no heartbeats, no retries.
+    let publisher = if args.no_publish {
+        None
+    } else {
+        connect(s).await
+    };
     let run_id = uuid::Uuid::now_v7().to_string();
     let started_at = Utc::now();
     let started_sys = SystemTime::now();
@@ -302,6 +313,7 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
         eprintln!("ptp-agent: report problem: {p}");
     }
     let report_ok = report.is_ok() && problems.is_empty();
+    let report_read = report.is_ok() && (plan.junit_path.is_some() || !args.junit.is_empty());
     if let Err(e) = &report {
         eprintln!("ptp-agent: {e}");
     }
@@ -324,14 +336,32 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
         },
     );
     say!(s, "{}", report::summary(&run));
-    let published = deliver(s, publisher.as_ref(), &run, &cases).await;
-    if published && let Some(p) = &publisher {
+    let delivery = if args.no_publish {
+        say!(s, "run {} not published (--no-publish)", run.run_id);
+        Delivery::NotRequested
+    } else {
+        deliver(s, publisher.as_ref(), &run, &cases).await
+    };
+    if delivery.published()
+        && let Some(p) = &publisher
+    {
         send_spool(s, p, s.publish_timeout).await;
     }
     if let Some(p) = publisher {
         p.close().await;
     }
-    exit_code(exit.code(), published && report_ok, s.strict)
+    let results_ok = match &args.results_json {
+        None => true,
+        Some(path) => match ResultsFile::new(&run, &cases, report_read, &delivery).write(path) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("ptp-agent: {e}");
+                false
+            }
+        },
+    };
+    let delivered = delivery.published() || delivery == Delivery::NotRequested;
+    exit_code(exit.code(), delivered && report_ok && results_ok, s.strict)
 }
 
 /// `ptp-agent upload <files>`.
@@ -371,7 +401,9 @@ pub async fn upload(s: &Settings, args: UploadArgs) -> i32 {
     run.duration_secs = cases.iter().map(|c| c.duration_secs).sum();
     say!(s, "{} from {} file(s)", report::summary(&run), files.len());
     let publisher = connect(s).await;
-    let published = deliver(s, publisher.as_ref(), &run, &cases).await;
+    let published = deliver(s, publisher.as_ref(), &run, &cases)
+        .await
+        .published();
     if let Some(p) = publisher {
         p.close().await;
     }

@@ -59,6 +59,16 @@ pub struct RunArgs {
     /// Seconds between heartbeats while the command runs.
     #[arg(long, env = "PTP_HEARTBEAT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
+    /// Do not publish: no NATS connection, no heartbeats, nothing spooled
+    /// and no spooled run flushed. For local runs that only want the
+    /// results (see --results-json).
+    #[arg(long, env = "PTP_NO_PUBLISH")]
+    pub no_publish: bool,
+    /// Also write the parsed run to this file as JSON (status, counts, every
+    /// case with outcome, message and duration, the run id, whether it was
+    /// published), replacing it; written atomically once delivery is done.
+    #[arg(long, env = "PTP_RESULTS_JSON", value_name = "FILE")]
+    pub results_json: Option<PathBuf>,
     /// The test command and its arguments (after `--`).
     #[arg(
         required = true,

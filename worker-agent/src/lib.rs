@@ -9,6 +9,8 @@
 //! - [`report`]: turning exit code and cases into a run with a status.
 //! - [`publish`]: heartbeats and publishing to JetStream with retries.
 //! - [`spool`]: runs that could not be published, kept on disk.
+//! - [`results`]: the `--results-json` file, the parsed run for a program
+//!   that started the agent (ptp-mcp).
 //! - [`commands`]: `run`, `upload`, `flush`.
 
 pub mod commands;
@@ -16,5 +18,6 @@ pub mod config;
 pub mod junit;
 pub mod publish;
 pub mod report;
+pub mod results;
 pub mod runner;
 pub mod spool;

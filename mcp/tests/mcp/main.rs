@@ -4,8 +4,10 @@
 //! Clients: rmcp over an in-process duplex pipe, rmcp's streamable HTTP
 //! client against `serve_http`, and the official Python MCP SDK driving the
 //! built binary over stdio. No mocks, no sleeps: readiness is polled.
+//! `local` runs a real pytest project through the built ptp-agent.
 
 mod helpers;
+mod local;
 
 use std::process::Command;
 

@@ -1,6 +1,9 @@
 //! The built `ptp-agent` binary, driven as CI would: exit codes pass through,
 //! timeouts kill the process group, a missing command is explained, and a
 //! run that cannot be published is spooled and delivered later by `flush`.
+//! `results` covers `--results-json` and `--no-publish` with a real pytest.
+
+mod results;
 
 use std::path::Path;
 use std::process::{Command, Output};
