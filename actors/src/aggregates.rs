@@ -222,6 +222,10 @@ pub struct Aggregates {
     by_branch: HashMap<(String, String), Vec<Arc<TrendPoint>>>,
     workers: HashMap<String, Worker>,
     failures: HashMap<String, HashMap<String, TestFailures>>,
+    /// The last all-time failure-stats answer, by (project, limit): most
+    /// requests ask the same question between two runs. Cleared whenever a
+    /// failure is added.
+    stats_cache: Option<(Option<String>, usize, Vec<FailureStat>)>,
 }
 
 fn insert_sorted(series: &mut Vec<Arc<TrendPoint>>, p: Arc<TrendPoint>) {
@@ -335,6 +339,7 @@ impl Aggregates {
         test_id: String,
         message: Option<String>,
     ) {
+        self.stats_cache = None;
         let tests = self.failures.entry(project.to_string()).or_default();
         let f = tests.entry(test_id).or_insert_with(|| TestFailures {
             times: Vec::new(),
@@ -405,6 +410,24 @@ impl Aggregates {
                 .then(a.worker_id.cmp(&b.worker_id))
         });
         out
+    }
+
+    /// [`Self::failure_stats`], answered from the cache when the same
+    /// all-time question was asked since the last failure was added.
+    /// Windows relative to now move with the clock, so they are not cached.
+    fn failure_stats_cached(&mut self, q: GetFailureStats) -> Vec<FailureStat> {
+        if q.since.is_some() {
+            return self.failure_stats(&q);
+        }
+        if let Some((project, limit, answer)) = &self.stats_cache
+            && *project == q.project
+            && *limit == q.limit
+        {
+            return answer.clone();
+        }
+        let answer = self.failure_stats(&q);
+        self.stats_cache = Some((q.project, q.limit, answer.clone()));
+        answer
     }
 
     fn failure_stats(&self, q: &GetFailureStats) -> Vec<FailureStat> {
@@ -541,7 +564,7 @@ impl Handler<GetFailureStats> for Aggregates {
     type Result = MessageResult<GetFailureStats>;
 
     fn handle(&mut self, q: GetFailureStats, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.failure_stats(&q))
+        MessageResult(self.failure_stats_cached(q))
     }
 }
 
@@ -596,6 +619,31 @@ mod tests {
         let ids: Vec<_> = t.iter().map(|p| p.run_id.as_str()).collect();
         assert_eq!(ids, ["middle", "late"]);
         assert_eq!(t[0].pass_rate, Some(25.0));
+    }
+
+    #[test]
+    fn cached_failure_stats_follow_new_failures() {
+        let mut a = Aggregates::new(AggregatesConfig::default());
+        let q = || GetFailureStats {
+            project: Some("p".into()),
+            since: None,
+            limit: 5,
+        };
+        a.add_failure("p", 100, "r1", "t::a".into(), None);
+        assert_eq!(a.failure_stats_cached(q())[0].fail_count, 1);
+        assert_eq!(a.failure_stats_cached(q())[0].fail_count, 1, "cached");
+        a.add_failure("p", 200, "r2", "t::a".into(), None);
+        a.add_failure("p", 200, "r2", "t::b".into(), None);
+        let after = a.failure_stats_cached(q());
+        assert_eq!((after[0].fail_count, after.len()), (2, 2));
+        // Another question is not answered from the cache.
+        let one = a.failure_stats_cached(GetFailureStats { limit: 1, ..q() });
+        assert_eq!(one.len(), 1);
+        let other = a.failure_stats_cached(GetFailureStats {
+            project: Some("q".into()),
+            ..q()
+        });
+        assert!(other.is_empty());
     }
 
     #[test]
