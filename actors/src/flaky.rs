@@ -22,9 +22,10 @@
 //! The judgement is a pure function ([`judge`]) of a test's verdicts over
 //! time; [`find_flaky`] loads only the tests that failed or were retried in
 //! the window (through the failure-first case index and a partial index of
-//! retried cases) and then their verdicts (through the per-test index; the
-//! join order is forced with `CROSS JOIN`, because without statistics
-//! SQLite would rather read every case of the window's runs).
+//! retried cases) and then their verdicts, one (run, test) probe of
+//! `test_cases_by_run_test` per candidate and run of the window (the join
+//! order is forced with `CROSS JOIN`, because without statistics SQLite
+//! would rather read every case of the window's runs).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -282,12 +283,11 @@ pub async fn find_flaky(
                 MIN(c.outcome) AS worst, substr(c.message, 1, 300) AS message, \
                 SUM(c.flaky) AS retried \
          FROM cand k \
-         CROSS JOIN test_cases c INDEXED BY test_cases_by_test \
          CROSS JOIN scope s \
+         CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
          LEFT JOIN flaky_cleared f ON f.project = s.project AND f.test_id = c.test_id \
-         WHERE c.test_id = k.test_id AND c.outcome IN (0, 1, 3) \
-           AND s.run_id = c.run_id AND s.project = k.project \
-           AND s.started_at > COALESCE(f.cleared_at, -1) \
+         WHERE s.project = k.project AND c.run_id = s.run_id AND c.test_id = k.test_id \
+           AND c.outcome IN (0, 1, 3) AND s.started_at > COALESCE(f.cleared_at, -1) \
          GROUP BY s.project, c.test_id, s.run_id",
     );
     let rows = q.build().fetch_all(pool).await?;

@@ -1,7 +1,10 @@
 //! One test over time, and the tests that take the time.
 //!
 //! - [`test_history`]: a test's outcome, duration, run, commit and worker in
-//!   each run that had it, newest first, read through the per-test index.
+//!   each run that had it, newest first: the newest [`HISTORY_LOOKBACK`]
+//!   runs matching the filters are probed for the test through
+//!   `test_cases_by_run_test` (an index keyed by run first, so storing a
+//!   run's cases stays a local insert; see migration 0004).
 //!   A test recorded several times in one run (pytest writes a failure and a
 //!   teardown error as two cases) is one entry: its worst outcome, its summed
 //!   duration and the failure message.
@@ -67,7 +70,11 @@ pub struct TestHistory {
     pub entries: Vec<HistoryEntry>,
 }
 
-/// The newest `limit` runs of `test_id` (narrowed to a project or branch).
+/// Runs looked back over for a test's history.
+pub const HISTORY_LOOKBACK: u32 = 2000;
+
+/// The newest `limit` runs of `test_id` (narrowed to a project or branch),
+/// among the newest [`HISTORY_LOOKBACK`] runs matching the filters.
 pub async fn test_history(
     pool: &SqlitePool,
     test_id: &str,
@@ -76,19 +83,26 @@ pub async fn test_history(
     limit: u32,
 ) -> Result<TestHistory, sqlx::Error> {
     let mut q = QueryBuilder::<Sqlite>::new(
-        "SELECT c.run_id, r.started_at, r.project, r.branch, r.commit_sha, r.worker_id, \
-                MIN(c.outcome) AS outcome, SUM(c.duration_secs) AS secs, SUM(c.retries) AS retries, \
-                SUM(c.flaky) AS flaky, substr(c.message, 1, 500) AS message \
-         FROM test_cases c JOIN runs r ON r.run_id = c.run_id WHERE c.test_id = ",
+        "WITH recent AS (SELECT run_id, started_at, project, branch, commit_sha, worker_id \
+         FROM runs WHERE 1 = 1",
     );
-    q.push_bind(test_id.to_string());
     if let Some(p) = project {
-        q.push(" AND r.project = ").push_bind(p.to_string());
+        q.push(" AND project = ").push_bind(p.to_string());
     }
     if let Some(b) = branch {
-        q.push(" AND r.branch = ").push_bind(b.to_string());
+        q.push(" AND branch = ").push_bind(b.to_string());
     }
-    q.push(" GROUP BY c.run_id ORDER BY r.started_at DESC, c.run_id DESC LIMIT ")
+    q.push(" ORDER BY started_at DESC, run_id DESC LIMIT ")
+        .push_bind(i64::from(HISTORY_LOOKBACK));
+    q.push(
+        ") SELECT r.run_id, r.started_at, r.project, r.branch, r.commit_sha, r.worker_id, \
+                MIN(c.outcome) AS outcome, SUM(c.duration_secs) AS secs, SUM(c.retries) AS retries, \
+                SUM(c.flaky) AS flaky, substr(c.message, 1, 500) AS message \
+         FROM recent r CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
+         WHERE c.run_id = r.run_id AND c.test_id = ",
+    );
+    q.push_bind(test_id.to_string());
+    q.push(" GROUP BY r.run_id ORDER BY r.started_at DESC, r.run_id DESC LIMIT ")
         .push_bind(i64::from(limit));
     let rows = q.build().fetch_all(pool).await?;
     let mut entries = Vec::with_capacity(rows.len());

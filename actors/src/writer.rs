@@ -334,12 +334,11 @@ impl Handler<ClearFlaky> for Writer {
         AtomicResponse::new(Box::pin(
             async move {
                 let known: Option<(i64,)> = sqlx::query_as(
-                    "SELECT 1 FROM test_cases c INDEXED BY test_cases_by_test \
-                     JOIN runs r ON r.run_id = c.run_id \
-                     WHERE c.test_id = ? AND r.project = ? LIMIT 1",
+                    "SELECT 1 FROM runs r CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
+                     WHERE r.project = ? AND c.run_id = r.run_id AND c.test_id = ? LIMIT 1",
                 )
-                .bind(&msg.test_id)
                 .bind(&msg.project)
+                .bind(&msg.test_id)
                 .fetch_optional(&pool)
                 .await?;
                 if known.is_none() {

@@ -105,6 +105,15 @@ use quick_xml::{Reader, XmlVersion};
 /// [`JunitError::TooLarge`].
 pub const MAX_REPORT_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Most test cases read from one report: a report of bare `<testcase/>`
+/// elements costs ~25 bytes of memory per byte of XML (each case is a
+/// struct with its own strings), so the byte limit alone would let a
+/// hostile 256 MB file take ~6 GB. At this many cases the agent holds at
+/// most a few hundred MB; more are refused with
+/// [`JunitError::TooManyCases`]. Real suites stay far below (the largest
+/// seen have a few hundred thousand tests).
+pub const MAX_REPORT_CASES: usize = 1_000_000;
+
 /// Deepest element nesting accepted (the root element is depth 1); deeper
 /// documents are refused with [`JunitError::TooDeep`].
 pub const MAX_DEPTH: usize = 64;
@@ -191,6 +200,14 @@ pub enum JunitError {
         size: u64,
         /// The limit.
         limit: u64,
+    },
+    /// More than [`MAX_REPORT_CASES`] test cases.
+    #[error(
+        "report has more than {limit} test cases: split the run into several reports (one per shard or package)"
+    )]
+    TooManyCases {
+        /// The limit.
+        limit: usize,
     },
     /// Elements nested deeper than [`MAX_DEPTH`].
     #[error(
@@ -322,8 +339,12 @@ fn parse_stream<R: BufRead>(src: R, path: &Path, limit: u64) -> Result<Report, J
             Event::Empty(e) => {
                 p.open(&e, pos)?;
                 p.close();
+                p.check_cases()?;
             }
-            Event::End(_) => p.close(),
+            Event::End(_) => {
+                p.close();
+                p.check_cases()?;
+            }
             Event::Text(t) => p.text(&t.xml10_content(), pos)?,
             Event::CData(t) => p.cdata(&t.xml10_content(), pos)?,
             Event::GeneralRef(r) => {
@@ -520,6 +541,15 @@ impl Parser {
         }
         self.report.timestamp = earliest(self.report.timestamp, timestamp);
         self.suite_files.push(file.map(cap_id));
+        Ok(())
+    }
+
+    fn check_cases(&self) -> Result<(), JunitError> {
+        if self.report.cases.len() > MAX_REPORT_CASES {
+            return Err(JunitError::TooManyCases {
+                limit: MAX_REPORT_CASES,
+            });
+        }
         Ok(())
     }
 

@@ -974,3 +974,22 @@ fn many_cases_cost_memory_in_proportion() {
     let r = parse_within(xml.as_bytes(), before + 40 * 5 * MB as u64).expect("parses");
     assert_eq!(r.cases.len(), (5 * MB - 11) / 11 + 1);
 }
+
+#[test]
+fn too_many_cases_are_refused_with_memory_bounded() {
+    // One case past the limit, in bare `<testcase/>` elements (the most
+    // cases per byte a report can carry): refused, and the memory held
+    // before refusing stays within the bound.
+    let mut xml = String::with_capacity((junit::MAX_REPORT_CASES + 2) * 11 + 32);
+    xml.push_str("<testsuite>");
+    for _ in 0..=junit::MAX_REPORT_CASES {
+        xml.push_str("<testcase/>");
+    }
+    xml.push_str("</testsuite>");
+    let e = parse_within(xml.as_bytes(), BOUND).expect_err("too many cases");
+    assert!(
+        matches!(e, JunitError::TooManyCases { limit } if limit == junit::MAX_REPORT_CASES),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("split the run"), "{e}");
+}
