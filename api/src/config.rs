@@ -37,8 +37,10 @@ pub struct Config {
     #[arg(long, env = "PTP_STREAM_MAX_AGE_HOURS", default_value_t = 168)]
     pub stream_max_age_hours: u64,
 
-    /// Most messages stored in one SQLite transaction.
-    #[arg(long, env = "PTP_INGEST_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    /// Most messages pulled and stored in one SQLite transaction. Messages
+    /// are at most NATS's max_payload (1 MiB by default), so 32 keeps a
+    /// pull well under the client's 64 MiB pending limit.
+    #[arg(long, env = "PTP_INGEST_BATCH", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub ingest_batch: u64,
 
     /// Seconds JetStream waits for the master's ack before redelivering a
@@ -114,7 +116,7 @@ impl Config {
             db,
             sqlite_sync_full: false,
             stream_max_age_hours: 168,
-            ingest_batch: 1000,
+            ingest_batch: 32,
             ack_wait_secs: 30,
             max_deliveries: 5,
             retention_days: 0,
