@@ -20,27 +20,11 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::Config;
 use ptp_actors::writer::BatchItem;
 use ptp_ingest::to_item;
 use ptp_nats::schema::{self, WireMessage};
+use ptp_test_support::fuzz::config;
 use serde_json::{Value, json};
-
-/// `default_cases`, unless `PROPTEST_CASES` asks for another count.
-fn config(default_cases: u32) -> Config {
-    let from_env = Config {
-        failure_persistence: None,
-        ..Config::default()
-    };
-    if std::env::var_os("PROPTEST_CASES").is_some() {
-        from_env
-    } else {
-        Config {
-            cases: default_cases,
-            ..from_env
-        }
-    }
-}
 
 fn valid_chunk() -> Value {
     json!({

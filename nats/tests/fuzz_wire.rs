@@ -26,31 +26,13 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::Config;
 use ptp_nats::schema::{
     self, CasesChunk, Counts, MAX_CASES_PER_RUN, MAX_MESSAGE_BYTES, MAX_OUTPUT_BYTES,
     MAX_RUN_ID_BYTES, MAX_SHORT_BYTES, MAX_TEST_ID_BYTES, MAX_TRACEBACK_BYTES, Outcome, RunFinal,
     RunInfo, RunStatus, TestCase, WireMessage, decode, encode, encode_run,
 };
+use ptp_test_support::fuzz::{ByteEdit, config};
 use serde_json::{Value, json};
-
-/// `default_cases`, unless `PROPTEST_CASES` asks for another count. A
-/// failure prints its shrunk input; it is not persisted to a file in the
-/// tree (fixed bugs get a named regression test instead).
-fn config(default_cases: u32) -> Config {
-    let from_env = Config {
-        failure_persistence: None,
-        ..Config::default()
-    };
-    if std::env::var_os("PROPTEST_CASES").is_some() {
-        from_env
-    } else {
-        Config {
-            cases: default_cases,
-            ..from_env
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Valid values
@@ -445,15 +427,6 @@ fn apply_tree_edit(doc: &mut Value, edit: &TreeEdit) {
     }
 }
 
-/// One change to the encoded bytes.
-#[derive(Clone, Debug)]
-enum ByteEdit {
-    Flip(Index, u8),
-    Truncate(Index),
-    Splice(Index, Vec<u8>),
-    Delete(Index, usize),
-}
-
 fn json_token() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::sample::select(vec![
@@ -497,31 +470,6 @@ fn byte_edit() -> impl Strategy<Value = ByteEdit> {
         (any::<Index>(), json_token()).prop_map(|(i, t)| ByteEdit::Splice(i, t)),
         (any::<Index>(), 1usize..32).prop_map(|(i, n)| ByteEdit::Delete(i, n)),
     ]
-}
-
-fn apply_byte_edit(bytes: &mut Vec<u8>, edit: &ByteEdit) {
-    let at = |i: &Index, len: usize| if len == 0 { 0 } else { i.index(len) };
-    match edit {
-        ByteEdit::Flip(i, b) => {
-            if !bytes.is_empty() {
-                let p = at(i, bytes.len());
-                bytes[p] = *b;
-            }
-        }
-        ByteEdit::Truncate(i) => {
-            let p = at(i, bytes.len());
-            bytes.truncate(p);
-        }
-        ByteEdit::Splice(i, t) => {
-            let p = at(i, bytes.len() + 1);
-            bytes.splice(p..p, t.iter().copied());
-        }
-        ByteEdit::Delete(i, n) => {
-            let p = at(i, bytes.len());
-            let end = (p + n).min(bytes.len());
-            bytes.drain(p..end);
-        }
-    }
 }
 
 /// What must hold for any input: no panic (the harness catches it), and an
@@ -633,7 +581,7 @@ proptest! {
     ) {
         let mut bytes = encode(&msg);
         for e in &edits {
-            apply_byte_edit(&mut bytes, e);
+            e.apply(&mut bytes);
         }
         check_decode(&bytes)?;
     }

@@ -1,11 +1,14 @@
 //! Dev-only helpers for pytest-platform's tests: a real `nats-server` child
 //! process per test, the path of the built binaries, the test venv's Python,
-//! and polling with a deadline (tests never sleep to synchronise).
+//! polling with a deadline (tests never sleep to synchronise), and the
+//! shared parts of the fuzz targets ([`fuzz`]).
 //!
 //! [`NatsServer`] follows nats.rs's own test harness: the real binary with
 //! JetStream on a random port and a temp store dir, killed on drop. It can be
 //! stopped and restarted on the same port and store, so tests can take the
 //! broker away and bring it back.
+
+pub mod fuzz;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

@@ -36,27 +36,9 @@ use std::fmt::Write as _;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::Config;
 use ptp_agent::junit::{self, JunitError, MAX_DEPTH, Report};
 use ptp_nats::schema::Outcome;
-
-/// `default_cases`, unless `PROPTEST_CASES` asks for another count. A
-/// failure prints its shrunk input; it is not persisted to a file in the
-/// tree.
-fn config(default_cases: u32) -> Config {
-    let from_env = Config {
-        failure_persistence: None,
-        ..Config::default()
-    };
-    if std::env::var_os("PROPTEST_CASES").is_some() {
-        from_env
-    } else {
-        Config {
-            cases: default_cases,
-            ..from_env
-        }
-    }
-}
+use ptp_test_support::fuzz::{ByteEdit, config};
 
 // ---------------------------------------------------------------------------
 // The model
@@ -676,16 +658,6 @@ fn doc() -> impl Strategy<Value = Doc> {
         })
 }
 
-/// One change to a report's bytes.
-#[derive(Clone, Debug)]
-enum ByteEdit {
-    Flip(Index, u8),
-    Truncate(Index),
-    Splice(Index, Vec<u8>),
-    Delete(Index, usize),
-    Duplicate(Index, usize),
-}
-
 fn hostile_snippet() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::sample::select(vec![
@@ -751,37 +723,6 @@ fn byte_edit() -> impl Strategy<Value = ByteEdit> {
         1 => (any::<Index>(), 1usize..64).prop_map(|(i, n)| ByteEdit::Delete(i, n)),
         1 => (any::<Index>(), 1usize..64).prop_map(|(i, n)| ByteEdit::Duplicate(i, n)),
     ]
-}
-
-fn apply(bytes: &mut Vec<u8>, edit: &ByteEdit) {
-    let at = |i: &Index, len: usize| if len == 0 { 0 } else { i.index(len) };
-    match edit {
-        ByteEdit::Flip(i, b) => {
-            if !bytes.is_empty() {
-                let p = at(i, bytes.len());
-                bytes[p] = *b;
-            }
-        }
-        ByteEdit::Truncate(i) => {
-            let p = at(i, bytes.len());
-            bytes.truncate(p);
-        }
-        ByteEdit::Splice(i, s) => {
-            let p = at(i, bytes.len() + 1);
-            bytes.splice(p..p, s.iter().copied());
-        }
-        ByteEdit::Delete(i, n) => {
-            let p = at(i, bytes.len());
-            let end = (p + n).min(bytes.len());
-            bytes.drain(p..end);
-        }
-        ByteEdit::Duplicate(i, n) => {
-            let p = at(i, bytes.len());
-            let end = (p + n).min(bytes.len());
-            let copy = bytes[p..end].to_vec();
-            bytes.splice(end..end, copy);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -850,7 +791,7 @@ proptest! {
     ) {
         let mut bytes = doc.render();
         for e in &edits {
-            apply(&mut bytes, e);
+            e.apply(&mut bytes);
         }
         check_any(&junit::parse_bytes(&bytes))?;
     }
