@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Query;
+use crate::routes::bounded;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -23,16 +24,6 @@ pub fn router() -> Router<AppState> {
         .route("/trend", get(trend))
         .route("/workers", get(workers))
         .route("/failures/stats", get(failure_stats))
-}
-
-fn check_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
-    let l = limit.unwrap_or(default);
-    if l == 0 || l > max {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {max}, got {l}"
-        )));
-    }
-    Ok(l)
 }
 
 /// Query of `GET /trend`.
@@ -110,7 +101,7 @@ pub async fn trend(
     State(st): State<AppState>,
     Query(q): Query<TrendQuery>,
 ) -> Result<axum::Json<Vec<TrendView>>, ApiError> {
-    let limit = check_limit(q.limit, 10, 1000)?;
+    let limit = bounded("limit", q.limit, 10, 1, 1000)?;
     if q.branch.is_some() && q.project.is_none() {
         return Err(ApiError::BadRequest(
             "branch needs project: pass both".into(),
@@ -250,7 +241,7 @@ pub async fn failure_stats(
     State(st): State<AppState>,
     Query(q): Query<FailureQuery>,
 ) -> Result<axum::Json<Vec<FailureStatView>>, ApiError> {
-    let limit = check_limit(q.limit, 100, 500)?;
+    let limit = bounded("limit", q.limit, 100, 1, 500)?;
     let since = match (q.since, q.days) {
         (Some(s), _) => Some(s),
         (None, Some(d)) if (1..=3650).contains(&d) => Some(Utc::now() - Duration::days(d)),

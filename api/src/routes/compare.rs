@@ -17,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Query;
+use crate::routes::bounded;
 use crate::routes::results::{RunView, check_run_id};
 
 /// Routes of this resource.
@@ -117,12 +118,7 @@ pub async fn compare_runs(
     State(st): State<AppState>,
     Query(q): Query<CompareQuery>,
 ) -> Result<axum::Json<CompareView>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and 1000, got {limit}"
-        )));
-    }
+    let limit = bounded("limit", q.limit, 100, 1, 1000)?;
     let min_change = q.min_change_secs.unwrap_or(0.5);
     if !(min_change.is_finite() && min_change >= 0.0) {
         return Err(ApiError::BadRequest(format!(

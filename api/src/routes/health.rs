@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Query;
+use crate::routes::bounded;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -121,12 +122,7 @@ pub async fn rejected(
     State(st): State<AppState>,
     Query(q): Query<RejectedQuery>,
 ) -> Result<axum::Json<Vec<RejectedView>>, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and 500, got {limit}"
-        )));
-    }
+    let limit = bounded("limit", q.limit, 50, 1, 500)?;
     let rows = queries::list_rejected(&st.read, limit).await?;
     Ok(axum::Json(
         rows.into_iter()

@@ -29,6 +29,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Query};
+use crate::routes::bounded;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -42,23 +43,6 @@ pub fn router() -> Router<AppState> {
 
 /// Longest test id accepted (the wire schema's bound).
 const MAX_TEST_ID: usize = 4096;
-
-fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
-    name: &str,
-    v: Option<T>,
-    default: T,
-    min: T,
-    max: T,
-) -> Result<T, ApiError> {
-    let v = v.unwrap_or(default);
-    if v >= min && v <= max {
-        Ok(v)
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "{name} must be between {min} and {max}, got {v}"
-        )))
-    }
-}
 
 fn non_empty(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
     match v {

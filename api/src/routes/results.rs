@@ -21,6 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Query};
+use crate::routes::bounded;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -271,12 +272,7 @@ pub async fn list_runs(
     State(st): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and 500, got {limit}"
-        )));
-    }
+    let limit = bounded("limit", q.limit, 50, 1, 500)?;
     if let Some(s) = &q.status
         && !STATUSES.contains(&s.as_str())
     {
