@@ -27,7 +27,7 @@
 //! order is forced with `CROSS JOIN`, because without statistics SQLite
 //! would rather read every case of the window's runs).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -344,16 +344,6 @@ async fn window_counts(pool: &SqlitePool, w: &Window) -> Result<(u64, u64), sqlx
     }
     let (outages,): (i64,) = q.build_query_as().fetch_one(pool).await?;
     Ok((n.max(0) as u64, outages.max(0) as u64))
-}
-
-/// Tests of `project` currently cleared, by id (for listing marks).
-pub async fn cleared(pool: &SqlitePool, project: &str) -> Result<BTreeSet<String>, sqlx::Error> {
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT test_id FROM flaky_cleared WHERE project = ?")
-            .bind(project)
-            .fetch_all(pool)
-            .await?;
-    Ok(rows.into_iter().map(|(t,)| t).collect())
 }
 
 #[cfg(test)]
