@@ -27,6 +27,7 @@ pub mod compare;
 pub mod db;
 pub mod flaky;
 pub mod history;
+mod json_rows;
 pub mod model;
 pub mod queries;
 pub mod retention;

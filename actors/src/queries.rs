@@ -5,78 +5,191 @@
 //! which fixed `AND column = ?` clauses to add.
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use serde::Deserialize;
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
+use crate::json_rows;
 use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, from_millis, to_millis};
 
-const RUN_COLUMNS: &str = "run_id, project, branch, commit_sha, worker_id, host, runner, command, \
-     started_at, finished_at, duration_secs, exit_code, status, total, passed, failed, error, \
-     skipped, xfailed, xpassed, pass_rate, cases_complete, note";
+/// The columns of `runs` a [`RunRecord`] is made of.
+const RUN_FIELDS: [&str; 23] = [
+    "run_id",
+    "project",
+    "branch",
+    "commit_sha",
+    "worker_id",
+    "host",
+    "runner",
+    "command",
+    "started_at",
+    "finished_at",
+    "duration_secs",
+    "exit_code",
+    "status",
+    "total",
+    "passed",
+    "failed",
+    "error",
+    "skipped",
+    "xfailed",
+    "xpassed",
+    "pass_rate",
+    "cases_complete",
+    "note",
+];
 
-fn run_from_row(r: &SqliteRow) -> Result<RunRecord, sqlx::Error> {
-    let n = |c: &str| -> Result<u64, sqlx::Error> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
-    Ok(RunRecord {
-        run_id: r.try_get("run_id")?,
-        project: r.try_get("project")?,
-        branch: r.try_get("branch")?,
-        commit: r.try_get("commit_sha")?,
-        worker_id: r.try_get("worker_id")?,
-        host: r.try_get("host")?,
-        runner: r.try_get("runner")?,
-        command: r.try_get("command")?,
-        started_at: from_millis(r.try_get("started_at")?),
-        finished_at: from_millis(r.try_get("finished_at")?),
-        duration_secs: r.try_get("duration_secs")?,
-        exit_code: r.try_get("exit_code")?,
-        status: r.try_get("status")?,
-        counts: Counts {
-            total: n("total")?,
-            passed: n("passed")?,
-            failed: n("failed")?,
-            error: n("error")?,
-            skipped: n("skipped")?,
-            xfailed: n("xfailed")?,
-            xpassed: n("xpassed")?,
-        },
-        pass_rate: r.try_get("pass_rate")?,
-        cases_complete: r.try_get("cases_complete")?,
-        note: r.try_get("note")?,
-    })
+/// A `runs` row as [`json_rows`] hands it over.
+#[derive(Deserialize)]
+struct RunRow {
+    run_id: String,
+    project: String,
+    branch: Option<String>,
+    commit_sha: Option<String>,
+    worker_id: String,
+    host: Option<String>,
+    runner: Option<String>,
+    command: Option<String>,
+    started_at: i64,
+    finished_at: i64,
+    duration_secs: f64,
+    exit_code: Option<i32>,
+    status: String,
+    total: i64,
+    passed: i64,
+    failed: i64,
+    error: i64,
+    skipped: i64,
+    xfailed: i64,
+    xpassed: i64,
+    pass_rate: Option<f64>,
+    cases_complete: i64,
+    note: Option<String>,
 }
 
-fn case_from_row(r: &SqliteRow) -> Result<CaseRecord, sqlx::Error> {
-    let code: i64 = r.try_get("outcome")?;
-    let outcome = Outcome::from_code(code).ok_or_else(|| sqlx::Error::ColumnDecode {
-        index: "outcome".into(),
-        source: format!("unknown outcome code {code}").into(),
-    })?;
-    Ok(CaseRecord {
-        test_id: r.try_get("test_id")?,
-        file: r.try_get("file")?,
-        classname: r.try_get("classname")?,
-        name: r.try_get("name")?,
-        outcome,
-        duration_secs: r.try_get("duration_secs")?,
-        message: r.try_get("message")?,
-        traceback: r.try_get("traceback")?,
-        output: r.try_get("output")?,
-        retries: r.try_get::<i64, _>("retries")?.clamp(0, u32::MAX as i64) as u32,
-        flaky: r.try_get("flaky")?,
-    })
+impl From<RunRow> for RunRecord {
+    fn from(r: RunRow) -> Self {
+        let n = |v: i64| v.max(0) as u64;
+        RunRecord {
+            run_id: r.run_id,
+            project: r.project,
+            branch: r.branch,
+            commit: r.commit_sha,
+            worker_id: r.worker_id,
+            host: r.host,
+            runner: r.runner,
+            command: r.command,
+            started_at: from_millis(r.started_at),
+            finished_at: from_millis(r.finished_at),
+            duration_secs: r.duration_secs,
+            exit_code: r.exit_code,
+            status: r.status,
+            counts: Counts {
+                total: n(r.total),
+                passed: n(r.passed),
+                failed: n(r.failed),
+                error: n(r.error),
+                skipped: n(r.skipped),
+                xfailed: n(r.xfailed),
+                xpassed: n(r.xpassed),
+            },
+            pass_rate: r.pass_rate,
+            cases_complete: r.cases_complete != 0,
+            note: r.note,
+        }
+    }
+}
+
+/// The columns of `test_cases` a [`CaseRecord`] is made of.
+const CASE_FIELDS: [&str; 13] = [
+    "test_id",
+    "file",
+    "classname",
+    "name",
+    "outcome",
+    "duration_secs",
+    "message",
+    "traceback",
+    "output",
+    "retries",
+    "flaky",
+    "chunk",
+    "idx",
+];
+
+/// A `test_cases` row as [`json_rows`] hands it over.
+#[derive(Deserialize)]
+struct CaseRow {
+    test_id: String,
+    file: Option<String>,
+    classname: Option<String>,
+    name: String,
+    outcome: i64,
+    duration_secs: f64,
+    message: Option<String>,
+    traceback: Option<String>,
+    output: Option<String>,
+    retries: i64,
+    flaky: i64,
+    chunk: i64,
+    idx: i64,
+}
+
+impl CaseRow {
+    fn position(&self) -> CasePosition {
+        CasePosition {
+            outcome: self.outcome,
+            duration_secs: self.duration_secs,
+            chunk: self.chunk,
+            idx: self.idx,
+        }
+    }
+}
+
+impl TryFrom<CaseRow> for CaseRecord {
+    type Error = sqlx::Error;
+
+    fn try_from(c: CaseRow) -> Result<Self, sqlx::Error> {
+        let outcome = Outcome::from_code(c.outcome).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: "outcome".into(),
+            source: format!("unknown outcome code {}", c.outcome).into(),
+        })?;
+        Ok(CaseRecord {
+            test_id: c.test_id,
+            file: c.file,
+            classname: c.classname,
+            name: c.name,
+            outcome,
+            duration_secs: c.duration_secs,
+            message: c.message,
+            traceback: c.traceback,
+            output: c.output,
+            retries: c.retries.clamp(0, i64::from(u32::MAX)) as u32,
+            flaky: c.flaky != 0,
+        })
+    }
+}
+
+/// `SELECT <run fields> FROM runs` as the inner query of [`json_rows`],
+/// the rows ordered by `order_by`.
+fn select_runs(order_by: &str) -> QueryBuilder<Sqlite> {
+    let mut qb = json_rows::select(&RUN_FIELDS, order_by);
+    qb.push("SELECT ")
+        .push(RUN_FIELDS.join(", "))
+        .push(" FROM runs");
+    qb
+}
+
+async fn fetch_runs(
+    qb: QueryBuilder<Sqlite>,
+    pool: &SqlitePool,
+) -> Result<Vec<RunRecord>, sqlx::Error> {
+    let rows: Vec<RunRow> = json_rows::fetch(qb, pool).await?;
+    Ok(rows.into_iter().map(RunRecord::from).collect())
 }
 
 /// Every stored run, oldest first (for rebuilding aggregates).
 pub async fn all_runs_oldest_first(pool: &SqlitePool) -> Result<Vec<RunRecord>, sqlx::Error> {
-    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT ");
-    qb.push(RUN_COLUMNS)
-        .push(" FROM runs ORDER BY started_at, run_id");
-    qb.build()
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(run_from_row)
-        .collect()
+    fetch_runs(select_runs("started_at, run_id"), pool).await
 }
 
 /// Position in the newest-first run list: the last run of the previous page.
@@ -111,8 +224,8 @@ pub struct RunFilter {
 
 /// Complete runs matching `f`, newest first (by start time, then run id).
 pub async fn list_runs(pool: &SqlitePool, f: &RunFilter) -> Result<Vec<RunRecord>, sqlx::Error> {
-    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT ");
-    qb.push(RUN_COLUMNS).push(" FROM runs WHERE 1 = 1");
+    let mut qb = select_runs("started_at DESC, run_id DESC");
+    qb.push(" WHERE 1 = 1");
     for (column, value) in [
         ("project", &f.project),
         ("branch", &f.branch),
@@ -139,26 +252,14 @@ pub async fn list_runs(pool: &SqlitePool, f: &RunFilter) -> Result<Vec<RunRecord
     }
     qb.push(" ORDER BY started_at DESC, run_id DESC LIMIT ")
         .push_bind(i64::from(f.limit));
-    qb.build()
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(run_from_row)
-        .collect()
+    fetch_runs(qb, pool).await
 }
 
 /// One complete run.
 pub async fn get_run(pool: &SqlitePool, run_id: &str) -> Result<Option<RunRecord>, sqlx::Error> {
-    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT ");
-    qb.push(RUN_COLUMNS)
-        .push(" FROM runs WHERE run_id = ")
-        .push_bind(run_id.to_string());
-    qb.build()
-        .fetch_optional(pool)
-        .await?
-        .as_ref()
-        .map(run_from_row)
-        .transpose()
+    let mut qb = select_runs("run_id");
+    qb.push(" WHERE run_id = ").push_bind(run_id.to_string());
+    Ok(fetch_runs(qb, pool).await?.pop())
 }
 
 /// The order of a run's cases.
@@ -172,20 +273,49 @@ pub enum CaseOrder {
     Slowest,
 }
 
-/// The cases of a run in `order`. `outcomes` restricts to those outcomes
-/// (all when empty); at most `limit` rows.
+/// Where a case sits in a run's case order: the last case of a page, to
+/// continue after it. It carries the keys of both orders, so a position
+/// taken in one order is meaningful (if surprising) in the other.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CasePosition {
+    /// Stored outcome code.
+    pub outcome: i64,
+    /// Seconds.
+    pub duration_secs: f64,
+    /// Message (chunk) of the run it arrived in.
+    pub chunk: i64,
+    /// Its index within the chunk.
+    pub idx: i64,
+}
+
+/// One page of a run's cases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CasePage {
+    /// The cases, in the order asked for.
+    pub cases: Vec<CaseRecord>,
+    /// Where the next page starts, when more cases match.
+    pub next: Option<CasePosition>,
+}
+
+/// The cases of a run in `order`, after `after` when given. `outcomes`
+/// restricts to those outcomes (all when empty); at most `limit` rows.
 pub async fn run_cases(
     pool: &SqlitePool,
     run_id: &str,
     outcomes: &[Outcome],
     order: CaseOrder,
+    after: Option<CasePosition>,
     limit: u32,
-) -> Result<Vec<CaseRecord>, sqlx::Error> {
-    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "SELECT test_id, file, classname, name, outcome, duration_secs, message, traceback, output, \
-         retries, flaky FROM test_cases WHERE run_id = ",
-    );
-    qb.push_bind(run_id.to_string());
+) -> Result<CasePage, sqlx::Error> {
+    let order_by = match order {
+        CaseOrder::FailuresFirst => "outcome, chunk, idx",
+        CaseOrder::Slowest => "duration_secs DESC, chunk, idx",
+    };
+    let mut qb = json_rows::select(&CASE_FIELDS, order_by);
+    qb.push("SELECT ")
+        .push(CASE_FIELDS.join(", "))
+        .push(" FROM test_cases WHERE run_id = ")
+        .push_bind(run_id.to_string());
     if !outcomes.is_empty() {
         qb.push(" AND outcome IN (");
         let mut sep = qb.separated(", ");
@@ -194,17 +324,48 @@ pub async fn run_cases(
         }
         qb.push(")");
     }
-    qb.push(match order {
-        CaseOrder::FailuresFirst => " ORDER BY outcome, chunk, idx LIMIT ",
-        CaseOrder::Slowest => " ORDER BY duration_secs DESC, chunk, idx LIMIT ",
+    if let Some(p) = after {
+        match order {
+            // A range of the (run_id, outcome, chunk, idx) index.
+            CaseOrder::FailuresFirst => qb
+                .push(" AND (outcome, chunk, idx) > (")
+                .push_bind(p.outcome)
+                .push(", ")
+                .push_bind(p.chunk)
+                .push(", ")
+                .push_bind(p.idx)
+                .push(")"),
+            CaseOrder::Slowest => qb
+                .push(" AND (duration_secs < ")
+                .push_bind(p.duration_secs)
+                .push(" OR (duration_secs = ")
+                .push_bind(p.duration_secs)
+                .push(" AND (chunk, idx) > (")
+                .push_bind(p.chunk)
+                .push(", ")
+                .push_bind(p.idx)
+                .push(")))"),
+        };
+    }
+    // One row more than asked tells whether another page follows.
+    qb.push(" ORDER BY ")
+        .push(order_by)
+        .push(" LIMIT ")
+        .push_bind(i64::from(limit) + 1);
+    let mut rows: Vec<CaseRow> = json_rows::fetch(qb, pool).await?;
+    let next = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(CaseRow::position)
+    } else {
+        None
+    };
+    Ok(CasePage {
+        cases: rows
+            .into_iter()
+            .map(CaseRecord::try_from)
+            .collect::<Result<_, _>>()?,
+        next,
     })
-    .push_bind(i64::from(limit));
-    qb.build()
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(case_from_row)
-        .collect()
 }
 
 /// A `rejected` row: received_at, subject, msg_id, run_id, reason, excerpt, payload.

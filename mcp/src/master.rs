@@ -203,7 +203,7 @@ pub struct RunDetail {
     /// Cases, failures first.
     #[serde(default)]
     pub cases: Vec<Case>,
-    /// Cases left out by `cases_limit` or `outcome`.
+    /// Cases not in this page (left out by `outcome`, or past `cases_limit`).
     #[serde(default)]
     pub cases_omitted: u64,
 }

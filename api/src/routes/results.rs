@@ -185,8 +185,13 @@ pub struct RunDetail {
     pub failures: Vec<FailureView>,
     /// Test cases, failures first, then in report order.
     pub cases: Vec<CaseView>,
-    /// Cases left out by `cases_limit` or `outcome`.
+    /// Cases not in this page: left out by `outcome`, on other pages, or
+    /// past `cases_limit`.
     pub cases_omitted: u64,
+    /// Cursor of the next page of cases, when more match (also in the
+    /// `X-Next-Cursor` header); pass it back as `cursor` with the same
+    /// `outcome` and `order`.
+    pub next_cursor: Option<String>,
 }
 
 /// Query of `GET /results`.
@@ -344,32 +349,97 @@ fn urlencode(s: &str) -> String {
 pub struct RunQuery {
     /// Only cases with these outcomes, comma-separated (e.g. `failed,error`).
     pub outcome: Option<String>,
-    /// Most cases returned, 0..=200000 (default 100000).
+    /// Most cases returned, 0..=200000 (default 100: a page; follow
+    /// `next_cursor` for more, or ask for up to 200000 at once).
     pub cases_limit: Option<u32>,
     /// `failures_first` (default: failures, then report order) or
     /// `duration` (slowest first: with a small `cases_limit`, the slowest
     /// tests of the run).
     pub order: Option<String>,
+    /// Continue after the page that returned this cursor (`next_cursor`).
+    pub cursor: Option<String>,
 }
 
-/// One run with its test cases, failures first.
+/// Default page of cases: enough for a person to read, small enough to
+/// serve in a few milliseconds (10,000 cases are ~3 MiB of JSON).
+pub const DEFAULT_CASES_LIMIT: u32 = 100;
+
+fn order_tag(order: queries::CaseOrder) -> &'static str {
+    match order {
+        queries::CaseOrder::FailuresFirst => "failures_first",
+        queries::CaseOrder::Slowest => "duration",
+    }
+}
+
+fn encode_case_cursor(order: queries::CaseOrder, p: &queries::CasePosition) -> String {
+    format!(
+        "{}.{}.{:x}.{}.{}",
+        order_tag(order),
+        p.outcome,
+        p.duration_secs.to_bits(),
+        p.chunk,
+        p.idx
+    )
+}
+
+fn decode_case_cursor(
+    s: &str,
+    order: queries::CaseOrder,
+) -> Result<queries::CasePosition, ApiError> {
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "cursor {:?} is not one this API issued for these cases; pass the next_cursor of the previous page unchanged",
+            s.chars().take(100).collect::<String>()
+        ))
+    };
+    let mut parts = s.split('.');
+    let tag = parts.next().ok_or_else(bad)?;
+    if tag != order_tag(order) {
+        return Err(ApiError::BadRequest(format!(
+            "cursor was issued for order={tag}, not order={}; ask with the order of the page that returned it",
+            order_tag(order)
+        )));
+    }
+    let mut num = || parts.next().ok_or_else(bad);
+    let outcome: i64 = num()?.parse().map_err(|_| bad())?;
+    let bits = u64::from_str_radix(num()?, 16).map_err(|_| bad())?;
+    let chunk: i64 = num()?.parse().map_err(|_| bad())?;
+    let idx: i64 = num()?.parse().map_err(|_| bad())?;
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(queries::CasePosition {
+        outcome,
+        duration_secs: f64::from_bits(bits),
+        chunk,
+        idx,
+    })
+}
+
+/// One run with a page of its test cases, failures first.
+///
+/// Pagination: when more cases match, `next_cursor` (and the
+/// `X-Next-Cursor` header) holds the cursor of the next page; pass it back
+/// as `cursor` with the same `outcome` and `order`.
 #[utoipa::path(get, path = "/results/{run_id}", params(("run_id" = String, Path, description = "Run id"), RunQuery),
     responses(
-        (status = 200, description = "The run", body = RunDetail),
+        (status = 200, description = "The run", body = RunDetail,
+         headers(("X-Next-Cursor" = String, description = "Cursor of the next page of cases, when there is one"))),
         (status = 400, description = "Bad run id or parameter", body = ErrorBody),
         (status = 404, description = "No complete run with that id", body = ErrorBody)))]
 pub async fn get_run(
     State(st): State<AppState>,
     Path(run_id): Path<String>,
     Query(q): Query<RunQuery>,
-) -> Result<axum::Json<RunDetail>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     check_run_id(&run_id)?;
-    let limit = q.cases_limit.unwrap_or(100_000);
-    if limit > 200_000 {
-        return Err(ApiError::BadRequest(format!(
-            "cases_limit must be at most 200000, got {limit}"
-        )));
-    }
+    let limit = bounded(
+        "cases_limit",
+        q.cases_limit,
+        DEFAULT_CASES_LIMIT,
+        0,
+        200_000,
+    )?;
     let outcomes = match q.outcome.as_deref() {
         None | Some("") => Vec::new(),
         Some(list) => list
@@ -397,7 +467,15 @@ pub async fn get_run(
             "run_id '{run_id}' not found (runs appear once all their results are ingested; check GET /results or GET /rejected)"
         ))
     })?;
-    let cases = queries::run_cases(&st.read, &run_id, &outcomes, order, limit).await?;
+    let after = q
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(|c| decode_case_cursor(c, order))
+        .transpose()?;
+    let page = queries::run_cases(&st.read, &run_id, &outcomes, order, after, limit).await?;
+    let cases = page.cases;
+    let next_cursor = page.next.map(|p| encode_case_cursor(order, &p));
     let matching: u64 = if outcomes.is_empty() {
         run.counts.total
     } else {
@@ -418,12 +496,22 @@ pub async fn get_run(
     } else {
         0
     };
-    Ok(axum::Json(RunDetail {
-        run: run.into(),
-        failures,
-        cases: cases.into_iter().map(CaseView::from).collect(),
-        cases_omitted,
-    }))
+    let mut headers = HeaderMap::new();
+    if let Some(c) = &next_cursor
+        && let Ok(v) = HeaderValue::from_str(c)
+    {
+        headers.insert("x-next-cursor", v);
+    }
+    Ok((
+        headers,
+        axum::Json(RunDetail {
+            run: run.into(),
+            failures,
+            cases: cases.into_iter().map(CaseView::from).collect(),
+            cases_omitted,
+            next_cursor,
+        }),
+    ))
 }
 
 /// The original system's payload: counts plus failures only.

@@ -149,7 +149,7 @@ impl TestApp {
     /// Polls `GET /results/{id}` until the run is there, and `/trend` until
     /// the aggregates have it too (they hear of a run just after its commit).
     pub async fn wait_run(&self, run_id: &str) -> Value {
-        let path = format!("/results/{run_id}");
+        let path = format!("/results/{run_id}?cases_limit=200000");
         let run = eventually(
             DEADLINE,
             &format!("run {run_id} to be queryable"),

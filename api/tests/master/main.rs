@@ -394,6 +394,91 @@ async fn a_60000_case_run_travels_in_chunks() {
     );
     assert_eq!(run["cases"].as_array().map(Vec::len), Some(60_000));
     assert_eq!(run["cases"][0]["outcome"], "failed", "failures first");
+    assert_eq!(run["next_cursor"], Value::Null, "everything in one page");
+
+    // The default is a page of 100, failures first, with a cursor.
+    let (status, page) = app.get(&format!("/results/{run_id}")).await;
+    assert_eq!(status, 200);
+    let cases = page["cases"].as_array().expect("cases");
+    assert_eq!(cases.len(), 100);
+    assert!(cases[..60].iter().all(|c| c["outcome"] == "failed"));
+    assert!(cases[60..].iter().all(|c| c["outcome"] == "passed"));
+    assert_eq!(page["cases_omitted"], 59_900);
+    assert!(page["next_cursor"].is_string());
+
+    // Following the cursors visits every case exactly once, in both orders
+    // (every duration is equal here, so the slowest-first order rests on its
+    // tie-break across the run's chunks).
+    for (order, page_size) in [("failures_first", 7_000), ("duration", 6_999)] {
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut path = format!("/results/{run_id}?order={order}&cases_limit={page_size}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let (status, page) = app.get(&path).await;
+            assert_eq!(status, 200, "{page}");
+            pages += 1;
+            for c in page["cases"].as_array().expect("cases") {
+                let id = c["test_id"].as_str().expect("test_id").to_string();
+                assert!(seen.insert(id), "{order}: case seen twice");
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+            assert!(pages < 20, "{order}: cursor does not advance");
+        }
+        assert_eq!(
+            (seen.len(), pages),
+            (60_000, 60_000usize.div_ceil(page_size)),
+            "{order}"
+        );
+    }
+
+    // Only failures, slowest first, in pages of 7: 60 failures in 9 pages.
+    let mut failures = 0;
+    let mut cursor = String::new();
+    for _ in 0..9 {
+        let (_, page) = app
+            .get(&format!(
+                "/results/{run_id}?outcome=failed&order=duration&cases_limit=7&cursor={cursor}"
+            ))
+            .await;
+        let cases = page["cases"].as_array().expect("cases");
+        assert!(cases.iter().all(|c| c["outcome"] == "failed"));
+        failures += cases.len();
+        cursor = page["next_cursor"].as_str().unwrap_or_default().to_string();
+    }
+    assert_eq!((failures, cursor.as_str()), (60, ""));
+
+    // A cursor from another order, or made up, is a 400 saying what to do.
+    let (_, first) = app.get(&format!("/results/{run_id}?cases_limit=1")).await;
+    let c = first["next_cursor"].as_str().expect("cursor");
+    let (status, body) = app
+        .get(&format!("/results/{run_id}?order=duration&cursor={c}"))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("order=failures_first"),
+        "{body}"
+    );
+    let (status, body) = app
+        .get(&format!("/results/{run_id}?cursor=failures_first.x"))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("next_cursor"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
