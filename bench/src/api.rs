@@ -5,7 +5,8 @@
 //! Method: per endpoint, a short warm-up, then `wrk -t2 -c32 --latency`
 //! for the configured duration. `GET /results/{id}` rotates over every
 //! stored run (a Lua `request` hook); the other endpoints take their
-//! defaults. Every endpoint goes through the same Lua hook so wrk's own
+//! defaults (for `/results/{id}` a page of 100 cases; all of a run's cases
+//! is a figure without target). Every endpoint goes through the same Lua hook so wrk's own
 //! cost is the same for all. Any non-2xx answer or socket error fails the
 //! row.
 //!
@@ -50,7 +51,14 @@ pub async fn run(plan: &Plan, fx: &mut Fixture) -> anyhow::Result<Vec<Row>> {
         .iter()
         .map(|id| format!("/results/{id}"))
         .collect();
-    let full = format!("/results/{{id}} (all {} cases)", plan.fill_cases);
+    let page = format!(
+        "/results/{{id}} (default page: 100 of {} cases)",
+        plan.fill_cases
+    );
+    let full = format!(
+        "/results/{{id}}?cases_limit=100000 (all {} cases)",
+        plan.fill_cases
+    );
     let project = crate::fixture::PROJECTS[0];
     let history = format!(
         "/tests/{}/history?project={project}",
@@ -58,17 +66,21 @@ pub async fn run(plan: &Plan, fx: &mut Fixture) -> anyhow::Result<Vec<Row>> {
             .replace('/', "%2F")
             .replace(':', "%3A")
     );
-    let analytics = [
-        format!("/flaky?project={project}"),
-        format!("/failures/clusters?project={project}"),
-        format!("/tests/slow?project={project}"),
-        history,
+    let figures = [
+        by_id
+            .iter()
+            .map(|p| format!("{p}?cases_limit=100000"))
+            .collect::<Vec<_>>(),
+        vec![format!("/flaky?project={project}")],
+        vec![format!("/failures/clusters?project={project}")],
+        vec![format!("/tests/slow?project={project}")],
+        vec![history],
     ];
     // (label, paths, answered from aggregates)
     let mut endpoints: Vec<(&str, Vec<String>, bool)> = vec![
         ("/health", vec!["/health".into()], false),
         ("/results", vec!["/results".into()], false),
-        (full.as_str(), by_id.clone(), false),
+        (page.as_str(), by_id.clone(), false),
         (
             "/results/{id}?outcome=failed,error",
             by_id
@@ -83,13 +95,14 @@ pub async fn run(plan: &Plan, fx: &mut Fixture) -> anyhow::Result<Vec<Row>> {
     ];
     let targeted = endpoints.len();
     let labels = [
+        full.as_str(),
         "/flaky?project=P (50 runs)",
         "/failures/clusters?project=P (50 runs)",
         "/tests/slow?project=P (20 runs)",
         "/tests/{id}/history?project=P",
     ];
-    for (label, path) in labels.iter().zip(&analytics) {
-        endpoints.push((label, vec![path.clone()], false));
+    for (label, paths) in labels.iter().zip(figures) {
+        endpoints.push((label, paths, false));
     }
     let mut loads = Vec::new();
     for (i, (label, paths, _)) in endpoints.iter().enumerate() {

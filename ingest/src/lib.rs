@@ -26,6 +26,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod heap;
+
 use actix::Recipient;
 use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
@@ -325,6 +327,8 @@ async fn consume(
         .await
         .map_err(|e| e.to_string())?;
     health.update(|h| h.consumer_error = None);
+    // Whether a batch was stored since the heap was last trimmed.
+    let mut stored_since_trim = false;
     while !shutdown.is_cancelled() {
         // Wait (up to 500 ms) for one message, then take whatever else is
         // already there without waiting: a lone small run is stored at
@@ -347,6 +351,11 @@ async fn consume(
             .await
             .map_err(|e| format!("cannot pull from consumer {}: {e}", ptp_nats::CONSUMER))?;
         collect(first, &mut msgs, &mut failure).await;
+        if msgs.is_empty() && failure.is_none() && stored_since_trim {
+            // Idle for a whole pull: give the batches' memory back.
+            heap::release_free_memory();
+            stored_since_trim = false;
+        }
         if !msgs.is_empty() && failure.is_none() && config.batch_max > 1 {
             let rest = consumer
                 .fetch()
@@ -358,6 +367,7 @@ async fn consume(
         }
         if !msgs.is_empty() {
             store_and_ack(msgs, writer, config, health).await;
+            stored_since_trim = true;
         }
         if let Some(f) = failure {
             return Err(f);
