@@ -19,10 +19,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use serde::{Deserialize, Serialize};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use crate::flaky::{Window, push_scope};
+use crate::json_rows;
 use crate::model::from_millis;
 
 /// What identifies a failure.
@@ -346,6 +347,16 @@ pub struct ClusterReport {
     pub clusters: Vec<Cluster>,
 }
 
+/// A failed or errored case of the window, as read.
+#[derive(Deserialize)]
+struct FailureRow {
+    run_id: String,
+    started_at: i64,
+    test_id: String,
+    message: Option<String>,
+    traceback: Option<String>,
+}
+
 struct Acc {
     sig: Signature,
     count: u64,
@@ -363,27 +374,30 @@ pub async fn clusters(
     w: &Window,
     limit: usize,
 ) -> Result<ClusterReport, sqlx::Error> {
-    let mut q = QueryBuilder::<Sqlite>::new("");
+    // One JSON value instead of a sqlx hand-off per failure.
+    let mut q = json_rows::select(
+        &["run_id", "started_at", "test_id", "message", "traceback"],
+        "started_at DESC, run_id DESC, test_id",
+    );
     push_scope(&mut q, w, false);
     q.push(
         " SELECT s.run_id, s.started_at, c.test_id, substr(c.message, 1, 1000) AS message, \
                  CASE WHEN length(c.traceback) > 4000 \
                       THEN substr(c.traceback, 1, 2000) || char(10) || substr(c.traceback, -2000) \
-                      ELSE c.traceback END AS traceback, \
-                 (SELECT COUNT(*) FROM scope) AS considered \
+                      ELSE c.traceback END AS traceback \
           FROM scope s JOIN test_cases c ON c.run_id = s.run_id AND c.outcome IN (0, 1)",
     );
-    let rows = q.build().fetch_all(pool).await?;
+    let rows: Vec<FailureRow> = json_rows::fetch(q, pool).await?;
     let mut by_id: BTreeMap<String, Acc> = BTreeMap::new();
     let mut failures = 0u64;
-    let mut considered = None;
-    for r in rows {
-        considered.get_or_insert(r.try_get::<i64, _>("considered")?);
-        let run_id: String = r.try_get("run_id")?;
-        let started: i64 = r.try_get("started_at")?;
-        let test_id: String = r.try_get("test_id")?;
-        let message: Option<String> = r.try_get("message")?;
-        let traceback: Option<String> = r.try_get("traceback")?;
+    for FailureRow {
+        run_id,
+        started_at: started,
+        test_id,
+        message,
+        traceback,
+    } in rows
+    {
         let sig = signature(message.as_deref(), traceback.as_deref());
         failures += 1;
         let example = || Example {
@@ -409,15 +423,12 @@ pub async fn clusters(
             a.example = example();
         }
     }
-    let considered = match considered {
-        Some(n) => n.max(0) as u64,
-        None => {
-            let mut q = QueryBuilder::<Sqlite>::new("");
-            push_scope(&mut q, w, false);
-            q.push(" SELECT COUNT(*) FROM scope");
-            let (n,): (i64,) = q.build_query_as().fetch_one(pool).await?;
-            n.max(0) as u64
-        }
+    let considered = {
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_scope(&mut q, w, false);
+        q.push(" SELECT COUNT(*) FROM scope");
+        let (n,): (i64,) = q.build_query_as().fetch_one(pool).await?;
+        n.max(0) as u64
     };
     let mut all: Vec<Cluster> = by_id
         .into_iter()

@@ -30,9 +30,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use serde::{Deserialize, Serialize};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
+use crate::json_rows;
 use crate::model::{from_millis, to_millis};
 
 /// A test's verdict in one run.
@@ -263,6 +264,20 @@ pub(crate) fn push_scope(q: &mut QueryBuilder<Sqlite>, w: &Window, exclude_outag
         .push(")");
 }
 
+/// A test's worst verdict in one run of the window.
+#[derive(Deserialize)]
+struct VerdictRow {
+    project: String,
+    test_id: String,
+    run_id: String,
+    branch: Option<String>,
+    commit_sha: Option<String>,
+    started_at: i64,
+    worst: i64,
+    message: Option<String>,
+    retried: i64,
+}
+
 /// Finds the flaky tests of a window, most evidence first.
 pub async fn find_flaky(
     pool: &SqlitePool,
@@ -270,7 +285,22 @@ pub async fn find_flaky(
     rule: FlipRule,
     limit: usize,
 ) -> Result<FlakyReport, sqlx::Error> {
-    let mut q = QueryBuilder::<Sqlite>::new("");
+    // One JSON value instead of a sqlx hand-off per (test, run) row: tens
+    // of thousands of rows on a suite with many unstable tests.
+    let mut q = json_rows::select(
+        &[
+            "project",
+            "test_id",
+            "run_id",
+            "branch",
+            "commit_sha",
+            "started_at",
+            "worst",
+            "message",
+            "retried",
+        ],
+        "project, test_id, run_id",
+    );
     push_scope(&mut q, w, true);
     q.push(
         ", cand AS (\
@@ -290,22 +320,21 @@ pub async fn find_flaky(
            AND c.outcome IN (0, 1, 3) AND s.started_at > COALESCE(f.cleared_at, -1) \
          GROUP BY s.project, c.test_id, s.run_id",
     );
-    let rows = q.build().fetch_all(pool).await?;
+    let rows: Vec<VerdictRow> = json_rows::fetch(q, pool).await?;
     let mut tests: BTreeMap<(String, String), Vec<Observation>> = BTreeMap::new();
     for r in rows {
-        let worst: i64 = r.try_get("worst")?;
-        let failed = worst <= 1;
+        let failed = r.worst <= 1;
         tests
-            .entry((r.try_get("project")?, r.try_get("test_id")?))
+            .entry((r.project, r.test_id))
             .or_default()
             .push(Observation {
-                run_id: r.try_get("run_id")?,
-                branch: r.try_get("branch")?,
-                commit: r.try_get("commit_sha")?,
-                started_at: r.try_get("started_at")?,
+                run_id: r.run_id,
+                branch: r.branch,
+                commit: r.commit_sha,
+                started_at: r.started_at,
                 failed,
-                retried: !failed && r.try_get::<i64, _>("retried")? > 0,
-                message: if failed { r.try_get("message")? } else { None },
+                retried: !failed && r.retried > 0,
+                message: if failed { r.message } else { None },
             });
     }
     let mut found: Vec<FlakyTest> = tests

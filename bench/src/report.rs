@@ -164,8 +164,8 @@ async fn breakdown(base: &str, run_id: &str) -> anyhow::Result<()> {
         .context("slowest cases")?;
     let t_slowest = t.elapsed();
     let t = Instant::now();
-    let flaky = c.flaky(&filter, 15).await.context("flaky")?;
-    let clusters = c.clusters(&filter, 15).await.context("clusters")?;
+    let flaky = c.flaky(&filter, 20, 15).await.context("flaky")?;
+    let clusters = c.clusters(&filter, 20, 15).await.context("clusters")?;
     let t_analytics = t.elapsed();
     let t = Instant::now();
     let stats = c

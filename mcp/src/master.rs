@@ -370,6 +370,9 @@ pub struct Cluster {
 /// `GET /failures/clusters`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ClusterReport {
+    /// Runs looked at.
+    #[serde(default)]
+    pub runs_considered: u64,
     /// Failures in the window.
     #[serde(default)]
     pub failures: u64,
@@ -654,20 +657,28 @@ impl MasterClient {
     }
 
     /// `GET /flaky` for a report's filter.
-    pub async fn flaky(&self, filter: &RunFilter, limit: u32) -> Result<FlakyReport, MasterError> {
-        let mut q = vec![("limit", limit.to_string())];
+    /// `GET /flaky` over the newest `runs` runs of a report's filter.
+    pub async fn flaky(
+        &self,
+        filter: &RunFilter,
+        runs: u32,
+        limit: u32,
+    ) -> Result<FlakyReport, MasterError> {
+        let mut q = vec![("limit", limit.to_string()), ("runs", runs.to_string())];
         push(&mut q, "project", &filter.project);
         push(&mut q, "branch", &filter.branch);
         self.get("/flaky", &q).await
     }
 
-    /// `GET /failures/clusters` for a report's filter.
+    /// `GET /failures/clusters` over the newest `runs` runs of a report's
+    /// filter.
     pub async fn clusters(
         &self,
         filter: &RunFilter,
+        runs: u32,
         limit: u32,
     ) -> Result<ClusterReport, MasterError> {
-        let mut q = vec![("limit", limit.to_string())];
+        let mut q = vec![("limit", limit.to_string()), ("runs", runs.to_string())];
         push(&mut q, "project", &filter.project);
         push(&mut q, "branch", &filter.branch);
         self.get("/failures/clusters", &q).await

@@ -198,7 +198,8 @@ pub struct ReportArgs {
     pub branch: Option<String>,
     /// Only runs of this CI worker.
     pub worker_id: Option<String>,
-    /// How many runs the trend chart covers: 1 to 500. Default 20.
+    /// How many of the newest runs the trend chart and the flaky-test and
+    /// failure-cluster sections cover: 1 to 500. Default 20.
     #[schemars(range(min = 1, max = 500))]
     pub runs: Option<i64>,
     /// Absolute path of a file to write the HTML to (e.g. /home/me/report.html). When given, the tool answers the path and a summary instead of embedding the HTML. The directory must exist; an existing file is replaced.
@@ -983,8 +984,11 @@ impl PtpMcp {
                     self.master.workers(),
                 )
             },
-            self.master.flaky(&filter, report::SECTION_ROWS as u32),
-            self.master.clusters(&filter, report::SECTION_ROWS as u32),
+            // The sections cover the report's runs, like its trend.
+            self.master
+                .flaky(&filter, runs_n, report::SECTION_ROWS as u32),
+            self.master
+                .clusters(&filter, runs_n, report::SECTION_ROWS as u32),
         );
         let (latest, slowest, stats, workers) = main?;
         // The analytics sections are extras: a master that cannot answer

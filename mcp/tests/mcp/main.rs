@@ -435,7 +435,9 @@ async fn tools_answer_from_the_master() {
         "Flaky tests",
         "Failure clusters",
         "at tests/test_checkout.py",
-        "No flaky tests",
+        // The sections cover the report's runs (`runs`: 10; 4 are stored).
+        "No flaky tests in the last 4 runs",
+        "In the last 4 runs: failures with the same exception",
         "@media print",
     ] {
         assert!(html.contains(part), "report lacks {part:?}");
