@@ -39,7 +39,7 @@ use actix::prelude::*;
 
 pub use aggregates::{Aggregates, AggregatesConfig};
 pub use db::{DbError, DbOptions};
-pub use writer::Writer;
+pub use writer::{DataVersion, Writer};
 
 /// Addresses of the running actors, and the handle to stop them.
 pub struct ActorSystem {
@@ -47,6 +47,8 @@ pub struct ActorSystem {
     pub writer: Addr<Writer>,
     /// The aggregates: heartbeats and the aggregate queries.
     pub aggregates: Addr<Aggregates>,
+    /// Bumped by the writer after every write.
+    pub version: DataVersion,
     system: actix::System,
     thread: Option<JoinHandle<()>>,
 }
@@ -56,6 +58,8 @@ impl ActorSystem {
     /// starts both actors on a dedicated thread. Returns once they run.
     pub async fn start(db: DbOptions, config: AggregatesConfig) -> Result<ActorSystem, DbError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let version = DataVersion::default();
+        let writer_version = version.clone();
         let thread = std::thread::Builder::new()
             .name("ptp-actors".into())
             .spawn(move || {
@@ -74,6 +78,7 @@ impl ActorSystem {
                         pool,
                         aggregates.clone().recipient(),
                         aggregates.clone().recipient(),
+                        writer_version,
                     )
                     .start();
                     Ok::<_, DbError>((writer, aggregates, actix::System::current()))
@@ -92,6 +97,7 @@ impl ActorSystem {
             Ok(Ok((writer, aggregates, system))) => Ok(ActorSystem {
                 writer,
                 aggregates,
+                version,
                 system,
                 thread: Some(thread),
             }),

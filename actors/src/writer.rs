@@ -17,6 +17,8 @@
 //!   caller, which leaves the messages unacked for redelivery.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::prelude::*;
 use chrono::Utc;
@@ -111,26 +113,48 @@ pub struct RunCompleted {
     pub failures: Vec<(String, Option<String>)>,
 }
 
+/// A counter the writer bumps after every write it finishes (committed or
+/// not), so a reader that noted its value before reading the database knows
+/// whether what it read may have changed since: equal values mean no write
+/// finished in between. Caches of database reads key on it.
+#[derive(Debug, Clone, Default)]
+pub struct DataVersion(Arc<AtomicU64>);
+
+impl DataVersion {
+    /// The current value. Read it *before* the database read it tags.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// The writer actor. Owns the single-connection write pool.
 pub struct Writer {
     pool: SqlitePool,
     completed_to: Recipient<RunCompleted>,
     replace_to: Recipient<ReplaceState>,
+    version: DataVersion,
 }
 
 impl Writer {
     /// A writer over `pool` (one connection) that reports completed runs to
     /// `completed_to` and, after pruning, a rebuilt state to `replace_to`
     /// (both the aggregates actor).
+    /// `version` is bumped after every write.
     pub fn new(
         pool: SqlitePool,
         completed_to: Recipient<RunCompleted>,
         replace_to: Recipient<ReplaceState>,
+        version: DataVersion,
     ) -> Writer {
         Writer {
             pool,
             completed_to,
             replace_to,
+            version,
         }
     }
 }
@@ -148,6 +172,7 @@ impl Handler<StoreBatch> for Writer {
             async move { store_batch(&pool, msg.0).await }
                 .into_actor(self)
                 .map(|res, act, _ctx| {
+                    act.version.bump();
                     res.map(|(report, completed)| {
                         for c in completed {
                             act.completed_to.do_send(c);
@@ -208,7 +233,12 @@ impl Handler<PruneSlice> for Writer {
     fn handle(&mut self, msg: PruneSlice, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
         AtomicResponse::new(Box::pin(
-            async move { prune_slice(&pool, &msg).await }.into_actor(self),
+            async move { prune_slice(&pool, &msg).await }
+                .into_actor(self)
+                .map(|res, act, _ctx| {
+                    act.version.bump();
+                    res
+                }),
         ))
     }
 }
@@ -229,6 +259,7 @@ impl Handler<FinishPrune> for Writer {
             }
             .into_actor(self)
             .map(|res: Result<_, StoreError>, act, _ctx| {
+                act.version.bump();
                 res.map(|(sizes, fresh)| {
                     act.replace_to.do_send(ReplaceState(Box::new(fresh)));
                     sizes
@@ -357,7 +388,11 @@ impl Handler<ClearFlaky> for Writer {
                 .await?;
                 Ok(true)
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(|res, act, _ctx| {
+                act.version.bump();
+                res
+            }),
         ))
     }
 }
@@ -380,7 +415,12 @@ impl Handler<ExpireIncomplete> for Writer {
     fn handle(&mut self, msg: ExpireIncomplete, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
         AtomicResponse::new(Box::pin(
-            async move { expire_incomplete(&pool, msg.received_before).await }.into_actor(self),
+            async move { expire_incomplete(&pool, msg.received_before).await }
+                .into_actor(self)
+                .map(|res, act, _ctx| {
+                    act.version.bump();
+                    res
+                }),
         ))
     }
 }

@@ -100,6 +100,13 @@ pub struct Config {
     #[arg(long, env = "PTP_MAX_BODY_MB", default_value_t = 64)]
     pub max_body_mb: usize,
 
+    /// MiB of memory for answers read from SQLite (runs, a run's cases,
+    /// compare, flaky tests, clusters, slow tests, history), kept until the
+    /// next write; repeated reads are then answered from memory. 0 turns
+    /// the cache off.
+    #[arg(long, env = "PTP_READ_CACHE_MIB", default_value_t = 32)]
+    pub read_cache_mib: usize,
+
     /// Seconds an HTTP request may take before it is answered 408.
     #[arg(long, env = "PTP_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
@@ -127,6 +134,7 @@ impl Config {
             read_tokens: Vec::new(),
             max_body_mb: 64,
             request_timeout_secs: 30,
+            read_cache_mib: 32,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! stop the actors.
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub ingest: Arc<IngestHealth>,
     /// The NATS URL, for error messages.
     pub nats_url: String,
+    /// Answers read from SQLite, until the next write.
+    pub cache: Arc<cache::ReadCache>,
 }
 
 /// The OpenAPI description of the API, served at `/openapi.json`.
@@ -112,11 +115,19 @@ impl utoipa::Modify for BearerTokens {
 
 /// The HTTP app for `state`, with body limit and request timeout.
 pub fn app(state: AppState, config: &Config) -> Router {
-    let api = Router::new()
+    // Answers read from SQLite are cached until the next write; the
+    // aggregates' (heartbeats change them without a write) and /health are not.
+    let from_sqlite = Router::new()
         .merge(routes::results::router())
-        .merge(routes::analytics::router())
         .merge(routes::compare::router())
         .merge(routes::insights::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.cache.clone(),
+            cache::serve_cached,
+        ));
+    let api = Router::new()
+        .merge(from_sqlite)
+        .merge(routes::analytics::router())
         .merge(routes::health::router())
         .with_state(state);
     api.route(
@@ -222,6 +233,10 @@ pub async fn run(
         js,
         ingest: health,
         nats_url: config.nats_url.clone(),
+        cache: Arc::new(cache::ReadCache::new(
+            actors.version.clone(),
+            config.read_cache_mib.saturating_mul(1024 * 1024),
+        )),
     };
     if config.write_tokens.iter().all(|t| t.trim().is_empty()) {
         tracing::warn!(

@@ -394,15 +394,60 @@ impl MasterProcess {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM; returns the exit code.
+    /// SIGTERM; returns the exit code. A master that has not exited within
+    /// [`DEADLINE`] fails the test with what it was doing (its threads'
+    /// states and kernel wait channels), then is killed: a hang here must
+    /// say why, not stall the suite.
     pub async fn sigterm(mut self) -> Option<i32> {
         self.signal("-TERM");
-        tokio::task::spawn_blocking(move || self.child.wait())
-            .await
-            .expect("join")
-            .expect("wait")
-            .code()
+        let started = std::time::Instant::now();
+        loop {
+            match self.child.try_wait().expect("wait for the master") {
+                Some(status) => return status.code(),
+                None if started.elapsed() > DEADLINE => {
+                    let pid = self.child.id();
+                    let report = threads_of(pid);
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "the master (pid {pid}) did not exit within {DEADLINE:?} of SIGTERM; its threads:\n{report}"
+                    );
+                }
+                // Polling a child's exit status; nothing to wait on instead
+                // without blocking a runtime thread.
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
     }
+}
+
+/// Name, state and kernel wait channel of every thread of `pid`, from /proc.
+fn threads_of(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("(no /proc/{pid}/task)");
+    };
+    let mut out = String::new();
+    for t in tasks.flatten() {
+        let p = t.path();
+        let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+        let status = read("status");
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        out.push_str(&format!(
+            "  {} {} [{}] wchan={}\n",
+            t.file_name().to_string_lossy(),
+            field("Name:"),
+            field("State:"),
+            read("wchan")
+        ));
+    }
+    out
 }
 
 impl Drop for MasterProcess {

@@ -3,6 +3,7 @@
 //! `ptp-agent` wrapping a real pytest.
 
 mod bad_input;
+mod cache;
 mod faults;
 mod helpers;
 mod insights;
