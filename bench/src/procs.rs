@@ -412,6 +412,11 @@ impl Stack {
     /// Stops the master gracefully and starts it again on the same
     /// database; returns the time to healthy.
     pub async fn restart_master(&mut self) -> anyhow::Result<Duration> {
+        self.restart_master_with(&[]).await
+    }
+
+    /// [`Self::restart_master`] with `extra` arguments added this once.
+    pub async fn restart_master_with(&mut self, extra: &[String]) -> anyhow::Result<Duration> {
         if let Some(m) = self.master.take() {
             m.stop()?;
         }
@@ -420,12 +425,13 @@ impl Stack {
             .dir
             .path()
             .join(format!("master-{}.log", self.restarts));
+        let args: Vec<String> = self.master_args.iter().chain(extra).cloned().collect();
         let (m, t) = Master::start(
             &self.bins,
             &self.nats.url(),
             &self.dir.path().join("ptp.sqlite"),
             &log,
-            &self.master_args,
+            &args,
         )
         .await?;
         self.master = Some(m);

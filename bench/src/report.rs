@@ -6,7 +6,11 @@
 //! is driven over stdio with raw JSON-RPC, as an editor does: initialize,
 //! then `tools/call get_report {"project": "proj-a"}`, timed from writing
 //! the request to reading the whole answer (which embeds the HTML). One
-//! warm-up call, then the median of the repetitions.
+//! warm-up round, then the median of the repetitions. The master caches
+//! answers read from SQLite until its next write, so each round first
+//! stores a one-case run of another project (a write, as when CI reports)
+//! and times the report then (cache cold: the figure judged), and once more
+//! right after (cache warm: what a second look costs).
 //!
 //! Reference: `GET /results/{latest}?cases_limit=100000`, the whole run as
 //! the API serves it (what the report fetched before it asked for the
@@ -99,31 +103,72 @@ pub async fn run(plan: &Plan, bins: &Bins, fx: &Fixture) -> anyhow::Result<Vec<R
     breakdown(&master.base, &meta.run_id).await?;
 
     let mut mcp = Mcp::start(bins, &master.base).await?;
-    let mut times = Vec::new();
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
     let mut html_len = 0u64;
     for i in 0..plan.report_reps + 1 {
-        let t = Instant::now();
-        let result = mcp
-            .call("get_report", json!({ "project": PROJECT }))
+        // A write first: the master's read cache starts over.
+        let bump = RunMeta {
+            run_id: data::run_id(),
+            project: "proj-bump".into(),
+            branch: "main".into(),
+            worker_id: "worker-bump".into(),
+            started_at: Utc::now().trunc_subsecs(3),
+        };
+        let one = data::cases("proj-bump", 1, i as u64);
+        publish::publish_run(
+            &js,
+            &data::run_info(&bump, &one),
+            &one,
+            publish::max_payload(&client),
+        )
+        .await?;
+        master
+            .wait_listed(
+                &http,
+                bump.started_at,
+                std::slice::from_ref(&bump.run_id),
+                Duration::from_secs(60),
+            )
             .await?;
-        let elapsed = t.elapsed().as_secs_f64() * 1e3;
-        html_len = html_of(&result)?.len() as u64;
+        let mut timed = [0.0; 2];
+        for t_ms in &mut timed {
+            let t = Instant::now();
+            let result = mcp
+                .call("get_report", json!({ "project": PROJECT }))
+                .await?;
+            *t_ms = t.elapsed().as_secs_f64() * 1e3;
+            html_len = html_of(&result)?.len() as u64;
+        }
         if i > 0 {
-            times.push(elapsed);
+            cold.push(timed[0]);
+            warm.push(timed[1]);
         }
         progress!(
-            "  get_report #{i}{}: {} ({})",
+            "  get_report #{i}{}: after a write {}, again {} ({})",
             if i == 0 { " (warm-up)" } else { "" },
-            ms(elapsed),
+            ms(timed[0]),
+            ms(timed[1]),
             mib(html_len)
         );
     }
     mcp.stop().await;
-    let t = median(&times);
+    let t = median(&cold);
+    let t_warm = median(&warm);
     Ok(vec![
-        Row::info(format!("4 get_report, latest run {n} cases"), ms(t))
-            .vs(format!("GET /results/{{id}} {}", ms(ref_ms)), t / ref_ms)
-            .goal("< 300 ms", t < TIME_TARGET_MS),
+        Row::info(
+            format!("4 get_report, latest run {n} cases (first after a write)"),
+            ms(t),
+        )
+        .vs(format!("GET /results/{{id}} {}", ms(ref_ms)), t / ref_ms)
+        .goal("< 300 ms", t < TIME_TARGET_MS),
+        Row::info(
+            format!("4 get_report, latest run {n} cases (asked again, cache warm)"),
+            ms(t_warm),
+        )
+        .vs(
+            format!("GET /results/{{id}} {}", ms(ref_ms)),
+            t_warm / ref_ms,
+        ),
         Row::info("4 get_report HTML size", mib(html_len))
             .vs(
                 format!("run JSON {}", mib(json_bytes as u64)),
