@@ -127,6 +127,11 @@ pub async fn open_reader(opts: &DbOptions) -> Result<SqlitePool, DbError> {
     ensure_dir(&opts.path)?;
     SqlitePoolOptions::new()
         .max_connections(opts.read_connections.max(1))
+        // Local file connections need no reaping; and without these sqlx
+        // spawns no maintenance task (sqlx-core 0.9.0's can spin forever
+        // when the pool is closed during its pass).
+        .idle_timeout(None)
+        .max_lifetime(None)
         .connect_with(opts.connect_options())
         .await
         .map_err(|source| DbError::Open {

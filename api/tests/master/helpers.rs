@@ -577,7 +577,13 @@ pub async fn consumer_backlog(nats_url: &str) -> (u64, usize) {
 
 /// A read-only pool on the database file.
 pub async fn read_only(db: &Path) -> sqlx::SqlitePool {
+    // No idle timeout and no max lifetime: then sqlx spawns no maintenance
+    // task. sqlx-core 0.9.0's can spin forever in `for _ in 0..num_idle()`
+    // when the pool is closed during its first pass (seen: a test's tokio
+    // worker at 100% CPU after db_census, hanging the runtime's shutdown).
     sqlx::sqlite::SqlitePoolOptions::new()
+        .idle_timeout(None)
+        .max_lifetime(None)
         .max_connections(1)
         .connect_with(
             sqlx::sqlite::SqliteConnectOptions::new()
