@@ -117,6 +117,18 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// Every status.
+    pub const ALL: [RunStatus; 8] = [
+        RunStatus::Passed,
+        RunStatus::Failed,
+        RunStatus::Interrupted,
+        RunStatus::InternalError,
+        RunStatus::UsageError,
+        RunStatus::NoTests,
+        RunStatus::Crashed,
+        RunStatus::TimedOut,
+    ];
+
     /// The snake_case name used on the wire and in the database.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -133,18 +145,7 @@ impl RunStatus {
 
     /// Parses the snake_case name.
     pub fn parse(s: &str) -> Option<RunStatus> {
-        [
-            RunStatus::Passed,
-            RunStatus::Failed,
-            RunStatus::Interrupted,
-            RunStatus::InternalError,
-            RunStatus::UsageError,
-            RunStatus::NoTests,
-            RunStatus::Crashed,
-            RunStatus::TimedOut,
-        ]
-        .into_iter()
-        .find(|o| o.as_str() == s)
+        RunStatus::ALL.into_iter().find(|o| o.as_str() == s)
     }
 }
 

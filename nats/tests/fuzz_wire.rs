@@ -84,16 +84,7 @@ fn outcome() -> impl Strategy<Value = Outcome> {
 }
 
 fn status() -> impl Strategy<Value = RunStatus> {
-    prop::sample::select(vec![
-        RunStatus::Passed,
-        RunStatus::Failed,
-        RunStatus::Interrupted,
-        RunStatus::InternalError,
-        RunStatus::UsageError,
-        RunStatus::NoTests,
-        RunStatus::Crashed,
-        RunStatus::TimedOut,
-    ])
+    prop::sample::select(RunStatus::ALL.to_vec())
 }
 
 fn instant() -> impl Strategy<Value = DateTime<Utc>> {

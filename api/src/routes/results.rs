@@ -217,17 +217,6 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-const STATUSES: [&str; 8] = [
-    "passed",
-    "failed",
-    "interrupted",
-    "internal_error",
-    "usage_error",
-    "no_tests",
-    "crashed",
-    "timed_out",
-];
-
 fn encode_cursor(r: &RunView) -> String {
     format!("{}.{}", r.started_at.timestamp_millis(), r.run_id)
 }
@@ -279,11 +268,12 @@ pub async fn list_runs(
 ) -> Result<impl IntoResponse, ApiError> {
     let limit = bounded("limit", q.limit, 50, 1, 500)?;
     if let Some(s) = &q.status
-        && !STATUSES.contains(&s.as_str())
+        && schema::RunStatus::parse(s).is_none()
     {
+        let all: Vec<&str> = schema::RunStatus::ALL.map(|r| r.as_str()).to_vec();
         return Err(ApiError::BadRequest(format!(
             "status {s:?} is not one of {}",
-            STATUSES.join(", ")
+            all.join(", ")
         )));
     }
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
