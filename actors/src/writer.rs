@@ -159,6 +159,21 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// `write` as this actor's future, bumping the data version when it
+    /// finishes, whatever its outcome. Every handler that writes goes
+    /// through here, so no cache of reads outlives a change.
+    fn write<T: 'static>(
+        &self,
+        write: impl Future<Output = Result<T, StoreError>> + 'static,
+    ) -> impl ActorFuture<Self, Output = Result<T, StoreError>> + 'static {
+        write.into_actor(self).map(|res, act: &mut Writer, _ctx| {
+            act.version.bump();
+            res
+        })
+    }
+}
+
 impl Actor for Writer {
     type Context = Context<Self>;
 }
@@ -169,10 +184,8 @@ impl Handler<StoreBatch> for Writer {
     fn handle(&mut self, msg: StoreBatch, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
         AtomicResponse::new(Box::pin(
-            async move { store_batch(&pool, msg.0).await }
-                .into_actor(self)
+            self.write(async move { store_batch(&pool, msg.0).await })
                 .map(|res, act, _ctx| {
-                    act.version.bump();
                     res.map(|(report, completed)| {
                         for c in completed {
                             act.completed_to.do_send(c);
@@ -233,12 +246,7 @@ impl Handler<PruneSlice> for Writer {
     fn handle(&mut self, msg: PruneSlice, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
         AtomicResponse::new(Box::pin(
-            async move { prune_slice(&pool, &msg).await }
-                .into_actor(self)
-                .map(|res, act, _ctx| {
-                    act.version.bump();
-                    res
-                }),
+            self.write(async move { prune_slice(&pool, &msg).await }),
         ))
     }
 }
@@ -249,17 +257,15 @@ impl Handler<FinishPrune> for Writer {
     fn handle(&mut self, _msg: FinishPrune, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
         AtomicResponse::new(Box::pin(
-            async move {
+            self.write(async move {
                 let sizes = reclaim(&pool).await?;
                 // Rebuilt while this actor holds the only write connection:
                 // no run completes between the load and the replacement, and
                 // runs completed before it reach the aggregates first.
                 let fresh = Aggregates::load(&pool, AggregatesConfig::default()).await?;
                 Ok((sizes, fresh))
-            }
-            .into_actor(self)
-            .map(|res: Result<_, StoreError>, act, _ctx| {
-                act.version.bump();
+            })
+            .map(|res, act, _ctx| {
                 res.map(|(sizes, fresh)| {
                     act.replace_to.do_send(ReplaceState(Box::new(fresh)));
                     sizes
@@ -362,38 +368,31 @@ impl Handler<ClearFlaky> for Writer {
 
     fn handle(&mut self, msg: ClearFlaky, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                let known: Option<(i64,)> = sqlx::query_as(
-                    "SELECT 1 FROM runs r CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
+        AtomicResponse::new(Box::pin(self.write(async move {
+            let known: Option<(i64,)> = sqlx::query_as(
+                "SELECT 1 FROM runs r CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
                      WHERE r.project = ? AND c.run_id = r.run_id AND c.test_id = ? LIMIT 1",
-                )
-                .bind(&msg.project)
-                .bind(&msg.test_id)
-                .fetch_optional(&pool)
-                .await?;
-                if known.is_none() {
-                    return Ok(false);
-                }
-                sqlx::query(
-                    "INSERT INTO flaky_cleared (project, test_id, cleared_at, note) \
+            )
+            .bind(&msg.project)
+            .bind(&msg.test_id)
+            .fetch_optional(&pool)
+            .await?;
+            if known.is_none() {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO flaky_cleared (project, test_id, cleared_at, note) \
                      VALUES (?, ?, ?, ?) ON CONFLICT (project, test_id) DO UPDATE SET \
                      cleared_at = excluded.cleared_at, note = excluded.note",
-                )
-                .bind(&msg.project)
-                .bind(&msg.test_id)
-                .bind(to_millis(msg.at))
-                .bind(&msg.note)
-                .execute(&pool)
-                .await?;
-                Ok(true)
-            }
-            .into_actor(self)
-            .map(|res, act, _ctx| {
-                act.version.bump();
-                res
-            }),
-        ))
+            )
+            .bind(&msg.project)
+            .bind(&msg.test_id)
+            .bind(to_millis(msg.at))
+            .bind(&msg.note)
+            .execute(&pool)
+            .await?;
+            Ok(true)
+        })))
     }
 }
 
@@ -415,12 +414,7 @@ impl Handler<ExpireIncomplete> for Writer {
     fn handle(&mut self, msg: ExpireIncomplete, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
         AtomicResponse::new(Box::pin(
-            async move { expire_incomplete(&pool, msg.received_before).await }
-                .into_actor(self)
-                .map(|res, act, _ctx| {
-                    act.version.bump();
-                    res
-                }),
+            self.write(async move { expire_incomplete(&pool, msg.received_before).await }),
         ))
     }
 }
