@@ -53,6 +53,13 @@ struct Entry {
     body: Bytes,
 }
 
+impl Entry {
+    /// Bytes it holds under `key` (headers estimated).
+    fn size(&self, key: &str) -> usize {
+        key.len() + self.body.len() + 64 * self.headers.len()
+    }
+}
+
 impl ReadCache {
     /// A cache of at most `capacity` bytes of answers, invalidated by
     /// `version`.
@@ -76,7 +83,7 @@ impl ReadCache {
     }
 
     fn store(&self, key: String, version: u64, entry: Entry) {
-        let size = key.len() + entry.body.len() + 64 * entry.headers.len();
+        let size = entry.size(&key);
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         // Read before the handler ran; a write since makes it unfit.
         if inner.version != version || self.version.get() != version {
@@ -88,16 +95,8 @@ impl ReadCache {
         }
         inner.bytes += size;
         if let Some(old) = inner.entries.insert(key.clone(), entry) {
-            inner.bytes -= key.len() + old.body.len() + 64 * old.headers.len();
+            inner.bytes -= old.size(&key);
         }
-    }
-
-    /// Bytes held (for tests and diagnostics).
-    pub fn held_bytes(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .bytes
     }
 }
 
