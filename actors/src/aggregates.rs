@@ -6,6 +6,17 @@
 //! so it never holds anything the database does not (heartbeats aside, which
 //! only matter while fresh).
 //!
+//! Bounds: trend series keep at most [`MAX_TREND_POINTS`] points each;
+//! at most [`AggregatesConfig::max_workers`] workers are tracked (when a new
+//! one arrives beyond that, the one seen longest ago is forgotten).
+//! Times from workers are never trusted to be in the past: a worker's
+//! `last_seen` is at most the master's clock at arrival, so a clock set to
+//! the future cannot pin a worker as running.
+//!
+//! A panic in a handler is caught ([`crate::supervise`]): the request gets
+//! an [`ActorFault`], and the state, which the panic may have left half
+//! updated, is rebuilt from the database by the writer.
+//!
 //! Runs may arrive out of time order (a master catching up after an outage,
 //! an agent flushing its spool hours later): every series is kept sorted by
 //! the run's start time, not by arrival.
@@ -19,7 +30,8 @@ use serde::Serialize;
 use sqlx::SqlitePool;
 
 use crate::model::{Counts, RunRecord, from_millis};
-use crate::writer::RunCompleted;
+use crate::supervise::{ActorFault, Faults, guard};
+use crate::writer::{RebuildAggregates, RunCompleted};
 
 /// Most points kept per trend series (older points drop off).
 const MAX_TREND_POINTS: usize = 10_000;
@@ -145,7 +157,7 @@ pub struct RecordHeartbeat {
 
 /// Pass-rate trend of the last `limit` runs, oldest first.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Vec<TrendPoint>")]
+#[rtype(result = "Result<Vec<TrendPoint>, ActorFault>")]
 pub struct GetTrend {
     /// Only this project (all projects when `None`).
     pub project: Option<String>,
@@ -157,7 +169,7 @@ pub struct GetTrend {
 
 /// Every worker with its status as of `now`.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Vec<WorkerStatus>")]
+#[rtype(result = "Result<Vec<WorkerStatus>, ActorFault>")]
 pub struct GetWorkers {
     /// The time to judge staleness against.
     pub now: DateTime<Utc>,
@@ -165,7 +177,7 @@ pub struct GetWorkers {
 
 /// The most frequently failing tests since `since`.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Vec<FailureStat>")]
+#[rtype(result = "Result<Vec<FailureStat>, ActorFault>")]
 pub struct GetFailureStats {
     /// Only this project.
     pub project: Option<String>,
@@ -180,13 +192,35 @@ pub struct GetFailureStats {
 pub struct AggregatesConfig {
     /// A worker not seen for this long is offline.
     pub offline_after: Duration,
+    /// Most workers tracked; beyond it the one seen longest ago is dropped.
+    pub max_workers: usize,
 }
+
+/// Default of [`AggregatesConfig::max_workers`].
+pub const DEFAULT_MAX_WORKERS: usize = 10_000;
 
 impl Default for AggregatesConfig {
     fn default() -> Self {
         AggregatesConfig {
             offline_after: Duration::hours(24),
+            max_workers: DEFAULT_MAX_WORKERS,
         }
+    }
+}
+
+/// Where a panicking aggregates actor asks for a rebuild, and where it
+/// records the panic. Kept across [`ReplaceState`].
+#[derive(Default)]
+struct Supervision {
+    faults: Faults,
+    rebuild: Option<Recipient<RebuildAggregates>>,
+}
+
+impl std::fmt::Debug for Supervision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervision")
+            .field("rebuild", &self.rebuild.is_some())
+            .finish()
     }
 }
 
@@ -226,6 +260,7 @@ pub struct Aggregates {
     /// requests ask the same question between two runs. Cleared whenever a
     /// failure is added.
     stats_cache: Option<(Option<String>, usize, Vec<FailureStat>)>,
+    supervision: Supervision,
 }
 
 fn insert_sorted(series: &mut Vec<Arc<TrendPoint>>, p: Arc<TrendPoint>) {
@@ -245,6 +280,53 @@ impl Aggregates {
             config,
             ..Aggregates::default()
         }
+    }
+
+    /// Records handler panics in `faults` and, after one, asks `rebuild`
+    /// (the writer) for a state rebuilt from the database.
+    pub fn supervised(
+        mut self,
+        faults: Faults,
+        rebuild: Recipient<RebuildAggregates>,
+    ) -> Aggregates {
+        self.supervision = Supervision {
+            faults,
+            rebuild: Some(rebuild),
+        };
+        self
+    }
+
+    /// Runs a handler's body; a panic is recorded, answered as an
+    /// [`ActorFault`], and the state is rebuilt from the database.
+    fn guarded<R>(
+        &mut self,
+        message: &dyn std::fmt::Debug,
+        f: impl FnOnce(&mut Aggregates) -> R,
+    ) -> Result<R, ActorFault> {
+        let faults = self.supervision.faults.clone();
+        let result = guard(&faults, "aggregates", message, || f(self));
+        if result.is_err()
+            && let Some(r) = &self.supervision.rebuild
+        {
+            r.do_send(RebuildAggregates);
+        }
+        result
+    }
+
+    /// The worker `id`, added if new; when that makes more than
+    /// `max_workers`, the one seen longest ago is forgotten first.
+    fn worker_mut(&mut self, id: &str) -> &mut Worker {
+        if !self.workers.contains_key(id) && self.workers.len() >= self.config.max_workers.max(1) {
+            let oldest = self
+                .workers
+                .iter()
+                .min_by_key(|(id, w)| (w.last_seen, *id))
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                self.workers.remove(&oldest);
+            }
+        }
+        self.workers.entry(id.to_string()).or_default()
     }
 
     /// Rebuilds the aggregates from the database.
@@ -305,7 +387,7 @@ impl Aggregates {
                 p,
             );
         }
-        let w = self.workers.entry(run.worker_id.clone()).or_default();
+        let w = self.worker_mut(&run.worker_id);
         w.run_count += 1;
         if let Some(r) = run.pass_rate {
             w.pass_rate_sum += r;
@@ -322,8 +404,10 @@ impl Aggregates {
             w.last_run = Some((run.started_at, run.run_id.clone(), run.status.clone()));
             w.project = Some(run.project.clone());
         }
-        if w.last_seen.is_none_or(|t| t < run.finished_at) {
-            w.last_seen = Some(run.finished_at);
+        // Never later than the master's clock: see the module docs.
+        let finished = run.finished_at.min(Utc::now());
+        if w.last_seen.is_none_or(|t| t < finished) {
+            w.last_seen = Some(finished);
             if w.current_run.as_deref() == Some(run.run_id.as_str()) || w.phase.is_none() {
                 w.phase = Some(WorkerPhase::End);
                 w.current_run = None;
@@ -373,9 +457,17 @@ impl Aggregates {
             .iter()
             .filter_map(|(id, w)| {
                 let last_seen = w.last_seen?;
-                let age = now - last_seen;
+                let age = now.signed_duration_since(last_seen);
+                // Three missed heartbeats and 10 s of slack; checked, so a
+                // huge interval means "late never", not a panic.
+                let late_after = i64::try_from(w.interval_secs.max(1))
+                    .ok()
+                    .and_then(|s| s.checked_mul(3))
+                    .and_then(|s| s.checked_add(10))
+                    .and_then(Duration::try_seconds)
+                    .unwrap_or(Duration::MAX);
                 let running_fresh = matches!(w.phase, Some(WorkerPhase::Start | WorkerPhase::Tick))
-                    && age <= Duration::seconds(3 * w.interval_secs.max(1) as i64 + 10);
+                    && age <= late_after;
                 let status = if running_fresh {
                     WorkerState::Running
                 } else if matches!(w.phase, Some(WorkerPhase::End) | None)
@@ -488,6 +580,7 @@ impl Handler<ReplaceState> for Aggregates {
     fn handle(&mut self, msg: ReplaceState, _ctx: &mut Self::Context) {
         let mut fresh = *msg.0;
         fresh.config = self.config;
+        fresh.supervision = std::mem::take(&mut self.supervision);
         for (id, old) in self.workers.drain() {
             let w = fresh.workers.entry(id).or_default();
             w.phase = old.phase;
@@ -511,14 +604,17 @@ impl Handler<RunCompleted> for Aggregates {
     type Result = ();
 
     fn handle(&mut self, msg: RunCompleted, _ctx: &mut Self::Context) {
-        self.add_run(&msg.run);
-        let at = msg.run.started_at.timestamp_millis();
-        let mut seen = HashSet::new();
-        for (test_id, message) in msg.failures {
-            if seen.insert(test_id.clone()) {
-                self.add_failure(&msg.run.project, at, &msg.run.run_id, test_id, message);
+        let shown = msg.run.run_id.clone();
+        let _ = self.guarded(&shown, move |a| {
+            a.add_run(&msg.run);
+            let at = msg.run.started_at.timestamp_millis();
+            let mut seen = HashSet::new();
+            for (test_id, message) in msg.failures {
+                if seen.insert(test_id.clone()) {
+                    a.add_failure(&msg.run.project, at, &msg.run.run_id, test_id, message);
+                }
             }
-        }
+        });
     }
 }
 
@@ -526,11 +622,20 @@ impl Handler<RecordHeartbeat> for Aggregates {
     type Result = ();
 
     fn handle(&mut self, hb: RecordHeartbeat, _ctx: &mut Self::Context) {
-        let w = self.workers.entry(hb.worker_id).or_default();
-        if w.last_seen.is_some_and(|t| t > hb.at) {
+        let shown = hb.clone();
+        let _ = self.guarded(&shown, move |a| a.heartbeat(hb));
+    }
+}
+
+impl Aggregates {
+    fn heartbeat(&mut self, hb: RecordHeartbeat) {
+        // Never later than the master's clock: see the module docs.
+        let at = hb.at.min(Utc::now());
+        let w = self.worker_mut(&hb.worker_id);
+        if w.last_seen.is_some_and(|t| t > at) {
             return; // a stale heartbeat arriving late changes nothing
         }
-        w.last_seen = Some(hb.at);
+        w.last_seen = Some(at);
         w.phase = Some(hb.phase);
         w.interval_secs = hb.interval_secs;
         w.project = Some(hb.project);
@@ -548,7 +653,7 @@ impl Handler<GetTrend> for Aggregates {
     type Result = MessageResult<GetTrend>;
 
     fn handle(&mut self, q: GetTrend, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.trend(&q))
+        MessageResult(self.guarded(&q.clone(), |a| a.trend(&q)))
     }
 }
 
@@ -556,7 +661,7 @@ impl Handler<GetWorkers> for Aggregates {
     type Result = MessageResult<GetWorkers>;
 
     fn handle(&mut self, q: GetWorkers, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.workers(q.now))
+        MessageResult(self.guarded(&q, |a| a.workers(q.now)))
     }
 }
 
@@ -564,7 +669,8 @@ impl Handler<GetFailureStats> for Aggregates {
     type Result = MessageResult<GetFailureStats>;
 
     fn handle(&mut self, q: GetFailureStats, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.failure_stats_cached(q))
+        let shown = q.clone();
+        MessageResult(self.guarded(&shown, |a| a.failure_stats_cached(q)))
     }
 }
 
@@ -677,6 +783,107 @@ mod tests {
             .map(|s| (s.test_id.as_str(), s.fail_count))
             .collect();
         assert_eq!(counts, [("t::flaky", 1), ("t::once", 1)]);
+    }
+
+    /// A message whose handler panics, standing for a bug that some data
+    /// meets (the killing heartbeat of 2026-11 was one).
+    #[derive(Debug, Message)]
+    #[rtype(result = "Result<(), ActorFault>")]
+    struct Explode;
+
+    impl Handler<Explode> for Aggregates {
+        type Result = Result<(), ActorFault>;
+
+        fn handle(&mut self, msg: Explode, _ctx: &mut Self::Context) -> Self::Result {
+            self.guarded(&msg, |_| panic!("TimeDelta::seconds out of bounds"))
+        }
+    }
+
+    #[test]
+    fn a_panicking_handler_leaves_the_actor_answering() {
+        let sys = actix::System::new();
+        sys.block_on(async {
+            let faults = Faults::default();
+            let mut a = Aggregates::new(AggregatesConfig::default());
+            a.supervision.faults = faults.clone();
+            a.add_run(&run("r1", "w1", 0, 3, 1));
+            let addr = a.start();
+            let err = addr.send(Explode).await.expect("mailbox open");
+            assert!(err.is_err(), "the panic is answered as a fault");
+            let trend = addr
+                .send(GetTrend {
+                    project: None,
+                    branch: None,
+                    limit: 10,
+                })
+                .await
+                .expect("mailbox still open after the panic")
+                .expect("answered");
+            assert_eq!(trend.len(), 1);
+            let w = addr
+                .send(GetWorkers { now: Utc::now() })
+                .await
+                .expect("mailbox open")
+                .expect("answered");
+            assert_eq!(w.len(), 1);
+            assert_eq!(faults.snapshot()["aggregates"].panics, 1);
+        });
+    }
+
+    #[test]
+    fn huge_intervals_and_future_times_cannot_break_worker_status() {
+        let mut a = Aggregates::new(AggregatesConfig::default());
+        let now = Utc::now();
+        a.heartbeat(RecordHeartbeat {
+            worker_id: "w".into(),
+            host: None,
+            project: "p".into(),
+            run_id: Some("r".into()),
+            phase: WorkerPhase::Tick,
+            interval_secs: 100_000_000_000_000_000,
+            at: DateTime::<Utc>::MAX_UTC,
+        });
+        let w = &a.workers(now)[0];
+        assert_eq!(w.status, WorkerState::Running);
+        assert!(w.last_seen <= Utc::now(), "a future time is clamped");
+        // A real end heartbeat afterwards is not ignored.
+        a.heartbeat(RecordHeartbeat {
+            worker_id: "w".into(),
+            host: None,
+            project: "p".into(),
+            run_id: None,
+            phase: WorkerPhase::End,
+            interval_secs: 10,
+            at: Utc::now(),
+        });
+        assert_eq!(a.workers(Utc::now())[0].status, WorkerState::Idle);
+    }
+
+    #[test]
+    fn workers_are_bounded_and_the_oldest_goes_first() {
+        let mut a = Aggregates::new(AggregatesConfig {
+            max_workers: 3,
+            ..AggregatesConfig::default()
+        });
+        let t0 = Utc::now() - Duration::hours(1);
+        for i in 0..5 {
+            a.heartbeat(RecordHeartbeat {
+                worker_id: format!("w{i}"),
+                host: None,
+                project: "p".into(),
+                run_id: None,
+                phase: WorkerPhase::End,
+                interval_secs: 10,
+                at: t0 + Duration::minutes(i),
+            });
+        }
+        let mut ids: Vec<_> = a
+            .workers(Utc::now())
+            .into_iter()
+            .map(|w| w.worker_id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["w2", "w3", "w4"]);
     }
 
     #[test]

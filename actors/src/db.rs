@@ -46,6 +46,17 @@ pub enum DbError {
         /// Why.
         source: sqlx::migrate::MigrateError,
     },
+    /// Reading the stored runs to rebuild the aggregates failed.
+    #[error("cannot load the aggregates from SQLite database {path}: {source}")]
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// The actors' thread could not be started or died while starting.
+    #[error("cannot start the actors' thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// How to open the database.

@@ -13,6 +13,7 @@
 //! - [`flaky`], [`clusters`], [`history`]: flaky tests, failure clusters,
 //!   per-test history and slow tests, read from the database on demand.
 //! - [`retention`]: pruning old runs and reclaiming space.
+//! - [`supervise`]: handler panics caught, logged and counted for `/health`.
 //!
 //! # Threading
 //! actix actors need an actix `System`, whose arbiter is a single-threaded
@@ -31,6 +32,7 @@ mod json_rows;
 pub mod model;
 pub mod queries;
 pub mod retention;
+pub mod supervise;
 pub mod writer;
 
 use std::thread::JoinHandle;
@@ -49,6 +51,8 @@ pub struct ActorSystem {
     pub aggregates: Addr<Aggregates>,
     /// Bumped by the writer after every write.
     pub version: DataVersion,
+    /// Handler panics of both actors, for `/health`.
+    pub faults: supervise::Faults,
     system: actix::System,
     thread: Option<JoinHandle<()>>,
 }
@@ -60,6 +64,8 @@ impl ActorSystem {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let version = DataVersion::default();
         let writer_version = version.clone();
+        let faults = supervise::Faults::default();
+        let actor_faults = faults.clone();
         let thread = std::thread::Builder::new()
             .name("ptp-actors".into())
             .spawn(move || {
@@ -69,18 +75,29 @@ impl ActorSystem {
                     let agg =
                         Aggregates::load(&pool, config)
                             .await
-                            .map_err(|source| DbError::Open {
+                            .map_err(|source| DbError::Load {
                                 path: db.path.clone(),
                                 source,
                             })?;
-                    let aggregates = agg.start();
-                    let writer = Writer::new(
-                        pool,
-                        aggregates.clone().recipient(),
-                        aggregates.clone().recipient(),
-                        writer_version,
-                    )
-                    .start();
+                    // Each needs the other's address: the aggregates ask the
+                    // writer for a rebuild after a panic.
+                    let mut writer = None;
+                    let aggregates = Aggregates::create(|ctx| {
+                        let w = Writer::new(
+                            pool,
+                            ctx.address().recipient(),
+                            ctx.address().recipient(),
+                            writer_version,
+                        )
+                        .supervised(actor_faults.clone())
+                        .start();
+                        let agg = agg.supervised(actor_faults, w.clone().recipient());
+                        writer = Some(w);
+                        agg
+                    });
+                    let writer = writer.ok_or(DbError::Thread(std::io::Error::other(
+                        "the writer did not start",
+                    )))?;
                     Ok::<_, DbError>((writer, aggregates, actix::System::current()))
                 });
                 let ok = started.is_ok();
@@ -89,15 +106,13 @@ impl ActorSystem {
                     let _ = sys.run();
                 }
             })
-            .map_err(|e| DbError::CreateDir {
-                dir: "ptp-actors thread".into(),
-                source: e,
-            })?;
+            .map_err(DbError::Thread)?;
         match rx.await {
             Ok(Ok((writer, aggregates, system))) => Ok(ActorSystem {
                 writer,
                 aggregates,
                 version,
+                faults,
                 system,
                 thread: Some(thread),
             }),
@@ -105,10 +120,9 @@ impl ActorSystem {
                 let _ = thread.join();
                 Err(e)
             }
-            Err(_) => Err(DbError::CreateDir {
-                dir: "ptp-actors thread".into(),
-                source: std::io::Error::other("the actor thread died while starting"),
-            }),
+            Err(_) => Err(DbError::Thread(std::io::Error::other(
+                "the actor thread died while starting",
+            ))),
         }
     }
 

@@ -404,6 +404,20 @@ pub async fn list_rejected(pool: &SqlitePool, limit: u32) -> Result<Vec<Rejectio
         .collect())
 }
 
+/// The content digest stored for `run_id`: of the complete run, else of
+/// its final message still waiting for chunks; `None` when neither is
+/// stored (or it was stored before digests were kept).
+pub async fn stored_digest(pool: &SqlitePool, run_id: &str) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(Option<String>,)> = sqlx::query_as(
+        "SELECT digest FROM runs WHERE run_id = ?1 \
+         UNION ALL SELECT digest FROM pending_runs WHERE run_id = ?1 LIMIT 1",
+    )
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|(d,)| d))
+}
+
 /// A cheap query proving the database answers.
 pub async fn ping(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())

@@ -7,7 +7,10 @@
 //!
 //! Guarantees:
 //! - Idempotent by `(run_id, chunk)` and by `run_id`: a chunk or final seen
-//!   before (redelivery, agent retry, spool resend) changes nothing.
+//!   before (redelivery, agent retry, spool resend) changes nothing. One
+//!   with the same id but other content (a run id reused) changes nothing
+//!   either, but is never silently dropped: it is recorded in `rejected`
+//!   as a conflict naming both digests.
 //! - A run becomes visible (a row in `runs`) only in the transaction that
 //!   stores its last missing piece, and only if its counts agree with its
 //!   cases; otherwise its cases are dropped and a rejection says why.
@@ -26,6 +29,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::aggregates::{Aggregates, AggregatesConfig, ReplaceState};
 use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, to_millis};
+use crate::supervise::Faults;
 
 /// Rows per multi-row `INSERT` into `test_cases` (14 binds a row, under
 /// SQLite's 32,766-variable limit).
@@ -42,6 +46,9 @@ pub enum BatchItem {
         chunk: u32,
         /// Its cases.
         cases: Vec<CaseRecord>,
+        /// Digest of its content: a resend has the same, another version
+        /// of the chunk under a reused run id does not.
+        digest: String,
     },
     /// A run's metadata and how many chunks make it.
     Final {
@@ -49,6 +56,8 @@ pub enum BatchItem {
         run: Box<RunRecord>,
         /// Number of chunks.
         chunks: u32,
+        /// Digest of its content (times left out), as for chunks.
+        digest: String,
     },
     /// A message refused before reaching the writer; stored for inspection.
     Reject(Rejection),
@@ -78,6 +87,11 @@ pub enum StoreError {
     /// SQLite refused (busy, locked, disk full, I/O error...).
     #[error("SQLite write failed: {0}")]
     Sqlite(#[from] sqlx::Error),
+    /// The write panicked (a bug met by this data); its transaction was
+    /// rolled back. Counted as the data's fault, so ingest isolates the
+    /// message and eventually dead-letters it instead of retrying forever.
+    #[error("the writer failed on this data and rolled it back: {0}")]
+    Panicked(String),
 }
 
 impl StoreError {
@@ -90,8 +104,10 @@ impl StoreError {
     /// eventually dead-lettered, from an outage, during which every message
     /// must wait unacked.
     pub fn blames_the_data(&self) -> bool {
-        let StoreError::Sqlite(sqlx::Error::Database(e)) = self else {
-            return false;
+        let e = match self {
+            StoreError::Panicked(_) => return true,
+            StoreError::Sqlite(sqlx::Error::Database(e)) => e,
+            StoreError::Sqlite(_) => return false,
         };
         let Some(code) = e.code().and_then(|c| c.parse::<i32>().ok()) else {
             return false;
@@ -137,6 +153,7 @@ pub struct Writer {
     completed_to: Recipient<RunCompleted>,
     replace_to: Recipient<ReplaceState>,
     version: DataVersion,
+    faults: Faults,
 }
 
 impl Writer {
@@ -155,22 +172,53 @@ impl Writer {
             completed_to,
             replace_to,
             version,
+            faults: Faults::default(),
         }
+    }
+
+    /// Records panics of its writes in `faults` (shown by `/health`).
+    pub fn supervised(mut self, faults: Faults) -> Writer {
+        self.faults = faults;
+        self
     }
 }
 
 impl Writer {
     /// `write` as this actor's future, bumping the data version when it
     /// finishes, whatever its outcome. Every handler that writes goes
-    /// through here, so no cache of reads outlives a change.
-    fn write<T: 'static>(
+    /// through here, so no cache of reads outlives a change, and no panic
+    /// in a write kills the actor: it becomes [`StoreError::Panicked`]
+    /// (the dropped transaction rolls back) and is counted in the faults.
+    fn write<T: 'static, F: Future<Output = Result<T, StoreError>> + 'static>(
         &self,
-        write: impl Future<Output = Result<T, StoreError>> + 'static,
-    ) -> impl ActorFuture<Self, Output = Result<T, StoreError>> + 'static {
-        write.into_actor(self).map(|res, act: &mut Writer, _ctx| {
-            act.version.bump();
-            res
-        })
+        write: F,
+    ) -> impl ActorFuture<Self, Output = Result<T, StoreError>> + 'static + use<T, F> {
+        use futures::FutureExt;
+        std::panic::AssertUnwindSafe(write)
+            .catch_unwind()
+            .into_actor(self)
+            .map(|res, act: &mut Writer, _ctx| {
+                act.version.bump();
+                res.unwrap_or_else(|p| {
+                    let reason = crate::supervise::panic_reason(p.as_ref());
+                    act.faults.record("writer", &"a write", &reason);
+                    Err(StoreError::Panicked(reason))
+                })
+            })
+    }
+
+    /// The aggregates rebuilt from the database and sent to the
+    /// aggregates actor, inside a write: while this actor holds the only
+    /// write connection no run completes between the load and the
+    /// replacement, and runs completed before it reach the aggregates first.
+    fn rebuild_aggregates(
+        &self,
+    ) -> impl ActorFuture<Self, Output = Result<(), StoreError>> + use<> {
+        let pool = self.pool.clone();
+        self.write(async move { Ok(Aggregates::load(&pool, AggregatesConfig::default()).await?) })
+            .map(|res, act, _ctx| {
+                res.map(|fresh| act.replace_to.do_send(ReplaceState(Box::new(fresh))))
+            })
     }
 }
 
@@ -257,21 +305,32 @@ impl Handler<FinishPrune> for Writer {
     fn handle(&mut self, _msg: FinishPrune, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
         AtomicResponse::new(Box::pin(
-            self.write(async move {
-                let sizes = reclaim(&pool).await?;
-                // Rebuilt while this actor holds the only write connection:
-                // no run completes between the load and the replacement, and
-                // runs completed before it reach the aggregates first.
-                let fresh = Aggregates::load(&pool, AggregatesConfig::default()).await?;
-                Ok((sizes, fresh))
-            })
-            .map(|res, act, _ctx| {
-                res.map(|(sizes, fresh)| {
-                    act.replace_to.do_send(ReplaceState(Box::new(fresh)));
-                    sizes
-                })
-            }),
+            self.write(async move { reclaim(&pool).await })
+                .then(|sizes, act, _ctx| {
+                    act.rebuild_aggregates()
+                        .map(move |rebuilt, _, _| rebuilt.and(sizes))
+                }),
         ))
+    }
+}
+
+/// Rebuild the aggregates from the database (after one of their handlers
+/// panicked and may have left them half updated).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct RebuildAggregates;
+
+impl Handler<RebuildAggregates> for Writer {
+    type Result = AtomicResponse<Self, Result<(), StoreError>>;
+
+    fn handle(&mut self, _msg: RebuildAggregates, _ctx: &mut Self::Context) -> Self::Result {
+        AtomicResponse::new(Box::pin(self.rebuild_aggregates().map(|res, _, _| {
+            match &res {
+                Ok(()) => tracing::info!("aggregates rebuilt from the database"),
+                Err(e) => tracing::error!("cannot rebuild the aggregates: {e}"),
+            }
+            res
+        })))
     }
 }
 
@@ -531,25 +590,42 @@ async fn store_batch(
                 run_id,
                 chunk,
                 cases,
+                digest,
             } => {
-                if run_exists(&mut tx, run_id).await? {
-                    report.duplicates += 1;
+                let stored: Option<(Option<String>,)> =
+                    sqlx::query_as("SELECT digest FROM run_chunks WHERE run_id = ? AND chunk = ?")
+                        .bind(run_id)
+                        .bind(*chunk)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let known = match stored {
+                    Some((d,)) => Some(d),
+                    // Complete, yet without this chunk: another version.
+                    None if run_exists(&mut tx, run_id).await? => Some(Some(String::new())),
+                    None => None,
+                };
+                if let Some(old) = known {
+                    match old.filter(|old| old != digest) {
+                        None => report.duplicates += 1,
+                        Some(old) => {
+                            let what = format!("chunk {chunk}");
+                            insert_rejection(&mut tx, &conflict(run_id, &what, &old, digest, now))
+                                .await?;
+                            report.rejected += 1;
+                        }
+                    }
                     continue;
                 }
-                let inserted = sqlx::query(
-                    "INSERT OR IGNORE INTO run_chunks (run_id, chunk, cases, received_at) VALUES (?, ?, ?, ?)",
+                sqlx::query(
+                    "INSERT INTO run_chunks (run_id, chunk, cases, received_at, digest) VALUES (?, ?, ?, ?, ?)",
                 )
                 .bind(run_id)
                 .bind(*chunk)
                 .bind(cases.len() as i64)
                 .bind(now)
+                .bind(digest)
                 .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
-                    report.duplicates += 1;
-                    continue;
-                }
+                .await?;
                 new_cases.extend(
                     cases
                         .iter()
@@ -558,19 +634,38 @@ async fn store_batch(
                 );
                 touched.insert(run_id.clone());
             }
-            BatchItem::Final { run, chunks } => {
-                if run_exists(&mut tx, &run.run_id).await? {
-                    report.duplicates += 1;
+            BatchItem::Final {
+                run,
+                chunks,
+                digest,
+            } => {
+                let stored: Option<(Option<String>,)> = sqlx::query_as(
+                    "SELECT digest FROM runs WHERE run_id = ?1 \
+                     UNION ALL SELECT digest FROM pending_runs WHERE run_id = ?1 LIMIT 1",
+                )
+                .bind(&run.run_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((old,)) = stored {
+                    match old.filter(|old| old != digest) {
+                        None => report.duplicates += 1,
+                        Some(old) => {
+                            let c = conflict(&run.run_id, "run", &old, digest, now);
+                            insert_rejection(&mut tx, &c).await?;
+                            report.rejected += 1;
+                        }
+                    }
                     continue;
                 }
                 let info = serde_json::to_string(run).unwrap_or_default();
                 sqlx::query(
-                    "INSERT OR REPLACE INTO pending_runs (run_id, chunks, info, received_at) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO pending_runs (run_id, chunks, info, received_at, digest) VALUES (?, ?, ?, ?, ?)",
                 )
                 .bind(&run.run_id)
                 .bind(*chunks)
                 .bind(info)
                 .bind(now)
+                .bind(digest)
                 .execute(&mut *tx)
                 .await?;
                 touched.insert(run.run_id.clone());
@@ -601,6 +696,30 @@ async fn store_batch(
 
     tx.commit().await?;
     Ok((report, completed))
+}
+
+/// The rejection recording that `run_id` arrived again with other content
+/// (`what`: "run" or "chunk N"); `old` is empty when the stored run has no
+/// such chunk at all.
+fn conflict(run_id: &str, what: &str, old: &str, new: &str, now: i64) -> Rejection {
+    let old = if old.is_empty() {
+        "none (the stored run has no such chunk)"
+    } else {
+        old
+    };
+    Rejection {
+        received_at: crate::model::from_millis(now),
+        subject: None,
+        msg_id: None,
+        run_id: Some(run_id.to_string()),
+        reason: format!(
+            "conflict: run_id {run_id} was published again with different content ({what}: \
+             stored digest {old}, new digest {new}); the first version is kept. \
+             Give every run its own run_id (ptp-agent makes a new one per run)"
+        ),
+        excerpt: None,
+        payload: None,
+    }
 }
 
 async fn run_exists(conn: &mut SqliteConnection, run_id: &str) -> Result<bool, sqlx::Error> {
@@ -668,12 +787,12 @@ async fn try_complete(
     run_id: &str,
     now: i64,
 ) -> Result<Completion, sqlx::Error> {
-    let pending: Option<(i64, String)> =
-        sqlx::query_as("SELECT chunks, info FROM pending_runs WHERE run_id = ?")
+    let pending: Option<(i64, String, Option<String>)> =
+        sqlx::query_as("SELECT chunks, info, digest FROM pending_runs WHERE run_id = ?")
             .bind(run_id)
             .fetch_optional(&mut *conn)
             .await?;
-    let Some((chunks, info)) = pending else {
+    let Some((chunks, info, digest)) = pending else {
         return Ok(Completion::NotYet);
     };
     let (have,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM run_chunks WHERE run_id = ?")
@@ -722,7 +841,7 @@ async fn try_complete(
             return Ok(Completion::Refused);
         }
     };
-    insert_run(&mut *conn, &run, now).await?;
+    insert_run(&mut *conn, &run, digest.as_deref(), now).await?;
     let failures: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT test_id, message FROM test_cases WHERE run_id = ? AND outcome IN (0, 1) ORDER BY outcome, chunk, idx",
     )
@@ -764,14 +883,15 @@ fn check_counts(
 async fn insert_run(
     conn: &mut SqliteConnection,
     r: &RunRecord,
+    digest: Option<&str>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
     let c: &Counts = &r.counts;
     sqlx::query(
         "INSERT INTO runs (run_id, project, branch, commit_sha, worker_id, host, runner, command, \
          started_at, finished_at, duration_secs, exit_code, status, total, passed, failed, error, \
-         skipped, xfailed, xpassed, pass_rate, cases_complete, note, received_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         skipped, xfailed, xpassed, pass_rate, cases_complete, note, received_at, digest) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&r.run_id)
     .bind(&r.project)
@@ -797,6 +917,7 @@ async fn insert_run(
     .bind(r.cases_complete)
     .bind(&r.note)
     .bind(now)
+    .bind(digest)
     .execute(conn)
     .await?;
     Ok(())

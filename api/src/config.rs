@@ -76,6 +76,12 @@ pub struct Config {
     #[arg(long, env = "PTP_OFFLINE_AFTER_MINUTES", default_value_t = 1440)]
     pub offline_after_minutes: u64,
 
+    /// Most CI workers tracked for GET /workers; when a new worker arrives
+    /// beyond it, the one seen longest ago is forgotten (it comes back with
+    /// its next heartbeat or run).
+    #[arg(long, env = "PTP_MAX_WORKERS", default_value_t = ptp_actors::aggregates::DEFAULT_MAX_WORKERS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_workers: usize,
+
     /// Bearer tokens that may write (POST /results), comma-separated; several
     /// at once for rotation. Unset: anyone who reaches the master can write.
     #[arg(
@@ -130,6 +136,7 @@ impl Config {
             retention_runs: 0,
             incomplete_after_minutes: 1440,
             offline_after_minutes: 1440,
+            max_workers: ptp_actors::aggregates::DEFAULT_MAX_WORKERS,
             write_tokens: Vec::new(),
             read_tokens: Vec::new(),
             max_body_mb: 64,

@@ -37,13 +37,34 @@ pub enum ApiError {
     /// An actor did not answer.
     #[error("internal error")]
     Mailbox(#[from] actix::MailboxError),
+    /// An actor's handler failed on this request and recovered.
+    #[error("internal error")]
+    Actor(#[from] ptp_actors::supervise::ActorFault),
+    /// The request conflicts with what is stored (a run id reused for
+    /// other content).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<ptp_actors::writer::StoreError> for ApiError {
+    fn from(e: ptp_actors::writer::StoreError) -> ApiError {
+        match e {
+            ptp_actors::writer::StoreError::Sqlite(e) => ApiError::Sqlx(e),
+            ptp_actors::writer::StoreError::Panicked(reason) => {
+                ApiError::Actor(ptp_actors::supervise::ActorFault {
+                    actor: "writer",
+                    reason,
+                })
+            }
+        }
+    }
 }
 
 /// The JSON body of every error.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Machine-readable kind: `bad_request`, `unauthorized`, `unprocessable`,
-    /// `not_found`, `payload_too_large`, `unavailable`, `internal`.
+    /// `not_found`, `conflict`, `payload_too_large`, `unavailable`, `internal`.
     pub error: &'static str,
     /// What went wrong and what to do about it.
     pub detail: String,
@@ -58,7 +79,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::Sqlx(_) | ApiError::Mailbox(_) => {
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Sqlx(_) | ApiError::Mailbox(_) | ApiError::Actor(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         }
@@ -76,6 +98,10 @@ impl IntoResponse for ApiError {
             ApiError::Mailbox(e) => {
                 tracing::error!("actor unavailable: {e}");
                 "the master is shutting down or overloaded; retry".to_string()
+            }
+            ApiError::Actor(e) => {
+                tracing::error!("{e}");
+                "the master failed on this request and recovered (see its log); retry".to_string()
             }
             other => other.to_string(),
         };

@@ -1,7 +1,7 @@
 //! Extractors that turn axum's rejections into [`ApiError`]s, so a bad query
 //! string or body gets the same JSON error shape as everything else.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -39,16 +39,81 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge(
-                "request body is over the master's size limit (--max-body-mb / PTP_MAX_BODY_MB); \
-                 publish large runs with ptp-agent, which splits them"
-                    .into(),
-            )),
-            Err(e @ JsonRejection::MissingJsonContentType(_)) => Err(ApiError::BadRequest(format!(
-                "{}; send the header Content-Type: application/json",
-                e.body_text()
-            ))),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+            Err(e @ JsonRejection::MissingJsonContentType(_)) => {
+                Err(ApiError::BadRequest(format!(
+                    "{}; send the header Content-Type: application/json",
+                    e.body_text()
+                )))
+            }
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
     }
 }
+
+/// A JSON body as raw bytes (Content-Type checked, size limit applied), for
+/// handlers that parse it themselves to name the offending field.
+pub struct JsonBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        if !json {
+            return Err(ApiError::BadRequest(
+                "Expected request with `Content-Type: application/json`; send the header \
+                 Content-Type: application/json"
+                    .into(),
+            ));
+        }
+        match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => Ok(JsonBytes(b)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::PayloadTooLarge(
+        "request body is over the master's size limit (--max-body-mb / PTP_MAX_BODY_MB); \
+         publish large runs with ptp-agent, which splits them"
+            .into(),
+    )
+}
+
+/// `axum::extract::Path` with our error shape: a segment that is not valid
+/// percent-encoded UTF-8 gets the JSON error, not axum's plain text.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e @ PathRejection::FailedToDeserializePathParams(_)) => {
+                Err(ApiError::BadRequest(format!(
+                    "{}; percent-encode the path segment as UTF-8 (e.g. with encodeURIComponent)",
+                    e.body_text()
+                )))
+            }
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// A query that takes no parameters: any parameter is a 400, as the README
+/// promises for unknown parameters.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}

@@ -55,6 +55,8 @@ pub struct AppState {
     pub nats_url: String,
     /// Answers read from SQLite, until the next write.
     pub cache: Arc<cache::ReadCache>,
+    /// Handler panics the actors caught, for `/health`.
+    pub faults: ptp_actors::supervise::Faults,
 }
 
 /// The OpenAPI description of the API, served at `/openapi.json`.
@@ -172,7 +174,11 @@ pub async fn run(
     let actors = ActorSystem::start(
         db.clone(),
         AggregatesConfig {
-            offline_after: chrono::Duration::minutes(config.offline_after_minutes as i64),
+            offline_after: i64::try_from(config.offline_after_minutes)
+                .ok()
+                .and_then(chrono::Duration::try_minutes)
+                .unwrap_or(chrono::Duration::MAX),
+            max_workers: config.max_workers,
         },
     )
     .await
@@ -237,6 +243,7 @@ pub async fn run(
             actors.version.clone(),
             config.read_cache_mib.saturating_mul(1024 * 1024),
         )),
+        faults: actors.faults.clone(),
     };
     if config.write_tokens.iter().all(|t| t.trim().is_empty()) {
         tracing::warn!(
@@ -303,8 +310,10 @@ async fn run_maintenance(
 }
 
 async fn expire_incomplete(writer: &actix::Addr<ptp_actors::Writer>, after: Duration) {
-    let before = chrono::Utc::now()
-        - chrono::Duration::from_std(after).unwrap_or_else(|_| chrono::Duration::days(1));
+    let before = chrono::Duration::from_std(after)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
     let mut total = 0;
     loop {
         match writer
@@ -335,8 +344,11 @@ async fn expire_incomplete(writer: &actix::Addr<ptp_actors::Writer>, after: Dura
 
 async fn prune(writer: &actix::Addr<ptp_actors::Writer>, retention: Retention) {
     let policy = ptp_actors::retention::Policy {
-        cutoff: (retention.days > 0)
-            .then(|| chrono::Utc::now() - chrono::Duration::days(i64::from(retention.days))),
+        cutoff: (retention.days > 0).then(|| {
+            chrono::Duration::try_days(i64::from(retention.days))
+                .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+        }),
         keep_runs: (retention.runs > 0).then_some(retention.runs),
     };
     let what = match (retention.days, retention.runs) {

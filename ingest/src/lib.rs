@@ -104,6 +104,13 @@ pub struct HealthState {
     pub runs_completed: u64,
     /// Messages recorded as rejected since start.
     pub rejected: u64,
+    /// Heartbeats refused since start (malformed or impossible values).
+    pub heartbeats_refused: u64,
+    /// Why the last heartbeat was refused.
+    pub last_heartbeat_refusal: Option<String>,
+    /// When a refused heartbeat was last logged.
+    #[serde(skip)]
+    pub heartbeat_logged_at: Option<chrono::DateTime<Utc>>,
 }
 
 impl IngestHealth {
@@ -117,8 +124,8 @@ impl IngestHealth {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn update(&self, f: impl FnOnce(&mut HealthState)) {
-        f(&mut self.lock());
+    fn update<T>(&self, f: impl FnOnce(&mut HealthState) -> T) -> T {
+        f(&mut self.lock())
     }
 }
 
@@ -126,11 +133,13 @@ impl IngestHealth {
 pub fn to_item(subject: &str, msg_id: Option<&str>, payload: &[u8]) -> BatchItem {
     match schema::decode(payload) {
         Ok(WireMessage::Cases(c)) => BatchItem::Chunk {
+            digest: c.digest(),
             run_id: c.run_id,
             chunk: c.chunk,
             cases: c.cases.into_iter().map(case_record).collect(),
         },
         Ok(WireMessage::Run(r)) => BatchItem::Final {
+            digest: r.digest(),
             chunks: r.chunks,
             run: Box::new(run_record(r.run)),
         },
@@ -224,7 +233,8 @@ fn run_record(r: schema::RunInfo) -> RunRecord {
     }
 }
 
-/// Converts a wire heartbeat into the aggregates' message.
+/// Converts a wire heartbeat (validated by [`schema::decode_heartbeat`])
+/// into the aggregates' message.
 pub fn heartbeat_record(hb: schema::Heartbeat) -> RecordHeartbeat {
     RecordHeartbeat {
         worker_id: hb.worker_id,
@@ -251,7 +261,12 @@ pub async fn run(
     health: Arc<IngestHealth>,
     shutdown: CancellationToken,
 ) {
-    let hb = tokio::spawn(run_heartbeats(client.clone(), heartbeats, shutdown.clone()));
+    let hb = tokio::spawn(run_heartbeats(
+        client.clone(),
+        heartbeats,
+        health.clone(),
+        shutdown.clone(),
+    ));
     run_consumer(client, writer, config, health, shutdown).await;
     let _ = hb.await;
 }
@@ -259,6 +274,7 @@ pub async fn run(
 async fn run_heartbeats(
     client: async_nats::Client,
     to: Recipient<RecordHeartbeat>,
+    health: Arc<IngestHealth>,
     shutdown: CancellationToken,
 ) {
     let mut sub = match client.subscribe(ptp_nats::subjects::HEARTBEAT).await {
@@ -273,12 +289,35 @@ async fn run_heartbeats(
             _ = shutdown.cancelled() => break,
             msg = sub.next() => match msg {
                 None => break,
-                Some(m) => match serde_json::from_slice::<schema::Heartbeat>(&m.payload) {
+                Some(m) => match schema::decode_heartbeat(&m.payload, Utc::now()) {
                     Ok(hb) => to.do_send(heartbeat_record(hb)),
-                    Err(e) => tracing::warn!("ignoring malformed heartbeat: {e}"),
+                    Err(e) => refuse_heartbeat(&health, e),
                 },
             },
         }
+    }
+}
+
+/// Counts a refused heartbeat for `/health` and logs it, at most once a
+/// minute: heartbeats are frequent and not stored, so a misbehaving worker
+/// must not flood the log or the database. The reason is bounded by
+/// [`schema::decode_heartbeat`].
+fn refuse_heartbeat(health: &IngestHealth, e: schema::DecodeError) {
+    let reason = format!("heartbeat refused: {e}");
+    let log = health.update(|h| {
+        h.heartbeats_refused += 1;
+        let now = Utc::now();
+        let due = h
+            .heartbeat_logged_at
+            .is_none_or(|t| now.signed_duration_since(t) >= chrono::TimeDelta::minutes(1));
+        if due {
+            h.heartbeat_logged_at = Some(now);
+        }
+        h.last_heartbeat_refusal = Some(reason.clone());
+        due.then_some(h.heartbeats_refused)
+    });
+    if let Some(n) = log {
+        tracing::warn!("{reason} ({n} refused since start; logged at most once a minute)");
     }
 }
 

@@ -129,8 +129,10 @@ fn check(payload: &[u8]) -> Result<(), TestCaseError> {
                 run_id,
                 chunk,
                 cases,
+                digest,
             },
         ) => {
+            prop_assert_eq!(digest, c.digest());
             prop_assert_eq!(run_id, c.run_id);
             prop_assert_eq!(chunk, c.chunk);
             prop_assert_eq!(cases.len(), c.cases.len());
@@ -139,7 +141,15 @@ fn check(payload: &[u8]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got.duration_secs.to_bits(), want.duration_secs.to_bits());
             }
         }
-        (Ok(WireMessage::Run(r)), BatchItem::Final { run, chunks }) => {
+        (
+            Ok(WireMessage::Run(r)),
+            BatchItem::Final {
+                run,
+                chunks,
+                digest,
+            },
+        ) => {
+            prop_assert_eq!(digest, r.digest());
             prop_assert_eq!(chunks, r.chunks);
             prop_assert_eq!(&run.run_id, &r.run.run_id);
             prop_assert_eq!(run.counts.total, r.run.counts.total);

@@ -1055,8 +1055,10 @@ fn parse_duration(raw: &str) -> f64 {
             }
         }
     };
+    // Kept within what the master accepts (a garbled 1e300 would make it
+    // refuse the whole run).
     match normalized.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => v,
+        Ok(v) if v.is_finite() && v >= 0.0 => v.min(ptp_nats::schema::MAX_DURATION_SECS),
         _ => 0.0,
     }
 }

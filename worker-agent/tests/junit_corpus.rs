@@ -533,8 +533,13 @@ fn spot_checks() {
     // Unparseable and huge times.
     let r = parse("mikepenz/junit-web-test/expected.xml").expect("parses");
     assert_eq!(r.cases[0].duration_secs, 0.0);
+    // container-structure-test writes 999638317 (nanoseconds as seconds):
+    // kept within the master's 30-day limit so the run is not refused.
     let r = parse("mikepenz/container-structure/test.xml").expect("parses");
-    assert_eq!(r.cases[0].duration_secs, 999_638_317.0);
+    assert_eq!(
+        r.cases[0].duration_secs,
+        ptp_nats::schema::MAX_DURATION_SECS
+    );
 
     // Mocha: the suite's file is inherited; the hint comes from the root.
     let r = parse("mikepenz/mocha/mocha.xml").expect("parses");

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::Query;
+use crate::extract::{NoQuery, Query};
 use crate::routes::bounded;
 
 /// Routes of this resource.
@@ -114,7 +114,7 @@ pub async fn trend(
             branch: q.branch,
             limit,
         })
-        .await?;
+        .await??;
     Ok(axum::Json(
         points.into_iter().map(TrendView::from).collect(),
     ))
@@ -165,18 +165,13 @@ impl From<WorkerStatus> for WorkerView {
     }
 }
 
-/// Query of `GET /workers` (no parameters).
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct NoQuery {}
-
 /// Every worker with its status, most recently seen first.
 #[utoipa::path(get, path = "/workers", responses((status = 200, description = "Workers", body = Vec<WorkerView>)))]
 pub async fn workers(
     State(st): State<AppState>,
     Query(_): Query<NoQuery>,
 ) -> Result<axum::Json<Vec<WorkerView>>, ApiError> {
-    let w = st.aggregates.send(GetWorkers { now: Utc::now() }).await?;
+    let w = st.aggregates.send(GetWorkers { now: Utc::now() }).await??;
     Ok(axum::Json(w.into_iter().map(WorkerView::from).collect()))
 }
 
@@ -260,7 +255,7 @@ pub async fn failure_stats(
                 since,
                 limit,
             })
-            .await?
+            .await??
     } else {
         // Narrower: one query over the runs that match.
         let filter = ptp_actors::queries::FailureFilter {

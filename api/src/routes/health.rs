@@ -1,6 +1,8 @@
 //! `/health` (NATS, SQLite and ingest state) and `/rejected` (messages the
 //! master refused, with the reason).
 
+use std::collections::BTreeMap;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::Query;
+use crate::extract::{NoQuery, Query};
 use crate::routes::bounded;
 
 /// Routes of this resource.
@@ -41,14 +43,37 @@ pub struct Health {
     pub runs_completed: u64,
     /// Messages rejected since start.
     pub rejected: u64,
+    /// Heartbeats refused since start (malformed, oversized, impossible
+    /// times); they are not stored.
+    pub heartbeats_refused: u64,
+    /// Why the last heartbeat was refused.
+    pub last_heartbeat_refusal: Option<String>,
+    /// Each actor: `up`, or `down` when its mailbox is closed (the master
+    /// then answers 503 here and must be restarted), with the handler
+    /// panics it caught and recovered from since start.
+    pub actors: BTreeMap<&'static str, ActorHealth>,
 }
 
-/// Liveness and readiness: 200 when NATS, SQLite and ingest are fine,
-/// 503 with the reasons otherwise.
-#[utoipa::path(get, path = "/health", responses(
+/// One actor's state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActorHealth {
+    /// `up` or `down`.
+    pub state: &'static str,
+    /// Handler panics caught since start (each logged with its message).
+    pub panics: u64,
+    /// The last one's message.
+    pub last_panic: Option<String>,
+}
+
+/// Liveness and readiness: 200 when NATS, SQLite, ingest and the actors
+/// are fine, 503 with the reasons otherwise.
+#[utoipa::path(get, path = "/health", params(NoQuery), responses(
     (status = 200, description = "Healthy", body = Health),
     (status = 503, description = "Degraded, with reasons", body = Health)))]
-pub async fn health(State(st): State<AppState>) -> (StatusCode, axum::Json<Health>) {
+pub async fn health(
+    State(st): State<AppState>,
+    Query(_): Query<NoQuery>,
+) -> (StatusCode, axum::Json<Health>) {
     let nats = match st.nats.connection_state() {
         async_nats::connection::State::Connected => "connected",
         async_nats::connection::State::Disconnected => "disconnected",
@@ -60,10 +85,30 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, axum::Json<Healt
         Err(e) => e.to_string(),
     };
     let h = st.ingest.snapshot();
+    let faults = st.faults.snapshot();
+    let actors: BTreeMap<&'static str, ActorHealth> = [
+        ("writer", st.writer.connected()),
+        ("aggregates", st.aggregates.connected()),
+    ]
+    .into_iter()
+    .map(|(name, up)| {
+        let f = faults.get(name).cloned().unwrap_or_default();
+        let state = if up { "up" } else { "down" };
+        (
+            name,
+            ActorHealth {
+                state,
+                panics: f.panics,
+                last_panic: f.last,
+            },
+        )
+    })
+    .collect();
     let ok = nats == "connected"
         && database == "ok"
         && h.consumer_error.is_none()
-        && h.store_error.is_none();
+        && h.store_error.is_none()
+        && actors.values().all(|a| a.state == "up");
     let body = Health {
         status: if ok { "ok" } else { "degraded" },
         nats,
@@ -73,6 +118,9 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, axum::Json<Healt
         acked: h.acked,
         runs_completed: h.runs_completed,
         rejected: h.rejected,
+        heartbeats_refused: h.heartbeats_refused,
+        last_heartbeat_refusal: h.last_heartbeat_refusal,
+        actors,
     };
     let code = if ok {
         StatusCode::OK

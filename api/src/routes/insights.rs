@@ -16,19 +16,19 @@
 //! input and shapes answers.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use chrono::{DateTime, Duration, Utc};
 use ptp_actors::clusters::{self, ClusterReport};
 use ptp_actors::flaky::{self, FlakyReport, FlipRule, Window};
 use ptp_actors::history::{self, SlowReport, SlowRule, TestHistory};
-use ptp_actors::writer::{ClearFlaky, StoreError};
+use ptp_actors::writer::ClearFlaky;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::routes::bounded;
 
 /// Routes of this resource.
@@ -169,6 +169,8 @@ pub async fn clear_flaky(
             "project and test_id are required: {\"project\": \"...\", \"test_id\": \"...\"}".into(),
         ));
     }
+    ptp_nats::schema::check_len("project", &req.project, ptp_nats::schema::MAX_SHORT_BYTES)
+        .map_err(ApiError::BadRequest)?;
     if req.test_id.len() > MAX_TEST_ID || req.note.as_ref().is_some_and(|n| n.len() > 2000) {
         return Err(ApiError::BadRequest(format!(
             "test_id is limited to {MAX_TEST_ID} bytes and note to 2000"
@@ -184,7 +186,7 @@ pub async fn clear_flaky(
             note: req.note,
         })
         .await?
-        .map_err(|StoreError::Sqlite(e)| ApiError::Sqlx(e))?;
+        .map_err(ApiError::from)?;
     if !known {
         return Err(ApiError::NotFound(format!(
             "project '{}' has no test '{}'; GET /flaky?project={} lists the flaky ones",

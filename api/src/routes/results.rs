@@ -7,7 +7,7 @@
 //! message of the run.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Json, Query};
+use crate::extract::{JsonBytes, Path, Query};
 use crate::routes::bounded;
 
 /// Routes of this resource.
@@ -515,7 +515,11 @@ pub struct LegacyRun {
     pub project: Option<String>,
     /// Branch.
     pub branch: Option<String>,
-    /// Start time, ISO 8601 (default: now).
+    /// Start time: RFC 3339 (`2024-05-01T12:00:00Z`), or ISO 8601 without
+    /// an offset as the original worker sends it (`2024-05-01T12:00:00`,
+    /// read as UTC). Default: when the master receives it.
+    #[serde(default, deserialize_with = "lenient_time")]
+    #[schema(value_type = Option<String>, example = "2024-05-01T12:00:00")]
     pub timestamp: Option<DateTime<Utc>>,
     /// Passed tests.
     #[serde(default)]
@@ -564,9 +568,9 @@ pub struct FullRun {
     pub cases: Vec<TestCase>,
 }
 
-/// Either payload `POST /results` accepts.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
+/// Either payload `POST /results` accepts (told apart by the `run` key:
+/// present in the agent's shape, absent from the original system's).
+#[derive(Debug, ToSchema)]
 pub enum PostBody {
     /// `{"run": {...}, "cases": [...]}`.
     Full(FullRun),
@@ -583,24 +587,94 @@ pub struct Accepted {
     pub status: &'static str,
 }
 
-fn legacy_to_run(l: LegacyRun) -> Result<(RunInfo, Vec<TestCase>), ApiError> {
-    let sum = l.passed + l.failed + l.error + l.skipped;
+/// A time as the original worker may send it: RFC 3339, or ISO 8601 with
+/// no offset (Python's `datetime.now().isoformat()`), read as UTC.
+fn lenient_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    parse_time(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
+/// The one rule for times sent in a body: RFC 3339, or naive ISO 8601 as UTC.
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    // FromStr, unlike parse_from_rfc3339, reads signed extended years
+    // (`+262142-…`), which the window check then refuses by name.
+    if let Ok(t) = s.parse::<DateTime<chrono::FixedOffset>>() {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Ok(t.and_utc());
+    }
+    Err(format!(
+        "{:?} is not a date and time; send RFC 3339 such as 2024-05-01T12:00:00Z \
+         (a time without an offset, such as 2024-05-01T12:00:00, is read as UTC)",
+        schema::truncate_marked(s.to_string(), 64)
+    ))
+}
+
+/// Reads a `POST /results` body: the agent's shape when it has a `run`
+/// key, else the original system's. A refusal names the field (its JSON
+/// path), what was found and what is accepted.
+pub fn parse_post_body(bytes: &[u8]) -> Result<(RunInfo, Vec<TestCase>), ApiError> {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        run: Option<serde::de::IgnoredAny>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body is not a JSON object: {}; send {{\"run\": ..., \"cases\": [...]}} \
+             (the agent's shape) or the original system's flat run (see POST /results at /docs)",
+            schema::truncate_marked(e.to_string(), 200)
+        ))
+    })?;
+    fn read<'a, T: Deserialize<'a>>(bytes: &'a [u8], shape: &str) -> Result<T, ApiError> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "body".to_string()
+            } else {
+                path
+            };
+            ApiError::BadRequest(format!(
+                "{field}: {}; see POST /results at /docs for the fields of {shape}",
+                schema::truncate_marked(e.inner().to_string(), 300)
+            ))
+        })
+    }
+    if probe.run.is_some() {
+        let f: FullRun = read(bytes, "the agent's payload ({\"run\", \"cases\"})")?;
+        Ok((f.run, f.cases))
+    } else {
+        legacy_to_run(read(bytes, "the original system's payload")?, Utc::now())
+    }
+}
+
+fn legacy_to_run(l: LegacyRun, now: DateTime<Utc>) -> Result<(RunInfo, Vec<TestCase>), ApiError> {
+    let bad = |e: String| ApiError::Unprocessable(e);
+    // Summed wide: hostile counts near u64::MAX must not overflow.
+    let sum = [l.passed, l.failed, l.error, l.skipped]
+        .into_iter()
+        .try_fold(0u64, u64::checked_add)
+        .ok_or_else(|| {
+            bad("passed + failed + error + skipped overflows; send real counts".into())
+        })?;
     if let Some(total) = l.total
         && total != sum
     {
-        return Err(ApiError::Unprocessable(format!(
+        return Err(bad(format!(
             "total ({total}) must equal passed + failed + error + skipped ({sum})"
         )));
     }
-    if !l.duration.is_finite() || l.duration < 0.0 {
-        return Err(ApiError::Unprocessable(format!(
-            "duration must be a finite number of seconds >= 0, got {}",
-            l.duration
-        )));
-    }
-    let started_at = l.timestamp.unwrap_or_else(Utc::now);
-    let finished_at =
-        started_at + chrono::Duration::milliseconds((l.duration * 1000.0).min(1e12) as i64);
+    schema::check_duration("duration", l.duration).map_err(bad)?;
+    let started_at = l.timestamp.unwrap_or(now);
+    schema::check_time("timestamp", started_at, now).map_err(bad)?;
+    // Both bounded just above, so this cannot fail; checked all the same.
+    let finished_at = chrono::TimeDelta::try_milliseconds((l.duration * 1000.0) as i64)
+        .and_then(|d| started_at.checked_add_signed(d))
+        .ok_or_else(|| bad("timestamp + duration is not a representable time".into()))?;
     let cases: Vec<TestCase> = l
         .failures
         .into_iter()
@@ -615,11 +689,7 @@ fn legacy_to_run(l: LegacyRun) -> Result<(RunInfo, Vec<TestCase>), ApiError> {
             file: None,
             classname: None,
             outcome: schema::Outcome::Failed,
-            duration_secs: if f.duration.is_finite() {
-                f.duration.max(0.0)
-            } else {
-                0.0
-            },
+            duration_secs: f.duration,
             message: f
                 .message
                 .map(|m| schema::truncate_marked(m, schema::MAX_MESSAGE_BYTES)),
@@ -672,18 +742,17 @@ fn legacy_to_run(l: LegacyRun) -> Result<(RunInfo, Vec<TestCase>), ApiError> {
 /// in `GET /results/{run_id}` as soon as ingest has committed it.
 #[utoipa::path(post, path = "/results", request_body = PostBody, responses(
     (status = 202, description = "Durable in the stream; ingested shortly", body = Accepted),
-    (status = 400, description = "Malformed JSON", body = ErrorBody),
+    (status = 400, description = "Malformed JSON or a field of the wrong type (named)", body = ErrorBody),
+    (status = 409, description = "The run id is stored with other content", body = ErrorBody),
     (status = 413, description = "Body over the size limit", body = ErrorBody),
-    (status = 422, description = "Impossible values", body = ErrorBody),
+    (status = 422, description = "Impossible values (named)", body = ErrorBody),
     (status = 503, description = "NATS unreachable; nothing stored, retry", body = ErrorBody)))]
 pub async fn post_result(
     State(st): State<AppState>,
-    Json(body): Json<PostBody>,
+    JsonBytes(body): JsonBytes,
 ) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
-    let (run, cases) = match body {
-        PostBody::Full(f) => (f.run, f.cases),
-        PostBody::Legacy(l) => legacy_to_run(l)?,
-    };
+    let (run, cases) = parse_post_body(&body)?;
+    drop(body);
     if st.nats.connection_state() != async_nats::connection::State::Connected {
         return Err(ApiError::Unavailable(format!(
             "NATS at {} is unreachable, so the run was not stored; retry when GET /health shows nats connected",
@@ -696,10 +765,36 @@ pub async fn post_result(
     };
     let msgs = schema::encode_run(&run, &cases, max_payload)
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let mut digest = None;
     for m in &msgs {
         // Validate exactly what ingest will decode, so a refusal happens here
         // with a 422 rather than later as a rejection.
-        schema::decode(&m.payload).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+        match schema::decode(&m.payload) {
+            Ok(schema::WireMessage::Run(f)) => digest = Some(f.digest()),
+            Ok(schema::WireMessage::Cases(_)) => {}
+            Err(schema::DecodeError::Invalid(e)) => return Err(ApiError::Unprocessable(e)),
+            Err(e) => return Err(ApiError::Unprocessable(e.to_string())),
+        }
+    }
+    // A run id stored with other content is a conflict, not a duplicate.
+    // Best effort: publishing must not depend on the database (the writer
+    // catches every conflict anyway and records it in /rejected, also for
+    // versions still in the stream).
+    let stored = match queries::stored_digest(&st.read, &run.run_id).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!("cannot look up run {} for conflicts: {e}", run.run_id);
+            None
+        }
+    };
+    if let (Some(new), Some(old)) = (digest, stored)
+        && new != old
+    {
+        return Err(ApiError::Conflict(format!(
+            "run_id {} is already stored with other content (stored digest {old}, this body's \
+             digest {new}); the stored run is kept. Give every run its own run_id",
+            run.run_id
+        )));
     }
     ptp_nats::publish_all(&st.js, msgs)
         .await
@@ -739,7 +834,7 @@ mod tests {
                 "pass_rate":75.0,"failures":[{"nodeid":"t.py::test_a","duration":0.1,"message":"boom"}]}"#,
         )
         .expect("seed payload parses");
-        let (run, cases) = legacy_to_run(l).expect("converts");
+        let (run, cases) = legacy_to_run(l, Utc::now()).expect("converts");
         assert_eq!(
             (run.counts.total, run.counts.failed, run.cases_complete),
             (4, 1, false)
@@ -749,6 +844,6 @@ mod tests {
         let bad: LegacyRun =
             serde_json::from_str(r#"{"run_id":"x","worker_id":"w","passed":1,"total":5}"#)
                 .expect("parses");
-        assert!(legacy_to_run(bad).is_err());
+        assert!(legacy_to_run(bad, Utc::now()).is_err());
     }
 }

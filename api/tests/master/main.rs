@@ -6,6 +6,7 @@ mod bad_input;
 mod cache;
 mod faults;
 mod helpers;
+mod hostile;
 mod insights;
 mod retention;
 mod security;
