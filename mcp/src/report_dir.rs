@@ -123,10 +123,16 @@ impl ReportDir {
             }
             Err(e) => return refuse(&format!("its directory cannot be resolved ({e})")),
         };
-        if !dir.starts_with(&self.root) || !dir.is_dir() {
+        if !dir.starts_with(&self.root) {
             return refuse(&format!(
                 "{:?} leads outside the report dir (through a symbolic link)",
                 echo(raw)
+            ));
+        }
+        if !dir.is_dir() {
+            return refuse(&format!(
+                "{:?} is not a directory",
+                echo(&sub.to_string_lossy())
             ));
         }
         Ok(dir.join(name))
@@ -226,6 +232,7 @@ mod tests {
             d.path().join("r.html")
         );
         std::fs::create_dir(d.path().join("sub")).expect("mkdir");
+        std::fs::write(d.path().join("f.html"), "x").expect("file");
         assert_eq!(
             d.resolve("sub/./r.html").expect("subdir"),
             d.path().join("sub/r.html")
@@ -240,6 +247,7 @@ mod tests {
             (".html", "must end in .html"),
             ("sub", "must end in .html"),
             ("nope/r.html", "does not exist in the report dir"),
+            ("f.html/r.html", "\"f.html\" is not a directory"),
         ] {
             let e = d.resolve(raw).expect_err(raw);
             assert!(
