@@ -67,6 +67,13 @@ pub struct Config {
     )]
     pub http_tokens: Vec<String>,
 
+    /// Directory get_report may write HTML files into: its output_path is a
+    /// file name (ending in .html) inside it; created if missing. Unset (the
+    /// default, over stdio and --http alike): get_report writes no file and
+    /// embeds the HTML in its answer; output_path is refused.
+    #[arg(long, env = "PTP_MCP_REPORT_DIR", value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+
     /// The project whose tests run_tests, run_failed and list_tests run
     /// (the directory pytest runs in). Unset: those three tools are not
     /// offered.
@@ -116,7 +123,7 @@ pub struct Config {
 
 impl Config {
     /// Settings for tests and embedding: the given master, everything else
-    /// default (stdio, 10 s timeout, no token).
+    /// default (stdio, 10 s timeout, no token, no report dir).
     pub fn for_master(master_url: impl Into<String>) -> Config {
         Config {
             master_url: master_url.into(),
@@ -125,6 +132,7 @@ impl Config {
             http: None,
             allowed_hosts: Vec::new(),
             http_tokens: Vec::new(),
+            report_dir: None,
             project_root: None,
             agent_bin: None,
             run_timeout_secs: 900,
@@ -239,6 +247,10 @@ mod tests {
         assert_eq!(arg("run_project").0.as_deref(), Some("PTP_MCP_PROJECT"));
         assert_eq!(arg("run_branch").0.as_deref(), Some("PTP_MCP_BRANCH"));
         assert_eq!(arg("cache_dir").0.as_deref(), Some("PTP_MCP_CACHE_DIR"));
+        assert_eq!(
+            arg("report_dir"),
+            (Some("PTP_MCP_REPORT_DIR".into()), vec![])
+        );
         assert_eq!(
             Config::for_master("http://x").allowed_hosts(),
             Some(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()])

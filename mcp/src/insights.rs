@@ -14,10 +14,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::args::{given, input_schema};
 use crate::text::trim_end;
-use crate::tools::{
-    PtpMcp, ToolError, ToolResult, bounded, finish, given, input_schema, json_answer, parse,
-};
+use crate::tools::{PtpMcp, ToolError, ToolResult, bounded, finish, json_answer, parse};
 
 /// The window shared by the analytics tools.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -235,7 +234,8 @@ impl PtpMcp {
     async fn test_history(&self, args: JsonObject) -> ToolResult {
         let a: HistoryArgs = parse("get_test_history", args)?;
         let test_id = a.test_id.trim();
-        if test_id.is_empty() || test_id == "." || test_id == ".." || test_id.len() > 4096 {
+        // Its size is bounded with every argument (`crate::args`).
+        if test_id.is_empty() || test_id == "." || test_id == ".." {
             return Err(ToolError::Argument(format!(
                 "test_id {:?} is not a test id; take one from get_failures, get_flaky_tests or \
                  get_failure_stats",

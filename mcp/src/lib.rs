@@ -3,16 +3,22 @@
 //!
 //! # Layout
 //!
+//! - [`args`]: tool arguments at the boundary: every string bounded before
+//!   it is parsed, used or echoed.
 //! - [`config`]: the one clap struct of the `ptp-mcp` binary.
 //! - [`master`]: a typed HTTP client of the master's JSON API and the errors
 //!   a person can act on (unreachable, not found, refused argument).
 //! - [`tools`]: the MCP server ([`PtpMcp`]) and its read-only tools; every
 //!   result is compact JSON text for a model to read, every failure a tool
 //!   error.
+//! - [`jsonrpc`]: screening incoming JSON-RPC messages before rmcp reads
+//!   them (parse errors, wrongly typed params, oversized ids).
 //! - [`local`]: `run_tests`, `run_failed`, `list_tests`: the project's tests
 //!   run on this machine through `ptp-agent` (with `--project-root`).
 //! - [`report`]: the HTML report (askama templates in `templates/`), with an
 //!   inline SVG trend chart; trimmed so a 60,000-case run stays small.
+//! - [`report_dir`]: where `get_report` may write files (`--report-dir`),
+//!   and the checks that keep it there.
 //! - [`text`]: trimming long texts with a visible marker.
 //! - [`transport`]: serving over stdio or streamable HTTP.
 //!
@@ -26,16 +32,19 @@
 //! [`serve_http`] takes a bound listener and a cancellation token, so the
 //! tests run exactly what `ptp-mcp --http` runs.
 
+pub mod args;
 pub mod config;
 pub mod insights;
+pub mod jsonrpc;
 pub mod local;
 pub mod master;
 pub mod report;
+pub mod report_dir;
 pub mod text;
 pub mod tools;
 pub mod transport;
 
 pub use config::Config;
 pub use master::{MasterClient, MasterError};
-pub use tools::PtpMcp;
-pub use transport::{HttpAccess, http_router, serve_http, serve_stdio};
+pub use tools::{PtpMcp, SetupError};
+pub use transport::{HttpAccess, http_router, serve_http, serve_lines, serve_stdio};

@@ -58,10 +58,8 @@ use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rmcp::handler::server::common::schema_for_input;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject};
 use rmcp::service::RequestContext;
@@ -72,6 +70,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::args::{given, input_schema};
 use crate::config::Config;
 use crate::text::trim_end;
 use crate::tools::{PtpMcp, finish};
@@ -666,27 +665,9 @@ pub struct ListTestsArgs {
     pub limit: Option<i64>,
 }
 
-fn input_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
-    schema_for_input::<T>().unwrap_or_else(|e| {
-        panic!(
-            "invalid input schema for {}: {e}",
-            std::any::type_name::<T>()
-        )
-    })
-}
-
+/// A tool's arguments, bounded and parsed ([`crate::args::parse`]).
 fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, LocalError> {
-    serde_json::from_value(serde_json::Value::Object(args)).map_err(|e| {
-        LocalError::Argument(format!(
-            "invalid arguments for {tool}: {e}. See the tool's input schema for the accepted \
-             arguments."
-        ))
-    })
-}
-
-/// `None` for a missing or blank string.
-fn given(s: Option<String>) -> Option<String> {
-    s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    crate::args::parse(tool, args).map_err(LocalError::Argument)
 }
 
 /// The checked filter as pytest arguments (none without a filter).

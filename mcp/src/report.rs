@@ -27,6 +27,23 @@ use crate::master::{
 };
 use crate::text::{short, trim_end, trim_middle};
 
+/// What `templates/report.html` writes in its `<head>`, within the first
+/// [`MARKER_WITHIN`] bytes after `<!doctype html>`: how `get_report` tells a
+/// report it wrote (which it may replace) from any other file.
+pub const GENERATOR_MARKER: &str = r#"<meta name="generator" content="ptp-mcp">"#;
+/// Bytes from the start of a file within which [`GENERATOR_MARKER`] must be.
+pub const MARKER_WITHIN: usize = 512;
+
+/// Whether `head` (the first [`MARKER_WITHIN`] bytes of a file, or fewer)
+/// starts like a report this module renders.
+pub fn is_report(head: &[u8]) -> bool {
+    let head = &head[..head.len().min(MARKER_WITHIN)];
+    head.starts_with(b"<!doctype html>")
+        && head
+            .windows(GENERATOR_MARKER.len())
+            .any(|w| w == GENERATOR_MARKER.as_bytes())
+}
+
 /// Failures of the latest run shown in full (message and traceback).
 pub const FAILURES_SHOWN: usize = 50;
 /// Characters of a failure message kept.
@@ -714,6 +731,16 @@ mod tests {
         assert_eq!(labels, ["90%", "92.5%", "95%", "97.5%", "100%"]);
         let c = chart(&[]);
         assert!(c.points.is_empty() && c.x_labels.is_empty());
+    }
+
+    #[test]
+    fn the_template_carries_the_marker_at_its_start() {
+        let template = include_str!("../templates/report.html");
+        assert!(is_report(template.as_bytes()));
+        assert!(!is_report(b"<!doctype html><title>notes</title>"));
+        assert!(!is_report(b"root:x:0:0:root:/root:/bin/bash"));
+        let late = format!("<!doctype html>{}{GENERATOR_MARKER}", " ".repeat(600));
+        assert!(!is_report(late.as_bytes()), "too far from the start");
     }
 
     #[test]

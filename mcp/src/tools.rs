@@ -13,24 +13,26 @@
 //! person can act on (which URL is unreachable and what to check, which run
 //! id is unknown, which argument is wrong). Tools only read.
 
-use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rmcp::handler::server::common::schema_for_input;
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, ResourceContents};
 use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::args::{MAX_RUN_ID_BYTES, given, input_schema};
 use crate::config::Config;
 use crate::master::{MasterClient, MasterError, Run, RunFilter};
 use crate::report::{self, ReportInput};
+use crate::report_dir::{ReportDir, ReportDirError};
 use crate::text::{short, trim_end, trim_middle};
 
-/// Longest run id the master accepts.
-const MAX_RUN_ID: usize = 128;
+/// Longest tool error text sent and logged, in characters: a last bound,
+/// whatever a message quotes (arguments are bounded before, in
+/// [`crate::args`]).
+pub const MAX_ERROR_CHARS: usize = 2000;
 /// Failed and errored cases fetched for a report: the ones it shows plus
 /// one, so the count of those not shown comes from the run's counts.
 pub const REPORT_FAILURES_LIMIT: u32 = report::FAILURES_SHOWN as u32 + 1;
@@ -54,6 +56,17 @@ pub(crate) enum ToolError {
 
 pub(crate) type ToolResult = Result<CallToolResult, ToolError>;
 
+/// Why a server could not be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `--master-url` is not usable.
+    #[error(transparent)]
+    Master(#[from] MasterError),
+    /// `--report-dir` cannot be created or resolved.
+    #[error(transparent)]
+    ReportDir(#[from] ReportDirError),
+}
+
 /// The MCP server: read-only tools over one master (runs, analytics,
 /// report), plus the local test-run tools of [`crate::local`] when a
 /// project root is configured.
@@ -62,14 +75,18 @@ pub struct PtpMcp {
     pub(crate) master: Arc<MasterClient>,
     /// Local test runs (`--project-root`); `None`: those tools are not offered.
     pub(crate) local: Option<Arc<crate::local::Local>>,
+    /// Where `get_report` may write (`--report-dir`); `None`: it writes no
+    /// file and refuses `output_path`.
+    pub(crate) report_dir: Option<ReportDir>,
 }
 
 impl PtpMcp {
-    /// A server answering from `master`.
+    /// A server answering from `master`, writing no files.
     pub fn new(master: MasterClient) -> PtpMcp {
         PtpMcp {
             master: Arc::new(master),
             local: None,
+            report_dir: None,
         }
     }
 
@@ -79,15 +96,36 @@ impl PtpMcp {
         PtpMcp::tool_router() + PtpMcp::insights_tool_router()
     }
 
-    /// A server for the master named in `config`.
-    pub fn from_config(config: &Config) -> Result<PtpMcp, MasterError> {
+    /// A server for the master named in `config`; creates `--report-dir`
+    /// when given and missing.
+    pub fn from_config(config: &Config) -> Result<PtpMcp, SetupError> {
         let mut server = PtpMcp::new(MasterClient::new(
             &config.master_url,
             config.timeout(),
             config.api_token.as_deref(),
         )?);
         server.local = crate::local::Local::from_config(config).map(Arc::new);
+        server.report_dir = config
+            .report_dir
+            .as_deref()
+            .map(ReportDir::open)
+            .transpose()?;
         Ok(server)
+    }
+
+    /// Checks `output_path` before any work: a file name inside the report
+    /// dir, or a refusal saying why (none configured, outside it, ...).
+    fn report_file(&self, raw: &str) -> Result<&ReportDir, ToolError> {
+        let Some(dir) = &self.report_dir else {
+            return Err(ToolError::Argument(
+                "output_path: this server writes no files (no report dir: start ptp-mcp with \
+                 --report-dir DIR or PTP_MCP_REPORT_DIR to allow it); leave output_path out to \
+                 get the HTML embedded in the answer"
+                    .into(),
+            ));
+        };
+        dir.resolve(raw).map_err(ToolError::Argument)?;
+        Ok(dir)
     }
 }
 
@@ -202,31 +240,13 @@ pub struct ReportArgs {
     /// failure-cluster sections cover: 1 to 500. Default 20.
     #[schemars(range(min = 1, max = 500))]
     pub runs: Option<i64>,
-    /// Absolute path of a file to write the HTML to (e.g. /home/me/report.html). When given, the tool answers the path and a summary instead of embedding the HTML. The directory must exist; an existing file is replaced.
+    /// A file name ending in .html (e.g. "shop-main.html", or "team/shop.html" for an existing subdirectory) to write the HTML to, inside the server's report dir (--report-dir / PTP_MCP_REPORT_DIR). When given, the tool answers the written path and a summary instead of embedding the HTML. Refused when the server has no report dir (the default), for absolute paths, '..', '~', links leading outside the dir, and existing files that are not reports this server wrote (its own reports are replaced).
     pub output_path: Option<String>,
 }
 
-/// The input schema of a tool, from its argument struct's doc comments.
-pub(crate) fn input_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
-    schema_for_input::<T>().unwrap_or_else(|e| {
-        panic!(
-            "invalid input schema for {}: {e}",
-            std::any::type_name::<T>()
-        )
-    })
-}
-
+/// A tool's arguments, bounded and parsed ([`crate::args::parse`]).
 pub(crate) fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, ToolError> {
-    serde_json::from_value(serde_json::Value::Object(args)).map_err(|e| {
-        ToolError::Argument(format!(
-            "invalid arguments for {tool}: {e}. See the tool's input schema for the accepted arguments."
-        ))
-    })
-}
-
-/// `None` for a missing or blank string (models often send "").
-pub(crate) fn given(s: Option<String>) -> Option<String> {
-    s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    crate::args::parse(tool, args).map_err(ToolError::Argument)
 }
 
 pub(crate) fn bounded(
@@ -247,7 +267,7 @@ pub(crate) fn bounded(
 
 fn check_run_id(run_id: &str) -> Result<(), ToolError> {
     let ok = !run_id.is_empty()
-        && run_id.len() <= MAX_RUN_ID
+        && run_id.len() <= MAX_RUN_ID_BYTES
         && run_id.chars().any(|c| c != '.')
         && run_id
             .bytes()
@@ -256,9 +276,9 @@ fn check_run_id(run_id: &str) -> Result<(), ToolError> {
         Ok(())
     } else {
         Err(ToolError::Argument(format!(
-            "run_id {:?} is not a run id: ids are 1 to {MAX_RUN_ID} letters, digits, '-', '_' or '.'; \
-             get_summary lists recent ones",
-            short(run_id, 200)
+            "run_id {:?} is not a run id: ids are 1 to {MAX_RUN_ID_BYTES} letters, digits, '-', '_' \
+             or '.'; get_summary lists recent ones",
+            crate::args::echo(run_id)
         )))
     }
 }
@@ -401,40 +421,6 @@ fn report_uri(project: &Option<String>) -> String {
     format!("report://{enc}")
 }
 
-/// Checks `output_path`: absolute, no `..`, an existing directory.
-fn output_file(raw: &str) -> Result<PathBuf, ToolError> {
-    let path = Path::new(raw);
-    if !path.is_absolute() {
-        return Err(ToolError::Argument(format!(
-            "output_path {raw:?} is relative; give an absolute path such as /tmp/report.html \
-             (this server's working directory is not the editor's project)"
-        )));
-    }
-    if path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(ToolError::Argument(format!(
-            "output_path {raw:?} contains '..'; give the absolute path without it"
-        )));
-    }
-    let Some(name) = path.file_name() else {
-        return Err(ToolError::Argument(format!(
-            "output_path {raw:?} names no file; end it with a file name such as report.html"
-        )));
-    };
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    if !dir.is_dir() {
-        return Err(ToolError::Argument(format!(
-            "output_path {raw:?}: the directory {} does not exist; create it or choose another",
-            dir.display()
-        )));
-    }
-    if path.is_dir() {
-        return Err(ToolError::Argument(format!(
-            "output_path {raw:?} is a directory; add a file name such as report.html"
-        )));
-    }
-    Ok(dir.join(name))
-}
-
 // ---- the tools --------------------------------------------------------------
 
 const SUMMARY_DESC: &str = "Recent test runs, newest first: for each run its id, time, project, \
@@ -469,8 +455,9 @@ compare_runs for what one run broke compared to another.";
 const REPORT_DESC: &str = "A self-contained HTML report (no external resources; opens offline): \
 headline of the latest run, pass-rate trend chart, failures with tracebacks, most frequent \
 failures, slowest tests and workers. Returns a short text summary plus the HTML as an embedded \
-resource (mime text/html, uri report://<project>); with output_path it writes the HTML to that \
-absolute path and returns the path instead. Use it when the user wants a report to open, save or \
+resource (mime text/html, uri report://<project>); with output_path (a file name ending in .html) \
+it writes the HTML into the server's report dir instead and returns the path. File output is off \
+unless the server was started with --report-dir (PTP_MCP_REPORT_DIR). Use it when the user wants a report to open, save or \
 share. Prefer get_summary, get_trend and get_failures for answering questions in the chat: \
 their JSON is much smaller.";
 
@@ -566,6 +553,7 @@ pub(crate) async fn finish<E: std::fmt::Display>(
                 .map(String::as_str)
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("panic");
+            let what = trim_end(what, MAX_ERROR_CHARS);
             tracing::error!(tool, "tool panicked: {what}");
             return CallToolResult::error(vec![ContentBlock::text(format!(
                 "{tool} failed: internal error in ptp-mcp ({what}); please report it"
@@ -573,6 +561,7 @@ pub(crate) async fn finish<E: std::fmt::Display>(
         }
     };
     result.unwrap_or_else(|e| {
+        let e = trim_end(&e.to_string(), MAX_ERROR_CHARS);
         tracing::warn!(tool, "tool failed: {e}");
         CallToolResult::error(vec![ContentBlock::text(format!("{tool} failed: {e}"))])
     })
@@ -960,7 +949,10 @@ impl PtpMcp {
     async fn report(&self, args: JsonObject) -> ToolResult {
         let a: ReportArgs = parse("get_report", args)?;
         let runs_n = bounded("runs", a.runs, 20, 1, 500)?;
-        let output = given(a.output_path).map(|p| output_file(&p)).transpose()?;
+        let output = match given(a.output_path) {
+            Some(raw) => Some((self.report_file(&raw)?, raw)),
+            None => None,
+        };
         let filter = RunFilter {
             project: given(a.project),
             branch: given(a.branch),
@@ -1051,8 +1043,8 @@ impl PtpMcp {
         );
         let uri = report_uri(&filter.project);
         match output {
-            Some(path) => {
-                write_file(&path, &html)?;
+            Some((dir, raw)) => {
+                let path = dir.write(&raw, &html).map_err(ToolError::Output)?;
                 Ok(CallToolResult::success(vec![ContentBlock::text(format!(
                     "Wrote the HTML report ({} bytes) to {}. {summary}",
                     html.len(),
@@ -1074,24 +1066,6 @@ impl PtpMcp {
 
 fn is_zero_u32(n: &u32) -> bool {
     *n == 0
-}
-
-/// Writes through a temporary file in the same directory, so a reader never
-/// sees half a report.
-fn write_file(path: &Path, html: &str) -> Result<(), ToolError> {
-    let tmp = path.with_extension("ptp-mcp.tmp");
-    let fail = |e: std::io::Error| {
-        ToolError::Output(format!(
-            "cannot write the report to {}: {e}; check that the directory is writable by the \
-             user running ptp-mcp",
-            path.display()
-        ))
-    };
-    std::fs::write(&tmp, html).map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(e)
-    })
 }
 
 #[tool_handler(
@@ -1134,15 +1108,6 @@ mod tests {
         )
         .expect_err("unknown field");
         assert!(e.to_string().contains("unknown field `limits`"), "{e}");
-    }
-
-    #[test]
-    fn output_path_must_be_absolute_without_dotdot() {
-        assert!(output_file("report.html").is_err());
-        assert!(output_file("/tmp/../etc/report.html").is_err());
-        assert!(output_file("/nonexistent-dir-ptp/report.html").is_err());
-        assert!(output_file("/tmp").is_err());
-        assert!(output_file("/tmp/report.html").is_ok());
     }
 
     #[test]

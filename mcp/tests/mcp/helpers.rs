@@ -276,7 +276,13 @@ pub fn run_payload(
 pub async fn mcp_client(master_url: &str, timeout_secs: u64) -> RunningService<RoleClient, ()> {
     let mut config = Config::for_master(master_url);
     config.timeout_secs = timeout_secs;
-    let server = PtpMcp::from_config(&config).expect("valid master URL");
+    mcp_client_for(&config).await
+}
+
+/// An MCP client connected to a fresh `ptp-mcp` server built from `config`
+/// over an in-process pipe.
+pub async fn mcp_client_for(config: &Config) -> RunningService<RoleClient, ()> {
+    let server = PtpMcp::from_config(config).expect("usable settings");
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     tokio::spawn(async move {
         let running = server.serve(server_io).await?;
@@ -357,4 +363,110 @@ pub async fn dead_port() -> u16 {
 /// The fixture directory.
 pub fn fixtures() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+}
+
+/// The built `ptp-mcp` binary over stdio, spoken to in raw lines the way a
+/// hostile client would: bytes in, JSON-RPC lines out, its stderr kept.
+pub struct StdioServer {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+    stderr: JoinHandle<Vec<u8>>,
+}
+
+impl StdioServer {
+    /// Starts the binary against `master_url` (default log settings) and
+    /// completes the MCP handshake.
+    pub async fn start(master_url: &str) -> StdioServer {
+        use tokio::io::AsyncReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ptp-mcp"))
+            .env("MASTER_URL", master_url)
+            .env("PTP_MCP_TIMEOUT_SECS", "5")
+            .env_remove("RUST_LOG")
+            .env_remove("PTP_MCP_REPORT_DIR")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("ptp-mcp starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = tokio::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut err = child.stderr.take().expect("stderr");
+        let stderr = tokio::spawn(async move {
+            let mut all = Vec::new();
+            let _ = err.read_to_end(&mut all).await;
+            all
+        });
+        let mut s = StdioServer {
+            child,
+            stdin,
+            stdout,
+            stderr,
+        };
+        let init = s
+            .request(
+                json!(0),
+                "initialize",
+                json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "hostile", "version": "1"}}),
+            )
+            .await;
+        assert_eq!(init["result"]["serverInfo"]["name"], "ptp-mcp", "{init}");
+        s.send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .await;
+        s
+    }
+
+    /// Writes `bytes` and a newline.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin.write_all(bytes).await.expect("write stdin");
+        self.stdin.write_all(b"\n").await.expect("write stdin");
+        self.stdin.flush().await.expect("flush stdin");
+    }
+
+    /// The next line the server writes: its length in bytes and its JSON.
+    pub async fn recv(&mut self) -> (usize, Value) {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        let read = tokio::time::timeout(DEADLINE, self.stdout.read_line(&mut line))
+            .await
+            .expect("ptp-mcp answers within the deadline")
+            .expect("read stdout");
+        assert!(read > 0, "ptp-mcp closed stdout");
+        let v = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", helpers_short(&line)));
+        (line.len(), v)
+    }
+
+    /// Sends a request and returns the reply.
+    pub async fn request(&mut self, id: Value, method: &str, params: Value) -> Value {
+        let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.send(msg.to_string().as_bytes()).await;
+        self.recv().await.1
+    }
+
+    /// Closes stdin, waits for a clean exit and returns everything the
+    /// server logged.
+    pub async fn finish(mut self) -> String {
+        drop(self.stdin);
+        let status = tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("ptp-mcp exits when stdin closes")
+            .expect("wait");
+        let stderr = self.stderr.await.expect("stderr joined");
+        let stderr = String::from_utf8_lossy(&stderr).into_owned();
+        assert!(
+            status.success(),
+            "ptp-mcp exited {status}: {}",
+            helpers_short(&stderr)
+        );
+        stderr
+    }
+}
+
+/// The first 300 characters of `s`, for assertion messages.
+pub fn helpers_short(s: &str) -> String {
+    s.chars().take(300).collect()
 }

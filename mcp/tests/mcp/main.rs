@@ -4,9 +4,12 @@
 //! Clients: rmcp over an in-process duplex pipe, rmcp's streamable HTTP
 //! client against `serve_http`, and the official Python MCP SDK driving the
 //! built binary over stdio. No mocks, no sleeps: readiness is polled.
-//! `local` runs a real pytest project through the built ptp-agent.
+//! `local` runs a real pytest project through the built ptp-agent;
+//! `hostile` is what a hostile client tries: paths outside the report dir,
+//! malformed JSON-RPC, oversized arguments.
 
 mod helpers;
+mod hostile;
 mod local;
 
 use std::process::Command;
@@ -448,27 +451,6 @@ async fn tools_answer_from_the_master() {
             "report is not self-contained: {external:?}"
         );
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("report.html");
-    let r = call(
-        &client,
-        "get_report",
-        json!({"project": "shop", "output_path": path.to_str()}),
-    )
-    .await;
-    assert_ne!(r.is_error, Some(true), "{}", text(&r));
-    assert!(
-        text(&r).contains(path.to_str().unwrap_or("?")),
-        "{}",
-        text(&r)
-    );
-    assert!(
-        r.content.iter().all(|c| c.as_resource().is_none()),
-        "the file replaces the embedded HTML"
-    );
-    let written = std::fs::read_to_string(&path).expect("report written");
-    assert!(written.starts_with("<!doctype html>") && written.contains("seed-3"));
-
     client.cancel().await.expect("client closes");
     app.stop().await;
 }
@@ -548,26 +530,17 @@ async fn errors_are_tool_errors_that_say_what_to_do() {
         e.contains("no runs match") && e.contains("project=\"nope\""),
         "{e}"
     );
-    let e = err_text(
-        "get_report",
-        &call(
-            &client,
+    // No --report-dir: no file is written, whatever the path.
+    for path in ["report.html", "/no-such-dir-ptp/r.html"] {
+        let e = err_text(
             "get_report",
-            json!({"output_path": "out/report.html"}),
-        )
-        .await,
-    );
-    assert!(e.contains("relative") && e.contains("absolute path"), "{e}");
-    let e = err_text(
-        "get_report",
-        &call(
-            &client,
-            "get_report",
-            json!({"output_path": "/no-such-dir-ptp/r.html"}),
-        )
-        .await,
-    );
-    assert!(e.contains("does not exist"), "{e}");
+            &call(&client, "get_report", json!({"output_path": path})).await,
+        );
+        assert!(
+            e.contains("output_path: this server writes no files") && e.contains("--report-dir"),
+            "{e}"
+        );
+    }
 
     // Still serving after all that.
     ok_json(
