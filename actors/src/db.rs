@@ -46,8 +46,9 @@ pub enum DbError {
         /// Why.
         source: sqlx::migrate::MigrateError,
     },
-    /// Reading the stored runs to rebuild the aggregates failed.
-    #[error("cannot load the aggregates from SQLite database {path}: {source}")]
+    /// Filling the rollups from the stored runs (once, after an upgrade)
+    /// failed.
+    #[error("cannot fill the rollup tables of SQLite database {path}: {source}")]
     Load {
         /// The file.
         path: PathBuf,

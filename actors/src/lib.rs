@@ -1,13 +1,15 @@
-//! pytest-platform's actors: the SQLite [`writer::Writer`] and the in-memory
-//! [`aggregates::Aggregates`]. This crate knows nothing of NATS or HTTP:
-//! ingest and the API reach it through messages and the read queries in
-//! [`queries`].
+//! pytest-platform's actors: the SQLite [`writer::Writer`] and the
+//! heartbeat-keeping [`aggregates::Aggregates`]. This crate knows nothing of
+//! NATS or HTTP: ingest and the API reach it through messages and the read
+//! queries in [`queries`] and [`rollups`].
 //!
 //! # Layout
 //! - [`model`]: the domain types stored and served.
 //! - [`db`]: opening SQLite (WAL) and running the embedded migrations.
 //! - [`writer`]: the one writer; batches, idempotence, completion of runs.
-//! - [`aggregates`]: trend, worker status, failure statistics in memory.
+//! - [`rollups`]: derived state the writer keeps in the store with the
+//!   data (worker statistics, failure counts) and the reads of it.
+//! - [`aggregates`]: heartbeats in memory, merged with the stored workers.
 //! - [`queries`]: reads that go straight to the read pool.
 //! - [`compare`]: two runs compared test by test.
 //! - [`flaky`], [`clusters`], [`history`]: flaky tests, failure clusters,
@@ -32,6 +34,7 @@ mod json_rows;
 pub mod model;
 pub mod queries;
 pub mod retention;
+pub mod rollups;
 pub mod supervise;
 pub mod writer;
 
@@ -58,8 +61,9 @@ pub struct ActorSystem {
 }
 
 impl ActorSystem {
-    /// Opens and migrates the database, rebuilds the aggregates from it and
-    /// starts both actors on a dedicated thread. Returns once they run.
+    /// Opens and migrates the database (filling the rollups once after an
+    /// upgrade; otherwise nothing of the history is read) and starts both
+    /// actors on a dedicated thread. Returns once they run.
     pub async fn start(db: DbOptions, config: AggregatesConfig) -> Result<ActorSystem, DbError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let version = DataVersion::default();
@@ -72,32 +76,24 @@ impl ActorSystem {
                 let sys = actix::System::new();
                 let started = sys.block_on(async move {
                     let pool = db::open_writer(&db).await?;
-                    let agg =
-                        Aggregates::load(&pool, config)
-                            .await
-                            .map_err(|source| DbError::Load {
-                                path: db.path.clone(),
-                                source,
-                            })?;
-                    // Each needs the other's address: the aggregates ask the
-                    // writer for a rebuild after a panic.
-                    let mut writer = None;
-                    let aggregates = Aggregates::create(|ctx| {
-                        let w = Writer::new(
-                            pool,
-                            ctx.address().recipient(),
-                            ctx.address().recipient(),
-                            writer_version,
-                        )
+                    rollups::ensure_built(&pool)
+                        .await
+                        .map_err(|source| DbError::Load {
+                            path: db.path.clone(),
+                            source,
+                        })?;
+                    // Two connections: /workers is one short indexed read.
+                    let read = db::open_reader(&DbOptions {
+                        read_connections: 2,
+                        ..db.clone()
+                    })
+                    .await?;
+                    let writer = Writer::new(pool, writer_version)
                         .supervised(actor_faults.clone())
                         .start();
-                        let agg = agg.supervised(actor_faults, w.clone().recipient());
-                        writer = Some(w);
-                        agg
-                    });
-                    let writer = writer.ok_or(DbError::Thread(std::io::Error::other(
-                        "the writer did not start",
-                    )))?;
+                    let aggregates = Aggregates::new(config, Some(read))
+                        .supervised(actor_faults)
+                        .start();
                     Ok::<_, DbError>((writer, aggregates, actix::System::current()))
                 });
                 let ok = started.is_ok();

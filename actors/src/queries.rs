@@ -187,11 +187,6 @@ async fn fetch_runs(
     Ok(rows.into_iter().map(RunRecord::from).collect())
 }
 
-/// Every stored run, oldest first (for rebuilding aggregates).
-pub async fn all_runs_oldest_first(pool: &SqlitePool) -> Result<Vec<RunRecord>, sqlx::Error> {
-    fetch_runs(select_runs("started_at, run_id"), pool).await
-}
-
 /// Position in the newest-first run list: the last run of the previous page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunCursor {
@@ -436,18 +431,15 @@ pub struct FailureFilter {
     pub since: Option<DateTime<Utc>>,
 }
 
-/// (project, test_id, runs, last failed at ms, last message, last run id).
-type FailureRow = (String, String, i64, i64, Option<String>, String);
-
 /// The most frequently failing tests among the runs matching `f`, counted
-/// once per run, most failures first. The aggregates answer the common
-/// project-wide question from memory; this query answers the narrower ones
-/// (a branch, a worker) that they do not keep.
+/// once per run, most failures first. The rollups answer the common
+/// project-wide question ([`crate::rollups::failure_stats`]); this query
+/// answers the narrower ones (a branch, a worker) that they do not keep.
 pub async fn failure_stats_where(
     pool: &SqlitePool,
     f: &FailureFilter,
     limit: u32,
-) -> Result<Vec<crate::aggregates::FailureStat>, sqlx::Error> {
+) -> Result<Vec<crate::rollups::FailureStat>, sqlx::Error> {
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
         "WITH f AS (SELECT r.project, c.test_id, r.run_id, r.started_at, c.message, \
          ROW_NUMBER() OVER (PARTITION BY r.project, c.test_id ORDER BY r.started_at DESC, r.run_id DESC, c.outcome) AS rn \
@@ -471,20 +463,6 @@ pub async fn failure_stats_where(
          FROM f GROUP BY project, test_id ORDER BY n DESC, last_at DESC, test_id LIMIT ",
     )
     .push_bind(i64::from(limit));
-    let rows: Vec<FailureRow> = qb.build_query_as().fetch_all(pool).await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(project, test_id, n, last_at, last_message, last_run_id)| {
-                crate::aggregates::FailureStat {
-                    test_id,
-                    project,
-                    fail_count: n.max(0) as u64,
-                    last_failed_at: from_millis(last_at),
-                    last_message,
-                    last_run_id,
-                }
-            },
-        )
-        .collect())
+    let rows: Vec<crate::rollups::StatRow> = qb.build_query_as().fetch_all(pool).await?;
+    Ok(rows.into_iter().map(crate::rollups::stat).collect())
 }

@@ -5,9 +5,10 @@
 //! Shape: [`prune`] drives the writer with small [`PruneSlice`] messages
 //! (each one transaction over at most a few hundred runs), so ingest's
 //! batches interleave and a large prune never stalls the stream; then one
-//! [`FinishPrune`] frees the pages (incremental vacuum, WAL truncated) and
-//! rebuilds the aggregates from what is left, so `/trend`, `/workers` and
-//! `/failures/stats` agree with `/results` afterwards.
+//! [`FinishPrune`] frees the pages (incremental vacuum, WAL truncated). The
+//! rollups behind `/workers` and `/failures/stats` are updated in each
+//! slice's transaction ([`crate::rollups::remove_run`]), so they agree with
+//! `/results` at every step.
 //!
 //! What goes: complete runs that *started* before the cut-off, or that are
 //! not among the newest `keep_runs` of their project, with their cases; chunks and finals of runs that never completed, *received* before
@@ -53,8 +54,8 @@ pub struct Policy {
     pub keep_runs: Option<u32>,
 }
 
-/// Deletes what `policy` does not keep, then reclaims space and rebuilds
-/// the aggregates. When nothing was deleted, it does neither.
+/// Deletes what `policy` does not keep, then reclaims space. When nothing
+/// was deleted, it does not reclaim.
 pub async fn prune(writer: &Addr<Writer>, policy: Policy) -> Result<PruneTotals, PruneError> {
     let mut totals = PruneTotals::default();
     loop {

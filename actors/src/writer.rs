@@ -14,8 +14,9 @@
 //! - A run becomes visible (a row in `runs`) only in the transaction that
 //!   stores its last missing piece, and only if its counts agree with its
 //!   cases; otherwise its cases are dropped and a rejection says why.
-//! - After each commit the aggregates actor is told about the runs that
-//!   completed, so trends and statistics stay in step with the database.
+//! - The rollups ([`crate::rollups`]: worker statistics, failure counts)
+//!   are updated in the transaction that makes a run visible and in the one
+//!   that prunes it, so they never disagree with the runs stored.
 //! - A failed transaction rolls back entirely and the error goes back to the
 //!   caller, which leaves the messages unacked for redelivery.
 
@@ -27,8 +28,8 @@ use actix::prelude::*;
 use chrono::Utc;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
-use crate::aggregates::{Aggregates, AggregatesConfig, ReplaceState};
 use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, to_millis};
+use crate::rollups;
 use crate::supervise::Faults;
 
 /// Rows per multi-row `INSERT` into `test_cases` (14 binds a row, under
@@ -119,16 +120,6 @@ impl StoreError {
     }
 }
 
-/// A run that just became complete, with what the aggregates need.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct RunCompleted {
-    /// The run.
-    pub run: RunRecord,
-    /// Its failing cases: (test id, message).
-    pub failures: Vec<(String, Option<String>)>,
-}
-
 /// A counter the writer bumps after every write it finishes (committed or
 /// not), so a reader that noted its value before reading the database knows
 /// whether what it read may have changed since: equal values mean no write
@@ -150,27 +141,16 @@ impl DataVersion {
 /// The writer actor. Owns the single-connection write pool.
 pub struct Writer {
     pool: SqlitePool,
-    completed_to: Recipient<RunCompleted>,
-    replace_to: Recipient<ReplaceState>,
     version: DataVersion,
     faults: Faults,
 }
 
 impl Writer {
-    /// A writer over `pool` (one connection) that reports completed runs to
-    /// `completed_to` and, after pruning, a rebuilt state to `replace_to`
-    /// (both the aggregates actor).
-    /// `version` is bumped after every write.
-    pub fn new(
-        pool: SqlitePool,
-        completed_to: Recipient<RunCompleted>,
-        replace_to: Recipient<ReplaceState>,
-        version: DataVersion,
-    ) -> Writer {
+    /// A writer over `pool` (one connection); `version` is bumped after
+    /// every write.
+    pub fn new(pool: SqlitePool, version: DataVersion) -> Writer {
         Writer {
             pool,
-            completed_to,
-            replace_to,
             version,
             faults: Faults::default(),
         }
@@ -206,20 +186,6 @@ impl Writer {
                 })
             })
     }
-
-    /// The aggregates rebuilt from the database and sent to the
-    /// aggregates actor, inside a write: while this actor holds the only
-    /// write connection no run completes between the load and the
-    /// replacement, and runs completed before it reach the aggregates first.
-    fn rebuild_aggregates(
-        &self,
-    ) -> impl ActorFuture<Self, Output = Result<(), StoreError>> + use<> {
-        let pool = self.pool.clone();
-        self.write(async move { Ok(Aggregates::load(&pool, AggregatesConfig::default()).await?) })
-            .map(|res, act, _ctx| {
-                res.map(|fresh| act.replace_to.do_send(ReplaceState(Box::new(fresh))))
-            })
-    }
 }
 
 impl Actor for Writer {
@@ -232,15 +198,7 @@ impl Handler<StoreBatch> for Writer {
     fn handle(&mut self, msg: StoreBatch, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
         AtomicResponse::new(Box::pin(
-            self.write(async move { store_batch(&pool, msg.0).await })
-                .map(|res, act, _ctx| {
-                    res.map(|(report, completed)| {
-                        for c in completed {
-                            act.completed_to.do_send(c);
-                        }
-                        report
-                    })
-                }),
+            self.write(async move { store_batch(&pool, msg.0).await }),
         ))
     }
 }
@@ -282,8 +240,8 @@ impl PruneReport {
 }
 
 /// Retention, step 2: give the freed pages back to the file system
-/// (incremental vacuum, WAL truncated) and rebuild the aggregates from what
-/// is left. Replies with the file size before and after, in bytes.
+/// (incremental vacuum, WAL truncated). Replies with the file size before
+/// and after, in bytes.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(u64, u64), StoreError>")]
 pub struct FinishPrune;
@@ -304,33 +262,7 @@ impl Handler<FinishPrune> for Writer {
 
     fn handle(&mut self, _msg: FinishPrune, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
-        AtomicResponse::new(Box::pin(
-            self.write(async move { reclaim(&pool).await })
-                .then(|sizes, act, _ctx| {
-                    act.rebuild_aggregates()
-                        .map(move |rebuilt, _, _| rebuilt.and(sizes))
-                }),
-        ))
-    }
-}
-
-/// Rebuild the aggregates from the database (after one of their handlers
-/// panicked and may have left them half updated).
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct RebuildAggregates;
-
-impl Handler<RebuildAggregates> for Writer {
-    type Result = AtomicResponse<Self, Result<(), StoreError>>;
-
-    fn handle(&mut self, _msg: RebuildAggregates, _ctx: &mut Self::Context) -> Self::Result {
-        AtomicResponse::new(Box::pin(self.rebuild_aggregates().map(|res, _, _| {
-            match &res {
-                Ok(()) => tracing::info!("aggregates rebuilt from the database"),
-                Err(e) => tracing::error!("cannot rebuild the aggregates: {e}"),
-            }
-            res
-        })))
+        AtomicResponse::new(Box::pin(self.write(async move { reclaim(&pool).await })))
     }
 }
 
@@ -375,6 +307,9 @@ async fn prune_slice(pool: &SqlitePool, msg: &PruneSlice) -> Result<PruneReport,
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
+    for (run_id,) in &runs {
+        rollups::remove_run(&mut tx, run_id).await?;
+    }
     for (run_id,) in runs.iter().chain(&incomplete) {
         report.cases += sqlx::query("DELETE FROM test_cases WHERE run_id = ?")
             .bind(run_id)
@@ -574,10 +509,7 @@ async fn reclaim(pool: &SqlitePool) -> Result<Sizes, StoreError> {
 /// Size before and after, in bytes.
 type Sizes = (u64, u64);
 
-async fn store_batch(
-    pool: &SqlitePool,
-    items: Vec<BatchItem>,
-) -> Result<(BatchReport, Vec<RunCompleted>), StoreError> {
+async fn store_batch(pool: &SqlitePool, items: Vec<BatchItem>) -> Result<BatchReport, StoreError> {
     let now = to_millis(Utc::now());
     let mut report = BatchReport::default();
     let mut tx = pool.begin().await?;
@@ -682,20 +614,16 @@ async fn store_batch(
         report.cases_inserted += rows.len();
     }
 
-    let mut completed = Vec::new();
     for run_id in &touched {
         match try_complete(&mut tx, run_id, now).await? {
             Completion::NotYet => {}
-            Completion::Done(c) => {
-                report.completed.push(run_id.clone());
-                completed.push(*c);
-            }
+            Completion::Done => report.completed.push(run_id.clone()),
             Completion::Refused => report.rejected += 1,
         }
     }
 
     tx.commit().await?;
-    Ok((report, completed))
+    Ok(report)
 }
 
 /// The rejection recording that `run_id` arrived again with other content
@@ -776,12 +704,12 @@ async fn insert_cases(
 
 enum Completion {
     NotYet,
-    Done(Box<RunCompleted>),
+    Done,
     Refused,
 }
 
 /// Makes `run_id` visible if its final and all its chunks are stored and the
-/// counts agree with the cases.
+/// counts agree with the cases, and counts it into the rollups.
 async fn try_complete(
     conn: &mut SqliteConnection,
     run_id: &str,
@@ -842,13 +770,8 @@ async fn try_complete(
         }
     };
     insert_run(&mut *conn, &run, digest.as_deref(), now).await?;
-    let failures: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT test_id, message FROM test_cases WHERE run_id = ? AND outcome IN (0, 1) ORDER BY outcome, chunk, idx",
-    )
-    .bind(run_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(Completion::Done(Box::new(RunCompleted { run, failures })))
+    rollups::add_run(conn, &run, now).await?;
+    Ok(Completion::Done)
 }
 
 fn check_counts(

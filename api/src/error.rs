@@ -60,6 +60,15 @@ impl From<ptp_actors::writer::StoreError> for ApiError {
     }
 }
 
+impl From<ptp_actors::aggregates::ReadError> for ApiError {
+    fn from(e: ptp_actors::aggregates::ReadError) -> ApiError {
+        match e {
+            ptp_actors::aggregates::ReadError::Fault(f) => ApiError::Actor(f),
+            ptp_actors::aggregates::ReadError::Sqlite(e) => ApiError::Sqlx(e),
+        }
+    }
+}
+
 /// The JSON body of every error.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {

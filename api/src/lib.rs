@@ -4,8 +4,8 @@
 //! [`run`] takes a bound listener and a shutdown token, so the binary and the
 //! tests run exactly the same wiring (port 0 and a temp database in tests).
 //!
-//! Start-up order: open SQLite and migrate; start the actors (rebuilding the
-//! aggregates); connect to NATS (in the background: the master serves reads
+//! Start-up order: open SQLite and migrate; start the actors (no history is
+//! read); connect to NATS (in the background: the master serves reads
 //! while NATS is away); spawn ingest and the hourly maintenance task (runs
 //! left incomplete, retention); serve HTTP.
 //! Shutdown order: stop accepting HTTP and finish in-flight requests; stop

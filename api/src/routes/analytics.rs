@@ -1,15 +1,17 @@
-//! Aggregate reads: `/trend`, `/workers`, `/failures/stats`. Answered by
-//! the aggregates actor from memory, never by scanning the database; only
-//! failure statistics narrowed to a branch or a worker (which the aggregates
-//! do not keep) run one SQL query over the matching runs.
+//! Aggregate reads: `/trend`, `/workers`, `/failures/stats`. Answered from
+//! what the writer keeps with the data (`ptp_actors::rollups`: the newest
+//! runs through an index, worker statistics, per-test failure counts) and,
+//! for `/workers`, the heartbeats the aggregates actor holds; never by
+//! scanning the history. Only failure statistics narrowed to a branch or a
+//! worker (which the rollups do not keep) run one SQL query over the
+//! matching runs.
 
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use chrono::{DateTime, Duration, Utc};
-use ptp_actors::aggregates::{
-    FailureStat, GetFailureStats, GetTrend, GetWorkers, TrendPoint, WorkerStatus,
-};
+use ptp_actors::aggregates::{GetWorkers, WorkerStatus};
+use ptp_actors::rollups::{self, FailureStat, TrendPoint};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -107,14 +109,13 @@ pub async fn trend(
             "branch needs project: pass both".into(),
         ));
     }
-    let points = st
-        .aggregates
-        .send(GetTrend {
-            project: q.project,
-            branch: q.branch,
-            limit,
-        })
-        .await??;
+    let points = rollups::trend(
+        &st.read,
+        q.project.as_deref(),
+        q.branch.as_deref(),
+        limit as u32,
+    )
+    .await?;
     Ok(axum::Json(
         points.into_iter().map(TrendView::from).collect(),
     ))
@@ -248,14 +249,8 @@ pub async fn failure_stats(
         (None, None) => None,
     };
     let stats = if q.branch.is_none() && q.worker_id.is_none() {
-        // Project-wide: kept in memory by the aggregates.
-        st.aggregates
-            .send(GetFailureStats {
-                project: q.project,
-                since,
-                limit,
-            })
-            .await??
+        // Project-wide: kept by the writer with the data.
+        rollups::failure_stats(&st.read, q.project.as_deref(), since, limit as u32).await?
     } else {
         // Narrower: one query over the runs that match.
         let filter = ptp_actors::queries::FailureFilter {

@@ -1,0 +1,981 @@
+//! Derived state kept in the store: what `/trend`, `/workers` and
+//! `/failures/stats` answer from, written with the data instead of rebuilt
+//! in memory at every start.
+//!
+//! Shape (migration 0006):
+//! - **trend**: the `runs` table itself, read newest first through
+//!   `runs_by_time`, `runs_by_project_time` or `runs_by_project` and turned
+//!   oldest first; a trend point is a run.
+//! - `projects`: runs per project.
+//! - `worker_stats`: per worker, runs stored, pass-rate sum, newest run and
+//!   when it was last seen finishing one.
+//! - `test_failures`: per (project, test), the runs it failed in (once per
+//!   run) and its newest failure with the message.
+//! - `test_failure_days`: the same counts per UTC day of the runs' start,
+//!   for windows: whole days are summed, the partial first day is counted
+//!   exactly from the runs of that day, so a window answer is exact.
+//!
+//! Guarantees:
+//! - The writer calls [`add_run`] in the transaction that makes a run
+//!   visible and [`remove_run`] in the one that prunes it, so the tables
+//!   always equal [`rebuild`]'s recomputation from the runs stored (the
+//!   tests check it after pruning). Incomplete runs, refused runs and
+//!   rejections never reach them.
+//! - A start reads none of them whole: [`ensure_built`] reads one row,
+//!   except on the first start after migration 0006, which fills them from
+//!   the runs already stored (once, O(history)).
+//! - Reads are bounded: the trend reads `limit` runs, workers at most the
+//!   number asked for, failure statistics read the ranked index (all time)
+//!   or the day buckets of the window plus one day of runs.
+//!
+//! SQLite-specific SQL (two-argument `MIN`/`MAX`, `INDEXED BY`) stays in
+//! this module.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+
+use crate::json_rows;
+use crate::model::{RunRecord, from_millis, to_millis};
+
+/// Milliseconds in a day bucket of `test_failure_days`.
+const DAY_MS: i64 = 86_400_000;
+
+/// The day bucket of a time in epoch milliseconds.
+fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS)
+}
+
+/// One point of a pass-rate trend: one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrendPoint {
+    /// The run.
+    pub run_id: String,
+    /// When it started (the original system called this `timestamp`).
+    pub timestamp: DateTime<Utc>,
+    /// Project.
+    pub project: String,
+    /// Branch.
+    pub branch: Option<String>,
+    /// Commit.
+    pub commit: Option<String>,
+    /// Worker.
+    pub worker_id: String,
+    /// Run status.
+    pub status: String,
+    /// Passed.
+    pub passed: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Errored.
+    pub error: u64,
+    /// Skipped.
+    pub skipped: u64,
+    /// All cases.
+    pub total: u64,
+    /// Pass rate in percent.
+    pub pass_rate: Option<f64>,
+    /// Wall time, seconds.
+    pub duration_secs: f64,
+}
+
+/// The most frequent failures of one test.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailureStat {
+    /// Test id (the original system called this `nodeid`).
+    pub test_id: String,
+    /// Project.
+    pub project: String,
+    /// Runs in the window in which the test failed or errored.
+    pub fail_count: u64,
+    /// Most recent failure.
+    pub last_failed_at: DateTime<Utc>,
+    /// Its message.
+    pub last_message: Option<String>,
+    /// Its run.
+    pub last_run_id: String,
+}
+
+/// What the stored runs say about a worker (heartbeats aside).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredWorker {
+    /// Worker id.
+    pub worker_id: String,
+    /// Runs stored.
+    pub run_count: i64,
+    /// Sum of their pass rates (those that have one).
+    pub pass_rate_sum: f64,
+    /// How many have one.
+    pub pass_rate_n: i64,
+    /// Newest end of a run, never later than the master's clock when the
+    /// run arrived (epoch ms).
+    pub last_seen: i64,
+    /// Start of its newest run (epoch ms).
+    pub last_started_at: i64,
+    /// Its newest run.
+    pub last_run_id: String,
+    /// That run's status.
+    pub last_status: String,
+    /// That run's project.
+    pub last_project: String,
+    /// That run's host.
+    pub host: Option<String>,
+}
+
+// ---------------------------------------------------------------- writes
+
+/// "The new row's (time, run) is newer than the stored one's", for the
+/// `ON CONFLICT DO UPDATE` of [`add_run`]: `{t}` is the time column.
+fn newer(t: &str, run: &str) -> String {
+    format!("(excluded.{t}, excluded.{run}) > ({t}, {run})")
+}
+
+/// `col = CASE WHEN <newer> THEN excluded.col ELSE col END` for each column.
+fn take_if_newer(cond: &str, cols: &[&str]) -> String {
+    cols.iter()
+        .map(|c| format!("{c} = CASE WHEN {cond} THEN excluded.{c} ELSE {c} END"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Counts `run` (just inserted into `runs`, its cases stored) into the
+/// rollups. `received_at` is the master's clock now (epoch ms). Call in the
+/// transaction that inserts the run.
+pub(crate) async fn add_run(
+    conn: &mut SqliteConnection,
+    run: &RunRecord,
+    received_at: i64,
+) -> Result<(), sqlx::Error> {
+    let started = to_millis(run.started_at);
+    sqlx::query(
+        "INSERT INTO projects (project, runs) VALUES (?, 1) \
+         ON CONFLICT (project) DO UPDATE SET runs = runs + 1",
+    )
+    .bind(&run.project)
+    .execute(&mut *conn)
+    .await?;
+    // Every SET expression reads the row as it was before the update.
+    let worker_sql = format!(
+        "INSERT INTO worker_stats (worker_id, run_count, pass_rate_sum, pass_rate_n, last_seen, \
+           last_started_at, last_run_id, last_status, last_project, host) \
+         VALUES (?1, 1, COALESCE(?2, 0), ?2 IS NOT NULL, MIN(?3, ?4), ?5, ?6, ?7, ?8, ?9) \
+         ON CONFLICT (worker_id) DO UPDATE SET \
+           run_count = run_count + 1, \
+           pass_rate_sum = pass_rate_sum + excluded.pass_rate_sum, \
+           pass_rate_n = pass_rate_n + excluded.pass_rate_n, \
+           last_seen = MAX(last_seen, excluded.last_seen), {}",
+        take_if_newer(
+            &newer("last_started_at", "last_run_id"),
+            &[
+                "last_started_at",
+                "last_run_id",
+                "last_status",
+                "last_project",
+                "host",
+            ]
+        )
+    );
+    sqlx::query(sqlx::AssertSqlSafe(worker_sql))
+        .bind(&run.worker_id)
+        .bind(run.pass_rate)
+        .bind(to_millis(run.finished_at))
+        .bind(received_at)
+        .bind(started)
+        .bind(&run.run_id)
+        .bind(&run.status)
+        .bind(&run.project)
+        .bind(&run.host)
+        .execute(&mut *conn)
+        .await?;
+    // A test failing twice in one run (a failure, then an error in
+    // teardown) counts once, with the message of its first failing case.
+    let failures_sql = format!(
+        "INSERT INTO test_failures (project, test_id, fail_count, last_failed_at, last_run_id, last_message) \
+         SELECT ?1, test_id, 1, ?2, ?3, message FROM ( \
+           SELECT test_id, message, ROW_NUMBER() OVER (PARTITION BY test_id ORDER BY outcome, chunk, idx) AS rn \
+           FROM test_cases WHERE run_id = ?3 AND outcome IN (0, 1)) \
+         WHERE rn = 1 \
+         ON CONFLICT (project, test_id) DO UPDATE SET fail_count = fail_count + 1, {}",
+        take_if_newer(
+            &newer("last_failed_at", "last_run_id"),
+            &["last_failed_at", "last_message", "last_run_id"]
+        )
+    );
+    sqlx::query(sqlx::AssertSqlSafe(failures_sql))
+        .bind(&run.project)
+        .bind(started)
+        .bind(&run.run_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO test_failure_days (project, day, test_id, runs) \
+         SELECT DISTINCT ?1, ?2, test_id, 1 FROM test_cases WHERE run_id = ?3 AND outcome IN (0, 1) \
+         ON CONFLICT (project, day, test_id) DO UPDATE SET runs = runs + 1",
+    )
+    .bind(&run.project)
+    .bind(day_of(started))
+    .bind(&run.run_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The stored run a prune is about to delete, as the rollups counted it.
+#[derive(sqlx::FromRow)]
+struct Counted {
+    project: String,
+    worker_id: String,
+    started_at: i64,
+    seen: i64,
+    pass_rate: Option<f64>,
+}
+
+/// The distinct tests that failed or errored in run `?2`.
+const FAILED_IN_RUN: &str =
+    "(SELECT test_id FROM test_cases WHERE run_id = ?2 AND outcome IN (0, 1))";
+
+/// Takes `run_id` out of the rollups. Call in the pruning transaction
+/// *before* its cases and its `runs` row are deleted; a run that is not
+/// complete (not in `runs`) changes nothing.
+pub(crate) async fn remove_run(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+) -> Result<(), sqlx::Error> {
+    let Some(run): Option<Counted> = sqlx::query_as(
+        "SELECT project, worker_id, started_at, MIN(finished_at, received_at) AS seen, pass_rate \
+         FROM runs WHERE run_id = ?",
+    )
+    .bind(run_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(());
+    };
+    for sql in [
+        "UPDATE projects SET runs = runs - 1 WHERE project = ?1",
+        "DELETE FROM projects WHERE project = ?1 AND runs <= 0",
+    ] {
+        sqlx::query(sql)
+            .bind(&run.project)
+            .execute(&mut *conn)
+            .await?;
+    }
+
+    // Its failing tests: counts down, rows that reach zero go.
+    for sql in [
+        format!(
+            "UPDATE test_failures SET fail_count = fail_count - 1 \
+             WHERE project = ?1 AND test_id IN {FAILED_IN_RUN}"
+        ),
+        format!(
+            "DELETE FROM test_failures WHERE project = ?1 AND fail_count <= 0 \
+             AND test_id IN {FAILED_IN_RUN}"
+        ),
+        format!(
+            "UPDATE test_failure_days SET runs = runs - 1 \
+             WHERE project = ?1 AND day = ?3 AND test_id IN {FAILED_IN_RUN}"
+        ),
+        format!(
+            "DELETE FROM test_failure_days WHERE project = ?1 AND day = ?3 AND runs <= 0 \
+             AND test_id IN {FAILED_IN_RUN}"
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&run.project)
+            .bind(run_id)
+            .bind(day_of(run.started_at))
+            .execute(&mut *conn)
+            .await?;
+    }
+    // Tests whose newest failure was this run get their newest remaining
+    // one. Pruning goes oldest first, so this is rare: a test's only
+    // failure was deleted above; only ties of start time come here.
+    let stale: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT test_id FROM test_failures WHERE project = ?1 AND last_run_id = ?2 \
+         AND test_id IN {FAILED_IN_RUN}"
+    )))
+    .bind(&run.project)
+    .bind(run_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (test_id,) in stale {
+        sqlx::query(
+            "UPDATE test_failures SET (last_failed_at, last_run_id, last_message) = \
+               (SELECT r.started_at, r.run_id, c.message FROM runs r \
+                CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
+                WHERE r.project = ?1 AND r.run_id != ?2 AND c.run_id = r.run_id \
+                  AND c.test_id = ?3 AND c.outcome IN (0, 1) \
+                ORDER BY r.started_at DESC, r.run_id DESC, c.outcome, c.chunk, c.idx LIMIT 1) \
+             WHERE project = ?1 AND test_id = ?3",
+        )
+        .bind(&run.project)
+        .bind(run_id)
+        .bind(&test_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    // Its worker: counts down; its newest run and last sighting recomputed
+    // when they may have come from this run.
+    sqlx::query(
+        "UPDATE worker_stats SET run_count = run_count - 1, \
+           pass_rate_n = pass_rate_n - (?2 IS NOT NULL), \
+           pass_rate_sum = CASE WHEN pass_rate_n - (?2 IS NOT NULL) <= 0 THEN 0 \
+             ELSE pass_rate_sum - COALESCE(?2, 0) END \
+         WHERE worker_id = ?1",
+    )
+    .bind(&run.worker_id)
+    .bind(run.pass_rate)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM worker_stats WHERE worker_id = ? AND run_count <= 0")
+        .bind(&run.worker_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE worker_stats SET \
+           last_seen = (SELECT MAX(MIN(finished_at, received_at)) FROM runs \
+                        WHERE worker_id = ?1 AND run_id != ?2), \
+           (last_started_at, last_run_id, last_status, last_project, host) = \
+             (SELECT started_at, run_id, status, project, host FROM runs \
+              WHERE worker_id = ?1 AND run_id != ?2 \
+              ORDER BY started_at DESC, run_id DESC LIMIT 1) \
+         WHERE worker_id = ?1 AND (last_run_id = ?2 OR last_seen <= ?3)",
+    )
+    .bind(&run.worker_id)
+    .bind(run_id)
+    .bind(run.seen)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Recomputes every rollup from the stored runs. O(history): used once
+/// after migration 0006 (see [`ensure_built`]) and as the reference the
+/// tests compare the incremental updates with.
+pub async fn rebuild(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    for sql in [
+        "DELETE FROM projects",
+        "DELETE FROM worker_stats",
+        "DELETE FROM test_failures",
+        "DELETE FROM test_failure_days",
+        "INSERT INTO projects (project, runs) SELECT project, COUNT(*) FROM runs GROUP BY project",
+        "INSERT INTO worker_stats (worker_id, run_count, pass_rate_sum, pass_rate_n, last_seen, \
+           last_started_at, last_run_id, last_status, last_project, host) \
+         SELECT w.worker_id, w.n, w.s, w.k, w.seen, l.started_at, l.run_id, l.status, l.project, l.host \
+         FROM (SELECT worker_id, COUNT(*) AS n, COALESCE(SUM(pass_rate), 0) AS s, \
+                 COUNT(pass_rate) AS k, MAX(MIN(finished_at, received_at)) AS seen \
+               FROM runs GROUP BY worker_id) w \
+         JOIN (SELECT worker_id, started_at, run_id, status, project, host, \
+                 ROW_NUMBER() OVER (PARTITION BY worker_id ORDER BY started_at DESC, run_id DESC) AS rn \
+               FROM runs) l ON l.worker_id = w.worker_id AND l.rn = 1",
+        "WITH f AS (SELECT r.project, c.test_id, r.run_id, r.started_at, c.message, \
+                      ROW_NUMBER() OVER (PARTITION BY r.run_id, c.test_id \
+                                         ORDER BY c.outcome, c.chunk, c.idx) AS k \
+                    FROM runs r JOIN test_cases c ON c.run_id = r.run_id AND c.outcome IN (0, 1)), \
+              g AS (SELECT project, test_id, run_id, started_at, message, \
+                      ROW_NUMBER() OVER (PARTITION BY project, test_id \
+                                         ORDER BY started_at DESC, run_id DESC) AS rn, \
+                      COUNT(*) OVER (PARTITION BY project, test_id) AS n \
+                    FROM f WHERE k = 1) \
+         INSERT INTO test_failures (project, test_id, fail_count, last_failed_at, last_run_id, last_message) \
+         SELECT project, test_id, n, started_at, run_id, message FROM g WHERE rn = 1",
+        "INSERT INTO test_failure_days (project, day, test_id, runs) \
+         SELECT r.project, r.started_at / 86400000, c.test_id, COUNT(DISTINCT r.run_id) \
+         FROM runs r JOIN test_cases c ON c.run_id = r.run_id AND c.outcome IN (0, 1) \
+         GROUP BY 1, 2, 3",
+        "UPDATE rollup_state SET built = 1 WHERE name = 'rollups'",
+    ] {
+        sqlx::query(sql).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Fills the rollups from the stored runs if they were never built (the
+/// first start after migration 0006); otherwise reads one row.
+pub(crate) async fn ensure_built(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let built: Option<(i64,)> =
+        sqlx::query_as("SELECT built FROM rollup_state WHERE name = 'rollups'")
+            .fetch_optional(pool)
+            .await?;
+    if built.is_some_and(|(b,)| b != 0) {
+        return Ok(());
+    }
+    tracing::info!("filling the rollup tables from the stored runs (once, after an upgrade)");
+    let mut tx = pool.begin().await?;
+    rebuild(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+// ----------------------------------------------------------------- reads
+
+/// A `runs` row as a trend point, as [`json_rows`] hands it over.
+#[derive(Deserialize)]
+struct TrendRow {
+    run_id: String,
+    started_at: i64,
+    project: String,
+    branch: Option<String>,
+    commit_sha: Option<String>,
+    worker_id: String,
+    status: String,
+    passed: i64,
+    failed: i64,
+    error: i64,
+    skipped: i64,
+    total: i64,
+    pass_rate: Option<f64>,
+    duration_secs: f64,
+}
+
+const TREND_FIELDS: [&str; 14] = [
+    "run_id",
+    "started_at",
+    "project",
+    "branch",
+    "commit_sha",
+    "worker_id",
+    "status",
+    "passed",
+    "failed",
+    "error",
+    "skipped",
+    "total",
+    "pass_rate",
+    "duration_secs",
+];
+
+/// The pass-rate trend of the newest `limit` runs (of a project, of a
+/// branch of it, or of all), oldest first.
+pub async fn trend(
+    pool: &SqlitePool,
+    project: Option<&str>,
+    branch: Option<&str>,
+    limit: u32,
+) -> Result<Vec<TrendPoint>, sqlx::Error> {
+    let mut qb = json_rows::select(&TREND_FIELDS, "started_at, run_id");
+    qb.push("SELECT ")
+        .push(TREND_FIELDS.join(", "))
+        .push(" FROM runs WHERE 1 = 1");
+    if let Some(p) = project {
+        qb.push(" AND project = ").push_bind(p.to_string());
+    }
+    if let Some(b) = branch {
+        qb.push(" AND branch = ").push_bind(b.to_string());
+    }
+    qb.push(" ORDER BY started_at DESC, run_id DESC LIMIT ")
+        .push_bind(i64::from(limit));
+    let rows: Vec<TrendRow> = json_rows::fetch(qb, pool).await?;
+    let n = |v: i64| v.max(0) as u64;
+    Ok(rows
+        .into_iter()
+        .map(|r| TrendPoint {
+            run_id: r.run_id,
+            timestamp: from_millis(r.started_at),
+            project: r.project,
+            branch: r.branch,
+            commit: r.commit_sha,
+            worker_id: r.worker_id,
+            status: r.status,
+            passed: n(r.passed),
+            failed: n(r.failed),
+            error: n(r.error),
+            skipped: n(r.skipped),
+            total: n(r.total),
+            pass_rate: r.pass_rate,
+            duration_secs: r.duration_secs,
+        })
+        .collect())
+}
+
+const WORKER_FIELDS: [&str; 10] = [
+    "worker_id",
+    "run_count",
+    "pass_rate_sum",
+    "pass_rate_n",
+    "last_seen",
+    "last_started_at",
+    "last_run_id",
+    "last_status",
+    "last_project",
+    "host",
+];
+
+/// The `limit` workers with stored runs seen most recently, newest first.
+pub async fn stored_workers(
+    pool: &SqlitePool,
+    limit: usize,
+) -> Result<Vec<StoredWorker>, sqlx::Error> {
+    let mut qb = json_rows::select(&WORKER_FIELDS, "last_seen DESC, worker_id");
+    qb.push("SELECT ")
+        .push(WORKER_FIELDS.join(", "))
+        .push(" FROM worker_stats ORDER BY last_seen DESC, worker_id LIMIT ")
+        .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    json_rows::fetch(qb, pool).await
+}
+
+/// (project, test_id, runs, last failed at ms, last message, last run id).
+pub(crate) type StatRow = (String, String, i64, i64, Option<String>, String);
+
+/// The most frequently failing tests (of a project, or of all), counted
+/// once per run, among the runs started at or after `since` (all stored
+/// runs when `None`); most failures first, then the most recent.
+pub async fn failure_stats(
+    pool: &SqlitePool,
+    project: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    limit: u32,
+) -> Result<Vec<FailureStat>, sqlx::Error> {
+    let mut qb: QueryBuilder<Sqlite>;
+    match since {
+        None => {
+            qb = QueryBuilder::new(
+                "SELECT project, test_id, fail_count, last_failed_at, last_message, last_run_id \
+                 FROM test_failures",
+            );
+            if let Some(p) = project {
+                qb.push(" WHERE project = ").push_bind(p.to_string());
+            }
+            qb.push(" ORDER BY fail_count DESC, last_failed_at DESC, test_id LIMIT ");
+        }
+        Some(since) => {
+            // The newest failure of a test that failed in the window is in
+            // the window, so last_* come from test_failures as they are.
+            let since = to_millis(since);
+            let first_day = day_of(since);
+            qb = QueryBuilder::new("WITH w (project, test_id, n) AS (");
+            qb.push(
+                "SELECT d.project, d.test_id, d.runs FROM test_failure_days d WHERE d.project ",
+            );
+            match project {
+                Some(p) => qb.push("= ").push_bind(p.to_string()),
+                None => qb.push("IN (SELECT project FROM projects)"),
+            };
+            qb.push(" AND d.day > ").push_bind(first_day);
+            qb.push(
+                " UNION ALL SELECT r.project, c.test_id, COUNT(DISTINCT r.run_id) FROM runs r \
+                 JOIN test_cases c ON c.run_id = r.run_id AND c.outcome IN (0, 1) \
+                 WHERE r.started_at >= ",
+            )
+            .push_bind(since)
+            .push(" AND r.started_at < ")
+            .push_bind((first_day + 1).saturating_mul(DAY_MS));
+            if let Some(p) = project {
+                qb.push(" AND r.project = ").push_bind(p.to_string());
+            }
+            qb.push(
+                " GROUP BY r.project, c.test_id) \
+                 SELECT f.project, f.test_id, SUM(w.n) AS n, f.last_failed_at, f.last_message, \
+                        f.last_run_id \
+                 FROM w JOIN test_failures f ON f.project = w.project AND f.test_id = w.test_id \
+                 GROUP BY f.project, f.test_id \
+                 ORDER BY n DESC, f.last_failed_at DESC, f.test_id LIMIT ",
+            );
+        }
+    }
+    qb.push_bind(i64::from(limit));
+    let rows: Vec<StatRow> = qb.build_query_as().fetch_all(pool).await?;
+    Ok(rows.into_iter().map(stat).collect())
+}
+
+/// A statistics row as served.
+pub(crate) fn stat(
+    (project, test_id, n, last_at, last_message, last_run_id): StatRow,
+) -> FailureStat {
+    FailureStat {
+        test_id,
+        project,
+        fail_count: n.max(0) as u64,
+        last_failed_at: from_millis(last_at),
+        last_message,
+        last_run_id,
+    }
+}
+
+/// Every rollup row, sorted: what the tests compare.
+#[cfg(test)]
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Snapshot {
+    pub projects: Vec<(String, i64)>,
+    pub workers: Vec<StoredWorker>,
+    pub failures: Vec<StatRow>,
+    pub days: Vec<(String, i64, String, i64)>,
+}
+
+#[cfg(test)]
+impl Snapshot {
+    pub(crate) async fn read(conn: &mut SqliteConnection) -> Snapshot {
+        let projects = sqlx::query_as("SELECT project, runs FROM projects ORDER BY project")
+            .fetch_all(&mut *conn)
+            .await
+            .expect("projects");
+        let mut qb = json_rows::select(&WORKER_FIELDS, "worker_id");
+        qb.push("SELECT ")
+            .push(WORKER_FIELDS.join(", "))
+            .push(" FROM worker_stats");
+        let mut workers: Vec<StoredWorker> =
+            json_rows::fetch(qb, &mut *conn).await.expect("workers");
+        for w in &mut workers {
+            // Sums taken in another order differ in the last bits.
+            w.pass_rate_sum = (w.pass_rate_sum * 1e6).round() / 1e6;
+        }
+        let failures = sqlx::query_as(
+            "SELECT project, test_id, fail_count, last_failed_at, last_message, last_run_id \
+             FROM test_failures ORDER BY project, test_id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .expect("failures");
+        let days = sqlx::query_as(
+            "SELECT project, day, test_id, runs FROM test_failure_days ORDER BY project, day, test_id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .expect("days");
+        Snapshot {
+            projects,
+            workers,
+            failures,
+            days,
+        }
+    }
+
+    /// The rollups as kept, and as recomputed from the runs (in a
+    /// transaction rolled back, so the store is left as it was).
+    pub(crate) async fn kept_and_recomputed(pool: &SqlitePool) -> (Snapshot, Snapshot) {
+        let mut tx = pool.begin().await.expect("begin");
+        let kept = Snapshot::read(&mut tx).await;
+        rebuild(&mut tx).await.expect("rebuild");
+        let recomputed = Snapshot::read(&mut tx).await;
+        tx.rollback().await.expect("rollback");
+        (kept, recomputed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone};
+
+    use super::*;
+    use crate::model::{CaseRecord, Counts, Outcome};
+    use crate::queries::{self, FailureFilter};
+    use crate::writer::{BatchItem, PruneSlice, StoreBatch};
+    use crate::{ActorSystem, AggregatesConfig, DbOptions};
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 22, 0, 0)
+            .single()
+            .expect("valid time")
+    }
+
+    fn case(test: &str, outcome: Outcome, message: Option<&str>) -> CaseRecord {
+        CaseRecord {
+            test_id: test.into(),
+            file: None,
+            classname: None,
+            name: test.into(),
+            outcome,
+            duration_secs: 0.5,
+            message: message.map(str::to_string),
+            traceback: None,
+            output: None,
+            retries: 0,
+            flaky: false,
+        }
+    }
+
+    /// A complete run as the writer receives it: its cases in one chunk
+    /// and its final, with counts that agree.
+    fn run(
+        id: &str,
+        project: &str,
+        worker: &str,
+        started: DateTime<Utc>,
+        cases: Vec<CaseRecord>,
+    ) -> Vec<BatchItem> {
+        let mut counts = Counts::default();
+        for c in &cases {
+            counts.total += 1;
+            match c.outcome {
+                Outcome::Failed => counts.failed += 1,
+                Outcome::Error => counts.error += 1,
+                Outcome::Passed => counts.passed += 1,
+                Outcome::Skipped => counts.skipped += 1,
+                Outcome::Xfailed => counts.xfailed += 1,
+                Outcome::Xpassed => counts.xpassed += 1,
+            }
+        }
+        let record = RunRecord {
+            run_id: id.into(),
+            project: project.into(),
+            branch: Some("main".into()),
+            commit: None,
+            worker_id: worker.into(),
+            host: Some(format!("host-of-{id}")),
+            runner: None,
+            command: None,
+            started_at: started,
+            finished_at: started + Duration::seconds(30),
+            duration_secs: 30.0,
+            exit_code: Some(1),
+            status: if counts.failed + counts.error > 0 {
+                "failed"
+            } else {
+                "passed"
+            }
+            .into(),
+            pass_rate: counts.pass_rate(),
+            counts,
+            cases_complete: true,
+            note: None,
+        };
+        vec![
+            BatchItem::Chunk {
+                run_id: id.into(),
+                chunk: 0,
+                cases,
+                digest: format!("chunk-{id}"),
+            },
+            BatchItem::Final {
+                run: Box::new(record),
+                chunks: 1,
+                digest: format!("final-{id}"),
+            },
+        ]
+    }
+
+    /// Runs over three days and two projects: a test failing twice in one
+    /// run, runs without a verdict (no pass rate), two runs starting at the
+    /// same time, runs arriving out of time order, one worker in both
+    /// projects.
+    fn history() -> Vec<Vec<BatchItem>> {
+        let mut runs = Vec::new();
+        for i in 0..24i64 {
+            let started = t0() + Duration::hours(3 * ((i * 7) % 24));
+            let project = if i % 3 == 0 { "b" } else { "a" };
+            let worker = format!("w{}", i % 4);
+            let mut cases = vec![case("t::stable", Outcome::Passed, None)];
+            if i % 2 == 0 {
+                cases.push(case(
+                    "t::flaky",
+                    Outcome::Failed,
+                    Some(&format!("boom {i}")),
+                ));
+            }
+            if i % 5 == 0 {
+                cases.push(case("t::twice", Outcome::Failed, Some("first")));
+                cases.push(case("t::twice", Outcome::Error, Some("teardown")));
+            }
+            if i % 7 == 0 {
+                cases = vec![case("t::skipped", Outcome::Skipped, None)];
+            }
+            runs.push(run(&format!("r{i:02}"), project, &worker, started, cases));
+        }
+        // Same start as r10 (the newest), another run id.
+        runs.push(run(
+            "r99",
+            "a",
+            "w0",
+            t0() + Duration::hours(66),
+            vec![case("t::flaky", Outcome::Error, Some("tie"))],
+        ));
+        // Worker wc: its newest run (in a) goes when a keeps only its
+        // newest runs, its older one (c's only run) stays.
+        let pass = || vec![case("t::stable", Outcome::Passed, None)];
+        runs.push(run("c1", "c", "wc", t0() + Duration::hours(40), pass()));
+        runs.push(run("c2", "a", "wc", t0() + Duration::hours(41), pass()));
+        runs
+    }
+
+    async fn start(path: &std::path::Path) -> (ActorSystem, SqlitePool) {
+        let db = DbOptions::new(path);
+        let actors = ActorSystem::start(db.clone(), AggregatesConfig::default())
+            .await
+            .expect("actors start");
+        let pool = crate::db::open_reader(&db).await.expect("read pool");
+        (actors, pool)
+    }
+
+    async fn store(actors: &ActorSystem, runs: Vec<Vec<BatchItem>>) {
+        for items in runs {
+            let report = actors
+                .writer
+                .send(StoreBatch(items))
+                .await
+                .expect("writer answers")
+                .expect("stored");
+            assert_eq!(report.completed.len(), 1, "{report:?}");
+        }
+    }
+
+    async fn assert_exact(pool: &SqlitePool, when: &str) -> Snapshot {
+        let (kept, recomputed) = Snapshot::kept_and_recomputed(pool).await;
+        assert_eq!(kept, recomputed, "rollups kept vs recomputed {when}");
+        kept
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rollups_equal_a_recomputation_after_writes_and_prunes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (actors, pool) = start(&dir.path().join("r.db")).await;
+        store(&actors, history()).await;
+        let all = assert_exact(&pool, "after storing").await;
+        assert_eq!(
+            all.projects,
+            [("a".into(), 18), ("b".into(), 8), ("c".into(), 1)]
+        );
+        let twice = all
+            .failures
+            .iter()
+            .find(|f| f.1 == "t::twice" && f.0 == "a")
+            .expect("t::twice failed in a");
+        assert_eq!(twice.4.as_deref(), Some("first"), "first failing case");
+        // The tie with r10: r99 is the larger id, so it is the newest.
+        let flaky_a = all
+            .failures
+            .iter()
+            .find(|f| f.1 == "t::flaky" && f.0 == "a");
+        assert_eq!(flaky_a.map(|f| f.5.as_str()), Some("r99"));
+
+        // By age: everything that started before the second day.
+        let cutoff = t0() + Duration::hours(26);
+        prune(&actors, Some(cutoff), None).await;
+        let aged = assert_exact(&pool, "after pruning by age").await;
+        assert!(aged.days.iter().all(|d| d.1 >= day_of(to_millis(cutoff))));
+        // By count: the newest three runs of each project.
+        prune(&actors, None, Some(3)).await;
+        let kept = assert_exact(&pool, "after pruning by count").await;
+        assert_eq!(
+            kept.projects,
+            [("a".into(), 3), ("b".into(), 3), ("c".into(), 1)]
+        );
+        assert_eq!(kept.workers.iter().map(|w| w.run_count).sum::<i64>(), 7);
+        let wc = kept.workers.iter().find(|w| w.worker_id == "wc");
+        assert_eq!(wc.map(|w| w.last_run_id.as_str()), Some("c1"));
+        // Everything: nothing left anywhere.
+        prune(&actors, Some(t0() + Duration::days(30)), None).await;
+        let none = assert_exact(&pool, "after pruning everything").await;
+        assert!(none.workers.is_empty() && none.failures.is_empty() && none.days.is_empty());
+        pool.close().await;
+        actors.stop();
+    }
+
+    async fn prune(actors: &ActorSystem, cutoff: Option<DateTime<Utc>>, keep_runs: Option<u32>) {
+        loop {
+            let r = actors
+                .writer
+                .send(PruneSlice {
+                    cutoff,
+                    keep_runs,
+                    max_runs: 4,
+                })
+                .await
+                .expect("writer answers")
+                .expect("pruned");
+            if r.is_empty() {
+                break;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn windowed_failure_stats_equal_the_plain_query() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (actors, pool) = start(&dir.path().join("w.db")).await;
+        store(&actors, history()).await;
+        // Windows starting mid-day, at a day boundary, before and after all.
+        let starts = [
+            None,
+            Some(t0() - Duration::days(1)),
+            Some(t0() + Duration::hours(5)),
+            Some(t0() + Duration::hours(26)),
+            Some(t0() + Duration::hours(50) + Duration::minutes(7)),
+            Some(t0() + Duration::days(9)),
+        ];
+        for since in starts {
+            for project in [None, Some("a"), Some("b")] {
+                let filter = FailureFilter {
+                    project: project.map(str::to_string),
+                    since,
+                    ..FailureFilter::default()
+                };
+                let plain = queries::failure_stats_where(&pool, &filter, 100)
+                    .await
+                    .expect("plain");
+                let rolled = failure_stats(&pool, project, since, 100)
+                    .await
+                    .expect("rollup");
+                assert_eq!(rolled, plain, "since {since:?}, project {project:?}");
+            }
+        }
+        let top = failure_stats(&pool, Some("a"), None, 1).await.expect("top");
+        assert_eq!(
+            (top[0].test_id.as_str(), top[0].fail_count),
+            ("t::flaky", 8)
+        );
+        pool.close().await;
+        actors.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_trend_is_ordered_by_start_time_not_arrival() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (actors, pool) = start(&dir.path().join("t.db")).await;
+        let pass = || vec![case("t::x", Outcome::Passed, None)];
+        let fail = || vec![case("t::x", Outcome::Failed, None)];
+        store(
+            &actors,
+            vec![
+                run("late", "p", "w", t0() + Duration::minutes(30), fail()),
+                run("early", "p", "w", t0() + Duration::minutes(10), pass()),
+                run("middle", "p", "w", t0() + Duration::minutes(20), pass()),
+                run("other", "q", "w", t0() + Duration::minutes(40), pass()),
+            ],
+        )
+        .await;
+        let ids = |t: Vec<TrendPoint>| t.into_iter().map(|p| p.run_id).collect::<Vec<_>>();
+        let t = trend(&pool, Some("p"), Some("main"), 2)
+            .await
+            .expect("trend");
+        assert_eq!(t[1].pass_rate, Some(0.0));
+        assert_eq!(ids(t), ["middle", "late"]);
+        let t = trend(&pool, Some("p"), None, 10).await.expect("trend");
+        assert_eq!(ids(t), ["early", "middle", "late"]);
+        let t = trend(&pool, None, None, 2).await.expect("trend");
+        assert_eq!(ids(t), ["late", "other"]);
+        pool.close().await;
+        actors.stop();
+    }
+
+    /// A database written before migration 0006 gets its rollups filled
+    /// at the first start after it, from the runs it holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_start_after_the_migration_fills_the_rollups() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("m.db");
+        let (actors, pool) = start(&path).await;
+        store(&actors, history()).await;
+        let before = Snapshot::read(&mut pool.acquire().await.expect("conn")).await;
+        // Back to a 0005 database: no rollup tables, migration 6 not run.
+        for sql in [
+            "DROP TABLE projects",
+            "DROP TABLE worker_stats",
+            "DROP TABLE test_failures",
+            "DROP TABLE test_failure_days",
+            "DROP TABLE rollup_state",
+            "DROP INDEX runs_by_project_time",
+            "DELETE FROM _sqlx_migrations WHERE version = 6",
+        ] {
+            sqlx::query(sql).execute(&pool).await.expect(sql);
+        }
+        pool.close().await;
+        actors.stop();
+        let (actors, pool) = start(&path).await;
+        let after = Snapshot::read(&mut pool.acquire().await.expect("conn")).await;
+        assert_eq!(after, before);
+        assert!(!after.failures.is_empty());
+        pool.close().await;
+        actors.stop();
+    }
+}
