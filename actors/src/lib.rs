@@ -11,6 +11,7 @@
 //!   data (worker statistics, failure counts) and the reads of it.
 //! - [`aggregates`]: heartbeats in memory, merged with the stored workers.
 //! - [`queries`]: reads that go straight to the read pool.
+//! - [`version`]: per-project versions of the stored data, for caches.
 //! - [`compare`]: two runs compared test by test.
 //! - [`flaky`], [`clusters`], [`history`]: flaky tests, failure clusters,
 //!   per-test history and slow tests, read from the database on demand.
@@ -36,6 +37,7 @@ pub mod queries;
 pub mod retention;
 pub mod rollups;
 pub mod supervise;
+pub mod version;
 pub mod writer;
 
 use std::thread::JoinHandle;
@@ -44,7 +46,8 @@ use actix::prelude::*;
 
 pub use aggregates::{Aggregates, AggregatesConfig};
 pub use db::{DbError, DbOptions};
-pub use writer::{DataVersion, Writer};
+pub use version::DataVersion;
+pub use writer::Writer;
 
 /// Addresses of the running actors, and the handle to stop them.
 pub struct ActorSystem {
@@ -52,7 +55,8 @@ pub struct ActorSystem {
     pub writer: Addr<Writer>,
     /// The aggregates: heartbeats and the aggregate queries.
     pub aggregates: Addr<Aggregates>,
-    /// Bumped by the writer after every write.
+    /// Bumped by the writer after every write that changes what readers
+    /// see, per project.
     pub version: DataVersion,
     /// Handler panics of both actors, for `/health`.
     pub faults: supervise::Faults,

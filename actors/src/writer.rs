@@ -21,8 +21,6 @@
 //!   caller, which leaves the messages unacked for redelivery.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::prelude::*;
 use chrono::Utc;
@@ -31,6 +29,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, to_millis};
 use crate::rollups;
 use crate::supervise::Faults;
+use crate::version::{Changed, DataVersion};
 
 /// Rows per multi-row `INSERT` into `test_cases` (14 binds a row, under
 /// SQLite's 32,766-variable limit).
@@ -120,24 +119,6 @@ impl StoreError {
     }
 }
 
-/// A counter the writer bumps after every write it finishes (committed or
-/// not), so a reader that noted its value before reading the database knows
-/// whether what it read may have changed since: equal values mean no write
-/// finished in between. Caches of database reads key on it.
-#[derive(Debug, Clone, Default)]
-pub struct DataVersion(Arc<AtomicU64>);
-
-impl DataVersion {
-    /// The current value. Read it *before* the database read it tags.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
-    }
-
-    fn bump(&self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
 /// The writer actor. Owns the single-connection write pool.
 pub struct Writer {
     pool: SqlitePool,
@@ -147,7 +128,7 @@ pub struct Writer {
 
 impl Writer {
     /// A writer over `pool` (one connection); `version` is bumped after
-    /// every write.
+    /// every write that changes what readers see.
     pub fn new(pool: SqlitePool, version: DataVersion) -> Writer {
         Writer {
             pool,
@@ -164,12 +145,13 @@ impl Writer {
 }
 
 impl Writer {
-    /// `write` as this actor's future, bumping the data version when it
-    /// finishes, whatever its outcome. Every handler that writes goes
-    /// through here, so no cache of reads outlives a change, and no panic
-    /// in a write kills the actor: it becomes [`StoreError::Panicked`]
-    /// (the dropped transaction rolls back) and is counted in the faults.
-    fn write<T: 'static, F: Future<Output = Result<T, StoreError>> + 'static>(
+    /// `write` as this actor's future, bumping the data versions of what
+    /// it changed when it finishes (everything's, when it failed). Every
+    /// handler that writes goes through here, so no cache of reads
+    /// outlives a change, and no panic in a write kills the actor: it
+    /// becomes [`StoreError::Panicked`] (the dropped transaction rolls
+    /// back) and is counted in the faults.
+    fn write<T: 'static, F: Future<Output = Result<(T, Changed), StoreError>> + 'static>(
         &self,
         write: F,
     ) -> impl ActorFuture<Self, Output = Result<T, StoreError>> + 'static + use<T, F> {
@@ -178,12 +160,21 @@ impl Writer {
             .catch_unwind()
             .into_actor(self)
             .map(|res, act: &mut Writer, _ctx| {
-                act.version.bump();
-                res.unwrap_or_else(|p| {
+                let res = res.unwrap_or_else(|p| {
                     let reason = crate::supervise::panic_reason(p.as_ref());
                     act.faults.record("writer", &"a write", &reason);
                     Err(StoreError::Panicked(reason))
-                })
+                });
+                match res {
+                    Ok((value, changed)) => {
+                        act.version.changed(&changed);
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        act.version.unknown();
+                        Err(e)
+                    }
+                }
             })
     }
 }
@@ -262,40 +253,44 @@ impl Handler<FinishPrune> for Writer {
 
     fn handle(&mut self, _msg: FinishPrune, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
-        AtomicResponse::new(Box::pin(self.write(async move { reclaim(&pool).await })))
+        // Space given back changes nothing a reader sees.
+        AtomicResponse::new(Box::pin(
+            self.write(async move { Ok((reclaim(&pool).await?, Changed::default())) }),
+        ))
     }
 }
 
-async fn prune_slice(pool: &SqlitePool, msg: &PruneSlice) -> Result<PruneReport, StoreError> {
+async fn prune_slice(
+    pool: &SqlitePool,
+    msg: &PruneSlice,
+) -> Result<(PruneReport, Changed), StoreError> {
     // Without an age limit, nothing is old: incomplete runs are then left to
     // ExpireIncomplete and rejections are kept.
     let cutoff = msg.cutoff.map_or(i64::MIN, to_millis);
     let limit = i64::from(msg.max_runs.max(1));
     let mut report = PruneReport::default();
     let mut tx = pool.begin().await?;
-    let runs: Vec<(String,)> = match msg.keep_runs {
+    let runs: Vec<(String, String)> = match msg.keep_runs {
         None => {
             sqlx::query_as(
-                "SELECT run_id FROM runs WHERE started_at < ? ORDER BY started_at LIMIT ?",
+                "SELECT run_id, project FROM runs WHERE started_at < ? ORDER BY started_at LIMIT ?",
             )
             .bind(cutoff)
             .bind(limit)
             .fetch_all(&mut *tx)
             .await?
         }
-        Some(keep) => {
-            sqlx::query_as(
-                "SELECT run_id FROM (SELECT run_id, started_at, ROW_NUMBER() OVER \
+        Some(keep) => sqlx::query_as(
+            "SELECT run_id, project FROM (SELECT run_id, project, started_at, ROW_NUMBER() OVER \
                    (PARTITION BY project ORDER BY started_at DESC, run_id DESC) AS newest \
                    FROM runs) \
                  WHERE started_at < ? OR newest > ? ORDER BY started_at LIMIT ?",
-            )
-            .bind(cutoff)
-            .bind(i64::from(keep))
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?
-        }
+        )
+        .bind(cutoff)
+        .bind(i64::from(keep))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?,
     };
     // Chunks or finals that never became a run, received before the cut-off.
     let incomplete: Vec<(String,)> = sqlx::query_as(
@@ -307,10 +302,14 @@ async fn prune_slice(pool: &SqlitePool, msg: &PruneSlice) -> Result<PruneReport,
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    for (run_id,) in &runs {
+    for (run_id, _) in &runs {
         rollups::remove_run(&mut tx, run_id).await?;
     }
-    for (run_id,) in runs.iter().chain(&incomplete) {
+    let ids = runs
+        .iter()
+        .map(|(id, _)| id)
+        .chain(incomplete.iter().map(|(id,)| id));
+    for run_id in ids {
         report.cases += sqlx::query("DELETE FROM test_cases WHERE run_id = ?")
             .bind(run_id)
             .execute(&mut *tx)
@@ -338,7 +337,11 @@ async fn prune_slice(pool: &SqlitePool, msg: &PruneSlice) -> Result<PruneReport,
     .await?
     .rows_affected();
     tx.commit().await?;
-    Ok(report)
+    let changed = Changed {
+        pruned: !runs.is_empty(),
+        projects: runs.into_iter().map(|(_, project)| project).collect(),
+    };
+    Ok((report, changed))
 }
 
 /// Marks a flaky test fixed: evidence from runs started before `at` no
@@ -372,7 +375,7 @@ impl Handler<ClearFlaky> for Writer {
             .fetch_optional(&pool)
             .await?;
             if known.is_none() {
-                return Ok(false);
+                return Ok((false, Changed::default()));
             }
             sqlx::query(
                 "INSERT INTO flaky_cleared (project, test_id, cleared_at, note) \
@@ -385,7 +388,11 @@ impl Handler<ClearFlaky> for Writer {
             .bind(&msg.note)
             .execute(&pool)
             .await?;
-            Ok(true)
+            let changed = Changed {
+                projects: [msg.project].into(),
+                pruned: false,
+            };
+            Ok((true, changed))
         })))
     }
 }
@@ -408,7 +415,13 @@ impl Handler<ExpireIncomplete> for Writer {
     fn handle(&mut self, msg: ExpireIncomplete, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
         AtomicResponse::new(Box::pin(
-            self.write(async move { expire_incomplete(&pool, msg.received_before).await }),
+            // Only rejections are added, which no cached answer shows.
+            self.write(async move {
+                Ok((
+                    expire_incomplete(&pool, msg.received_before).await?,
+                    Changed::default(),
+                ))
+            }),
         ))
     }
 }
@@ -509,7 +522,10 @@ async fn reclaim(pool: &SqlitePool) -> Result<Sizes, StoreError> {
 /// Size before and after, in bytes.
 type Sizes = (u64, u64);
 
-async fn store_batch(pool: &SqlitePool, items: Vec<BatchItem>) -> Result<BatchReport, StoreError> {
+async fn store_batch(
+    pool: &SqlitePool,
+    items: Vec<BatchItem>,
+) -> Result<(BatchReport, Changed), StoreError> {
     let now = to_millis(Utc::now());
     let mut report = BatchReport::default();
     let mut tx = pool.begin().await?;
@@ -614,16 +630,21 @@ async fn store_batch(pool: &SqlitePool, items: Vec<BatchItem>) -> Result<BatchRe
         report.cases_inserted += rows.len();
     }
 
+    // Only runs that became visible change what readers see.
+    let mut changed = Changed::default();
     for run_id in &touched {
         match try_complete(&mut tx, run_id, now).await? {
             Completion::NotYet => {}
-            Completion::Done => report.completed.push(run_id.clone()),
+            Completion::Done { project } => {
+                report.completed.push(run_id.clone());
+                changed.projects.insert(project);
+            }
             Completion::Refused => report.rejected += 1,
         }
     }
 
     tx.commit().await?;
-    Ok(report)
+    Ok((report, changed))
 }
 
 /// The rejection recording that `run_id` arrived again with other content
@@ -704,7 +725,7 @@ async fn insert_cases(
 
 enum Completion {
     NotYet,
-    Done,
+    Done { project: String },
     Refused,
 }
 
@@ -771,7 +792,9 @@ async fn try_complete(
     };
     insert_run(&mut *conn, &run, digest.as_deref(), now).await?;
     rollups::add_run(conn, &run, now).await?;
-    Ok(Completion::Done)
+    Ok(Completion::Done {
+        project: run.project,
+    })
 }
 
 fn check_counts(

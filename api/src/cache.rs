@@ -1,48 +1,77 @@
-//! A cache of answers read from SQLite, valid until the next write.
+//! A cache of answers read from SQLite, each valid until a write changes
+//! what it depends on, and single-flight for concurrent identical reads.
 //!
 //! Why: stored results change only when the writer writes, and most reads
 //! repeat (a dashboard polling the newest runs, an editor asking for a
 //! report and then for its flaky tests, many people opening the same failed
 //! run). Answering a repeat from memory costs a hash lookup instead of a
-//! query, its JSON and a thread hand-off per query; a page of 100 failed
-//! cases with tracebacks is ~80 KiB of JSON built per request otherwise.
+//! query, its JSON and a thread hand-off per query. And when many clients
+//! ask the same question at once right after a write, it is computed once
+//! and the answer handed to all of them.
 //!
 //! Shape: an axum middleware on the routes answered from SQLite (`/results`,
-//! `/results/{id}`, `/compare`, the analytics of `/flaky`, `/failures/
-//! clusters`, `/tests/...`). Routes answered by the aggregates actor are not
-//! cached: heartbeats change them without a write. Keys are the request's
-//! path and query as sent; only `GET` answers `200` with a known size of at
+//! `/results/{id}`, `/compare`, `/trend`, `/failures/stats`, the analytics
+//! of `/flaky`, `/failures/clusters`, `/tests/...`). `/workers` is not
+//! cached (heartbeats change it without a write), nor `/health`. Keys are
+//! the request's path and query as sent; only `GET` answers `200` of at
 //! most an eighth of the capacity are kept.
 //!
+//! What an answer depends on ([`Scope`]), read from the request by
+//! [`scope_of`]: the runs of the project named by `project=`; only the
+//! content of runs named by id (`/results/{id}`, `/compare?base=&head=`),
+//! which changes only when runs are pruned; or everything. Answers that
+//! depend on the clock (`days=`) are never kept.
+//!
 //! Guarantees: never stale. Every answer is tagged with the writer's
-//! [`DataVersion`] read *before* the handler ran, and is served only while
-//! the version is unchanged; a write finishing at any point during or after
-//! the read bumps it, and the whole cache is dropped at the next request.
-//! Memory is bounded by the capacity (when full, everything is dropped and
-//! filling starts over). Capacity 0 turns it off. Answers carry
-//! `X-Cache: hit` or `miss`.
+//! [`Stamp`] taken *before* the handler ran and served only while it is
+//! still valid for its scope ([`ptp_actors::version`]); a write finishing at
+//! any point during or after the read makes it stale. A write to one
+//! project leaves the other projects' answers and the run pages cached.
+//! Concurrent identical requests share one computation only when their
+//! stamps are equal (no write finished between their arrivals), so a
+//! shared answer is as fresh as a computed one. Memory is bounded by the
+//! capacity (when full, everything is dropped and filling starts over).
+//! Capacity 0 turns the cache off (single-flight stays). While it is on,
+//! `200` answers carry `X-Cache: hit` (from memory), `miss` (computed for this
+//! request) or `shared` (computed once for concurrent identical requests).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::body::{Body, Bytes, HttpBody};
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use ptp_actors::DataVersion;
+use ptp_actors::version::{Scope, Stamp};
 
 /// The cache. Share it as `Arc<ReadCache>`.
-#[derive(Debug)]
 pub struct ReadCache {
     version: DataVersion,
     capacity: usize,
     inner: Mutex<Inner>,
+    /// Answers being computed, by key, with the stamp they were asked at.
+    flights: Mutex<HashMap<String, (Stamp, Flight)>>,
 }
+
+impl std::fmt::Debug for ReadCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadCache")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An answer as the handler gave it, shareable.
+type Answer = Arc<(StatusCode, HeaderMap, Bytes)>;
+/// An answer being computed, awaited by every request that asked for it.
+type Flight = Shared<BoxFuture<'static, Answer>>;
 
 #[derive(Debug, Default)]
 struct Inner {
-    version: u64,
     bytes: usize,
     entries: HashMap<String, Entry>,
 }
@@ -51,12 +80,39 @@ struct Inner {
 struct Entry {
     headers: HeaderMap,
     body: Bytes,
+    stamp: Stamp,
+    scope: Scope,
 }
 
 impl Entry {
     /// Bytes it holds under `key` (headers estimated).
     fn size(&self, key: &str) -> usize {
         key.len() + self.body.len() + 64 * self.headers.len()
+    }
+}
+
+/// What the answer to `path` with query `params` depends on; `None` when
+/// it depends on the clock and must not be kept.
+pub fn scope_of(path: &str, params: &[(String, String)]) -> Option<Scope> {
+    let has = |k: &str| params.iter().any(|(n, _)| n == k);
+    if has("days") {
+        return None;
+    }
+    if path.starts_with("/results/") || (path == "/compare" && has("base") && has("head")) {
+        return Some(Scope::Runs);
+    }
+    Some(match project_of(params) {
+        Some(p) => Scope::Project(p.to_string()),
+        None => Scope::All,
+    })
+}
+
+/// The project a request names, when it names exactly one.
+fn project_of(params: &[(String, String)]) -> Option<&str> {
+    let mut named = params.iter().filter(|(n, _)| n == "project");
+    match (named.next(), named.next()) {
+        (Some((_, p)), None) => Some(p),
+        _ => None,
     }
 }
 
@@ -68,27 +124,32 @@ impl ReadCache {
             version,
             capacity,
             inner: Mutex::new(Inner::default()),
+            flights: Mutex::new(HashMap::new()),
         }
     }
 
-    fn lookup(&self, key: &str, version: u64) -> Option<Entry> {
+    fn lookup(&self, key: &str, now: &Stamp) -> Option<Entry> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if inner.version != version {
-            inner.entries.clear();
-            inner.bytes = 0;
-            inner.version = version;
-            return None;
+        let entry = inner.entries.get(key)?;
+        if entry.stamp.still_valid(now, &entry.scope) {
+            return Some(entry.clone());
         }
-        inner.entries.get(key).cloned()
+        let size = entry.size(key);
+        inner.entries.remove(key);
+        inner.bytes -= size;
+        None
     }
 
-    fn store(&self, key: String, version: u64, entry: Entry) {
-        let size = entry.size(&key);
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        // Read before the handler ran; a write since makes it unfit.
-        if inner.version != version || self.version.get() != version {
+    fn store(&self, key: String, project: Option<&str>, entry: Entry) {
+        // Taken before the handler ran; a write since makes it unfit.
+        if !entry
+            .stamp
+            .still_valid(&self.version.stamp(project), &entry.scope)
+        {
             return;
         }
+        let size = entry.size(&key);
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if inner.bytes + size > self.capacity {
             inner.entries.clear();
             inner.bytes = 0;
@@ -98,18 +159,101 @@ impl ReadCache {
             inner.bytes -= old.size(&key);
         }
     }
+
+    /// The computation of `key` asked at `stamp`: one already running at
+    /// the same stamp (`false`), or `start()` registered as it (`true`).
+    fn flight(
+        &self,
+        key: &str,
+        stamp: &Stamp,
+        start: impl FnOnce() -> BoxFuture<'static, Answer>,
+    ) -> (Flight, bool) {
+        let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((s, f)) = flights.get(key)
+            && s == stamp
+        {
+            return (f.clone(), false);
+        }
+        let f = start().shared();
+        flights.insert(key.to_string(), (stamp.clone(), f.clone()));
+        (f, true)
+    }
+}
+
+/// Unregisters a computation when its leader finishes or is dropped (a
+/// client that went away); requests already waiting keep their handle.
+struct Landing<'a> {
+    cache: &'a ReadCache,
+    key: &'a str,
+    flight: Flight,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        let mut flights = self
+            .cache
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if flights
+            .get(self.key)
+            .is_some_and(|(_, f)| f.ptr_eq(&self.flight))
+        {
+            flights.remove(self.key);
+        }
+    }
 }
 
 const X_CACHE: &str = "x-cache";
 
-/// The middleware: answer a repeated `GET` from the cache, else run the
-/// handler and keep its answer.
+/// Runs the handler and collects its answer.
+async fn compute(next: Next, req: Request) -> Answer {
+    let resp = next.run(req).await;
+    let (parts, body) = resp.into_parts();
+    // The routes behind this middleware answer JSON already in memory:
+    // collecting it cannot fail or wait in practice.
+    match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => Arc::new((parts.status, parts.headers, b)),
+        Err(e) => {
+            tracing::error!("read cache: could not collect an answer: {e}");
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Arc::new((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                headers,
+                Bytes::from_static(b"{\"error\":\"internal\",\"detail\":\"answer lost\"}"),
+            ))
+        }
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    x_cache: Option<&'static str>,
+) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    if let Some(v) = x_cache {
+        resp.headers_mut()
+            .insert(X_CACHE, HeaderValue::from_static(v));
+    }
+    resp
+}
+
+/// The middleware: answer a repeated `GET` from the cache; else compute it
+/// once for every identical request waiting, and keep the answer.
 pub async fn serve_cached(
     State(cache): State<Arc<ReadCache>>,
     req: Request,
     next: Next,
 ) -> Response {
-    if cache.capacity == 0 || req.method() != Method::GET {
+    if req.method() != Method::GET {
         return next.run(req).await;
     }
     let key = req
@@ -117,48 +261,76 @@ pub async fn serve_cached(
         .path_and_query()
         .map(|pq| pq.as_str().to_string())
         .unwrap_or_default();
-    let version = cache.version.get();
-    if let Some(hit) = cache.lookup(&key, version) {
-        let mut resp = Response::new(Body::from(hit.body));
-        *resp.headers_mut() = hit.headers;
-        resp.headers_mut()
-            .insert(X_CACHE, HeaderValue::from_static("hit"));
-        return resp;
+    let params: Vec<(String, String)> =
+        axum::extract::Query::try_from_uri(req.uri()).map_or_else(|_| Vec::new(), |q| q.0);
+    let scope = scope_of(req.uri().path(), &params);
+    let project = project_of(&params).map(str::to_string);
+    let stamp = cache.version.stamp(project.as_deref());
+    let on = cache.capacity > 0;
+    if on
+        && scope.is_some()
+        && let Some(hit) = cache.lookup(&key, &stamp)
+    {
+        return respond(StatusCode::OK, hit.headers, hit.body, Some("hit"));
     }
-    let resp = next.run(req).await;
-    let fits = resp
-        .body()
-        .size_hint()
-        .exact()
-        .is_some_and(|n| n as usize <= cache.capacity / 8);
-    if resp.status() != StatusCode::OK || !fits {
-        return resp;
+    let (flight, leader) = cache.flight(&key, &stamp, move || compute(next, req).boxed());
+    let x_cache = if leader { "miss" } else { "shared" };
+    let landing = leader.then(|| Landing {
+        cache: &cache,
+        key: &key,
+        flight: flight.clone(),
+    });
+    let answer = flight.await;
+    let (status, headers, body) = (*answer).clone();
+    if let (true, Some(scope), Some(_)) = (on, scope, &landing)
+        && status == StatusCode::OK
+        && body.len() <= cache.capacity / 8
+    {
+        cache.store(
+            key.clone(),
+            project.as_deref(),
+            Entry {
+                headers: headers.clone(),
+                body: body.clone(),
+                stamp,
+                scope,
+            },
+        );
     }
-    let (mut parts, body) = resp.into_parts();
-    // The size is known and small, and the body is in memory already (a
-    // JSON answer): collecting it cannot fail or wait in practice.
-    let body = match axum::body::to_bytes(body, cache.capacity / 8).await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!("read cache: could not collect an answer: {e}");
-            parts.status = StatusCode::INTERNAL_SERVER_ERROR;
-            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-            return Response::from_parts(
-                parts,
-                Body::from("{\"error\":\"internal\",\"detail\":\"answer lost\"}"),
-            );
-        }
-    };
-    cache.store(
-        key,
-        version,
-        Entry {
-            headers: parts.headers.clone(),
-            body: body.clone(),
-        },
-    );
-    parts
-        .headers
-        .insert(X_CACHE, HeaderValue::from_static("miss"));
-    Response::from_parts(parts, Body::from(body))
+    // Kept before it is unregistered: a request arriving in between finds
+    // one or the other.
+    drop(landing);
+    // Errors are never kept, and say nothing about the cache.
+    let shown = (on && status == StatusCode::OK).then_some(x_cache);
+    respond(status, headers, body, shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn what_an_answer_depends_on() {
+        let p = |s: &str| Some(Scope::Project(s.into()));
+        assert_eq!(scope_of("/results", &q(&[("project", "a")])), p("a"));
+        assert_eq!(scope_of("/results", &q(&[])), Some(Scope::All));
+        assert_eq!(scope_of("/results/r1", &q(&[])), Some(Scope::Runs));
+        let ids = q(&[("base", "r1"), ("head", "r2"), ("project", "a")]);
+        assert_eq!(scope_of("/compare", &ids), Some(Scope::Runs));
+        let branches = q(&[("project", "a"), ("base_branch", "main"), ("head", "r2")]);
+        assert_eq!(scope_of("/compare", &branches), p("a"));
+        let two = q(&[("project", "a"), ("project", "b")]);
+        assert_eq!(scope_of("/flaky", &two), Some(Scope::All));
+        assert_eq!(
+            scope_of("/flaky", &q(&[("project", "a"), ("days", "7")])),
+            None
+        );
+    }
 }

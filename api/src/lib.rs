@@ -117,19 +117,20 @@ impl utoipa::Modify for BearerTokens {
 
 /// The HTTP app for `state`, with body limit and request timeout.
 pub fn app(state: AppState, config: &Config) -> Router {
-    // Answers read from SQLite are cached until the next write; the
-    // aggregates' (heartbeats change them without a write) and /health are not.
+    // Answers read from SQLite are cached until a write changes them;
+    // /workers (heartbeats change it without a write) and /health are not.
     let from_sqlite = Router::new()
         .merge(routes::results::router())
         .merge(routes::compare::router())
         .merge(routes::insights::router())
+        .merge(routes::analytics::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.cache.clone(),
             cache::serve_cached,
         ));
     let api = Router::new()
         .merge(from_sqlite)
-        .merge(routes::analytics::router())
+        .merge(routes::analytics::workers_router())
         .merge(routes::health::router())
         .with_state(state);
     api.route(

@@ -20,12 +20,17 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{NoQuery, Query};
 use crate::routes::bounded;
 
-/// Routes of this resource.
+/// `/trend` and `/failures/stats`: answered from the store, so the read
+/// cache may keep them.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/trend", get(trend))
-        .route("/workers", get(workers))
         .route("/failures/stats", get(failure_stats))
+}
+
+/// `/workers`: heartbeats change it without a write, so it is never cached.
+pub fn workers_router() -> Router<AppState> {
+    Router::new().route("/workers", get(workers))
 }
 
 /// Query of `GET /trend`.

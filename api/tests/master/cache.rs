@@ -99,3 +99,77 @@ async fn repeated_reads_come_from_memory_until_a_write() {
         );
     }
 }
+
+/// A run stored for one project leaves the other projects' answers and the
+/// pages of stored runs in the cache, and drops what it changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_one_project_keeps_the_others_answers() {
+    let app = TestApp::spawn().await;
+    let run = |project: &str, tag: &str, i: usize| {
+        let mut r = synthetic_run(tag, i, 30);
+        r.0.project = project.into();
+        r
+    };
+    let first = [run("alpha", "pa", 1), run("beta", "pb", 1)];
+    publish_direct(&app.nats.url(), &first, true).await;
+    app.wait_run("pa-00001").await;
+    app.wait_run("pb-00001").await;
+    let kept = [
+        "/results?project=alpha",
+        "/results/pa-00001",
+        "/results/pb-00001",
+        "/trend?project=alpha",
+        "/failures/stats?project=alpha",
+        "/flaky?project=alpha",
+        "/compare?base=pa-00001&head=pb-00001",
+    ];
+    let dropped = ["/results?project=beta", "/results", "/trend?project=beta"];
+    for path in kept.iter().chain(&dropped) {
+        let (_, s, _) = get(&app, path).await;
+        let (c, _, _) = get(&app, path).await;
+        assert_eq!((s, c.as_str()), (200, "hit"), "{path}");
+    }
+
+    publish_direct(&app.nats.url(), &[run("beta", "pb", 2)], true).await;
+    app.wait_run("pb-00002").await;
+    for path in kept {
+        let (c, _, _) = get(&app, path).await;
+        assert_eq!(c, "hit", "{path} does not depend on beta's new run");
+    }
+    for path in dropped {
+        let (c, _, body) = get(&app, path).await;
+        assert_eq!(c, "miss", "{path} depends on beta's new run");
+        assert!(body.to_string().contains("pb-00002"), "{path}: {body}");
+    }
+    // Answers that depend on the clock are not kept.
+    for _ in 0..2 {
+        let (c, s, _) = get(&app, "/failures/stats?project=alpha&days=7").await;
+        assert_eq!((s, c.as_str()), (200, "miss"));
+    }
+}
+
+/// Many identical requests arriving together after a write are computed
+/// once; the others get the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_misses_are_computed_once() {
+    let app = TestApp::spawn().await;
+    let big = synthetic_run("sf", 1, 20_000);
+    publish_direct(&app.nats.url(), std::slice::from_ref(&big), true).await;
+    app.wait_run("sf-00001").await;
+    let path = "/results/sf-00001?cases_limit=20000";
+    let answers = futures::future::join_all((0..16).map(|_| get(&app, path))).await;
+    let misses = answers.iter().filter(|(c, _, _)| c == "miss").count();
+    let kinds: Vec<&str> = answers.iter().map(|(c, _, _)| c.as_str()).collect();
+    assert_eq!(misses, 1, "{kinds:?}");
+    assert!(
+        kinds.iter().all(|c| ["miss", "shared", "hit"].contains(c)),
+        "{kinds:?}"
+    );
+    let first = &answers[0].2;
+    assert_eq!(first["cases"].as_array().map(Vec::len), Some(20_000));
+    assert!(
+        answers
+            .iter()
+            .all(|(_, s, body)| *s == 200 && body == first)
+    );
+}
