@@ -56,9 +56,10 @@ CREATE TABLE IF NOT EXISTS test_failure_days (
     PRIMARY KEY (project, day, test_id)
 ) WITHOUT ROWID;
 
--- Whether the tables above were filled from the runs stored before they existed.
+-- Named values of the rollups; 'built': whether the tables above were filled from the runs
+-- stored before they existed (1) or not yet (0).
 CREATE TABLE IF NOT EXISTS rollup_state (
     name  TEXT PRIMARY KEY NOT NULL,
-    built INTEGER NOT NULL
+    value INTEGER NOT NULL
 ) WITHOUT ROWID;
-INSERT OR IGNORE INTO rollup_state (name, built) VALUES ('rollups', 0);
+INSERT OR IGNORE INTO rollup_state (name, value) VALUES ('built', 0);

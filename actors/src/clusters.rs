@@ -12,9 +12,13 @@
 //!
 //! The signature is a pure function ([`signature`]) of a case's message and
 //! traceback, tested on the shapes real runners write (pytest, Python,
-//! JUnit/Java, Go, Rust, JavaScript). [`clusters`] reads the failed and
-//! errored cases of a window of runs through the failure-first case index;
-//! passing cases are never read.
+//! JUnit/Java, Go, Rust, JavaScript). The writer computes it when it stores
+//! a failed or errored case ([`stored_signature`]: the case's key in
+//! `test_cases.sig`, the signature once in `signatures`), so [`clusters`]
+//! reads a window's failures through the failure-first case index as
+//! (run, test, key) without their messages and tracebacks, and reads text
+//! only for the clusters it lists. Failures stored before the writer did
+//! this (migration 0007) have no key and are signed when read, as before.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,6 +44,11 @@ pub struct Signature {
 impl Signature {
     /// A short stable id: 12 hex digits of a 64-bit FNV-1a hash.
     pub fn id(&self) -> String {
+        id_of(self.key())
+    }
+
+    /// The id as an integer (the top 48 bits of the hash), as stored.
+    pub fn key(&self) -> i64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let parts = [
             self.exception.as_deref().unwrap_or(""),
@@ -52,8 +61,42 @@ impl Signature {
                 h = h.wrapping_mul(0x0100_0000_01b3);
             }
         }
-        format!("{:012x}", h >> 16)
+        // 48 bits: always a non-negative i64.
+        (h >> 16) as i64
     }
+}
+
+/// The id of a stored signature key.
+fn id_of(key: i64) -> String {
+    format!("{key:012x}")
+}
+
+/// Longest message read for a signature, in characters.
+const SIGNED_MESSAGE_CHARS: usize = 1000;
+/// Tracebacks longer than this (characters) are signed from their head and
+/// tail, [`SIGNED_TRACEBACK_END_CHARS`] each.
+const SIGNED_TRACEBACK_CHARS: usize = 4000;
+const SIGNED_TRACEBACK_END_CHARS: usize = 2000;
+
+/// The signature of a stored failure: of its first 1,000 message
+/// characters and of its traceback, or of the traceback's first and last
+/// 2,000 characters when it is longer than 4,000 (the frame and the
+/// exception are at the ends).
+pub fn stored_signature(message: Option<&str>, traceback: Option<&str>) -> Signature {
+    let message = message.map(|m| match m.char_indices().nth(SIGNED_MESSAGE_CHARS) {
+        Some((cut, _)) => &m[..cut],
+        None => m,
+    });
+    let traceback = traceback.map(|t| {
+        let n = t.chars().count();
+        if n <= SIGNED_TRACEBACK_CHARS {
+            return std::borrow::Cow::Borrowed(t);
+        }
+        let head: String = t.chars().take(SIGNED_TRACEBACK_END_CHARS).collect();
+        let tail: String = t.chars().skip(n - SIGNED_TRACEBACK_END_CHARS).collect();
+        std::borrow::Cow::Owned(format!("{head}\n{tail}"))
+    });
+    signature(message, traceback.as_deref())
 }
 
 /// Longest masked message kept in a signature.
@@ -347,24 +390,49 @@ pub struct ClusterReport {
     pub clusters: Vec<Cluster>,
 }
 
-/// A failed or errored case of the window, as read.
+/// A failed or errored case of the window, as read: its signature key, or
+/// its text when it has none.
 #[derive(Deserialize)]
 struct FailureRow {
     run_id: String,
     started_at: i64,
     test_id: String,
+    sig: Option<i64>,
+    outcome: i64,
+    chunk: i64,
+    idx: i64,
     message: Option<String>,
     traceback: Option<String>,
 }
 
+/// Where the example of a cluster is: its newest failure.
+#[derive(Clone)]
+struct At {
+    test_id: String,
+    run_id: String,
+    outcome: i64,
+    chunk: i64,
+    idx: i64,
+}
+
 struct Acc {
-    sig: Signature,
     count: u64,
     runs: BTreeSet<String>,
     tests: BTreeMap<String, u64>,
     first: i64,
     last: i64,
-    example: Example,
+    example: At,
+}
+
+/// Where a window's signatures come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signed {
+    /// The keys the writer stored (text read only for failures without one).
+    Stored,
+    /// Every failure signed from its text as read, ignoring stored keys:
+    /// the plain recomputation the tests compare with.
+    #[cfg(test)]
+    FromText,
 }
 
 /// Groups the failures of a window's runs (outages included: an outage is
@@ -374,54 +442,78 @@ pub async fn clusters(
     w: &Window,
     limit: usize,
 ) -> Result<ClusterReport, sqlx::Error> {
-    // One JSON value instead of a sqlx hand-off per failure.
+    clusters_signed(pool, w, limit, Signed::Stored).await
+}
+
+pub(crate) async fn clusters_signed(
+    pool: &SqlitePool,
+    w: &Window,
+    limit: usize,
+    signed: Signed,
+) -> Result<ClusterReport, sqlx::Error> {
+    // One JSON value instead of a sqlx hand-off per failure; the text only
+    // of failures without a stored key.
     let mut q = json_rows::select(
-        &["run_id", "started_at", "test_id", "message", "traceback"],
-        "started_at DESC, run_id DESC, test_id",
+        &[
+            "run_id",
+            "started_at",
+            "test_id",
+            "sig",
+            "outcome",
+            "chunk",
+            "idx",
+            "message",
+            "traceback",
+        ],
+        "started_at DESC, run_id DESC, test_id, chunk, idx",
     );
     push_scope(&mut q, w, false);
-    q.push(
-        " SELECT s.run_id, s.started_at, c.test_id, substr(c.message, 1, 1000) AS message, \
-                 CASE WHEN length(c.traceback) > 4000 \
-                      THEN substr(c.traceback, 1, 2000) || char(10) || substr(c.traceback, -2000) \
-                      ELSE c.traceback END AS traceback \
-          FROM scope s JOIN test_cases c ON c.run_id = s.run_id AND c.outcome IN (0, 1)",
-    );
+    let key = match signed {
+        Signed::Stored => "c.sig",
+        #[cfg(test)]
+        Signed::FromText => "NULL",
+    };
+    q.push(format_args!(
+        " SELECT s.run_id, s.started_at, c.test_id, {key} AS sig, c.outcome, c.chunk, c.idx, \
+                 CASE WHEN {key} IS NULL THEN c.message END AS message, \
+                 CASE WHEN {key} IS NULL THEN c.traceback END AS traceback \
+          FROM scope s JOIN test_cases c ON c.run_id = s.run_id AND c.outcome IN (0, 1)"
+    ));
     let rows: Vec<FailureRow> = json_rows::fetch(q, pool).await?;
-    let mut by_id: BTreeMap<String, Acc> = BTreeMap::new();
+    let mut signed_here: BTreeMap<i64, Signature> = BTreeMap::new();
+    let mut by_key: BTreeMap<i64, Acc> = BTreeMap::new();
     let mut failures = 0u64;
-    for FailureRow {
-        run_id,
-        started_at: started,
-        test_id,
-        message,
-        traceback,
-    } in rows
-    {
-        let sig = signature(message.as_deref(), traceback.as_deref());
-        failures += 1;
-        let example = || Example {
-            test_id: test_id.clone(),
-            run_id: run_id.clone(),
-            message: message.as_deref().map(|m| m.chars().take(300).collect()),
+    for r in rows {
+        let key = match r.sig {
+            Some(k) => k,
+            None => {
+                let sig = stored_signature(r.message.as_deref(), r.traceback.as_deref());
+                let k = sig.key();
+                signed_here.entry(k).or_insert(sig);
+                k
+            }
         };
-        let a = by_id.entry(sig.id()).or_insert_with(|| Acc {
-            sig,
+        failures += 1;
+        let a = by_key.entry(key).or_insert_with(|| Acc {
             count: 0,
             runs: BTreeSet::new(),
             tests: BTreeMap::new(),
-            first: started,
-            last: started,
-            example: example(),
+            first: r.started_at,
+            last: r.started_at,
+            // Rows come newest first: the first one is the example.
+            example: At {
+                test_id: r.test_id.clone(),
+                run_id: r.run_id.clone(),
+                outcome: r.outcome,
+                chunk: r.chunk,
+                idx: r.idx,
+            },
         });
         a.count += 1;
-        a.runs.insert(run_id.clone());
-        *a.tests.entry(test_id.clone()).or_default() += 1;
-        a.first = a.first.min(started);
-        if started > a.last {
-            a.last = started;
-            a.example = example();
-        }
+        a.runs.insert(r.run_id);
+        *a.tests.entry(r.test_id).or_default() += 1;
+        a.first = a.first.min(r.started_at);
+        a.last = a.last.max(r.started_at);
     }
     let considered = {
         let mut q = QueryBuilder::<Sqlite>::new("");
@@ -430,40 +522,133 @@ pub async fn clusters(
         let (n,): (i64,) = q.build_query_as().fetch_one(pool).await?;
         n.max(0) as u64
     };
-    let mut all: Vec<Cluster> = by_id
+    let mut all: Vec<(i64, Acc)> = by_key.into_iter().collect();
+    all.sort_by(|(ka, a), (kb, b)| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| b.last.cmp(&a.last))
+            .then_with(|| id_of(*ka).cmp(&id_of(*kb)))
+    });
+    let total = all.len();
+    all.truncate(limit);
+    let listed: Vec<i64> = all.iter().map(|(k, _)| *k).collect();
+    let stored = signatures(pool, &listed, &signed_here).await?;
+    let examples = example_messages(pool, all.iter().map(|(_, a)| &a.example)).await?;
+    let clusters = all
         .into_iter()
-        .map(|(id, a)| {
+        .zip(examples)
+        .map(|((key, a), message)| {
+            let sig = stored
+                .get(&key)
+                .or_else(|| signed_here.get(&key))
+                .cloned()
+                .unwrap_or(Signature {
+                    exception: None,
+                    message: String::new(),
+                    frame: None,
+                });
             let mut tests: Vec<(String, u64)> = a.tests.into_iter().collect();
             tests.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
             Cluster {
-                id,
-                exception: a.sig.exception,
-                message: a.sig.message,
-                frame: a.sig.frame,
+                id: id_of(key),
+                exception: sig.exception,
+                message: sig.message,
+                frame: sig.frame,
                 count: a.count,
                 runs: a.runs.len() as u64,
                 tests_total: tests.len(),
                 tests: tests.into_iter().take(10).map(|(t, _)| t).collect(),
                 first_seen: from_millis(a.first),
                 last_seen: from_millis(a.last),
-                example: a.example,
+                example: Example {
+                    test_id: a.example.test_id,
+                    run_id: a.example.run_id,
+                    message: message.map(|m| m.chars().take(300).collect()),
+                },
             }
         })
         .collect();
-    all.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| b.last_seen.cmp(&a.last_seen))
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    let total = all.len();
-    all.truncate(limit);
     Ok(ClusterReport {
         runs_considered: considered,
         failures,
         total,
-        clusters: all,
+        clusters,
     })
+}
+
+/// The stored signatures of `keys` (those not signed here).
+async fn signatures(
+    pool: &SqlitePool,
+    keys: &[i64],
+    signed_here: &BTreeMap<i64, Signature>,
+) -> Result<BTreeMap<i64, Signature>, sqlx::Error> {
+    #[derive(Deserialize)]
+    struct Row {
+        sig: i64,
+        exception: Option<String>,
+        message: String,
+        frame: Option<String>,
+    }
+    let wanted: Vec<i64> = keys
+        .iter()
+        .copied()
+        .filter(|k| !signed_here.contains_key(k))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut q = json_rows::select(&["sig", "exception", "message", "frame"], "sig");
+    q.push("SELECT sig, exception, message, frame FROM signatures WHERE sig IN (SELECT value FROM json_each(")
+        .push_bind(serde_json::to_string(&wanted).unwrap_or_default())
+        .push("))");
+    let rows: Vec<Row> = json_rows::fetch(q, pool).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.sig,
+                Signature {
+                    exception: r.exception,
+                    message: r.message,
+                    frame: r.frame,
+                },
+            )
+        })
+        .collect())
+}
+
+/// The messages of the examples, in order.
+async fn example_messages<'a>(
+    pool: &SqlitePool,
+    at: impl Iterator<Item = &'a At>,
+) -> Result<Vec<Option<String>>, sqlx::Error> {
+    #[derive(Deserialize)]
+    struct Row {
+        i: usize,
+        message: Option<String>,
+    }
+    let at: Vec<(&str, i64, i64, i64)> = at
+        .map(|a| (a.run_id.as_str(), a.outcome, a.chunk, a.idx))
+        .collect();
+    let mut out = vec![None; at.len()];
+    if at.is_empty() {
+        return Ok(out);
+    }
+    let mut q = json_rows::select(&["i", "message"], "i");
+    q.push(
+        "SELECT j.key AS i, (SELECT c.message FROM test_cases c WHERE c.run_id = j.value ->> 0 \
+           AND c.outcome = j.value ->> 1 AND c.chunk = j.value ->> 2 AND c.idx = j.value ->> 3) \
+           AS message FROM json_each(",
+    )
+    .push_bind(serde_json::to_string(&at).unwrap_or_default())
+    .push(") j");
+    let rows: Vec<Row> = json_rows::fetch(q, pool).await?;
+    for r in rows {
+        if let Some(slot) = out.get_mut(r.i) {
+            *slot = r.message;
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -22,16 +22,31 @@
 //! The judgement is a pure function ([`judge`]) of a test's verdicts over
 //! time; [`find_flaky`] loads only the tests that failed or were retried in
 //! the window (through the failure-first case index and a partial index of
-//! retried cases) and then their verdicts, one (run, test) probe of
-//! `test_cases_by_run_test` per candidate and run of the window (the join
-//! order is forced with `CROSS JOIN`, because without statistics SQLite
-//! would rather read every case of the window's runs).
+//! retried cases) and then their verdicts.
+//!
+//! Verdicts are kept by the writer ([`record_evidence`], migration 0007): a
+//! test is *tracked* from the first complete, non-outage run in which it
+//! failed or passed on retry, and from then on every such run stores its
+//! verdict as one small row, appended with the run's other rows (keyed by
+//! the run's completion order first, so storing them stays local). A
+//! window's verdicts are then read run by run from those rows. For runs
+//! that completed before a candidate was tracked (and runs stored before
+//! migration 0007), its verdict is read from the cases as before: one probe
+//! of `test_cases_by_run_test` per (candidate, run), the join order forced
+//! with `CROSS JOIN` (without statistics SQLite would rather read every case
+//! of the window's runs). Both paths give the same verdicts; the property
+//! test in this module checks it on random histories. The failure messages
+//! shown are read last, only for the tests listed.
+//!
+//! Cost: tracked tests are those that ever failed or were retried in the
+//! project; each complete, non-outage run stores one row per tracked test
+//! it has a verdict for (small: two keys and two flags).
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::json_rows;
 use crate::model::{from_millis, to_millis};
@@ -254,7 +269,10 @@ fn outage_sql() -> String {
 
 /// Pushes the `scope` CTE: the window's newest runs that are not outages.
 pub(crate) fn push_scope(q: &mut QueryBuilder<Sqlite>, w: &Window, exclude_outages: bool) {
-    q.push("WITH scope AS (SELECT run_id, project, branch, commit_sha, started_at, worker_id FROM runs");
+    q.push(
+        "WITH scope AS (SELECT run_id, project, branch, commit_sha, started_at, worker_id, seq \
+         FROM runs",
+    );
     push_window(q, w);
     if exclude_outages {
         q.push(" AND NOT ").push(outage_sql());
@@ -262,6 +280,63 @@ pub(crate) fn push_scope(q: &mut QueryBuilder<Sqlite>, w: &Window, exclude_outag
     q.push(" ORDER BY started_at DESC, run_id DESC LIMIT ")
         .push_bind(i64::from(w.runs))
         .push(")");
+}
+
+/// Records the flaky evidence of run `run_id` (just made visible with
+/// completion order `seq`): the tests it failed or retried become tracked,
+/// and every tracked test with a verdict in it gets its verdict row. Only
+/// complete runs that are not outages are evidence.
+pub(crate) async fn record_evidence(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    project: &str,
+    seq: i64,
+) -> Result<(), sqlx::Error> {
+    let evidence: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT 1 FROM runs WHERE run_id = ? AND cases_complete = 1 AND NOT {}",
+        outage_sql()
+    )))
+    .bind(run_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if evidence.is_none() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT OR IGNORE INTO tracked_tests (project, test_id, since_seq) \
+         SELECT DISTINCT ?1, test_id, ?2 FROM test_cases \
+         WHERE run_id = ?3 AND (outcome IN (0, 1) OR flaky = 1)",
+    )
+    .bind(project)
+    .bind(seq)
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO verdicts (seq, key, failed, retried) \
+         SELECT ?1, t.key, MIN(c.outcome) <= 1, SUM(c.flaky) > 0 \
+         FROM test_cases c JOIN tracked_tests t ON t.project = ?2 AND t.test_id = c.test_id \
+         WHERE c.run_id = ?3 AND c.outcome IN (0, 1, 3) GROUP BY t.key",
+    )
+    .bind(seq)
+    .bind(project)
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Forgets the verdicts of run `run_id`, about to be pruned. Its tests stay
+/// tracked: every later run still has their rows.
+pub(crate) async fn forget_evidence(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM verdicts WHERE seq = (SELECT seq FROM runs WHERE run_id = ?)")
+        .bind(run_id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// A test's worst verdict in one run of the window.
@@ -274,8 +349,17 @@ struct VerdictRow {
     commit_sha: Option<String>,
     started_at: i64,
     worst: i64,
-    message: Option<String>,
     retried: i64,
+}
+
+/// Where a window's verdicts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Evidence {
+    /// The rows the writer kept, and the cases for what they do not cover.
+    Kept,
+    /// The cases only: the plain recomputation the tests compare with.
+    #[cfg(test)]
+    Cases,
 }
 
 /// Finds the flaky tests of a window, most evidence first.
@@ -284,6 +368,16 @@ pub async fn find_flaky(
     w: &Window,
     rule: FlipRule,
     limit: usize,
+) -> Result<FlakyReport, sqlx::Error> {
+    find_flaky_from(pool, w, rule, limit, Evidence::Kept).await
+}
+
+pub(crate) async fn find_flaky_from(
+    pool: &SqlitePool,
+    w: &Window,
+    rule: FlipRule,
+    limit: usize,
+    evidence: Evidence,
 ) -> Result<FlakyReport, sqlx::Error> {
     // One JSON value instead of a sqlx hand-off per (test, run) row: tens
     // of thousands of rows on a suite with many unstable tests.
@@ -296,30 +390,44 @@ pub async fn find_flaky(
             "commit_sha",
             "started_at",
             "worst",
-            "message",
             "retried",
         ],
         "project, test_id, run_id",
     );
     push_scope(&mut q, w, true);
-    q.push(
+    let kept = match evidence {
+        Evidence::Kept => "1",
+        #[cfg(test)]
+        Evidence::Cases => "0",
+    };
+    q.push(format_args!(
         ", cand AS (\
            SELECT DISTINCT s.project, c.test_id FROM scope s \
              JOIN test_cases c ON c.run_id = s.run_id AND c.outcome IN (0, 1) \
            UNION \
            SELECT s.project, c.test_id FROM scope s \
-             JOIN test_cases c INDEXED BY test_cases_retried ON c.run_id = s.run_id AND c.flaky = 1) \
+             JOIN test_cases c INDEXED BY test_cases_retried ON c.run_id = s.run_id AND c.flaky = 1), \
+         ck AS (SELECT k.project, k.test_id, t.key, \
+                  CASE WHEN {kept} THEN t.since_seq END AS since_seq, \
+                  f.cleared_at FROM cand k \
+                LEFT JOIN tracked_tests t ON t.project = k.project AND t.test_id = k.test_id \
+                LEFT JOIN flaky_cleared f ON f.project = k.project AND f.test_id = k.test_id) \
+         SELECT s.project, ck.test_id, s.run_id, s.branch, s.commit_sha, s.started_at, \
+                CASE WHEN v.failed THEN 0 ELSE 3 END AS worst, v.retried AS retried \
+         FROM scope s CROSS JOIN verdicts v CROSS JOIN ck \
+         WHERE v.seq = s.seq AND ck.key = v.key AND ck.project = s.project \
+           AND s.seq >= ck.since_seq AND s.started_at > COALESCE(ck.cleared_at, -1) \
+         UNION ALL \
          SELECT s.project, c.test_id, s.run_id, s.branch, s.commit_sha, s.started_at, \
-                MIN(c.outcome) AS worst, substr(c.message, 1, 300) AS message, \
-                SUM(c.flaky) AS retried \
-         FROM cand k \
+                MIN(c.outcome) AS worst, SUM(c.flaky) AS retried \
+         FROM ck \
          CROSS JOIN scope s \
          CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
-         LEFT JOIN flaky_cleared f ON f.project = s.project AND f.test_id = c.test_id \
-         WHERE s.project = k.project AND c.run_id = s.run_id AND c.test_id = k.test_id \
-           AND c.outcome IN (0, 1, 3) AND s.started_at > COALESCE(f.cleared_at, -1) \
-         GROUP BY s.project, c.test_id, s.run_id",
-    );
+         WHERE s.project = ck.project AND c.run_id = s.run_id AND c.test_id = ck.test_id \
+           AND c.outcome IN (0, 1, 3) AND s.started_at > COALESCE(ck.cleared_at, -1) \
+           AND (ck.since_seq IS NULL OR s.seq IS NULL OR s.seq < ck.since_seq) \
+         GROUP BY s.project, c.test_id, s.run_id"
+    ));
     let rows: Vec<VerdictRow> = json_rows::fetch(q, pool).await?;
     let mut tests: BTreeMap<(String, String), Vec<Observation>> = BTreeMap::new();
     for r in rows {
@@ -334,14 +442,14 @@ pub async fn find_flaky(
                 started_at: r.started_at,
                 failed,
                 retried: !failed && r.retried > 0,
-                message: if failed { r.message } else { None },
+                message: None,
             });
     }
-    let mut found: Vec<FlakyTest> = tests
+    let mut found: Vec<(FlakyTest, &[Observation])> = tests
         .iter()
-        .filter_map(|((p, t), obs)| judge(p, t, obs, rule))
+        .filter_map(|((p, t), obs)| judge(p, t, obs, rule).map(|f| (f, obs.as_slice())))
         .collect();
-    found.sort_by(|a, b| {
+    found.sort_by(|(a, _), (b, _)| {
         (b.reasons.len(), b.flip_rate, b.last_seen)
             .partial_cmp(&(a.reasons.len(), a.flip_rate, a.last_seen))
             .unwrap_or(std::cmp::Ordering::Equal)
@@ -349,14 +457,46 @@ pub async fn find_flaky(
     });
     let total = found.len();
     found.truncate(limit);
+    let mut listed = Vec::with_capacity(found.len());
+    for (mut f, obs) in found {
+        f.last_message = last_message(pool, &f.test_id, obs).await?;
+        listed.push(f);
+    }
 
     let (considered, outages) = window_counts(pool, w).await?;
     Ok(FlakyReport {
         runs_considered: considered,
         outages_excluded: outages,
         total,
-        tests: found,
+        tests: listed,
     })
+}
+
+/// The message of the test's newest failure in `obs` that has one (the
+/// first 300 characters of its worst case's message, first in report
+/// order).
+async fn last_message(
+    pool: &SqlitePool,
+    test_id: &str,
+    obs: &[Observation],
+) -> Result<Option<String>, sqlx::Error> {
+    let mut failed: Vec<&Observation> = obs.iter().filter(|o| o.failed).collect();
+    failed.sort_by(|a, b| (b.started_at, &b.run_id).cmp(&(a.started_at, &a.run_id)));
+    for o in failed {
+        let m: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT substr(c.message, 1, 300) FROM test_cases c INDEXED BY test_cases_by_run_test \
+             WHERE c.run_id = ? AND c.test_id = ? AND c.outcome IN (0, 1) \
+             ORDER BY c.outcome, c.chunk, c.idx LIMIT 1",
+        )
+        .bind(&o.run_id)
+        .bind(test_id)
+        .fetch_optional(pool)
+        .await?;
+        if let Some((Some(m),)) = m {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
 }
 
 /// Runs in the window, and outages left out among the same newest runs.

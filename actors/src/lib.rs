@@ -33,10 +33,14 @@ pub mod flaky;
 pub mod history;
 mod json_rows;
 pub mod model;
+#[cfg(test)]
+mod props;
 pub mod queries;
 pub mod retention;
 pub mod rollups;
 pub mod supervise;
+#[cfg(test)]
+mod testing;
 pub mod version;
 pub mod writer;
 

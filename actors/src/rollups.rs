@@ -384,7 +384,7 @@ pub async fn rebuild(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
          SELECT r.project, r.started_at / 86400000, c.test_id, COUNT(DISTINCT r.run_id) \
          FROM runs r JOIN test_cases c ON c.run_id = r.run_id AND c.outcome IN (0, 1) \
          GROUP BY 1, 2, 3",
-        "UPDATE rollup_state SET built = 1 WHERE name = 'rollups'",
+        "UPDATE rollup_state SET value = 1 WHERE name = 'built'",
     ] {
         sqlx::query(sql).execute(&mut *conn).await?;
     }
@@ -395,7 +395,7 @@ pub async fn rebuild(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
 /// first start after migration 0006); otherwise reads one row.
 pub(crate) async fn ensure_built(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     let built: Option<(i64,)> =
-        sqlx::query_as("SELECT built FROM rollup_state WHERE name = 'rollups'")
+        sqlx::query_as("SELECT value FROM rollup_state WHERE name = 'built'")
             .fetch_optional(pool)
             .await?;
     if built.is_some_and(|(b,)| b != 0) {
@@ -655,95 +655,13 @@ impl Snapshot {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{Duration, TimeZone};
+    use chrono::Duration;
 
     use super::*;
-    use crate::model::{CaseRecord, Counts, Outcome};
+    use crate::model::Outcome;
     use crate::queries::{self, FailureFilter};
-    use crate::writer::{BatchItem, PruneSlice, StoreBatch};
-    use crate::{ActorSystem, AggregatesConfig, DbOptions};
-
-    fn t0() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 3, 1, 22, 0, 0)
-            .single()
-            .expect("valid time")
-    }
-
-    fn case(test: &str, outcome: Outcome, message: Option<&str>) -> CaseRecord {
-        CaseRecord {
-            test_id: test.into(),
-            file: None,
-            classname: None,
-            name: test.into(),
-            outcome,
-            duration_secs: 0.5,
-            message: message.map(str::to_string),
-            traceback: None,
-            output: None,
-            retries: 0,
-            flaky: false,
-        }
-    }
-
-    /// A complete run as the writer receives it: its cases in one chunk
-    /// and its final, with counts that agree.
-    fn run(
-        id: &str,
-        project: &str,
-        worker: &str,
-        started: DateTime<Utc>,
-        cases: Vec<CaseRecord>,
-    ) -> Vec<BatchItem> {
-        let mut counts = Counts::default();
-        for c in &cases {
-            counts.total += 1;
-            match c.outcome {
-                Outcome::Failed => counts.failed += 1,
-                Outcome::Error => counts.error += 1,
-                Outcome::Passed => counts.passed += 1,
-                Outcome::Skipped => counts.skipped += 1,
-                Outcome::Xfailed => counts.xfailed += 1,
-                Outcome::Xpassed => counts.xpassed += 1,
-            }
-        }
-        let record = RunRecord {
-            run_id: id.into(),
-            project: project.into(),
-            branch: Some("main".into()),
-            commit: None,
-            worker_id: worker.into(),
-            host: Some(format!("host-of-{id}")),
-            runner: None,
-            command: None,
-            started_at: started,
-            finished_at: started + Duration::seconds(30),
-            duration_secs: 30.0,
-            exit_code: Some(1),
-            status: if counts.failed + counts.error > 0 {
-                "failed"
-            } else {
-                "passed"
-            }
-            .into(),
-            pass_rate: counts.pass_rate(),
-            counts,
-            cases_complete: true,
-            note: None,
-        };
-        vec![
-            BatchItem::Chunk {
-                run_id: id.into(),
-                chunk: 0,
-                cases,
-                digest: format!("chunk-{id}"),
-            },
-            BatchItem::Final {
-                run: Box::new(record),
-                chunks: 1,
-                digest: format!("final-{id}"),
-            },
-        ]
-    }
+    use crate::testing::{case, prune, run, start, store, t0};
+    use crate::writer::BatchItem;
 
     /// Runs over three days and two projects: a test failing twice in one
     /// run, runs without a verdict (no pass rate), two runs starting at the
@@ -786,27 +704,6 @@ mod tests {
         runs.push(run("c1", "c", "wc", t0() + Duration::hours(40), pass()));
         runs.push(run("c2", "a", "wc", t0() + Duration::hours(41), pass()));
         runs
-    }
-
-    async fn start(path: &std::path::Path) -> (ActorSystem, SqlitePool) {
-        let db = DbOptions::new(path);
-        let actors = ActorSystem::start(db.clone(), AggregatesConfig::default())
-            .await
-            .expect("actors start");
-        let pool = crate::db::open_reader(&db).await.expect("read pool");
-        (actors, pool)
-    }
-
-    async fn store(actors: &ActorSystem, runs: Vec<Vec<BatchItem>>) {
-        for items in runs {
-            let report = actors
-                .writer
-                .send(StoreBatch(items))
-                .await
-                .expect("writer answers")
-                .expect("stored");
-            assert_eq!(report.completed.len(), 1, "{report:?}");
-        }
     }
 
     async fn assert_exact(pool: &SqlitePool, when: &str) -> Snapshot {
@@ -859,24 +756,6 @@ mod tests {
         assert!(none.workers.is_empty() && none.failures.is_empty() && none.days.is_empty());
         pool.close().await;
         actors.stop();
-    }
-
-    async fn prune(actors: &ActorSystem, cutoff: Option<DateTime<Utc>>, keep_runs: Option<u32>) {
-        loop {
-            let r = actors
-                .writer
-                .send(PruneSlice {
-                    cutoff,
-                    keep_runs,
-                    max_runs: 4,
-                })
-                .await
-                .expect("writer answers")
-                .expect("pruned");
-            if r.is_empty() {
-                break;
-            }
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -957,8 +836,15 @@ mod tests {
         let (actors, pool) = start(&path).await;
         store(&actors, history()).await;
         let before = Snapshot::read(&mut pool.acquire().await.expect("conn")).await;
-        // Back to a 0005 database: no rollup tables, migration 6 not run.
+        // Back to a 0005 database: no rollup tables, migrations 6 and 7 not
+        // run.
         for sql in [
+            "DROP TABLE verdicts",
+            "DROP TABLE tracked_tests",
+            "DROP TABLE signatures",
+            "ALTER TABLE runs DROP COLUMN seq",
+            "ALTER TABLE test_cases DROP COLUMN sig",
+            "DELETE FROM _sqlx_migrations WHERE version = 7",
             "DROP TABLE projects",
             "DROP TABLE worker_stats",
             "DROP TABLE test_failures",

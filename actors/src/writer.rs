@@ -27,11 +27,11 @@ use chrono::Utc;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, to_millis};
-use crate::rollups;
 use crate::supervise::Faults;
 use crate::version::{Changed, DataVersion};
+use crate::{clusters, flaky, rollups};
 
-/// Rows per multi-row `INSERT` into `test_cases` (14 binds a row, under
+/// Rows per multi-row `INSERT` into `test_cases` (15 binds a row, under
 /// SQLite's 32,766-variable limit).
 const CASE_ROWS_PER_STATEMENT: usize = 2000;
 
@@ -302,14 +302,18 @@ async fn prune_slice(
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    for (run_id, _) in &runs {
-        rollups::remove_run(&mut tx, run_id).await?;
-    }
+    let complete: BTreeSet<&str> = runs.iter().map(|(id, _)| id.as_str()).collect();
     let ids = runs
         .iter()
         .map(|(id, _)| id)
         .chain(incomplete.iter().map(|(id,)| id));
     for run_id in ids {
+        // One run at a time: what the rollups recompute after taking a run
+        // out must not see the runs pruned before it.
+        if complete.contains(run_id.as_str()) {
+            rollups::remove_run(&mut tx, run_id).await?;
+            flaky::forget_evidence(&mut tx, run_id).await?;
+        }
         report.cases += sqlx::query("DELETE FROM test_cases WHERE run_id = ?")
             .bind(run_id)
             .execute(&mut *tx)
@@ -695,29 +699,59 @@ async fn insert_rejection(conn: &mut SqliteConnection, r: &Rejection) -> Result<
     Ok(())
 }
 
+/// Inserts cases; failed and errored ones with their failure signature
+/// (see [`crate::clusters`]), whose text is stored once per signature.
 async fn insert_cases(
     conn: &mut SqliteConnection,
     rows: &[(&str, u32, usize, &CaseRecord)],
 ) -> Result<(), sqlx::Error> {
+    let mut signatures: HashMap<i64, clusters::Signature> = HashMap::new();
+    let keys: Vec<Option<i64>> = rows
+        .iter()
+        .map(|(_, _, _, c)| {
+            c.outcome.is_failure().then(|| {
+                let sig = clusters::stored_signature(c.message.as_deref(), c.traceback.as_deref());
+                let key = sig.key();
+                signatures.entry(key).or_insert(sig);
+                key
+            })
+        })
+        .collect();
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
         "INSERT INTO test_cases (run_id, chunk, idx, test_id, file, classname, name, outcome, \
-         duration_secs, message, traceback, output, retries, flaky) ",
+         duration_secs, message, traceback, output, retries, flaky, sig) ",
     );
-    qb.push_values(rows, |mut b, (run_id, chunk, idx, c)| {
-        b.push_bind(run_id.to_string())
-            .push_bind(*chunk)
-            .push_bind(*idx as i64)
-            .push_bind(c.test_id.clone())
-            .push_bind(c.file.clone())
-            .push_bind(c.classname.clone())
-            .push_bind(c.name.clone())
-            .push_bind(c.outcome.code())
-            .push_bind(c.duration_secs)
-            .push_bind(c.message.clone())
-            .push_bind(c.traceback.clone())
-            .push_bind(c.output.clone())
-            .push_bind(c.retries)
-            .push_bind(c.flaky);
+    qb.push_values(
+        rows.iter().zip(&keys),
+        |mut b, ((run_id, chunk, idx, c), key)| {
+            b.push_bind(run_id.to_string())
+                .push_bind(*chunk)
+                .push_bind(*idx as i64)
+                .push_bind(c.test_id.clone())
+                .push_bind(c.file.clone())
+                .push_bind(c.classname.clone())
+                .push_bind(c.name.clone())
+                .push_bind(c.outcome.code())
+                .push_bind(c.duration_secs)
+                .push_bind(c.message.clone())
+                .push_bind(c.traceback.clone())
+                .push_bind(c.output.clone())
+                .push_bind(c.retries)
+                .push_bind(c.flaky)
+                .push_bind(*key);
+        },
+    );
+    qb.build().execute(&mut *conn).await?;
+    if signatures.is_empty() {
+        return Ok(());
+    }
+    let mut qb: QueryBuilder<Sqlite> =
+        QueryBuilder::new("INSERT OR IGNORE INTO signatures (sig, exception, message, frame) ");
+    qb.push_values(signatures, |mut b, (key, sig)| {
+        b.push_bind(key)
+            .push_bind(sig.exception)
+            .push_bind(sig.message)
+            .push_bind(sig.frame);
     });
     qb.build().execute(conn).await?;
     Ok(())
@@ -790,8 +824,15 @@ async fn try_complete(
             return Ok(Completion::Refused);
         }
     };
-    insert_run(&mut *conn, &run, digest.as_deref(), now).await?;
-    rollups::add_run(conn, &run, now).await?;
+    // Completion order: what the flaky evidence is keyed by.
+    let (seq,): (i64,) = sqlx::query_as(
+        "UPDATE rollup_state SET value = value + 1 WHERE name = 'seq' RETURNING value",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    insert_run(&mut *conn, &run, digest.as_deref(), now, seq).await?;
+    rollups::add_run(&mut *conn, &run, now).await?;
+    flaky::record_evidence(conn, run_id, &run.project, seq).await?;
     Ok(Completion::Done {
         project: run.project,
     })
@@ -831,13 +872,14 @@ async fn insert_run(
     r: &RunRecord,
     digest: Option<&str>,
     now: i64,
+    seq: i64,
 ) -> Result<(), sqlx::Error> {
     let c: &Counts = &r.counts;
     sqlx::query(
         "INSERT INTO runs (run_id, project, branch, commit_sha, worker_id, host, runner, command, \
          started_at, finished_at, duration_secs, exit_code, status, total, passed, failed, error, \
-         skipped, xfailed, xpassed, pass_rate, cases_complete, note, received_at, digest) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         skipped, xfailed, xpassed, pass_rate, cases_complete, note, received_at, digest, seq) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&r.run_id)
     .bind(&r.project)
@@ -864,6 +906,7 @@ async fn insert_run(
     .bind(&r.note)
     .bind(now)
     .bind(digest)
+    .bind(seq)
     .execute(conn)
     .await?;
     Ok(())

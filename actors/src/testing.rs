@@ -1,0 +1,154 @@
+//! Test helpers shared by this crate's tests: runs as the writer receives
+//! them, and the real actors on a temporary SQLite file.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use sqlx::SqlitePool;
+
+use crate::model::{CaseRecord, Counts, Outcome, RunRecord};
+use crate::writer::{BatchItem, PruneSlice, StoreBatch};
+use crate::{ActorSystem, AggregatesConfig, DbOptions};
+
+/// A fixed start of time for test histories.
+pub(crate) fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 22, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+/// A case of half a second.
+pub(crate) fn case(test: &str, outcome: Outcome, message: Option<&str>) -> CaseRecord {
+    CaseRecord {
+        test_id: test.into(),
+        file: None,
+        classname: None,
+        name: test.into(),
+        outcome,
+        duration_secs: 0.5,
+        message: message.map(str::to_string),
+        traceback: None,
+        output: None,
+        retries: 0,
+        flaky: false,
+    }
+}
+
+/// A complete run of `cases` on branch main, with counts that agree.
+pub(crate) fn record(
+    id: &str,
+    project: &str,
+    worker: &str,
+    started: DateTime<Utc>,
+    cases: &[CaseRecord],
+) -> RunRecord {
+    let mut counts = Counts::default();
+    for c in cases {
+        counts.total += 1;
+        match c.outcome {
+            Outcome::Failed => counts.failed += 1,
+            Outcome::Error => counts.error += 1,
+            Outcome::Passed => counts.passed += 1,
+            Outcome::Skipped => counts.skipped += 1,
+            Outcome::Xfailed => counts.xfailed += 1,
+            Outcome::Xpassed => counts.xpassed += 1,
+        }
+    }
+    RunRecord {
+        run_id: id.into(),
+        project: project.into(),
+        branch: Some("main".into()),
+        commit: None,
+        worker_id: worker.into(),
+        host: Some(format!("host-of-{id}")),
+        runner: None,
+        command: None,
+        started_at: started,
+        finished_at: started + Duration::seconds(30),
+        duration_secs: 30.0,
+        exit_code: Some(1),
+        status: if counts.failed + counts.error > 0 {
+            "failed"
+        } else {
+            "passed"
+        }
+        .into(),
+        pass_rate: counts.pass_rate(),
+        counts,
+        cases_complete: true,
+        note: None,
+    }
+}
+
+/// `record`'s cases in one chunk and its final, as one batch.
+pub(crate) fn items(record: RunRecord, cases: Vec<CaseRecord>) -> Vec<BatchItem> {
+    let id = record.run_id.clone();
+    vec![
+        BatchItem::Chunk {
+            run_id: id.clone(),
+            chunk: 0,
+            cases,
+            digest: format!("chunk-{id}"),
+        },
+        BatchItem::Final {
+            run: Box::new(record),
+            chunks: 1,
+            digest: format!("final-{id}"),
+        },
+    ]
+}
+
+/// A complete run on branch main as one batch.
+pub(crate) fn run(
+    id: &str,
+    project: &str,
+    worker: &str,
+    started: DateTime<Utc>,
+    cases: Vec<CaseRecord>,
+) -> Vec<BatchItem> {
+    items(record(id, project, worker, started, &cases), cases)
+}
+
+/// The actors on the SQLite file `path`, and a read pool on it.
+pub(crate) async fn start(path: &std::path::Path) -> (ActorSystem, SqlitePool) {
+    let db = DbOptions::new(path);
+    let actors = ActorSystem::start(db.clone(), AggregatesConfig::default())
+        .await
+        .expect("actors start");
+    let pool = crate::db::open_reader(&db).await.expect("read pool");
+    (actors, pool)
+}
+
+/// Stores each batch; each completes one run.
+pub(crate) async fn store(actors: &ActorSystem, runs: Vec<Vec<BatchItem>>) {
+    for items in runs {
+        let report = actors
+            .writer
+            .send(StoreBatch(items))
+            .await
+            .expect("writer answers")
+            .expect("stored");
+        assert_eq!(report.completed.len(), 1, "{report:?}");
+    }
+}
+
+/// Prunes in slices of 4 runs until nothing is left to prune.
+pub(crate) async fn prune(
+    actors: &ActorSystem,
+    cutoff: Option<DateTime<Utc>>,
+    keep_runs: Option<u32>,
+) {
+    loop {
+        let r = actors
+            .writer
+            .send(PruneSlice {
+                cutoff,
+                keep_runs,
+                max_runs: 4,
+            })
+            .await
+            .expect("writer answers")
+            .expect("pruned");
+        if r.is_empty() {
+            break;
+        }
+    }
+}
