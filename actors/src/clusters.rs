@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
-use crate::flaky::{Window, push_scope};
+use crate::flaky::{Runs, Window, push_scope};
 use crate::json_rows;
 use crate::model::from_millis;
 
@@ -467,7 +467,7 @@ pub(crate) async fn clusters_signed(
         ],
         "started_at DESC, run_id DESC, test_id, chunk, idx",
     );
-    push_scope(&mut q, w, false);
+    push_scope(&mut q, w, Runs::All);
     let key = match signed {
         Signed::Stored => "c.sig",
         #[cfg(test)]
@@ -517,7 +517,7 @@ pub(crate) async fn clusters_signed(
     }
     let considered = {
         let mut q = QueryBuilder::<Sqlite>::new("");
-        push_scope(&mut q, w, false);
+        push_scope(&mut q, w, Runs::All);
         q.push(" SELECT COUNT(*) FROM scope");
         let (n,): (i64,) = q.build_query_as().fetch_one(pool).await?;
         n.max(0) as u64

@@ -240,15 +240,35 @@ pub struct FlakyReport {
     pub runs_considered: u64,
     /// Runs in the same range left out as outages (most tests failed).
     pub outages_excluded: u64,
+    /// Runs in the same range left out because they carried failures only
+    /// (the original system's payload): a missing pass is not a pass.
+    pub failures_only_excluded: u64,
     /// Flaky tests found.
     pub total: usize,
     /// The first `limit`, most evidence first.
     pub tests: Vec<FlakyTest>,
 }
 
+/// Which of a window's runs a question reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Runs {
+    /// Runs that carried every case and are not outages: evidence that a
+    /// test passed as well as failed (flaky tests).
+    Evidence,
+    /// Runs that carried every case (durations of every test).
+    Complete,
+    /// Every run, those that carried failures only (the original system's
+    /// payload) too: their failures are all there (failure clusters).
+    All,
+}
+
 /// Pushes `WHERE ...` selecting the window's runs (without the outage rule).
-fn push_window(q: &mut QueryBuilder<Sqlite>, w: &Window) {
-    q.push(" WHERE cases_complete = 1");
+fn push_window(q: &mut QueryBuilder<Sqlite>, w: &Window, runs: Runs) {
+    q.push(" WHERE ");
+    q.push(match runs {
+        Runs::Evidence | Runs::Complete => "cases_complete = 1",
+        Runs::All => "1 = 1",
+    });
     if let Some(p) = &w.project {
         q.push(" AND project = ").push_bind(p.clone());
     }
@@ -267,14 +287,14 @@ fn outage_sql() -> String {
     )
 }
 
-/// Pushes the `scope` CTE: the window's newest runs that are not outages.
-pub(crate) fn push_scope(q: &mut QueryBuilder<Sqlite>, w: &Window, exclude_outages: bool) {
+/// Pushes the `scope` CTE: the window's newest `runs`.
+pub(crate) fn push_scope(q: &mut QueryBuilder<Sqlite>, w: &Window, runs: Runs) {
     q.push(
         "WITH scope AS (SELECT run_id, project, branch, commit_sha, started_at, worker_id, seq \
          FROM runs",
     );
-    push_window(q, w);
-    if exclude_outages {
+    push_window(q, w, runs);
+    if runs == Runs::Evidence {
         q.push(" AND NOT ").push(outage_sql());
     }
     q.push(" ORDER BY started_at DESC, run_id DESC LIMIT ")
@@ -394,7 +414,7 @@ pub(crate) async fn find_flaky_from(
         ],
         "project, test_id, run_id",
     );
-    push_scope(&mut q, w, true);
+    push_scope(&mut q, w, Runs::Evidence);
     let kept = match evidence {
         Evidence::Kept => "1",
         #[cfg(test)]
@@ -463,10 +483,11 @@ pub(crate) async fn find_flaky_from(
         listed.push(f);
     }
 
-    let (considered, outages) = window_counts(pool, w).await?;
+    let (considered, outages, failures_only) = window_counts(pool, w).await?;
     Ok(FlakyReport {
         runs_considered: considered,
         outages_excluded: outages,
+        failures_only_excluded: failures_only,
         total,
         tests: listed,
     })
@@ -499,20 +520,36 @@ async fn last_message(
     Ok(None)
 }
 
-/// Runs in the window, and outages left out among the same newest runs.
-async fn window_counts(pool: &SqlitePool, w: &Window) -> Result<(u64, u64), sqlx::Error> {
+/// Runs in the window, and among the same newest runs the outages and the
+/// runs that carried failures only, left out.
+async fn window_counts(pool: &SqlitePool, w: &Window) -> Result<(u64, u64, u64), sqlx::Error> {
     let mut q = QueryBuilder::<Sqlite>::new("");
-    push_scope(&mut q, w, true);
+    push_scope(&mut q, w, Runs::Evidence);
     q.push(" SELECT COUNT(*), COALESCE(MIN(started_at), 0) FROM scope");
     let (n, oldest): (i64, i64) = q.build_query_as().fetch_one(pool).await?;
-    let mut q = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM runs");
-    push_window(&mut q, w);
-    q.push(" AND ").push(outage_sql());
-    if n > 0 && i64::from(w.runs) == n {
-        q.push(" AND started_at >= ").push_bind(oldest);
+    let full = n > 0 && i64::from(w.runs) == n;
+    let mut left_out = [0u64; 2];
+    for (slot, which, rule, at_most) in [
+        (0, Runs::Complete, outage_sql(), i64::MAX),
+        // Of a window holding nothing else, the newest `runs`.
+        (
+            1,
+            Runs::All,
+            "cases_complete = 0".to_string(),
+            i64::from(w.runs),
+        ),
+    ] {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM (SELECT 1 FROM runs");
+        push_window(&mut q, w, which);
+        q.push(" AND ").push(rule);
+        if full {
+            q.push(" AND started_at >= ").push_bind(oldest);
+        }
+        q.push(" LIMIT ").push_bind(at_most).push(")");
+        let (k,): (i64,) = q.build_query_as().fetch_one(pool).await?;
+        left_out[slot] = k.max(0) as u64;
     }
-    let (outages,): (i64,) = q.build_query_as().fetch_one(pool).await?;
-    Ok((n.max(0) as u64, outages.max(0) as u64))
+    Ok((n.max(0) as u64, left_out[0], left_out[1]))
 }
 
 #[cfg(test)]

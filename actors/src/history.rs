@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use crate::flaky::{Window, push_scope};
+use crate::flaky::{Runs, Window, push_scope};
 use crate::model::{Outcome, from_millis};
 
 /// A test in one run.
@@ -295,7 +295,7 @@ pub async fn slow_tests(
     limit: usize,
 ) -> Result<SlowReport, sqlx::Error> {
     let mut q = QueryBuilder::<Sqlite>::new("");
-    push_scope(&mut q, w, false);
+    push_scope(&mut q, w, Runs::Complete);
     q.push(
         ", ranked AS (SELECT run_id, project, ROW_NUMBER() OVER (ORDER BY started_at DESC, run_id DESC) AS pos FROM scope), \
          per AS (SELECT k.project, c.test_id, k.pos, SUM(c.duration_secs) AS secs \

@@ -226,6 +226,7 @@ impl PtpMcp {
         json_answer(&json!({
             "runs_considered": v["runs_considered"],
             "outages_excluded": v["outages_excluded"],
+            "failures_only_excluded": v["failures_only_excluded"],
             "total": v["total"],
             "tests": tests,
         }))

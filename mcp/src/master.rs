@@ -330,6 +330,9 @@ pub struct FlakyReport {
     /// Runs looked at.
     #[serde(default)]
     pub runs_considered: u64,
+    /// Runs of the window left out because they carried failures only.
+    #[serde(default)]
+    pub failures_only_excluded: u64,
     /// Flaky tests in all.
     #[serde(default)]
     pub total: u64,

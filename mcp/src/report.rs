@@ -303,6 +303,8 @@ struct ReportPage {
     flaky: Option<Vec<FlakyRow>>,
     flaky_more: u64,
     flaky_runs: u64,
+    /// Runs of the window that carried failures only (no evidence).
+    flaky_failures_only: u64,
     clusters: Option<Vec<ClusterRow>>,
     clusters_more: u64,
     clusters_runs: u64,
@@ -530,6 +532,7 @@ fn page(input: &ReportInput<'_>) -> ReportPage {
         flaky,
         flaky_more,
         flaky_runs: input.flaky.map_or(0, |f| f.runs_considered),
+        flaky_failures_only: input.flaky.map_or(0, |f| f.failures_only_excluded),
         clusters,
         clusters_more,
         clusters_runs: input.clusters.map_or(0, |c| c.runs_considered),

@@ -80,9 +80,11 @@ pub fn check_time(field: &str, t: DateTime<Utc>, now: DateTime<Utc>) -> Result<(
     Ok(())
 }
 
-/// How a single test case ended.
+/// How a single test case ended. Read from a string only, so a value of
+/// another type is refused as such ("expected a string") and an unknown
+/// name lists the accepted ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum Outcome {
     /// The test failed an assertion.
     Failed,
@@ -132,9 +134,47 @@ impl Outcome {
     }
 }
 
+/// "`x` is not a <what>; send one of a, b, c".
+fn not_one_of(what: &str, found: &str, accepted: impl IntoIterator<Item = &'static str>) -> String {
+    let accepted: Vec<&str> = accepted.into_iter().collect();
+    format!(
+        "{} is not {what}; send one of {}",
+        serde_json::Value::from(truncate_marked(found.to_string(), 100)),
+        accepted.join(", ")
+    )
+}
+
+impl TryFrom<String> for Outcome {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Outcome, String> {
+        Outcome::parse(&s).ok_or_else(|| {
+            not_one_of(
+                "an outcome",
+                &s,
+                Outcome::ALL.into_iter().map(Outcome::as_str),
+            )
+        })
+    }
+}
+
+impl TryFrom<String> for RunStatus {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<RunStatus, String> {
+        RunStatus::parse(&s).ok_or_else(|| {
+            not_one_of(
+                "a run status",
+                &s,
+                RunStatus::ALL.into_iter().map(RunStatus::as_str),
+            )
+        })
+    }
+}
+
 /// How a whole run ended. Separates "tests failed" from "the runner broke".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum RunStatus {
     /// Every test passed (or was skipped / xfailed).
     Passed,

@@ -105,7 +105,7 @@ pub struct FlakyQuery {
 /// Flaky tests with their evidence.
 #[utoipa::path(get, path = "/flaky", params(FlakyQuery), responses(
     (status = 200, description = "Flaky tests, most evidence first: `{runs_considered, \
-      outages_excluded, total, tests: [{project, test_id, reasons, flip_rate, flips, runs, \
+      outages_excluded, failures_only_excluded, total, tests: [{project, test_id, reasons, flip_rate, flips, runs, \
       failed_runs, retried_runs, commits: [{commit, passed_runs, failed_runs}], evidence_runs, \
       first_seen, last_seen, last_message}]}`", body = Object),
     (status = 400, description = "Bad parameter", body = ErrorBody)))]

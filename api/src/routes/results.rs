@@ -817,6 +817,130 @@ pub async fn post_result(
 mod tests {
     use super::*;
 
+    /// Every leaf of `v` with its path as `serde_path_to_error` writes it.
+    fn leaves(v: &serde_json::Value, path: String, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    leaves(x, p, out);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    leaves(x, format!("{path}[{i}]"), out);
+                }
+            }
+            _ => out.push(path),
+        }
+    }
+
+    /// `v` with the leaf at `path` replaced by a value of another type.
+    fn spoiled(v: &serde_json::Value, path: &str) -> serde_json::Value {
+        let mut v = v.clone();
+        let mut at = &mut v;
+        for part in path.split('.') {
+            let (key, index) = match part.split_once('[') {
+                Some((k, i)) => (k, i.trim_end_matches(']').parse::<usize>().ok()),
+                None => (part, None),
+            };
+            at = &mut at[key];
+            if let Some(i) = index {
+                at = &mut at[i];
+            }
+        }
+        *at = match at {
+            serde_json::Value::String(_) => serde_json::json!(["a list"]),
+            _ => serde_json::json!("a string"),
+        };
+        v
+    }
+
+    /// Item 5 of issue 13: every field of both payloads, sent with a value
+    /// of the wrong type, is refused as a bad request naming the field,
+    /// what was found, what was expected, and where the fields are listed.
+    #[test]
+    fn every_field_of_both_payloads_is_named_when_refused() {
+        let legacy = serde_json::json!({
+            "run_id": "8f0c", "worker_id": "w", "project": "p", "branch": "main",
+            "timestamp": "2024-05-01T12:00:00", "passed": 3, "failed": 1, "error": 0,
+            "skipped": 0, "total": 4, "duration": 2.5, "pass_rate": 75.0,
+            "failures": [{"nodeid": "t.py::test_a", "duration": 0.1, "message": "boom"}],
+        });
+        let agent = serde_json::json!({
+            "run": {
+                "run_id": "r1", "project": "p", "branch": "main", "commit": "abc",
+                "worker_id": "w", "host": "h", "runner": "pytest", "command": "pytest -q",
+                "started_at": "2024-05-01T12:00:00Z", "finished_at": "2024-05-01T12:00:30Z",
+                "duration_secs": 30.0, "exit_code": 1, "status": "failed",
+                "counts": {"total": 1, "passed": 0, "failed": 1, "error": 0, "skipped": 0,
+                           "xfailed": 0, "xpassed": 0},
+                "cases_complete": true, "note": "n",
+            },
+            "cases": [{
+                "test_id": "t.py::test_a", "file": "t.py", "classname": "t", "name": "test_a",
+                "outcome": "failed", "duration_secs": 0.1, "message": "boom",
+                "traceback": "tb", "output": "out", "retries": 0, "flaky": false,
+            }],
+        });
+        for (body, shape, fields) in [
+            (&legacy, "original system's payload", 15),
+            (&agent, "agent's payload", 33),
+        ] {
+            let bytes = serde_json::to_vec(body).expect("json");
+            assert!(
+                parse_post_body(&bytes).is_ok(),
+                "the {shape} sample is valid"
+            );
+            let mut paths = Vec::new();
+            leaves(body, String::new(), &mut paths);
+            assert_eq!(paths.len(), fields, "every field of the {shape}: {paths:?}");
+            for path in paths {
+                let bad = serde_json::to_vec(&spoiled(body, &path)).expect("json");
+                let detail = match parse_post_body(&bad) {
+                    Err(ApiError::BadRequest(d)) => d,
+                    other => panic!("{path}: {other:?}"),
+                };
+                assert!(detail.starts_with(&format!("{path}: ")), "{detail}");
+                assert!(
+                    (detail.contains("invalid type: string \"a string\", expected ")
+                        || detail.contains("invalid type: sequence, expected "))
+                        || detail.contains("is not a date"),
+                    "{path}: what was found and what is accepted: {detail}"
+                );
+                assert!(detail.contains(shape), "{path}: where to look: {detail}");
+            }
+        }
+        // A name that is not one: the accepted ones are listed.
+        for (path, want) in [
+            (
+                "cases[0].outcome",
+                "\"broken\" is not an outcome; send one of failed, error",
+            ),
+            (
+                "run.status",
+                "\"broken\" is not a run status; send one of passed, failed",
+            ),
+        ] {
+            let mut body = agent.clone();
+            match path {
+                "run.status" => body["run"]["status"] = serde_json::json!("broken"),
+                _ => body["cases"][0]["outcome"] = serde_json::json!("broken"),
+            }
+            let bytes = serde_json::to_vec(&body).expect("json");
+            match parse_post_body(&bytes) {
+                Err(ApiError::BadRequest(d)) => {
+                    assert!(d.starts_with(&format!("{path}: {want}")), "{d}")
+                }
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn cursor_round_trips_and_refuses_garbage() {
         let c = decode_cursor("1700000000000.0190-abc").expect("valid cursor");

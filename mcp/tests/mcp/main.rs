@@ -918,3 +918,44 @@ async fn report_of_a_60k_case_run_stays_small() {
     client.cancel().await.expect("client closes");
     app.stop().await;
 }
+
+/// Runs sent in the original system's payload carry their failures only:
+/// the report says the flaky section cannot be judged from them (it said
+/// "No flaky tests in the last 0 runs") and clusters their failures (it
+/// said "No failures in the last 0 runs" beside a failed run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_of_failures_only_runs_says_what_the_window_holds() {
+    let app = TestApp::spawn().await;
+    let url = format!("{}/results", app.base);
+    for i in 0..3i64 {
+        // As the original worker sends it: local time without an offset.
+        let at = (Utc::now() - chrono::Duration::minutes(10 - i)).format("%Y-%m-%dT%H:%M:%S");
+        let body = json!({"run_id": format!("legacy-{i}"), "worker_id": "old-worker",
+            "project": "legacy", "timestamp": at.to_string(),
+            "passed": 8, "failed": 2, "total": 10,
+            "failures": [{"nodeid": "t.py::test_a", "message": "assert 1 == 2"},
+                         {"nodeid": "t.py::test_b", "message": "timeout after 30 s"}]});
+        ptp_test_support::eventually(DEADLINE, "POST /results to answer 202", || async {
+            let r = app.http.post(&url).json(&body).send().await.ok()?;
+            (r.status().as_u16() == 202).then_some(())
+        })
+        .await;
+    }
+    ptp_test_support::eventually(DEADLINE, "the three runs listed", || async {
+        let (_, runs) = app.get_json("/results?project=legacy").await;
+        (runs.as_array()?.len() == 3).then_some(())
+    })
+    .await;
+    let client = mcp_client(&app.base, 30).await;
+    let r = call(&client, "get_report", json!({"project": "legacy"})).await;
+    let (_, _, html) = html_of(&r);
+    for part in [
+        "Flaky tests cannot be told from these runs: the last 3 carried their failures only",
+        "In the last 3 runs: failures with the same exception",
+    ] {
+        assert!(html.contains(part), "report lacks {part:?}");
+    }
+    assert!(!html.contains("last 0 runs"), "the window is not empty");
+    client.cancel().await.expect("client closes");
+    app.stop().await;
+}
