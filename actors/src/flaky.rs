@@ -29,13 +29,14 @@
 //! failed or passed on retry, and from then on every such run stores its
 //! verdict as one small row, appended with the run's other rows (keyed by
 //! the run's completion order first, so storing them stays local). A
-//! window's verdicts are then read run by run from those rows. For runs
+//! window's candidates (tests that failed or were retried in it) and their
+//! verdicts are then read run by run from those rows. For runs
 //! that completed before a candidate was tracked (and runs stored before
 //! migration 0007), its verdict is read from the cases as before: one probe
 //! of `test_cases_by_run_test` per (candidate, run), the join order forced
 //! with `CROSS JOIN` (without statistics SQLite would rather read every case
 //! of the window's runs). Both paths give the same verdicts; the property
-//! test in this module checks it on random histories. The failure messages
+//! test (`props.rs`) checks it on random histories. The failure messages
 //! shown are read last, only for the tests listed.
 //!
 //! Cost: tracked tests are those that ever failed or were retried in the
@@ -422,11 +423,17 @@ pub(crate) async fn find_flaky_from(
     };
     q.push(format_args!(
         ", cand AS (\
-           SELECT DISTINCT s.project, c.test_id FROM scope s \
-             JOIN test_cases c ON c.run_id = s.run_id AND c.outcome IN (0, 1) \
+           SELECT DISTINCT s.project, t.test_id FROM scope s \
+             CROSS JOIN verdicts v JOIN tracked_tests t ON t.key = v.key \
+             WHERE {kept} AND v.seq = s.seq AND (v.failed OR v.retried) \
            UNION \
            SELECT s.project, c.test_id FROM scope s \
-             JOIN test_cases c INDEXED BY test_cases_retried ON c.run_id = s.run_id AND c.flaky = 1), \
+             JOIN test_cases c ON c.run_id = s.run_id AND c.outcome IN (0, 1) \
+             WHERE NOT {kept} OR s.seq IS NULL \
+           UNION \
+           SELECT s.project, c.test_id FROM scope s \
+             JOIN test_cases c INDEXED BY test_cases_retried ON c.run_id = s.run_id AND c.flaky = 1 \
+             WHERE NOT {kept} OR s.seq IS NULL), \
          ck AS (SELECT k.project, k.test_id, t.key, \
                   CASE WHEN {kept} THEN t.since_seq END AS since_seq, \
                   f.cleared_at FROM cand k \

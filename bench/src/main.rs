@@ -12,7 +12,8 @@
 //!
 //! # Layout
 //! - [`ingest`] (section 1), [`api`] (2), [`agent`] (3), [`report`] (4),
-//!   [`footprint`] (5): one module per section of the issue.
+//!   [`footprint`] (5): one module per section of issue 5; [`targets`] (6):
+//!   issue 13's start-up, write and storage targets.
 //! - [`fixture`]: the filled master (1,000,000 cases) sections 2, 4 and 5
 //!   share, so `all` fills it once.
 //! - [`procs`]: the binaries, the master as a child process, `/proc` memory,
@@ -31,6 +32,7 @@ mod procs;
 mod publish;
 mod report;
 mod table;
+mod targets;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -91,6 +93,9 @@ enum Section {
     Report,
     /// 5. Master RSS after the fill, and time from start to healthy.
     Footprint,
+    /// Section 6 (issue 13): start-up on 5,000 and 50,000 stored runs, writes of the original
+    /// payload at 1 and 8 connections, bytes per stored case.
+    Targets,
 }
 
 /// Sizes and switches; defaults are the issue's, `--quick` shrinks them.
@@ -120,6 +125,17 @@ struct Opts {
     /// Timed get_report calls (after one warm-up) [default: 5].
     #[arg(long, global = true)]
     report_reps: Option<usize>,
+    /// Section 6: stored runs (of 100 cases) the start-up is measured on
+    /// [default: 5000,50000].
+    #[arg(long, global = true, value_delimiter = ',')]
+    startup_runs: Option<Vec<usize>>,
+    /// Section 6: original-payload runs posted per connection count
+    /// [default: 3000].
+    #[arg(long, global = true)]
+    post_runs: Option<usize>,
+    /// Section 2: runs of 100 cases a second posted during the mixed reads.
+    #[arg(long, global = true, default_value_t = 500)]
+    mixed_post_rate: u32,
     /// Seconds of wrk load per endpoint [default: 10].
     #[arg(long, global = true)]
     duration: Option<u64>,
@@ -180,6 +196,12 @@ pub struct Plan {
     pub master_args: Vec<String>,
     /// Keep temp directories.
     pub keep: bool,
+    /// Start-up history sizes, in runs.
+    pub startup_runs: Vec<usize>,
+    /// Original-payload runs posted.
+    pub post_runs: usize,
+    /// Runs posted per second during the mixed reads.
+    pub mixed_post_rate: u32,
 }
 
 impl Opts {
@@ -210,6 +232,15 @@ impl Opts {
             install: !self.no_install,
             master_args: self.master_arg.clone(),
             keep: self.keep,
+            startup_runs: self.startup_runs.clone().unwrap_or_else(|| {
+                if q {
+                    vec![500, 5_000]
+                } else {
+                    vec![5_000, 50_000]
+                }
+            }),
+            post_runs: self.post_runs.unwrap_or(if q { 300 } else { 3_000 }),
+            mixed_post_rate: self.mixed_post_rate,
         };
         if plan.sizes.contains(&0) || plan.publishers.contains(&0) {
             bail!("--sizes and --publishers must be positive");
@@ -323,6 +354,13 @@ async fn main() -> anyhow::Result<()> {
         }
         fx.stack.stop()?;
     }
+    if want(Section::Targets) {
+        rows.extend(
+            targets::run(&plan, &bins)
+                .await
+                .context("section 6 (issue 13's targets)")?,
+        );
+    }
     // Sections in the issue's order; rows keep their order within one.
     rows.sort_by_key(|r| r.metric.chars().next());
 
@@ -353,5 +391,6 @@ fn s_name(s: Section) -> &'static str {
         Section::Agent => "agent",
         Section::Report => "report",
         Section::Footprint => "footprint",
+        Section::Targets => "targets",
     }
 }

@@ -438,6 +438,15 @@ impl Stack {
         Ok(t)
     }
 
+    /// Stops the master gracefully and keeps the rest (its database can
+    /// then be read).
+    pub fn stop_master(&mut self) -> anyhow::Result<()> {
+        match self.master.take() {
+            Some(m) => m.stop(),
+            None => Ok(()),
+        }
+    }
+
     /// Stops the master gracefully (the rest goes on drop).
     pub fn stop(mut self) -> anyhow::Result<()> {
         match self.master.take() {

@@ -7,10 +7,11 @@
 //! then `tools/call get_report {"project": "proj-a"}`, timed from writing
 //! the request to reading the whole answer (which embeds the HTML). One
 //! warm-up round, then the median of the repetitions. The master caches
-//! answers read from SQLite until its next write, so each round first
-//! stores a one-case run of another project (a write, as when CI reports)
-//! and times the report then (cache cold: the figure judged), and once more
-//! right after (cache warm: what a second look costs).
+//! answers read from SQLite until a write changes them (per project), so
+//! each round first stores a one-case run of the same project, started
+//! just before the latest run so it stays the latest (a write, as when CI
+//! reports), and times the report then (cache cold: the figure judged), and
+//! once more right after (cache warm: what a second look costs).
 //!
 //! Reference: `GET /results/{latest}?cases_limit=100000`, the whole run as
 //! the API serves it (what the report fetched before it asked for the
@@ -33,8 +34,8 @@ use crate::procs::Bins;
 use crate::table::{Row, median, mib, ms, per_sec};
 use crate::{Plan, progress, publish};
 
-/// Report time bound, milliseconds.
-const TIME_TARGET_MS: f64 = 300.0;
+/// Report time bound, milliseconds (issue 13).
+const TIME_TARGET_MS: f64 = 100.0;
 /// Report size bound, bytes.
 const SIZE_TARGET: u64 = 5_000_000;
 /// The project reported on.
@@ -106,15 +107,15 @@ pub async fn run(plan: &Plan, bins: &Bins, fx: &Fixture) -> anyhow::Result<Vec<R
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
     let mut html_len = 0u64;
     for i in 0..plan.report_reps + 1 {
-        // A write first: the master's read cache starts over.
+        // A write to the project first: its cached answers start over.
         let bump = RunMeta {
             run_id: data::run_id(),
-            project: "proj-bump".into(),
+            project: PROJECT.into(),
             branch: "main".into(),
             worker_id: "worker-bump".into(),
-            started_at: Utc::now().trunc_subsecs(3),
+            started_at: started_at - chrono::Duration::seconds(i as i64 + 1),
         };
-        let one = data::cases("proj-bump", 1, i as u64);
+        let one = data::cases(PROJECT, 1, i as u64);
         publish::publish_run(
             &js,
             &data::run_info(&bump, &one),
@@ -122,14 +123,19 @@ pub async fn run(plan: &Plan, bins: &Bins, fx: &Fixture) -> anyhow::Result<Vec<R
             publish::max_payload(&client),
         )
         .await?;
-        master
-            .wait_listed(
-                &http,
-                bump.started_at,
-                std::slice::from_ref(&bump.run_id),
-                Duration::from_secs(60),
-            )
-            .await?;
+        let stored = format!("{}/results/{}?cases_limit=0", master.base, bump.run_id);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http
+            .get(&stored)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if Instant::now() > deadline {
+                bail!("run {} was not stored within 60 s", bump.run_id);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let mut timed = [0.0; 2];
         for t_ms in &mut timed {
             let t = Instant::now();
@@ -160,7 +166,7 @@ pub async fn run(plan: &Plan, bins: &Bins, fx: &Fixture) -> anyhow::Result<Vec<R
             ms(t),
         )
         .vs(format!("GET /results/{{id}} {}", ms(ref_ms)), t / ref_ms)
-        .goal("< 300 ms", t < TIME_TARGET_MS),
+        .goal("≤ 100 ms", t <= TIME_TARGET_MS),
         Row::info(
             format!("4 get_report, latest run {n} cases (asked again, cache warm)"),
             ms(t_warm),
