@@ -846,4 +846,65 @@ mod tests {
                 .expect("parses");
         assert!(legacy_to_run(bad, Utc::now()).is_err());
     }
+
+    /// Every field of both shapes, given a value of the wrong type, is
+    /// refused with its JSON path first.
+    #[test]
+    fn every_field_of_both_shapes_is_named_when_wrong() {
+        let legacy = serde_json::json!({"run_id": "r", "worker_id": "w", "project": "p",
+            "branch": "main", "timestamp": "2024-05-01T12:00:00", "passed": 1, "failed": 1,
+            "error": 0, "skipped": 0, "total": 2, "duration": 1.5, "pass_rate": 50.0,
+            "failures": [{"nodeid": "t.py::test_a", "duration": 0.1, "message": "boom"}]});
+        assert!(parse_post_body(&serde_json::to_vec(&legacy).expect("json")).is_ok());
+        let now = Utc::now();
+        let full = serde_json::json!({"run": {"run_id": "r", "project": "p", "branch": "b",
+            "commit": "c", "worker_id": "w", "host": "h", "runner": "pytest", "command": "pytest",
+            "started_at": now, "finished_at": now, "duration_secs": 0.0, "exit_code": 1,
+            "status": "failed", "counts": {"total": 1, "passed": 0, "failed": 1, "error": 0,
+            "skipped": 0, "xfailed": 0, "xpassed": 0}, "cases_complete": true, "note": "n"},
+            "cases": [{"test_id": "t::a", "file": "t.py", "classname": "t", "name": "a",
+            "outcome": "failed", "duration_secs": 0.1, "message": "m", "traceback": "tb",
+            "output": "o", "retries": 0, "flaky": false}]});
+        assert!(parse_post_body(&serde_json::to_vec(&full).expect("json")).is_ok());
+        let mut fields: Vec<(serde_json::Value, String)> = Vec::new();
+        let object = |v: &serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        for k in object(&legacy).keys() {
+            fields.push((legacy.clone(), k.clone()));
+        }
+        for k in object(&legacy["failures"][0]).keys() {
+            fields.push((legacy.clone(), format!("failures[0].{k}")));
+        }
+        for k in object(&full["run"]).keys() {
+            fields.push((full.clone(), format!("run.{k}")));
+        }
+        for k in object(&full["run"]["counts"]).keys() {
+            fields.push((full.clone(), format!("run.counts.{k}")));
+        }
+        for k in object(&full["cases"][0]).keys() {
+            fields.push((full.clone(), format!("cases[0].{k}")));
+        }
+        assert_eq!(fields.len(), 13 + 3 + 16 + 7 + 11);
+        for (mut body, path) in fields {
+            // Walk to the field and give it a value no field accepts.
+            let mut at = &mut body;
+            let parts: Vec<&str> = path.split('.').collect();
+            for (i, part) in parts.iter().enumerate() {
+                let (name, index) = match part.split_once('[') {
+                    Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+                    None => (*part, None),
+                };
+                at = &mut at[name];
+                if let Some(n) = index {
+                    at = &mut at[n];
+                }
+                if i == parts.len() - 1 {
+                    *at = serde_json::json!({"wrong": "type"});
+                }
+            }
+            let err = parse_post_body(&serde_json::to_vec(&body).expect("json"))
+                .expect_err(&path)
+                .to_string();
+            assert!(err.starts_with(&format!("{path}: ")), "{path}: {err}");
+        }
+    }
 }
