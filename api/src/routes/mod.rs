@@ -4,6 +4,7 @@ pub mod analytics;
 pub mod compare;
 pub mod health;
 pub mod insights;
+pub(crate) mod paging;
 pub mod results;
 
 use crate::error::ApiError;
