@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::limits::BodyBudgetExceeded;
 
 /// `axum::extract::Query` with our error shape. Query structs use
 /// `deny_unknown_fields`, so a misspelt parameter is an error, not ignored.
@@ -37,18 +38,37 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge(
+        let rejection = match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => return Ok(Json(v)),
+            Err(e) => e,
+        };
+        if let Some(refused) = budget_exceeded(&rejection) {
+            return Err(refused.to_api_error());
+        }
+        match rejection {
+            e if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge(
                 "request body is over the master's size limit (--max-body-mb / PTP_MAX_BODY_MB); \
                  publish large runs with ptp-agent, which splits them"
                     .into(),
             )),
-            Err(e @ JsonRejection::MissingJsonContentType(_)) => Err(ApiError::BadRequest(format!(
+            e @ JsonRejection::MissingJsonContentType(_) => Err(ApiError::BadRequest(format!(
                 "{}; send the header Content-Type: application/json",
                 e.body_text()
             ))),
-            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+            e => Err(ApiError::BadRequest(e.body_text())),
         }
     }
+}
+
+/// The budget refusal a chunked body ended with, if that is why reading it
+/// failed (it is wrapped in axum's rejections).
+fn budget_exceeded(e: &JsonRejection) -> Option<&BodyBudgetExceeded> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(b) = c.downcast_ref::<BodyBudgetExceeded>() {
+            return Some(b);
+        }
+        cause = c.source();
+    }
+    None
 }

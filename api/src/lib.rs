@@ -7,7 +7,8 @@
 //! Start-up order: open SQLite and migrate; start the actors (rebuilding the
 //! aggregates); connect to NATS (in the background: the master serves reads
 //! while NATS is away); spawn ingest and the hourly maintenance task (runs
-//! left incomplete, retention); serve HTTP.
+//! left incomplete, retention); serve HTTP ([`limits`]: memory for request
+//! bodies, large reads).
 //! Shutdown order: stop accepting HTTP and finish in-flight requests; stop
 //! pulling, finish and ack the batch in hand; drain NATS (flushes the acks);
 //! stop the actors.
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod routes;
 
 use std::sync::Arc;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub nats_url: String,
     /// Answers read from SQLite, until the next write.
     pub cache: Arc<cache::ReadCache>,
+    /// The cap on concurrent large reads (`GET /results/{id}` with many cases).
+    pub large_reads: Arc<limits::LargeReads>,
 }
 
 /// The OpenAPI description of the API, served at `/openapi.json`.
@@ -113,8 +117,10 @@ impl utoipa::Modify for BearerTokens {
     }
 }
 
-/// The HTTP app for `state`, with body limit and request timeout.
+/// The HTTP app for `state`, with body limit, body memory budget and
+/// request timeout.
 pub fn app(state: AppState, config: &Config) -> Router {
+    let max_body = config.max_body_mb.saturating_mul(1024 * 1024);
     // Answers read from SQLite are cached until the next write; the
     // aggregates' (heartbeats change them without a write) and /health are not.
     let from_sqlite = Router::new()
@@ -139,13 +145,20 @@ pub fn app(state: AppState, config: &Config) -> Router {
     .fallback(|| async {
         crate::error::ApiError::NotFound("no such endpoint; the API is described at /docs".into())
     })
+    // Inside auth: a request without a valid token is refused before it is
+    // charged anything.
+    .layer(axum::middleware::from_fn_with_state(
+        Arc::new(limits::BodyBudget::new(
+            config.max_inflight_body_mb,
+            max_body,
+        )),
+        limits::charge_bodies,
+    ))
     .layer(axum::middleware::from_fn_with_state(
         Arc::new(auth::Tokens::new(&config.write_tokens, &config.read_tokens)),
         auth::require_tokens,
     ))
-    .layer(axum::extract::DefaultBodyLimit::max(
-        config.max_body_mb.saturating_mul(1024 * 1024),
-    ))
+    .layer(axum::extract::DefaultBodyLimit::max(max_body))
     .layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         Duration::from_secs(config.request_timeout_secs),
@@ -167,6 +180,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    config.check()?;
     let mut db = DbOptions::new(&config.db);
     db.synchronous_full = config.sqlite_sync_full;
     let actors = ActorSystem::start(
@@ -237,6 +251,7 @@ pub async fn run(
             actors.version.clone(),
             config.read_cache_mib.saturating_mul(1024 * 1024),
         )),
+        large_reads: Arc::new(limits::LargeReads::new(config.max_large_reads)),
     };
     if config.write_tokens.iter().all(|t| t.trim().is_empty()) {
         tracing::warn!(

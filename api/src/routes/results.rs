@@ -21,6 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Query};
+use crate::limits::{LARGE_READ_CASES, hold_until_sent};
 use crate::routes::bounded;
 
 /// Routes of this resource.
@@ -340,7 +341,8 @@ pub struct RunQuery {
     /// Only cases with these outcomes, comma-separated (e.g. `failed,error`).
     pub outcome: Option<String>,
     /// Most cases returned, 0..=200000 (default 100: a page; follow
-    /// `next_cursor` for more, or ask for up to 200000 at once).
+    /// `next_cursor` for more, or ask for up to 200000 at once; above 1000,
+    /// only a few such answers are served at once, see the 503).
     pub cases_limit: Option<u32>,
     /// `failures_first` (default: failures, then report order) or
     /// `duration` (slowest first: with a small `cases_limit`, the slowest
@@ -411,12 +413,17 @@ fn decode_case_cursor(
 /// Pagination: when more cases match, `next_cursor` (and the
 /// `X-Next-Cursor` header) holds the cursor of the next page; pass it back
 /// as `cursor` with the same `outcome` and `order`.
+///
+/// A `cases_limit` above 1000 is a large read: only `--max-large-reads` are
+/// served at once; another waits up to 2 seconds, then gets 503 with
+/// `Retry-After`.
 #[utoipa::path(get, path = "/results/{run_id}", params(("run_id" = String, Path, description = "Run id"), RunQuery),
     responses(
         (status = 200, description = "The run", body = RunDetail,
          headers(("X-Next-Cursor" = String, description = "Cursor of the next page of cases, when there is one"))),
         (status = 400, description = "Bad run id or parameter", body = ErrorBody),
-        (status = 404, description = "No complete run with that id", body = ErrorBody)))]
+        (status = 404, description = "No complete run with that id", body = ErrorBody),
+        (status = 503, description = "Too many large reads at once (cases_limit above 1000); retry after Retry-After seconds", body = ErrorBody)))]
 pub async fn get_run(
     State(st): State<AppState>,
     Path(run_id): Path<String>,
@@ -451,6 +458,12 @@ pub async fn get_run(
                 "order {other:?} is not one of failures_first, duration"
             )));
         }
+    };
+    // Many cases: wait for a turn, held until the answer is sent.
+    let large_read = if limit > LARGE_READ_CASES {
+        Some(st.large_reads.admit().await?)
+    } else {
+        None
     };
     let run = queries::get_run(&st.read, &run_id).await?.ok_or_else(|| {
         ApiError::NotFound(format!(
@@ -492,16 +505,33 @@ pub async fn get_run(
     {
         headers.insert("x-next-cursor", v);
     }
-    Ok((
-        headers,
-        axum::Json(RunDetail {
-            run: run.into(),
-            failures,
-            cases: cases.into_iter().map(CaseView::from).collect(),
-            cases_omitted,
-            next_cursor,
-        }),
-    ))
+    let answer = move || {
+        (
+            headers,
+            axum::Json(RunDetail {
+                run: run.into(),
+                failures,
+                cases: cases.into_iter().map(CaseView::from).collect(),
+                cases_omitted,
+                next_cursor,
+            }),
+        )
+            .into_response()
+    };
+    let Some(permit) = large_read else {
+        return Ok(answer());
+    };
+    // Tens of MiB of JSON: built on a blocking thread so the async workers
+    // keep answering /health and small reads meanwhile.
+    match tokio::task::spawn_blocking(answer).await {
+        Ok(response) => Ok(hold_until_sent(response, permit)),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(ApiError::Unavailable(
+                "the master is shutting down; retry".into(),
+            )),
+        },
+    }
 }
 
 /// The original system's payload: counts plus failures only.
@@ -675,7 +705,7 @@ fn legacy_to_run(l: LegacyRun) -> Result<(RunInfo, Vec<TestCase>), ApiError> {
     (status = 400, description = "Malformed JSON", body = ErrorBody),
     (status = 413, description = "Body over the size limit", body = ErrorBody),
     (status = 422, description = "Impossible values", body = ErrorBody),
-    (status = 503, description = "NATS unreachable; nothing stored, retry", body = ErrorBody)))]
+    (status = 503, description = "NATS unreachable, or no memory left for bodies being read at once (with Retry-After); nothing stored, retry", body = ErrorBody)))]
 pub async fn post_result(
     State(st): State<AppState>,
     Json(body): Json<PostBody>,

@@ -7,6 +7,7 @@ mod cache;
 mod faults;
 mod helpers;
 mod insights;
+mod limits;
 mod retention;
 mod security;
 
