@@ -124,6 +124,17 @@ pub struct Config {
     /// answered 503 with Retry-After. Smaller pages and `/health` never wait.
     #[arg(long, env = "PTP_MAX_LARGE_READS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_large_reads: u32,
+
+    /// Seconds a client has to send a request's headers, counted from its
+    /// first byte (or from the connection's opening, for the first request);
+    /// slower connections are closed without an answer.
+    #[arg(long, env = "PTP_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a keep-alive connection may sit between requests (or a
+    /// response sit unread by its client) before the master closes it.
+    #[arg(long, env = "PTP_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub idle_timeout_secs: u64,
 }
 
 impl Config {
@@ -151,6 +162,8 @@ impl Config {
             read_cache_mib: 32,
             max_inflight_body_mb: 640,
             max_large_reads: 2,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
         }
     }
 

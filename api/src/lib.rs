@@ -7,8 +7,8 @@
 //! Start-up order: open SQLite and migrate; start the actors (rebuilding the
 //! aggregates); connect to NATS (in the background: the master serves reads
 //! while NATS is away); spawn ingest and the hourly maintenance task (runs
-//! left incomplete, retention); serve HTTP ([`limits`]: memory for request
-//! bodies, large reads).
+//! left incomplete, retention); serve HTTP ([`server`]: header-read and
+//! idle timeouts; [`limits`]: memory for request bodies, large reads).
 //! Shutdown order: stop accepting HTTP and finish in-flight requests; stop
 //! pulling, finish and ack the batch in hand; drain NATS (flushes the acks);
 //! stop the actors.
@@ -20,6 +20,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod routes;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -260,10 +261,16 @@ pub async fn run(
     }
     let addr = listener.local_addr().context("listener has no address")?;
     tracing::info!(%addr, nats = %config.nats_url, db = %config.db.display(), "ptp-master listening");
-    let served = axum::serve(listener, app(state, &config))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("HTTP server failed");
+    server::serve(
+        listener,
+        app(state, &config),
+        server::Timeouts {
+            header_read: Duration::from_secs(config.header_read_timeout_secs),
+            idle: Duration::from_secs(config.idle_timeout_secs),
+        },
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     let _ = ingest.await;
     let _ = maintenance.await;
@@ -275,7 +282,7 @@ pub async fn run(
         .await
         .context("stopping the actors")?;
     tracing::info!("ptp-master stopped");
-    served
+    Ok(())
 }
 
 /// How often maintenance (incomplete runs, retention) runs.

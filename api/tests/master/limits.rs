@@ -1,6 +1,6 @@
 //! The master's HTTP resource limits, driven by raw HTTP/1.1 clients that
 //! misbehave on purpose: bodies beyond the memory budget, large reads beyond
-//! their cap.
+//! their cap, headers that never end, keep-alive connections left silent.
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -100,6 +100,16 @@ fn assert_refused(status: u16, headers: &[(String, String)], body: &Value, setti
     assert_eq!(body["error"], "unavailable", "{shown}");
     let detail = body["detail"].as_str().unwrap_or_default();
     assert!(detail.contains(setting), "names {setting}: {detail}");
+}
+
+/// Waits for the master to close `conn`: EOF (or a reset) before
+/// [`DEADLINE`]; returns what it sent before closing.
+async fn closed_by_master(conn: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    match tokio::time::timeout(DEADLINE, conn.read_to_end(&mut got)).await {
+        Ok(_) => got,
+        Err(_) => panic!("the master kept the connection open for {DEADLINE:?}"),
+    }
 }
 
 /// With room for ~1 MiB of body (10 MiB at 10× per byte), a 700 KB body
@@ -232,4 +242,56 @@ async fn large_reads_beyond_the_cap_are_refused_while_health_answers() {
         },
     )
     .await;
+}
+
+/// A client that sends half a header line and stalls is disconnected after
+/// the header-read timeout, without an answer; so is one that sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_stalling_in_their_headers_are_disconnected() {
+    let mut app = TestApp::spawn().await;
+    app.stop_master().await;
+    app.start_master_with(|c| {
+        c.header_read_timeout_secs = 1;
+        c.idle_timeout_secs = 3600;
+    })
+    .await;
+
+    let mut dribbling = connect(app.base()).await;
+    dribbling
+        .write_all(b"GET /health HTTP/1.1\r\nHost: mas")
+        .await
+        .expect("half a header");
+    let mut silent = connect(app.base()).await;
+    assert_eq!(closed_by_master(&mut dribbling).await, b"", "no answer");
+    assert_eq!(closed_by_master(&mut silent).await, b"", "no answer");
+
+    let (status, _) = app.get("/health").await;
+    assert_eq!(status, 200, "the master goes on serving");
+}
+
+/// A keep-alive connection left silent after its request is closed after
+/// the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed() {
+    let mut app = TestApp::spawn().await;
+    app.stop_master().await;
+    app.start_master_with(|c| {
+        c.header_read_timeout_secs = 3600;
+        c.idle_timeout_secs = 1;
+    })
+    .await;
+
+    let mut conn = connect(app.base()).await;
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: master\r\n\r\n")
+        .await
+        .expect("request");
+    let (status, headers) = read_head(&mut conn).await;
+    let body = read_json(&mut conn, &headers).await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(
+        header(&headers, "connection"),
+        Some("close"),
+        "the connection is kept alive"
+    );
+    assert_eq!(closed_by_master(&mut conn).await, b"", "closed when idle");
 }
