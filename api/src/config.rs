@@ -116,6 +116,31 @@ pub struct Config {
     /// Seconds an HTTP request may take before it is answered 408.
     #[arg(long, env = "PTP_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+
+    /// MiB of memory the request bodies being read and parsed may hold at
+    /// once. Each body is charged 10 times its size (the bytes plus their
+    /// parsed form, see README "Security"); one that does not fit is answered
+    /// 503 with Retry-After before it is read. At least 10 × --max-body-mb,
+    /// so a body of the largest size can always get in on its own.
+    #[arg(long, env = "PTP_MAX_INFLIGHT_BODY_MB", default_value_t = 640)]
+    pub max_inflight_body_mb: usize,
+
+    /// Most `GET /results/{id}` answers with `cases_limit` above 1000 built
+    /// and sent at once; another waits up to 2 seconds for its turn, then is
+    /// answered 503 with Retry-After. Smaller pages and `/health` never wait.
+    #[arg(long, env = "PTP_MAX_LARGE_READS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_large_reads: u32,
+
+    /// Seconds a client has to send a request's headers, counted from its
+    /// first byte (or from the connection's opening, for the first request);
+    /// slower connections are closed without an answer.
+    #[arg(long, env = "PTP_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a keep-alive connection may sit between requests (or a
+    /// response sit unread by its client) before the master closes it.
+    #[arg(long, env = "PTP_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub idle_timeout_secs: u64,
 }
 
 impl Config {
@@ -142,6 +167,28 @@ impl Config {
             max_body_mb: 64,
             request_timeout_secs: 30,
             read_cache_mib: 32,
+            max_inflight_body_mb: 640,
+            max_large_reads: 2,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
         }
+    }
+
+    /// Refuses settings that contradict each other (clap checks each alone).
+    pub fn check(&self) -> anyhow::Result<()> {
+        let needed = self
+            .max_body_mb
+            .saturating_mul(crate::limits::BODY_MEMORY_FACTOR);
+        if self.max_inflight_body_mb < needed {
+            anyhow::bail!(
+                "--max-inflight-body-mb ({}) must be at least {} × --max-body-mb ({}), i.e. {needed}: \
+                 each body is charged {} times its size, and a body of the largest size must fit",
+                self.max_inflight_body_mb,
+                crate::limits::BODY_MEMORY_FACTOR,
+                self.max_body_mb,
+                crate::limits::BODY_MEMORY_FACTOR,
+            );
+        }
+        Ok(())
     }
 }

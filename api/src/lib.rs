@@ -7,7 +7,8 @@
 //! Start-up order: open SQLite and migrate; start the actors (rebuilding the
 //! aggregates); connect to NATS (in the background: the master serves reads
 //! while NATS is away); spawn ingest and the hourly maintenance task (runs
-//! left incomplete, retention); serve HTTP.
+//! left incomplete, retention); serve HTTP ([`server`]: header-read and
+//! idle timeouts; [`limits`]: memory for request bodies, large reads).
 //! Shutdown order: stop accepting HTTP and finish in-flight requests; stop
 //! pulling, finish and ack the batch in hand; drain NATS (flushes the acks);
 //! stop the actors.
@@ -17,7 +18,9 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod routes;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +60,8 @@ pub struct AppState {
     pub cache: Arc<cache::ReadCache>,
     /// Handler panics the actors caught, for `/health`.
     pub faults: ptp_actors::supervise::Faults,
+    /// The cap on concurrent large reads (`GET /results/{id}` with many cases).
+    pub large_reads: Arc<limits::LargeReads>,
 }
 
 /// The OpenAPI description of the API, served at `/openapi.json`.
@@ -115,8 +120,10 @@ impl utoipa::Modify for BearerTokens {
     }
 }
 
-/// The HTTP app for `state`, with body limit and request timeout.
+/// The HTTP app for `state`, with body limit, body memory budget and
+/// request timeout.
 pub fn app(state: AppState, config: &Config) -> Router {
+    let max_body = config.max_body_mb.saturating_mul(1024 * 1024);
     // Answers read from SQLite are cached until the next write; the
     // aggregates' (heartbeats change them without a write) and /health are not.
     let from_sqlite = Router::new()
@@ -141,13 +148,20 @@ pub fn app(state: AppState, config: &Config) -> Router {
     .fallback(|| async {
         crate::error::ApiError::NotFound("no such endpoint; the API is described at /docs".into())
     })
+    // Inside auth: a request without a valid token is refused before it is
+    // charged anything.
+    .layer(axum::middleware::from_fn_with_state(
+        Arc::new(limits::BodyBudget::new(
+            config.max_inflight_body_mb,
+            max_body,
+        )),
+        limits::charge_bodies,
+    ))
     .layer(axum::middleware::from_fn_with_state(
         Arc::new(auth::Tokens::new(&config.write_tokens, &config.read_tokens)),
         auth::require_tokens,
     ))
-    .layer(axum::extract::DefaultBodyLimit::max(
-        config.max_body_mb.saturating_mul(1024 * 1024),
-    ))
+    .layer(axum::extract::DefaultBodyLimit::max(max_body))
     .layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         Duration::from_secs(config.request_timeout_secs),
@@ -169,6 +183,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    config.check()?;
     let mut db = DbOptions::new(&config.db);
     db.synchronous_full = config.sqlite_sync_full;
     let actors = ActorSystem::start(
@@ -244,6 +259,7 @@ pub async fn run(
             config.read_cache_mib.saturating_mul(1024 * 1024),
         )),
         faults: actors.faults.clone(),
+        large_reads: Arc::new(limits::LargeReads::new(config.max_large_reads)),
     };
     if config.write_tokens.iter().all(|t| t.trim().is_empty()) {
         tracing::warn!(
@@ -252,10 +268,16 @@ pub async fn run(
     }
     let addr = listener.local_addr().context("listener has no address")?;
     tracing::info!(%addr, nats = %config.nats_url, db = %config.db.display(), "ptp-master listening");
-    let served = axum::serve(listener, app(state, &config))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("HTTP server failed");
+    server::serve(
+        listener,
+        app(state, &config),
+        server::Timeouts {
+            header_read: Duration::from_secs(config.header_read_timeout_secs),
+            idle: Duration::from_secs(config.idle_timeout_secs),
+        },
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     let _ = ingest.await;
     let _ = maintenance.await;
@@ -267,7 +289,7 @@ pub async fn run(
         .await
         .context("stopping the actors")?;
     tracing::info!("ptp-master stopped");
-    served
+    Ok(())
 }
 
 /// How often maintenance (incomplete runs, retention) runs.

@@ -21,6 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBytes, Path, Query};
+use crate::limits::{LARGE_READ_CASES, hold_until_sent};
 use crate::routes::{bounded, paging};
 
 /// Routes of this resource.
@@ -316,7 +317,8 @@ pub struct RunQuery {
     /// Only cases with these outcomes, comma-separated (e.g. `failed,error`).
     pub outcome: Option<String>,
     /// Most cases returned, 0..=200000 (default 100: a page; follow
-    /// `next_cursor` for more, or ask for up to 200000 at once).
+    /// `next_cursor` for more, or ask for up to 200000 at once; above 1000,
+    /// only a few such answers are served at once, see the 503).
     pub cases_limit: Option<u32>,
     /// `failures_first` (default: failures, then report order) or
     /// `duration` (slowest first: with a small `cases_limit`, the slowest
@@ -335,12 +337,17 @@ pub const DEFAULT_CASES_LIMIT: u32 = 100;
 /// Pagination: when more cases match, `next_cursor` (and the
 /// `X-Next-Cursor` header) holds the cursor of the next page; pass it back
 /// as `cursor` with the same `outcome` and `order`.
+///
+/// A `cases_limit` above 1000 is a large read: only `--max-large-reads` are
+/// served at once; another waits up to 2 seconds, then gets 503 with
+/// `Retry-After`.
 #[utoipa::path(get, path = "/results/{run_id}", params(("run_id" = String, Path, description = "Run id"), RunQuery),
     responses(
         (status = 200, description = "The run", body = RunDetail,
          headers(("X-Next-Cursor" = String, description = "Cursor of the next page of cases, when there is one"))),
         (status = 400, description = "Bad run id or parameter", body = ErrorBody),
-        (status = 404, description = "No complete run with that id", body = ErrorBody)))]
+        (status = 404, description = "No complete run with that id", body = ErrorBody),
+        (status = 503, description = "Too many large reads at once (cases_limit above 1000); retry after Retry-After seconds", body = ErrorBody)))]
 pub async fn get_run(
     State(st): State<AppState>,
     Path(run_id): Path<String>,
@@ -348,6 +355,12 @@ pub async fn get_run(
 ) -> Result<impl IntoResponse, ApiError> {
     check_run_id(&run_id)?;
     let want = q.parsed()?;
+    // Many cases: wait for a turn, held until the answer is sent.
+    let large_read = if want.limit > LARGE_READ_CASES {
+        Some(st.large_reads.admit().await?)
+    } else {
+        None
+    };
     let run = queries::get_run(&st.read, &run_id).await?.ok_or_else(|| {
         ApiError::NotFound(format!(
             "run_id '{run_id}' not found (runs appear once all their results are ingested; check GET /results or GET /rejected)"
@@ -378,10 +391,27 @@ pub async fn get_run(
         next_cursor.as_deref(),
         &params,
     );
-    Ok((
-        headers,
-        axum::Json(RunDetail::new(run, page.cases, &want.outcomes, next_cursor)),
-    ))
+    let answer = move || {
+        (
+            headers,
+            axum::Json(RunDetail::new(run, page.cases, &want.outcomes, next_cursor)),
+        )
+            .into_response()
+    };
+    let Some(permit) = large_read else {
+        return Ok(answer());
+    };
+    // Tens of MiB of JSON: built on a blocking thread so the async workers
+    // keep answering /health and small reads meanwhile.
+    match tokio::task::spawn_blocking(answer).await {
+        Ok(response) => Ok(hold_until_sent(response, permit)),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(ApiError::Unavailable(
+                "the master is shutting down; retry".into(),
+            )),
+        },
+    }
 }
 
 /// A checked [`RunQuery`].
@@ -512,8 +542,8 @@ pub struct LegacyRun {
     pub duration: f64,
     /// Ignored: the master computes the pass rate from the counts.
     pub pass_rate: Option<f64>,
-    /// Failed tests.
-    #[serde(default)]
+    /// Failed tests (at most 100,000: [`MAX_LEGACY_FAILURES`]).
+    #[serde(default, deserialize_with = "bounded_failures")]
     pub failures: Vec<LegacyFailure>,
 }
 
@@ -557,6 +587,42 @@ pub struct Accepted {
     pub run_id: String,
     /// Always `accepted`: durable in the stream, ingested shortly.
     pub status: &'static str,
+}
+
+/// Most failures one original-shape run may list. Each costs far more in
+/// memory than its few bytes of JSON; the original worker sent tens.
+pub const MAX_LEGACY_FAILURES: usize = 100_000;
+
+/// `failures`, refused as soon as it lists more than
+/// [`MAX_LEGACY_FAILURES`] (before the rest is read).
+fn bounded_failures<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<LegacyFailure>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<LegacyFailure>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a sequence of at most {MAX_LEGACY_FAILURES} failures")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(f) = seq.next_element()? {
+                if out.len() == MAX_LEGACY_FAILURES {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_LEGACY_FAILURES} failures; publish large runs with ptp-agent"
+                    )));
+                }
+                out.push(f);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded)
 }
 
 /// A time as the original worker may send it: RFC 3339, or ISO 8601 with
@@ -718,7 +784,7 @@ fn legacy_to_run(l: LegacyRun, now: DateTime<Utc>) -> Result<(RunInfo, Vec<TestC
     (status = 409, description = "The run id is stored with other content", body = ErrorBody),
     (status = 413, description = "Body over the size limit", body = ErrorBody),
     (status = 422, description = "Impossible values (named)", body = ErrorBody),
-    (status = 503, description = "NATS unreachable; nothing stored, retry", body = ErrorBody)))]
+    (status = 503, description = "NATS unreachable, or no memory left for bodies being read at once (with Retry-After); nothing stored, retry", body = ErrorBody)))]
 pub async fn post_result(
     State(st): State<AppState>,
     JsonBytes(body): JsonBytes,
@@ -868,5 +934,21 @@ mod tests {
                 .to_string();
             assert!(err.starts_with(&format!("{path}: ")), "{path}: {err}");
         }
+    }
+
+    #[test]
+    fn original_shape_failures_are_bounded_while_parsing() {
+        let many: Vec<serde_json::Value> = (0..=MAX_LEGACY_FAILURES)
+            .map(|i| serde_json::json!({"nodeid": format!("t{i}")}))
+            .collect();
+        let body = serde_json::json!({"run_id": "r", "worker_id": "w", "failed": 1,
+            "failures": many});
+        let err = parse_post_body(&serde_json::to_vec(&body).expect("json"))
+            .expect_err("over the limit")
+            .to_string();
+        assert!(
+            err.starts_with("failures: more than 100000 failures"),
+            "{err}"
+        );
     }
 }

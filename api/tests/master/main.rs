@@ -8,6 +8,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod insights;
+mod limits;
 mod retention;
 mod security;
 
