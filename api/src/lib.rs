@@ -21,6 +21,7 @@ pub mod extract;
 pub mod limits;
 pub mod routes;
 pub mod server;
+pub mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,40 +30,14 @@ use anyhow::Context;
 use axum::Router;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use ptp_actors::{ActorSystem, Aggregates, AggregatesConfig, DbOptions};
+use ptp_actors::{ActorSystem, AggregatesConfig, DbOptions};
 use ptp_ingest::{IngestConfig, IngestHealth};
-use sqlx::SqlitePool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 pub use config::Config;
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    /// Read pool (reads that are not aggregates).
-    pub read: SqlitePool,
-    /// The aggregates actor.
-    pub aggregates: actix::Addr<Aggregates>,
-    /// The writer actor, for the few writes the API makes itself (marking a
-    /// flaky test fixed); results arrive through NATS and ingest.
-    pub writer: actix::Addr<ptp_actors::Writer>,
-    /// NATS connection (health, publishing).
-    pub nats: async_nats::Client,
-    /// JetStream context for `POST /results`.
-    pub js: async_nats::jetstream::Context,
-    /// Ingest's state, for `/health`.
-    pub ingest: Arc<IngestHealth>,
-    /// The NATS URL, for error messages.
-    pub nats_url: String,
-    /// Answers read from SQLite, until the next write.
-    pub cache: Arc<cache::ReadCache>,
-    /// Handler panics the actors caught, for `/health`.
-    pub faults: ptp_actors::supervise::Faults,
-    /// The cap on concurrent large reads (`GET /results/{id}` with many cases).
-    pub large_reads: Arc<limits::LargeReads>,
-}
+pub use state::AppState;
 
 /// The OpenAPI description of the API, served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -236,14 +211,16 @@ pub async fn run(
         ingest_token,
     ));
 
-    let maintenance = tokio::spawn(run_maintenance(
+    let maintenance = tokio::spawn(ptp_actors::maintenance::run(
         actors.writer.clone(),
-        Retention {
-            days: config.retention_days,
-            runs: config.retention_runs,
+        ptp_actors::maintenance::Settings {
+            retention_days: config.retention_days,
+            retention_runs: config.retention_runs,
+            incomplete_after: Duration::from_secs(
+                config.incomplete_after_minutes.saturating_mul(60),
+            ),
         },
-        Duration::from_secs(config.incomplete_after_minutes * 60),
-        shutdown.child_token(),
+        shutdown.child_token().cancelled_owned(),
     ));
 
     let state = AppState {
@@ -290,107 +267,4 @@ pub async fn run(
         .context("stopping the actors")?;
     tracing::info!("ptp-master stopped");
     Ok(())
-}
-
-/// How often maintenance (incomplete runs, retention) runs.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
-
-/// Retention settings (0: no limit).
-#[derive(Debug, Clone, Copy)]
-struct Retention {
-    days: u32,
-    runs: u32,
-}
-
-/// At start and then hourly until `shutdown`: gives up on runs still
-/// incomplete after `incomplete_after` (they become rejections), and, when
-/// a retention limit is set, prunes what it does not keep. Failures are
-/// logged and retried at the next tick.
-async fn run_maintenance(
-    writer: actix::Addr<ptp_actors::Writer>,
-    retention: Retention,
-    incomplete_after: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let work = async {
-            expire_incomplete(&writer, incomplete_after).await;
-            if retention.days > 0 || retention.runs > 0 {
-                prune(&writer, retention).await;
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = work => {}
-        }
-    }
-}
-
-async fn expire_incomplete(writer: &actix::Addr<ptp_actors::Writer>, after: Duration) {
-    let before = chrono::Duration::from_std(after)
-        .ok()
-        .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
-    let mut total = 0;
-    loop {
-        match writer
-            .send(ptp_actors::writer::ExpireIncomplete {
-                received_before: before,
-            })
-            .await
-        {
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => total += n,
-            Ok(Err(e)) => {
-                tracing::warn!("cannot expire incomplete runs, will retry in an hour: {e}");
-                break;
-            }
-            Err(e) => {
-                tracing::warn!("writer unavailable: {e}");
-                break;
-            }
-        }
-    }
-    if total > 0 {
-        tracing::warn!(
-            runs = total,
-            "dropped incomplete runs (pieces missing for {after:?}); see GET /rejected"
-        );
-    }
-}
-
-async fn prune(writer: &actix::Addr<ptp_actors::Writer>, retention: Retention) {
-    let policy = ptp_actors::retention::Policy {
-        cutoff: (retention.days > 0).then(|| {
-            chrono::Duration::try_days(i64::from(retention.days))
-                .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
-                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
-        }),
-        keep_runs: (retention.runs > 0).then_some(retention.runs),
-    };
-    let what = match (retention.days, retention.runs) {
-        (0, n) => format!("beyond the newest {n} runs per project"),
-        (d, 0) => format!("older than {d} days"),
-        (d, n) => format!("older than {d} days or beyond the newest {n} runs per project"),
-    };
-    match ptp_actors::retention::prune(writer, policy).await {
-        Ok(t) if t.deleted.is_empty() => {
-            tracing::debug!("retention: nothing {what}");
-        }
-        Ok(t) => tracing::info!(
-            runs = t.deleted.runs,
-            cases = t.deleted.cases,
-            incomplete = t.deleted.incomplete,
-            rejected = t.deleted.rejected,
-            mib_before = t.bytes_before / (1 << 20),
-            mib_after = t.bytes_after / (1 << 20),
-            "retention: pruned runs {what}"
-        ),
-        Err(e) => tracing::warn!("retention: prune failed, will retry in an hour: {e}"),
-    }
 }

@@ -13,10 +13,10 @@ use ptp_actors::aggregates::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{NoQuery, Query};
 use crate::routes::bounded;
+use crate::state::AppState;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {

@@ -18,11 +18,11 @@ use ptp_nats::schema::{self, RunInfo, TestCase};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBytes, Path, Query};
 use crate::limits::{LARGE_READ_CASES, hold_until_sent};
 use crate::routes::{bounded, paging};
+use crate::state::AppState;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
