@@ -558,6 +558,24 @@ impl WireMessage {
         }
     }
 
+    /// The `Nats-Msg-Id` it is published under: `<run_id>:c<n>` for a
+    /// chunk, `<run_id>:run` for the final message. Stable for the run, so
+    /// JetStream's duplicate window drops a resend.
+    pub fn msg_id(&self) -> String {
+        match self {
+            WireMessage::Cases(c) => format!("{}:c{}", c.run_id, c.chunk),
+            WireMessage::Run(r) => format!("{}:run", r.run.run_id),
+        }
+    }
+
+    /// The subject it is published on.
+    pub fn subject(&self) -> &'static str {
+        match self {
+            WireMessage::Cases(_) => crate::subjects::RESULTS_CASES,
+            WireMessage::Run(_) => crate::subjects::RESULTS_RUN,
+        }
+    }
+
     /// Refuses impossible values.
     pub fn validate(&self) -> Result<(), String> {
         match self {
@@ -642,8 +660,8 @@ pub fn encode_run(
             cases: cases[from..to].to_vec(),
         });
         out.push(Outgoing {
-            subject: crate::subjects::RESULTS_CASES,
-            msg_id: format!("{}:c{chunk}", run.run_id),
+            subject: msg.subject(),
+            msg_id: msg.msg_id(),
             payload: encode(&msg),
         });
     };
@@ -667,13 +685,14 @@ pub fn encode_run(
         flush(start, cases.len(), &mut out);
     }
     let chunks = out.len() as u32;
+    let fin = WireMessage::Run(RunFinal {
+        run: run.clone(),
+        chunks,
+    });
     out.push(Outgoing {
-        subject: crate::subjects::RESULTS_RUN,
-        msg_id: format!("{}:run", run.run_id),
-        payload: encode(&WireMessage::Run(RunFinal {
-            run: run.clone(),
-            chunks,
-        })),
+        subject: fin.subject(),
+        msg_id: fin.msg_id(),
+        payload: encode(&fin),
     });
     Ok(out)
 }

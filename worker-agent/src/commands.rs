@@ -224,9 +224,9 @@ pub async fn connect(s: &Settings) -> Option<Sender> {
 fn delivery_sentence(s: &Settings, d: &Delivery) -> String {
     match d {
         Delivery::Published => format!("Published to {}.", target(s)),
-        Delivery::NotRequested => "Not published (--no-publish).".into(),
+        Delivery::NotRequested => "Not published: --no-publish.".into(),
         Delivery::Spooled(p) => format!(
-            "Not delivered yet: {} could not be reached in time; the run waits in the spool ({}) for the next `ptp-agent run` or `ptp-agent flush`.",
+            "Not delivered yet: {} could not be reached in time; the run waits in the spool at {} for the next ptp-agent run or ptp-agent flush.",
             target(s),
             p.display()
         ),

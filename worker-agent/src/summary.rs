@@ -55,8 +55,11 @@ pub fn inline(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\r' | '\n' | '\t' => out.push(' '),
-            '|' | '*' | '_' | '`' | '[' | ']' | '\\' | '~' | '#' | '!' | '(' | ')' | '{' | '}'
-            | '$' => out.push_str(&format!("&#{};", c as u32)),
+            // Emphasis, code, links (parentheses only matter after `]`), tables,
+            // strikethrough, headings (after the `> ` or `- ` we write).
+            '|' | '*' | '_' | '`' | '[' | ']' | '\\' | '~' | '#' => {
+                out.push_str(&format!("&#{};", c as u32))
+            }
             c if c.is_control() => {}
             c => out.push(c),
         }
@@ -426,7 +429,7 @@ pub fn render(run: &RunInfo, cases: &[TestCase], extras: &Extras<'_>) -> String 
 
     let mut slow: Vec<&TestCase> = cases
         .iter()
-        .filter(|c| c.outcome != Outcome::Skipped && c.duration_secs > 0.0)
+        .filter(|c| !matches!(c.outcome, Outcome::Skipped | Outcome::Xfailed))
         .collect();
     slow.sort_by(|a, b| b.duration_secs.total_cmp(&a.duration_secs));
     if !slow.is_empty() {

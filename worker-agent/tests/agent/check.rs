@@ -27,7 +27,7 @@ fn check(url: &str, env: &[(&str, &str)]) -> Output {
 }
 
 /// Creates the results stream the way the master does, as `user`.
-fn create_stream(url: &str, user: Option<(&str, &str)>) {
+pub(super) fn create_stream(url: &str, user: Option<(&str, &str)>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -2,9 +2,11 @@
 //! timeouts kill the process group, a missing command is explained, and a
 //! run that cannot be published is spooled and delivered later by `flush`.
 //! `results` covers `--results-json` and `--no-publish` with a real pytest;
-//! `check` covers `ptp-agent check` against each misconfiguration.
+//! `check` covers `ptp-agent check` against each misconfiguration; `ci` the
+//! job summary and GitHub annotations.
 
 mod check;
+mod ci;
 mod results;
 
 use std::path::Path;
