@@ -3,11 +3,13 @@
 //! run that cannot be published is spooled and delivered later by `flush`.
 //! `results` covers `--results-json` and `--no-publish` with a real pytest;
 //! `check` covers `ptp-agent check` against each misconfiguration; `ci` the
-//! job summary and GitHub annotations.
+//! job summary and GitHub annotations; `scripts` the GitHub Action's steps
+//! and `scripts/master`.
 
 mod check;
 mod ci;
 mod results;
+mod scripts;
 
 use std::path::Path;
 use std::process::{Command, Output};
