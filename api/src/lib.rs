@@ -61,6 +61,8 @@ pub use state::AppState;
         routes::insights::slow_tests,
         routes::health::health,
         routes::health::rejected,
+        routes::agent::check,
+        routes::agent::post_message,
     ),
     modifiers(&BearerTokens)
 )]
@@ -113,6 +115,7 @@ pub fn app(state: AppState, config: &Config) -> Router {
         .merge(from_sqlite)
         .merge(routes::analytics::router())
         .merge(routes::health::router())
+        .merge(routes::agent::router())
         .with_state(state);
     api.route(
         "/openapi.json",

@@ -688,6 +688,28 @@ impl WireMessage {
         }
     }
 
+    /// The `Nats-Msg-Id` it is published under: `<run_id>:c<n>:<digest>`
+    /// for a chunk, `<run_id>:run:<digest>` for the final message (the
+    /// first 12 hex digits of [`CasesChunk::digest`] / [`RunFinal::digest`]).
+    /// Stable for the content, so JetStream's duplicate window drops a
+    /// resend but not another version under the same run id.
+    pub fn msg_id(&self) -> String {
+        match self {
+            WireMessage::Cases(c) => {
+                format!("{}:c{}:{}", c.run_id, c.chunk, short_digest(&c.digest()))
+            }
+            WireMessage::Run(r) => format!("{}:run:{}", r.run.run_id, short_digest(&r.digest())),
+        }
+    }
+
+    /// The subject it is published on.
+    pub fn subject(&self) -> &'static str {
+        match self {
+            WireMessage::Cases(_) => crate::subjects::RESULTS_CASES,
+            WireMessage::Run(_) => crate::subjects::RESULTS_RUN,
+        }
+    }
+
     /// Refuses impossible values, judging times against the clock now.
     pub fn validate(&self) -> Result<(), String> {
         self.validate_at(Utc::now())
@@ -810,16 +832,15 @@ pub fn encode_run(
     let mut size = 0;
     let flush = |from: usize, to: usize, out: &mut Vec<Outgoing>| {
         let chunk = out.len() as u32;
-        let c = CasesChunk {
+        let msg = WireMessage::Cases(CasesChunk {
             run_id: run.run_id.clone(),
             chunk,
             cases: cases[from..to].to_vec(),
-        };
-        let msg_id = format!("{}:c{chunk}:{}", run.run_id, short_digest(&c.digest()));
+        });
         out.push(Outgoing {
-            subject: crate::subjects::RESULTS_CASES,
-            msg_id,
-            payload: encode(&WireMessage::Cases(c)),
+            subject: msg.subject(),
+            msg_id: msg.msg_id(),
+            payload: encode(&msg),
         });
     };
     for (i, case) in cases.iter().enumerate() {
@@ -841,14 +862,15 @@ pub fn encode_run(
     if start < cases.len() {
         flush(start, cases.len(), &mut out);
     }
-    let fin = RunFinal {
+    let chunks = out.len() as u32;
+    let fin = WireMessage::Run(RunFinal {
         run: run.clone(),
-        chunks: out.len() as u32,
-    };
+        chunks,
+    });
     out.push(Outgoing {
-        subject: crate::subjects::RESULTS_RUN,
-        msg_id: format!("{}:run:{}", run.run_id, short_digest(&fin.digest())),
-        payload: encode(&WireMessage::Run(fin)),
+        subject: fin.subject(),
+        msg_id: fin.msg_id(),
+        payload: encode(&fin),
     });
     Ok(out)
 }

@@ -30,6 +30,7 @@ pub struct NatsServer {
     store: tempfile::TempDir,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
+    jetstream: bool,
 }
 
 impl NatsServer {
@@ -43,9 +44,20 @@ impl NatsServer {
         NatsServer::start_with_env(extra, &[])
     }
 
+    /// Starts a server without JetStream (core NATS only), with extra
+    /// arguments: what an agent meets when the broker was started without
+    /// `-js`.
+    pub fn start_without_jetstream(extra: &[&str]) -> NatsServer {
+        NatsServer::start_inner(extra, &[], false)
+    }
+
     /// Starts a server with extra arguments and environment variables (a
     /// config file can refer to them as `$NAME`).
     pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> NatsServer {
+        NatsServer::start_inner(extra, envs, true)
+    }
+
+    fn start_inner(extra: &[&str], envs: &[(&str, &str)], jetstream: bool) -> NatsServer {
         let store = tempfile::tempdir().expect("temp store dir for nats-server");
         let mut s = NatsServer {
             child: None,
@@ -56,6 +68,7 @@ impl NatsServer {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            jetstream,
         };
         s.spawn(None);
         s
@@ -63,9 +76,12 @@ impl NatsServer {
 
     fn spawn(&mut self, port: Option<u16>) {
         let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
-        let mut child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
-            .arg(self.store.path())
+        let mut cmd = Command::new(nats_server_bin());
+        cmd.args(["-a", "127.0.0.1", "-p", &port_arg]);
+        if self.jetstream {
+            cmd.args(["-js", "-sd"]).arg(self.store.path());
+        }
+        let mut child = cmd
             .args(&self.extra_args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())

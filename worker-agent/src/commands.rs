@@ -1,18 +1,27 @@
-//! The three subcommands, as readable decision sequences: `run`, `upload`,
-//! `flush`. Each returns the process exit code.
+//! The subcommands, as readable decision sequences: `run`, `upload`,
+//! `flush` (`check` lives in [`crate::check`]). Each returns the process
+//! exit code.
+//!
+//! Time after the test command: everything sent once the command has
+//! finished (the run, spooled runs, the last heartbeats) shares one deadline,
+//! `PTP_PUBLISH_TIMEOUT` from the command's end; the job summary's queries
+//! to the master, made only when a summary is written, have their own
+//! bound ([`crate::summary::QUERY_BUDGET`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use chrono::Utc;
 use ptp_nats::schema::{HeartbeatPhase, RunInfo, TestCase};
+use tokio::time::Instant;
 
-use crate::config::{RunArgs, Settings, UploadArgs};
-use crate::publish::{Publisher, heartbeat};
+use crate::config::{RunArgs, Settings, Transport, UploadArgs};
+use crate::master::Master;
+use crate::publish::{Publisher, Sender, heartbeat};
 use crate::report::{self, Finished, Meta};
 use crate::results::{Delivery, ResultsFile};
 use crate::runner::{self, Exit};
-use crate::{junit, spool};
+use crate::{annotations, junit, spool, summary};
 
 /// Exit code with --strict when the tests passed but reporting failed.
 pub const EXIT_REPORTING_FAILED: i32 = 75;
@@ -55,11 +64,18 @@ fn expand(patterns: &[String]) -> (Vec<PathBuf>, Vec<String>) {
     (files, problems)
 }
 
-/// Parses every file; returns the merged cases, or why there are none.
+/// Says the settings' warnings (branch and commit unknown...), once.
+pub fn warn(s: &Settings) {
+    for w in &s.warnings {
+        say!(s, "warning: {w}");
+    }
+}
+
+/// Parses every file; returns the merged report, or why there is none.
 fn read_reports(
     files: &[PathBuf],
     mut problems: Vec<String>,
-) -> (Result<Vec<TestCase>, String>, Vec<String>) {
+) -> (Result<junit::Report, String>, Vec<String>) {
     let mut reports = Vec::new();
     for f in files {
         match junit::parse_file(f) {
@@ -75,7 +91,7 @@ fn read_reports(
         };
         return (Err(why), problems);
     }
-    (Ok(junit::merge(reports).cases), problems)
+    (Ok(junit::merge(reports)), problems)
 }
 
 fn modified_since(path: &Path, t: SystemTime) -> bool {
@@ -85,20 +101,32 @@ fn modified_since(path: &Path, t: SystemTime) -> bool {
         .unwrap_or(false)
 }
 
+/// Where runs go according to the settings, for messages.
+fn target(s: &Settings) -> String {
+    match s.transport {
+        Transport::Nats => format!("NATS at {}", s.nats_url),
+        Transport::Http => format!(
+            "the master at {}",
+            s.master_url.as_deref().unwrap_or("(MASTER_URL unset)")
+        ),
+    }
+}
+
 /// Publishes, or spools on failure.
 async fn deliver(
     s: &Settings,
-    publisher: Option<&Publisher>,
+    sender: Option<&Sender>,
     run: &RunInfo,
     cases: &[TestCase],
+    deadline: Instant,
 ) -> Delivery {
-    let result = match publisher {
-        Some(p) => p.publish_run(run, cases, s.publish_timeout, s.quiet).await,
-        None => Err("no NATS connection".to_string()),
+    let result = match sender {
+        Some(p) => p.publish_run(run, cases, deadline, s.quiet).await,
+        None => Err(format!("no connection to {}", target(s))),
     };
     match result {
         Ok(()) => {
-            say!(s, "published run {} to {}", run.run_id, s.nats_url);
+            say!(s, "published run {} to {}", run.run_id, target(s));
             Delivery::Published
         }
         Err(e) => {
@@ -106,9 +134,9 @@ async fn deliver(
             match spool::write(&s.spool_dir, run, cases) {
                 Ok(path) => {
                     eprintln!(
-                        "ptp-agent: the run is saved in the spool at {}; it is sent by the next `ptp-agent run` or by `ptp-agent flush` once NATS at {} is reachable",
+                        "ptp-agent: the run is saved in the spool at {}; it is sent by the next `ptp-agent run` or by `ptp-agent flush` once {} is reachable",
                         path.display(),
-                        s.nats_url
+                        target(s)
                     );
                     Delivery::Spooled(path)
                 }
@@ -121,8 +149,8 @@ async fn deliver(
     }
 }
 
-/// Sends what is in the spool. Returns (sent, failed).
-async fn send_spool(s: &Settings, publisher: &Publisher, budget: Duration) -> (usize, usize) {
+/// Sends what is in the spool until `deadline`. Returns (sent, failed).
+async fn send_spool(s: &Settings, sender: &Sender, deadline: Instant) -> (usize, usize) {
     let files = match spool::list(&s.spool_dir) {
         Ok(f) => f,
         Err(e) => {
@@ -140,8 +168,8 @@ async fn send_spool(s: &Settings, publisher: &Publisher, budget: Duration) -> (u
                 continue;
             }
         };
-        match publisher
-            .publish_run(&spooled.run, &spooled.cases, budget, s.quiet)
+        match sender
+            .publish_run(&spooled.run, &spooled.cases, deadline, s.quiet)
             .await
         {
             Ok(()) => {
@@ -162,19 +190,106 @@ async fn send_spool(s: &Settings, publisher: &Publisher, budget: Duration) -> (u
                     spooled.run.run_id
                 );
                 failed += 1;
-                break; // NATS is away: leave the rest for later
+                break; // the broker is away: leave the rest for later
             }
         }
     }
     (sent, failed)
 }
 
-async fn connect(s: &Settings) -> Option<Publisher> {
-    match Publisher::connect(&s.nats_url, &s.auth).await {
-        Ok(p) => Some(p),
+/// The sender the settings ask for (a NATS connection is made in the
+/// background; HTTP connects per request).
+pub async fn connect(s: &Settings) -> Option<Sender> {
+    match s.transport {
+        Transport::Http => match &s.master_url {
+            Some(url) => Some(Sender::Http(Master::new(url, s.token.clone()))),
+            None => {
+                eprintln!(
+                    "ptp-agent: --transport http needs the master's URL: set MASTER_URL (or --master-url)"
+                );
+                None
+            }
+        },
+        Transport::Nats => match Publisher::connect(&s.nats_url, &s.auth).await {
+            Ok(p) => Some(Sender::Nats(p)),
+            Err(e) => {
+                eprintln!("ptp-agent: {e}");
+                None
+            }
+        },
+    }
+}
+
+/// A sentence on where the run went, for the summary.
+fn delivery_sentence(s: &Settings, d: &Delivery) -> String {
+    match d {
+        Delivery::Published => format!("Published to {}.", target(s)),
+        Delivery::NotRequested => "Not published: --no-publish.".into(),
+        Delivery::Spooled(p) => format!(
+            "Not delivered yet: {} could not be reached in time; the run waits in the spool at {} for the next ptp-agent run or ptp-agent flush.",
+            target(s),
+            p.display()
+        ),
+        Delivery::Lost => "Not delivered, and it could not be spooled: the run is lost.".into(),
+    }
+}
+
+/// The job summary and the annotations; false when the summary could not
+/// be written. Asks the master only when a summary is written.
+async fn tell_ci(
+    s: &Settings,
+    run: &RunInfo,
+    cases: &[TestCase],
+    lines: &[Option<u32>],
+    delivery: &Delivery,
+) -> bool {
+    if s.summary.annotations {
+        let workspace = std::env::var("GITHUB_WORKSPACE").ok();
+        let (commands, more) = annotations::error_commands(cases, lines, workspace.as_deref());
+        for c in commands {
+            println!("{c}");
+        }
+        if more > 0 {
+            say!(
+                s,
+                "{more} more failed tests are not annotated (GitHub shows {} per step); the job summary lists them",
+                annotations::MAX_ANNOTATIONS
+            );
+        }
+    }
+    let Some(path) = &s.summary.file else {
+        return true;
+    };
+    let insights = match &s.master_url {
+        Some(url) => Some(
+            summary::gather(
+                &Master::new(url, s.token.clone()),
+                run,
+                cases,
+                s.summary.base_branch.as_deref(),
+            )
+            .await,
+        ),
+        None => None,
+    };
+    let text = summary::render(
+        run,
+        cases,
+        &summary::Extras {
+            delivery: delivery_sentence(s, delivery),
+            insights: insights.as_ref(),
+            report_url: s
+                .summary
+                .report_url
+                .as_deref()
+                .map(|u| summary::report_link(u, run)),
+        },
+    );
+    match summary::append(path, &text) {
+        Ok(()) => true,
         Err(e) => {
             eprintln!("ptp-agent: {e}");
-            None
+            false
         }
     }
 }
@@ -204,6 +319,7 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
             args.command.join(" ")
         );
     }
+    warn(s);
     // --no-publish: no connection at all, so no heartbeats, no retries.
     let publisher = if args.no_publish {
         None
@@ -253,6 +369,7 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
         t.abort();
     }
     let finished_at = Utc::now();
+    let deadline = Instant::now() + s.publish_timeout;
     if let Some(p) = &publisher {
         p.heartbeat(heartbeat(
             &s.worker_id,
@@ -283,7 +400,7 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
             )),
             Vec::new(),
         ),
-        None if args.junit.is_empty() => (Ok(Vec::new()), Vec::new()),
+        None if args.junit.is_empty() => (Ok(junit::Report::default()), Vec::new()),
         None => {
             let (files, problems) = expand(&args.junit);
             let (fresh, stale): (Vec<_>, Vec<_>) = files
@@ -317,6 +434,10 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
     if let Err(e) = &report {
         eprintln!("ptp-agent: {e}");
     }
+    let (report, lines) = match report {
+        Ok(r) => (Ok(r.cases), r.lines),
+        Err(e) => (Err(e), Vec::new()),
+    };
     let (run, cases) = report::build(
         Meta {
             run_id,
@@ -340,15 +461,15 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
         say!(s, "run {} not published (--no-publish)", run.run_id);
         Delivery::NotRequested
     } else {
-        deliver(s, publisher.as_ref(), &run, &cases).await
+        deliver(s, publisher.as_ref(), &run, &cases, deadline).await
     };
     if delivery.published()
         && let Some(p) = &publisher
     {
-        send_spool(s, p, s.publish_timeout).await;
+        send_spool(s, p, deadline).await;
     }
     if let Some(p) = publisher {
-        p.close().await;
+        p.close(deadline).await;
     }
     let results_ok = match &args.results_json {
         None => true,
@@ -360,19 +481,25 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
             }
         },
     };
+    let told = tell_ci(s, &run, &cases, &lines, &delivery).await;
     let delivered = delivery.published() || delivery == Delivery::NotRequested;
-    exit_code(exit.code(), delivered && report_ok && results_ok, s.strict)
+    exit_code(
+        exit.code(),
+        delivered && report_ok && results_ok && told,
+        s.strict,
+    )
 }
 
 /// `ptp-agent upload <files>`.
 pub async fn upload(s: &Settings, args: UploadArgs) -> i32 {
+    warn(s);
     let (files, problems) = expand(&args.files);
     let (report, problems) = read_reports(&files, problems);
     for p in &problems {
         eprintln!("ptp-agent: report problem: {p}");
     }
-    let cases = match report {
-        Ok(c) => c,
+    let (cases, lines) = match report {
+        Ok(r) => (r.cases, r.lines),
         Err(e) => {
             eprintln!("ptp-agent: nothing to upload: {e}");
             return 2;
@@ -409,13 +536,13 @@ pub async fn upload(s: &Settings, args: UploadArgs) -> i32 {
             .unwrap_or(now);
     say!(s, "{} from {} file(s)", report::summary(&run), files.len());
     let publisher = connect(s).await;
-    let published = deliver(s, publisher.as_ref(), &run, &cases)
-        .await
-        .published();
+    let deadline = Instant::now() + s.publish_timeout;
+    let delivery = deliver(s, publisher.as_ref(), &run, &cases, deadline).await;
     if let Some(p) = publisher {
-        p.close().await;
+        p.close(deadline).await;
     }
-    match (published, problems.is_empty()) {
+    tell_ci(s, &run, &cases, &lines, &delivery).await;
+    match (delivery.published(), problems.is_empty()) {
         (true, true) => 0,
         (true, false) => 2,
         (false, _) => 1,
@@ -440,8 +567,10 @@ pub async fn flush(s: &Settings) -> i32 {
         return 0;
     }
     let Some(p) = connect(s).await else { return 1 };
-    let (sent, failed) = send_spool(s, &p, s.publish_timeout).await;
-    p.close().await;
+    // Each spooled run gets the budget a run gets.
+    let deadline = Instant::now() + s.publish_timeout * pending.max(1) as u32;
+    let (sent, failed) = send_spool(s, &p, deadline).await;
+    p.close(deadline).await;
     say!(
         s,
         "flush: {sent} sent, {failed} not sent, {} left in {}",

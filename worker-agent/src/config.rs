@@ -5,7 +5,12 @@
 //! Defaults are resolved here, once: worker id from the host name, branch and
 //! commit from the CI's own variables (GitHub Actions, GitLab, Buildkite,
 //! CircleCI, Jenkins) and then from git, project from the repository's
-//! directory name.
+//! directory name. What could not be resolved and matters (branch and commit
+//! outside a git checkout) becomes a warning in [`Settings::warnings`], which
+//! the commands print once.
+//!
+//! The transport is decided here too ([`Transport`]): NATS unless the master
+//! is named (`MASTER_URL`) and no NATS URL is, or `--transport http` asks.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -43,6 +48,23 @@ pub enum Cmd {
     /// Send runs left in the spool directory by earlier runs that could not
     /// reach NATS.
     Flush,
+    /// Check the settings before a first run: connect with the configured
+    /// URL and credentials, check JetStream and the results stream (or the
+    /// master over HTTP), print what a run would send. Exits 0 when a run
+    /// would be delivered, 1 with the reason and the fix otherwise.
+    Check,
+}
+
+/// How runs reach the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportArg {
+    /// HTTP when MASTER_URL is set and NATS_URL is not, else NATS.
+    Auto,
+    /// Publish to NATS JetStream directly.
+    Nats,
+    /// Send the run to the master over HTTP (MASTER_URL, PTP_API_TOKEN),
+    /// which publishes it into the stream.
+    Http,
 }
 
 /// Options of `ptp-agent run`.
@@ -93,14 +115,23 @@ pub struct UploadArgs {
 /// Settings shared by every subcommand.
 #[derive(Debug, Args)]
 pub struct Common {
-    /// NATS server to publish to.
-    #[arg(
-        long,
-        global = true,
-        env = "NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
+    /// NATS server to publish to [default: nats://127.0.0.1:4222].
+    #[arg(long, global = true, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    /// How runs reach the stream: `nats`, `http` (through the master at
+    /// --master-url), or `auto`: http when MASTER_URL is set and NATS_URL is
+    /// not, else nats.
+    #[arg(long, global = true, env = "PTP_TRANSPORT", value_enum, default_value_t = TransportArg::Auto)]
+    pub transport: TransportArg,
+    /// The master's HTTP API (e.g. https://ptp.example.com): the HTTP
+    /// transport sends runs there, and the job summary asks it for new
+    /// failures against the base branch and for flaky tests.
+    #[arg(long, global = true, env = "MASTER_URL")]
+    pub master_url: Option<String>,
+    /// Bearer token for the master: a write token (PTP_WRITE_TOKENS) for
+    /// the HTTP transport; a read token suffices for the summary's queries.
+    #[arg(long, global = true, env = "PTP_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// This worker's id [default: the host name].
     #[arg(long, global = true, env = "WORKER_ID")]
     pub worker_id: Option<String>,
@@ -134,6 +165,66 @@ pub struct Common {
     /// NATS credentials and TLS.
     #[command(flatten)]
     pub auth: ptp_nats::NatsAuth,
+    /// Job summary and annotations.
+    #[command(flatten)]
+    pub summary: SummaryArgs,
+}
+
+/// The job summary (Markdown) and GitHub annotations of `run` and `upload`.
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// Append a Markdown summary of the run to FILE [default:
+    /// $GITHUB_STEP_SUMMARY when set, so GitHub Actions shows it on the
+    /// job's page].
+    #[arg(long, global = true, env = "PTP_SUMMARY", value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+    /// Write no summary, even under GitHub Actions.
+    #[arg(
+        long,
+        global = true,
+        env = "PTP_NO_SUMMARY",
+        conflicts_with = "summary"
+    )]
+    pub no_summary: bool,
+    /// Print no `::error` annotations for failed tests (printed by default
+    /// when GITHUB_ACTIONS=true).
+    #[arg(long, global = true, env = "PTP_NO_ANNOTATIONS")]
+    pub no_annotations: bool,
+    /// Branch whose latest run the summary compares against, to list new
+    /// failures (needs MASTER_URL) [default: GITHUB_BASE_REF,
+    /// CI_MERGE_REQUEST_TARGET_BRANCH_NAME, CI_DEFAULT_BRANCH].
+    #[arg(long, global = true, env = "PTP_BASE_BRANCH")]
+    pub base_branch: Option<String>,
+    /// Where `ptp-mcp --http` serves the HTML report (e.g.
+    /// https://ci-tools.example.com): the summary links to
+    /// `<URL>/report?project=...&branch=...`. No link without it.
+    #[arg(long, global = true, env = "PTP_REPORT_URL")]
+    pub report_url: Option<String>,
+}
+
+/// Default NATS URL.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// The transport, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// JetStream at [`Settings::nats_url`].
+    Nats,
+    /// The master's HTTP API at [`Settings::master_url`].
+    Http,
+}
+
+/// Where the job summary goes and what it may ask the master.
+#[derive(Debug, Clone, Default)]
+pub struct SummarySettings {
+    /// Markdown file to append to; `None`: no summary.
+    pub file: Option<PathBuf>,
+    /// Print `::error` workflow commands (GitHub Actions).
+    pub annotations: bool,
+    /// Branch to compare against.
+    pub base_branch: Option<String>,
+    /// Base URL of the HTML report page.
+    pub report_url: Option<String>,
 }
 
 /// Settings with every default resolved.
@@ -141,6 +232,16 @@ pub struct Common {
 pub struct Settings {
     /// NATS URL.
     pub nats_url: String,
+    /// How runs are sent.
+    pub transport: Transport,
+    /// The master's API, when named.
+    pub master_url: Option<String>,
+    /// Bearer token for the master (never printed).
+    pub token: Option<String>,
+    /// Job summary and annotations.
+    pub summary: SummarySettings,
+    /// What could not be resolved and matters, said once by the commands.
+    pub warnings: Vec<String>,
     /// NATS credentials and TLS.
     pub auth: ptp_nats::NatsAuth,
     /// Worker id.
@@ -212,6 +313,16 @@ fn default_project() -> String {
         .unwrap_or_else(|| "default".into())
 }
 
+fn default_base_branch() -> Option<String> {
+    [
+        "GITHUB_BASE_REF",
+        "CI_MERGE_REQUEST_TARGET_BRANCH_NAME",
+        "CI_DEFAULT_BRANCH",
+    ]
+    .iter()
+    .find_map(|v| env_nonempty(v))
+}
+
 fn default_spool() -> PathBuf {
     let base = env_nonempty("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -223,14 +334,58 @@ fn default_spool() -> PathBuf {
 impl Common {
     /// Resolves every default.
     pub fn resolve(&self) -> Settings {
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let nats_url = nonempty(&self.nats_url);
+        let master_url = nonempty(&self.master_url).map(|u| u.trim_end_matches('/').to_string());
+        let transport = match self.transport {
+            TransportArg::Nats => Transport::Nats,
+            TransportArg::Http => Transport::Http,
+            TransportArg::Auto if master_url.is_some() && nats_url.is_none() => Transport::Http,
+            TransportArg::Auto => Transport::Nats,
+        };
+        let s = &self.summary;
+        let summary = SummarySettings {
+            file: if s.no_summary {
+                None
+            } else {
+                s.summary
+                    .clone()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .or_else(|| env_nonempty("GITHUB_STEP_SUMMARY").map(PathBuf::from))
+            },
+            annotations: !s.no_annotations
+                && std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
+            base_branch: nonempty(&s.base_branch).or_else(default_base_branch),
+            report_url: nonempty(&s.report_url).map(|u| u.trim_end_matches('/').to_string()),
+        };
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let host = if host.is_empty() {
             "unknown-host".into()
         } else {
             host
         };
+        let branch = nonempty(&self.branch).or_else(default_branch);
+        let commit = nonempty(&self.commit).or_else(default_commit);
+        let mut warnings = Vec::new();
+        let unknown: Vec<&str> = [("branch", branch.is_none()), ("commit", commit.is_none())]
+            .into_iter()
+            .filter_map(|(name, missing)| missing.then_some(name))
+            .collect();
+        if !unknown.is_empty() {
+            let them = if unknown.len() == 1 { "it" } else { "them" };
+            warnings.push(format!(
+                "{} unknown: no CI variable sets {them} and this is not a git checkout, so the run \
+                 is stored without {them}; set BRANCH and COMMIT (or --branch / --commit)",
+                unknown.join(" and "),
+            ));
+        }
         Settings {
-            nats_url: self.nats_url.clone(),
+            nats_url: nats_url.unwrap_or_else(|| DEFAULT_NATS_URL.to_string()),
+            transport,
+            master_url,
+            token: nonempty(&self.token),
+            summary,
+            warnings,
             auth: self.auth.clone(),
             worker_id: self
                 .worker_id
@@ -243,16 +398,8 @@ impl Common {
                 .clone()
                 .filter(|p| !p.is_empty())
                 .unwrap_or_else(default_project),
-            branch: self
-                .branch
-                .clone()
-                .filter(|b| !b.is_empty())
-                .or_else(default_branch),
-            commit: self
-                .commit
-                .clone()
-                .filter(|c| !c.is_empty())
-                .or_else(default_commit),
+            branch,
+            commit,
             spool_dir: self.spool_dir.clone().unwrap_or_else(default_spool),
             publish_timeout: Duration::from_secs(self.publish_timeout),
             strict: self.strict,

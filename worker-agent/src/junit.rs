@@ -132,6 +132,10 @@ pub struct Report {
     /// `<testsuites name=...>` of jest-junit (`"jest"`), mocha-junit-reporter
     /// (`"mocha"`) and cargo-nextest (`"nextest"`). `None` otherwise.
     pub runner_hint: Option<String>,
+    /// The `line` attribute of each case (pytest's xunit1 family, PHPUnit,
+    /// ...), by the case's index in [`Report::cases`]; `None` where absent.
+    /// Not on the wire: it only places annotations.
+    pub lines: Vec<Option<u32>>,
 }
 
 impl Report {
@@ -288,8 +292,10 @@ pub fn merge(reports: Vec<Report>) -> Report {
     for r in reports {
         if out.cases.is_empty() {
             out.cases = r.cases;
+            out.lines = r.lines;
         } else {
             out.cases.extend(r.cases);
+            out.lines.extend(r.lines);
         }
         out.suites += r.suites;
         out.timestamp = earliest(out.timestamp, r.timestamp);
@@ -560,6 +566,7 @@ impl Parser {
             }
             Some(Frame::Case) => {
                 if let Some(case) = self.case.take() {
+                    self.report.lines.push(case.line);
                     self.report.cases.push(case.finish());
                 }
             }
@@ -792,6 +799,7 @@ struct CaseBuilder {
     name: String,
     classname: Option<String>,
     file: Option<String>,
+    line: Option<u32>,
     duration: f64,
     status: Option<String>,
     failure: Acc,
@@ -811,12 +819,14 @@ impl CaseBuilder {
         let mut name = String::new();
         let mut classname = None;
         let mut file = None;
+        let mut line = None;
         let mut duration = 0.0;
         let mut status = None;
         for_each_attr(e, pos, |key, value| match key {
             "name" => name = value.into_owned(),
             "classname" => classname = Some(value.into_owned()),
             "file" => file = Some(value.into_owned()),
+            "line" => line = value.trim().parse().ok(),
             "time" => duration = parse_duration(&value),
             "status" => status = Some(value.trim().to_ascii_lowercase()),
             _ => {}
@@ -826,6 +836,7 @@ impl CaseBuilder {
             name: cap_id(name),
             classname: nonempty(classname),
             file: nonempty(file).or(inherited_file),
+            line,
             duration,
             status,
             failure: Acc::new(),

@@ -11,13 +11,21 @@
 //! - [`spool`]: runs that could not be published, kept on disk.
 //! - [`results`]: the `--results-json` file, the parsed run for a program
 //!   that started the agent (ptp-mcp).
-//! - [`commands`]: `run`, `upload`, `flush`.
+//! - [`master`]: the master's HTTP API: the HTTP transport and the
+//!   summary's queries.
+//! - [`summary`] and [`annotations`]: the job summary (Markdown) and
+//!   GitHub's `::error` workflow commands.
+//! - [`commands`]: `run`, `upload`, `flush`; [`check`]: `check`.
 
+pub mod annotations;
+pub mod check;
 pub mod commands;
 pub mod config;
 pub mod junit;
+pub mod master;
 pub mod publish;
 pub mod report;
 pub mod results;
 pub mod runner;
 pub mod spool;
+pub mod summary;

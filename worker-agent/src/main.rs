@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             Cmd::Run(args) => ptp_agent::commands::run(&settings, args).await,
             Cmd::Upload(args) => ptp_agent::commands::upload(&settings, args).await,
             Cmd::Flush => ptp_agent::commands::flush(&settings).await,
+            Cmd::Check => ptp_agent::check::check(&settings).await,
         }
     });
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -1,5 +1,6 @@
 //! HTTP routes, one module per resource, each with a `router()`.
 
+pub mod agent;
 pub mod analytics;
 pub mod compare;
 pub mod health;
