@@ -250,3 +250,39 @@ pub fn python() -> PathBuf {
         "no Python with pytest found: run scripts/test (it creates .venv with pytest) or set PTP_PYTHON"
     )
 }
+
+/// The `node_modules` with the JavaScript test runners the tests drive
+/// (vitest; `worker-agent/tests/js/package.json`): `$PTP_JS_MODULES`, else
+/// `.cache/js-test/node_modules` at the workspace root, where
+/// `scripts/test` installs them; the reason when they are absent.
+pub fn js_modules() -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::var_os("PTP_JS_MODULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".cache/js-test/node_modules"));
+    if dir.join(".bin/vitest").exists() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "no vitest in {}: run scripts/test (it runs npm ci there) or set PTP_JS_MODULES",
+            dir.display()
+        ))
+    }
+}
+
+/// Whether `program --version` runs: for runners the machine may lack
+/// (go, gotestsum), whose tests say why they are skipped.
+pub fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        || Command::new(program)
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}

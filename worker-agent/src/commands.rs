@@ -15,13 +15,14 @@ use chrono::Utc;
 use ptp_nats::schema::{HeartbeatPhase, RunInfo, TestCase};
 use tokio::time::Instant;
 
-use crate::config::{RunArgs, Settings, Transport, UploadArgs};
+use crate::config::{ListArgs, RunArgs, Settings, Transport, UploadArgs};
 use crate::master::Master;
+use crate::process::{self, Exit};
 use crate::publish::{Publisher, Sender, heartbeat};
 use crate::report::{self, Finished, Meta};
 use crate::results::{Delivery, ResultsFile};
-use crate::runner::{self, Exit};
-use crate::{annotations, junit, spool, summary};
+use crate::runner::{self, Plan, Runner};
+use crate::{annotations, junit, listing, spool, summary};
 
 /// Exit code with --strict when the tests passed but reporting failed.
 pub const EXIT_REPORTING_FAILED: i32 = 75;
@@ -294,6 +295,158 @@ async fn tell_ci(
     }
 }
 
+/// The runner and command a `run` or `list` works with.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The runner, when named, recognised or detected.
+    pub runner: Option<Runner>,
+    /// The command (the runner's default when none was given).
+    pub argv: Vec<String>,
+}
+
+/// Decides the runner and the command: `--runner` names it, else the
+/// command is recognised, else (no command) the project in `cwd` is
+/// detected. Errors are usage errors, said before anything runs.
+pub fn resolve(
+    runner: Option<&str>,
+    command: &[String],
+    filter: Option<&str>,
+    cwd: &Path,
+) -> Result<Resolved, String> {
+    let named = match runner.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(name) => Some(Runner::from_name(name).ok_or_else(|| {
+            format!(
+                "--runner {name:?} is not a runner the agent knows ({}); leave it out to \
+                 recognise the runner from the command",
+                runner::names()
+            )
+        })?),
+        None => None,
+    };
+    let (runner, argv) = if command.is_empty() {
+        let r = named.or_else(|| Runner::detect(cwd)).ok_or_else(|| {
+            format!(
+                "no command given and no test runner detected in {}: none of {} is there. Put \
+                 the test command after `--`, or name the runner with --runner",
+                cwd.display(),
+                Runner::detect_text()
+            )
+        })?;
+        (Some(r), r.default_command(cwd))
+    } else {
+        (
+            named.or_else(|| Runner::of_command(command).map(|(r, _)| r)),
+            command.to_vec(),
+        )
+    };
+    let argv = match (filter.filter(|f| !f.is_empty()), runner) {
+        (None, _) => argv,
+        (Some(f), Some(r)) => r.with_args(&argv, r.filter_args(f)),
+        (Some(_), None) => {
+            return Err(format!(
+                "--filter needs a runner the agent knows ({}); {:?} is none of them: put the \
+                 selection in the command, or name the runner with --runner",
+                runner::names(),
+                argv.join(" ")
+            ));
+        }
+    };
+    Ok(Resolved { runner, argv })
+}
+
+/// The failed and errored cases of an earlier `--results-json` file and
+/// its runner's name.
+fn failed_cases(path: &Path) -> Result<(Option<String>, Vec<TestCase>), String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read --failed-from {}: {e}", path.display()))?;
+    let file: ResultsFile = serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "--failed-from {} is not a ptp-agent results file: {e}",
+            path.display()
+        )
+    })?;
+    let cases = file
+        .cases
+        .into_iter()
+        .filter(|c| c.outcome.is_failure())
+        .map(|c| c.into_case())
+        .collect();
+    Ok((file.runner, cases))
+}
+
+/// One run of the test command: how it ended and what its report said.
+struct Attempt {
+    exit: Exit,
+    report: Result<junit::Report, String>,
+    problems: Vec<String>,
+}
+
+/// Runs `plan` once and reads the report it wrote (the plan's own file,
+/// or the user's `--junit` files written since `started`).
+async fn attempt(
+    s: &Settings,
+    plan: &Plan,
+    junit_globs: &[String],
+    timeout: Option<u64>,
+) -> Attempt {
+    let started = SystemTime::now();
+    let exit = process::run(
+        &plan.argv,
+        &plan.env,
+        timeout.map(Duration::from_secs),
+        || {},
+    )
+    .await;
+    match &exit {
+        Exit::NotStarted { reason, .. } => eprintln!("ptp-agent: {reason}"),
+        Exit::TimedOut => eprintln!(
+            "ptp-agent: the command ran past --timeout {}s; its process group was killed (exit 124)",
+            timeout.unwrap_or(0)
+        ),
+        Exit::Signal(sig) => eprintln!("ptp-agent: the command was killed by signal {sig}"),
+        Exit::Code(_) => {}
+    }
+    let runner = plan.runner.map_or("the command", Runner::name);
+    let (report, problems) = match &plan.junit_path {
+        Some(path) if path.exists() => read_reports(std::slice::from_ref(path), Vec::new()),
+        Some(path) => (
+            Err(format!(
+                "{runner} wrote no JUnit report at {} (it crashed, or was killed before writing it)",
+                path.display()
+            )),
+            Vec::new(),
+        ),
+        None if junit_globs.is_empty() => (Ok(junit::Report::default()), Vec::new()),
+        None => {
+            let (files, problems) = expand(junit_globs);
+            let (fresh, stale): (Vec<_>, Vec<_>) =
+                files.into_iter().partition(|f| modified_since(f, started));
+            for f in &stale {
+                say!(
+                    s,
+                    "ignoring {}: it was not written by this run (older than its start)",
+                    f.display()
+                );
+            }
+            if fresh.is_empty() && problems.is_empty() {
+                (
+                    Err(format!(
+                        "no report written by this run matches {junit_globs:?}"
+                    )),
+                    Vec::new(),
+                )
+            } else {
+                read_reports(&fresh, problems)
+            }
+        }
+    };
+    Attempt {
+        exit,
+        report,
+        problems,
+    }
+}
+
 /// `ptp-agent run -- <command>`.
 pub async fn run(s: &Settings, args: RunArgs) -> i32 {
     let report_dir = match tempfile::Builder::new().prefix("ptp-agent-").tempdir() {
@@ -303,20 +456,99 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
             return 70;
         }
     };
-    let plan = runner::plan(&args.command, report_dir.path());
-    let runner_name = plan.runner.clone().or_else(|| {
-        args.command.first().map(|c| {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let resolved = match resolve(
+        args.runner.as_deref(),
+        &args.command,
+        args.filter.as_deref(),
+        &cwd,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ptp-agent: {e}");
+            return 2;
+        }
+    };
+    let mut argv = resolved.argv.clone();
+    if let Some(path) = &args.failed_from {
+        let (prev_runner, cases) = match failed_cases(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ptp-agent: {e}");
+                return 2;
+            }
+        };
+        let Some(r) = resolved.runner else {
+            eprintln!(
+                "ptp-agent: --failed-from needs a runner the agent knows ({}); name it with --runner",
+                runner::names()
+            );
+            return 2;
+        };
+        if let Some(prev) = prev_runner.as_deref().filter(|p| *p != r.name()) {
+            eprintln!(
+                "ptp-agent: --failed-from {} is a {prev} run; this command runs {}",
+                path.display(),
+                r.name()
+            );
+            return 2;
+        }
+        if cases.is_empty() {
+            say!(
+                s,
+                "nothing failed in {}; no test was started",
+                path.display()
+            );
+            return 0;
+        }
+        let refs: Vec<&TestCase> = cases.iter().collect();
+        let sel = r.select(&argv, &refs, &cwd);
+        if !sel.unmapped.is_empty() {
+            say!(
+                s,
+                "not rerun ({} of {} failed tests of {} map to no test here): {}",
+                sel.unmapped.len(),
+                cases.len(),
+                path.display(),
+                sel.unmapped.join(", ")
+            );
+        }
+        if sel.selected.is_empty() {
+            eprintln!(
+                "ptp-agent: none of the {} failed tests of {} can be selected here (moved or \
+                 deleted?); nothing was run",
+                cases.len(),
+                path.display()
+            );
+            return 2;
+        }
+        argv = sel.argv;
+    }
+    let plan = match resolved.runner {
+        Some(Runner::Pytest) => Runner::Pytest.plan(&argv, report_dir.path(), 1),
+        Some(r) if args.junit.is_empty() => r.plan(&argv, report_dir.path(), 1),
+        r => Plan {
+            argv: argv.clone(),
+            runner: r,
+            ..Plan::default()
+        },
+    };
+    let runner_name = plan.runner.map(|r| r.name().to_string()).or_else(|| {
+        argv.first().map(|c| {
             Path::new(c)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| c.clone())
         })
     });
-    if plan.junit_path.is_none() && args.junit.is_empty() {
+    if let Some(note) = &plan.note {
+        say!(s, "note: {note}");
+    } else if plan.junit_path.is_none() && args.junit.is_empty() {
         say!(
             s,
-            "note: {:?} is not pytest and no --junit was given; the run will be published without test cases",
-            args.command.join(" ")
+            "note: {:?} is no runner the agent knows ({}) and no --junit was given; the run will be published without test cases",
+            argv.join(" "),
+            runner::names()
         );
     }
     warn(s);
@@ -328,7 +560,6 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
     };
     let run_id = uuid::Uuid::now_v7().to_string();
     let started_at = Utc::now();
-    let started_sys = SystemTime::now();
     let interval = args.heartbeat_secs;
 
     let ticker = publisher.clone().map(|p| {
@@ -364,7 +595,12 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
             }
         })
     });
-    let exit = runner::run(&plan.argv, args.timeout.map(Duration::from_secs), || {}).await;
+    let first = attempt(s, &plan, &args.junit, args.timeout).await;
+    let Attempt {
+        exit,
+        report,
+        problems,
+    } = first;
     if let Some(t) = ticker {
         t.abort();
     }
@@ -381,51 +617,6 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
         ))
         .await;
     }
-    match &exit {
-        Exit::NotStarted { reason, .. } => eprintln!("ptp-agent: {reason}"),
-        Exit::TimedOut => eprintln!(
-            "ptp-agent: the command ran past --timeout {}s; its process group was killed (exit 124)",
-            args.timeout.unwrap_or(0)
-        ),
-        Exit::Signal(sig) => eprintln!("ptp-agent: the command was killed by signal {sig}"),
-        Exit::Code(_) => {}
-    }
-
-    let (report, problems) = match &plan.junit_path {
-        Some(path) if path.exists() => read_reports(std::slice::from_ref(path), Vec::new()),
-        Some(path) => (
-            Err(format!(
-                "pytest wrote no JUnit report at {} (it crashed, or was killed before writing it)",
-                path.display()
-            )),
-            Vec::new(),
-        ),
-        None if args.junit.is_empty() => (Ok(junit::Report::default()), Vec::new()),
-        None => {
-            let (files, problems) = expand(&args.junit);
-            let (fresh, stale): (Vec<_>, Vec<_>) = files
-                .into_iter()
-                .partition(|f| modified_since(f, started_sys));
-            for f in &stale {
-                say!(
-                    s,
-                    "ignoring {}: it was not written by this run (older than its start)",
-                    f.display()
-                );
-            }
-            if fresh.is_empty() && problems.is_empty() {
-                (
-                    Err(format!(
-                        "no report written by this run matches {:?}",
-                        args.junit
-                    )),
-                    Vec::new(),
-                )
-            } else {
-                read_reports(&fresh, problems)
-            }
-        }
-    };
     for p in &problems {
         eprintln!("ptp-agent: report problem: {p}");
     }
@@ -488,6 +679,56 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
         delivered && report_ok && results_ok && told,
         s.strict,
     )
+}
+
+/// `ptp-agent list`: the tests the runner would run, without running them.
+pub async fn list(args: ListArgs) -> i32 {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let resolved = match resolve(
+        args.runner.as_deref(),
+        &args.command,
+        args.filter.as_deref(),
+        &cwd,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ptp-agent: {e}");
+            return 2;
+        }
+    };
+    let Some(r) = resolved.runner else {
+        eprintln!(
+            "ptp-agent: cannot list the tests of {:?}: it is no runner the agent knows ({}); name it with --runner",
+            resolved.argv.join(" "),
+            runner::names()
+        );
+        return 2;
+    };
+    let argv = match r.list_command(&resolved.argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ptp-agent: {e}");
+            return 2;
+        }
+    };
+    let listed = listing::run(r, &argv, &cwd, args.timeout.map(Duration::from_secs)).await;
+    if args.json {
+        match serde_json::to_string(&listed) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("ptp-agent: cannot encode the listing: {e}");
+                return 70;
+            }
+        }
+    } else {
+        for t in &listed.tests {
+            println!("{t}");
+        }
+        for e in &listed.errors {
+            eprintln!("ptp-agent: {e}");
+        }
+    }
+    listed.exit_code
 }
 
 /// `ptp-agent upload <files>`.

@@ -39,9 +39,17 @@ pub enum Cmd {
     /// Run a test command and publish its results:
     /// `ptp-agent run -- python -m pytest tests/`.
     ///
-    /// For pytest the agent adds `--junitxml=<temp file>` itself (unless you
-    /// gave one). For other runners name the report files with --junit.
+    /// For the runners it knows (pytest, vitest, jest with jest-junit, node
+    /// --test, go test through gotestsum, cargo nextest) the agent adds the
+    /// arguments that make them write a JUnit report. For other commands
+    /// name the report files with --junit. Without a command, the runner
+    /// named with --runner or detected in the current directory runs every
+    /// test.
     Run(RunArgs),
+    /// List the tests of the project without running them (pytest
+    /// --collect-only, vitest list, go test -list, nextest list, jest
+    /// --listTests): one id per line, or JSON with --json.
+    List(ListArgs),
     /// Publish JUnit XML reports that already exist (tests ran earlier in the
     /// job): `ptp-agent upload 'reports/**/*.xml'`.
     Upload(UploadArgs),
@@ -91,9 +99,50 @@ pub struct RunArgs {
     /// published), replacing it; written atomically once delivery is done.
     #[arg(long, env = "PTP_RESULTS_JSON", value_name = "FILE")]
     pub results_json: Option<PathBuf>,
-    /// The test command and its arguments (after `--`).
+    /// The test runner: pytest, vitest, jest, node, go, nextest [default:
+    /// recognised from the command, else detected from the project's files
+    /// in the current directory].
+    #[arg(long, env = "PTP_RUNNER")]
+    pub runner: Option<String>,
+    /// Run only the tests matching this: a path (a file, directory or Go
+    /// package, or a pytest node id) or a name filter (pytest -k, vitest and
+    /// jest -t, node --test-name-pattern, go -run, a nextest filter).
+    #[arg(long, env = "PTP_FILTER")]
+    pub filter: Option<String>,
+    /// Run only the tests that failed or errored in this --results-json
+    /// file of an earlier run (selected by id, as --retries does).
+    #[arg(long, env = "PTP_FAILED_FROM", value_name = "FILE")]
+    pub failed_from: Option<PathBuf>,
+    /// The test command and its arguments (after `--`) [default: the
+    /// runner's own command: python -m pytest, npx vitest run, npx jest,
+    /// node --test, gotestsum -- ./..., cargo nextest run].
     #[arg(
-        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+/// Options of `ptp-agent list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The test runner (as for `run`).
+    #[arg(long, env = "PTP_RUNNER")]
+    pub runner: Option<String>,
+    /// List only the tests matching this (as for `run --filter`).
+    #[arg(long, env = "PTP_FILTER")]
+    pub filter: Option<String>,
+    /// Kill the listing (its whole process group) after this many seconds.
+    #[arg(long, env = "PTP_TIMEOUT")]
+    pub timeout: Option<u64>,
+    /// Print one JSON document (runner, status, exit code, command, tests,
+    /// collection errors) instead of one id per line.
+    #[arg(long, env = "PTP_LIST_JSON")]
+    pub json: bool,
+    /// The test command (as for `run`); the agent turns it into the
+    /// runner's listing command.
+    #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
         value_name = "COMMAND"

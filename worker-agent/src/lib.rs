@@ -3,8 +3,11 @@
 //!
 //! # Layout
 //! - [`config`]: the command line and the defaults taken from CI variables.
-//! - [`runner`]: running the test command as a child process (pytest
-//!   detection, process group, timeout, signal forwarding).
+//! - [`runner`]: what the agent knows about each test runner (pytest,
+//!   vitest, jest, node, go, nextest): detection, report arguments,
+//!   selecting and listing tests.
+//! - [`process`]: running the test command as a child process (process
+//!   group, timeout, signal forwarding).
 //! - [`junit`]: parsing JUnit XML of the common dialects.
 //! - [`report`]: turning exit code and cases into a run with a status.
 //! - [`publish`]: heartbeats and publishing to JetStream with retries.
@@ -15,14 +18,17 @@
 //!   summary's queries.
 //! - [`summary`] and [`annotations`]: the job summary (Markdown) and
 //!   GitHub's `::error` workflow commands.
-//! - [`commands`]: `run`, `upload`, `flush`; [`check`]: `check`.
+//! - [`commands`]: `run`, `list`, `upload`, `flush`; [`check`]: `check`;
+//!   [`listing`]: running a runner's listing command.
 
 pub mod annotations;
 pub mod check;
 pub mod commands;
 pub mod config;
 pub mod junit;
+pub mod listing;
 pub mod master;
+pub mod process;
 pub mod publish;
 pub mod report;
 pub mod results;

@@ -96,6 +96,26 @@ pub struct CaseLine {
     pub message: Option<String>,
 }
 
+impl CaseLine {
+    /// The case again, as far as the file keeps it (no traceback nor
+    /// output): enough to select the test.
+    pub fn into_case(self) -> TestCase {
+        TestCase {
+            test_id: self.test_id,
+            file: self.file,
+            classname: self.classname,
+            name: self.name,
+            outcome: self.outcome,
+            duration_secs: self.duration_secs,
+            message: self.message,
+            traceback: None,
+            output: None,
+            retries: 0,
+            flaky: false,
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultsFile {

@@ -4,11 +4,12 @@
 //! `results` covers `--results-json` and `--no-publish` with a real pytest;
 //! `check` covers `ptp-agent check` against each misconfiguration; `ci` the
 //! job summary and GitHub annotations; `scripts` the GitHub Action's steps
-//! and `scripts/master`.
+//! and `scripts/master`; `runners` each test runner on a real project.
 
 mod check;
 mod ci;
 mod results;
+mod runners;
 mod scripts;
 
 use std::path::Path;
