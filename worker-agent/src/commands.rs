@@ -22,7 +22,7 @@ use crate::publish::{Publisher, Sender, heartbeat};
 use crate::report::{self, Finished, Meta};
 use crate::results::{Delivery, ResultsFile};
 use crate::runner::{self, Plan, Runner};
-use crate::{annotations, junit, listing, spool, summary};
+use crate::{annotations, junit, listing, retry, spool, summary};
 
 /// Exit code with --strict when the tests passed but reporting failed.
 pub const EXIT_REPORTING_FAILED: i32 = 75;
@@ -447,6 +447,191 @@ async fn attempt(
     }
 }
 
+/// `--retries`: reruns the failed tests of `first` up to `args.retries`
+/// times and merges the attempts ([`crate::retry`]); returns the merged
+/// attempt (exit 0 when every failure passed on a retry, else the first
+/// attempt's exit) and a sentence on what was done, if anything was.
+#[allow(clippy::too_many_arguments)]
+async fn retry_failures(
+    s: &Settings,
+    args: &RunArgs,
+    runner_name: Option<&str>,
+    runner: Option<Runner>,
+    argv: &[String],
+    cwd: &Path,
+    report_dir: &Path,
+    first: Attempt,
+) -> (Attempt, Option<String>) {
+    if args.retries == 0 {
+        return (first, None);
+    }
+    let status = |a: &Attempt| {
+        report::classify(&Finished {
+            runner: runner_name.map(String::from),
+            exit: a.exit.clone(),
+            report: a
+                .report
+                .as_ref()
+                .map(|r| r.cases.clone())
+                .map_err(Clone::clone),
+        })
+        .0
+    };
+    let first_status = status(&first);
+    if report::crashed(first_status) {
+        return (
+            first,
+            Some(format!(
+                "not retried: the run ended {} (a crash is never retried: a retry would hide it)",
+                first_status.as_str()
+            )),
+        );
+    }
+    let Ok(mut report) = first.report else {
+        // Not reached: a run without a report is crashed.
+        return (first, None);
+    };
+    let failing = retry::failing_ids(&report.cases);
+    if failing.is_empty() {
+        return (
+            Attempt {
+                report: Ok(report),
+                ..first
+            },
+            None,
+        );
+    }
+    if failing.len() > retry::MAX_RETRIED_TESTS {
+        let n = format!(
+            "not retried: {} tests failed, more than {} (that is no flakiness)",
+            failing.len(),
+            retry::MAX_RETRIED_TESTS
+        );
+        return (
+            Attempt {
+                report: Ok(report),
+                ..first
+            },
+            Some(n),
+        );
+    }
+    if runner.is_none() && args.rerun_command.is_none() {
+        let n = format!(
+            "not retried: {:?} is no runner the agent knows ({}); give --rerun-command",
+            argv.join(" "),
+            runner::names()
+        );
+        return (
+            Attempt {
+                report: Ok(report),
+                ..first
+            },
+            Some(n),
+        );
+    }
+    let mut problems = first.problems;
+    let mut attempts = 1;
+    let mut stopped = None;
+    let total = failing.len();
+    for n in 2..=args.retries + 1 {
+        let failing = retry::failing_ids(&report.cases);
+        if failing.is_empty() {
+            break;
+        }
+        let cases: Vec<&TestCase> = report
+            .cases
+            .iter()
+            .filter(|c| c.outcome.is_failure())
+            .collect();
+        let rerun_argv = match (&args.rerun_command, runner) {
+            (Some(t), _) => match retry::template(t, &cases, runner, cwd) {
+                Ok(a) => a,
+                Err(e) => {
+                    stopped = Some(e);
+                    break;
+                }
+            },
+            (None, Some(r)) => {
+                let sel = r.select(argv, &cases, cwd);
+                if !sel.unmapped.is_empty() {
+                    say!(
+                        s,
+                        "cannot select {} failed tests to retry them: {}",
+                        sel.unmapped.len(),
+                        sel.unmapped.join(", ")
+                    );
+                }
+                if sel.selected.is_empty() {
+                    break;
+                }
+                sel.argv
+            }
+            (None, None) => break,
+        };
+        let plan = match runner {
+            Some(r) if r == Runner::Pytest || args.junit.is_empty() => {
+                r.plan(&rerun_argv, report_dir, n)
+            }
+            _ => Plan {
+                argv: rerun_argv,
+                runner,
+                ..Plan::default()
+            },
+        };
+        say!(
+            s,
+            "retry {}/{}: rerunning {} failed tests: {}",
+            n - 1,
+            args.retries,
+            failing.len(),
+            plan.argv.join(" ")
+        );
+        let next = attempt(s, &plan, &args.junit, args.timeout).await;
+        let next_status = status(&next);
+        problems.extend(next.problems.iter().cloned());
+        match next.report {
+            Ok(r) if !report::crashed(next_status) => {
+                report.cases = retry::merge(std::mem::take(&mut report.cases), &r.cases, &failing);
+                // Lines were by position in the first report; annotations
+                // fall back to the tracebacks.
+                report.lines.clear();
+                attempts = n;
+            }
+            Ok(_) | Err(_) => {
+                stopped = Some(format!(
+                    "retry {} ended {}; its failures stay failures and retrying stops",
+                    n - 1,
+                    next_status.as_str()
+                ));
+                break;
+            }
+        }
+    }
+    let still = retry::failing_ids(&report.cases).len();
+    let flaky = report.cases.iter().filter(|c| c.flaky).count();
+    let exit = if still == 0 {
+        Exit::Code(0)
+    } else {
+        first.exit
+    };
+    let mut note = format!(
+        "retried {total} failed tests ({} attempts in all): {flaky} passed on retry (flaky), {still} failed every attempt",
+        attempts
+    );
+    if let Some(why) = stopped {
+        note.push_str("; ");
+        note.push_str(&why);
+    }
+    (
+        Attempt {
+            exit,
+            report: Ok(report),
+            problems,
+        },
+        Some(note),
+    )
+}
+
 /// `ptp-agent run -- <command>`.
 pub async fn run(s: &Settings, args: RunArgs) -> i32 {
     let report_dir = match tempfile::Builder::new().prefix("ptp-agent-").tempdir() {
@@ -596,6 +781,17 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
         })
     });
     let first = attempt(s, &plan, &args.junit, args.timeout).await;
+    let (first, retry_note) = retry_failures(
+        s,
+        &args,
+        runner_name.as_deref(),
+        plan.runner,
+        &argv,
+        &cwd,
+        report_dir.path(),
+        first,
+    )
+    .await;
     let Attempt {
         exit,
         report,
@@ -647,6 +843,13 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
             report,
         },
     );
+    let mut run = run;
+    if let Some(n) = retry_note {
+        say!(s, "{n}");
+        if run.note.is_none() {
+            run.note = Some(n);
+        }
+    }
     say!(s, "{}", report::summary(&run));
     let delivery = if args.no_publish {
         say!(s, "run {} not published (--no-publish)", run.run_id);

@@ -113,6 +113,23 @@ pub struct RunArgs {
     /// file of an earlier run (selected by id, as --retries does).
     #[arg(long, env = "PTP_FAILED_FROM", value_name = "FILE")]
     pub failed_from: Option<PathBuf>,
+    /// Rerun the tests that failed up to N times, only those, by id (see
+    /// --rerun-command for runners the agent does not know). A test that
+    /// passes on a retry is reported flaky (passed on retry) and the run
+    /// passes if nothing else failed; a test failing every attempt is a
+    /// failure. A crashed run (signal, timeout, no report, pytest exit 2-5)
+    /// is never retried.
+    #[arg(long, env = "PTP_RETRIES", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=crate::retry::MAX_RETRIES as i64))]
+    pub retries: u32,
+    /// The command that reruns failed tests, as a template (split like a
+    /// shell would, never run through one): `{tests}` becomes one argument
+    /// per test (its id as the runner selects it, else its name),
+    /// `{pattern}` one anchored regular expression of their names, `{files}`
+    /// their files; inside a longer word the values are shell-quoted.
+    /// Example: 'npx mocha --grep {pattern}'. Default: the runner's own
+    /// selection.
+    #[arg(long, env = "PTP_RERUN_COMMAND", value_name = "TEMPLATE")]
+    pub rerun_command: Option<String>,
     /// The test command and its arguments (after `--`) [default: the
     /// runner's own command: python -m pytest, npx vitest run, npx jest,
     /// node --test, gotestsum -- ./..., cargo nextest run].

@@ -10,6 +10,7 @@
 //!   group, timeout, signal forwarding).
 //! - [`junit`]: parsing JUnit XML of the common dialects.
 //! - [`report`]: turning exit code and cases into a run with a status.
+//! - [`retry`]: `--retries`: rerunning failed tests, merging the attempts.
 //! - [`publish`]: heartbeats and publishing to JetStream with retries.
 //! - [`spool`]: runs that could not be published, kept on disk.
 //! - [`results`]: the `--results-json` file, the parsed run for a program
@@ -32,6 +33,7 @@ pub mod process;
 pub mod publish;
 pub mod report;
 pub mod results;
+pub mod retry;
 pub mod runner;
 pub mod spool;
 pub mod summary;

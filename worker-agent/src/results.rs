@@ -14,12 +14,14 @@
 //!  "published": false, "delivery": "not_requested", "spool_file": null,
 //!  "cases": [{"test_id": "tests.test_cart::test_total", "classname": "tests.test_cart",
 //!             "name": "test_total", "outcome": "failed", "duration_secs": 0.01,
-//!             "message": "assert 1 == 2"}]}
+//!             "message": "assert 1 == 2", "retries": 2}]}
 //! ```
 //!
 //! - `status` and `counts` are exactly what is (or would have been)
 //!   published; `cases` holds every case (passing ones too) without
 //!   tracebacks or captured output, which stay on the master.
+//! - A case's `retries` (failed attempts before its outcome) and `flaky`
+//!   (passed on a retry) are written only when set (`--retries`).
 //! - `report` says whether a JUnit report was read; when it is false the
 //!   cases are empty and `note` says why (no report written, timed out...).
 //! - `delivery` is `published` (JetStream acknowledged every message),
@@ -94,6 +96,17 @@ pub struct CaseLine {
     /// Failure, error or skip message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Failed attempts before this outcome (`--retries`, or the runner's
+    /// own retries).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// Passed on a retry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flaky: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl CaseLine {
@@ -110,8 +123,8 @@ impl CaseLine {
             message: self.message,
             traceback: None,
             output: None,
-            retries: 0,
-            flaky: false,
+            retries: self.retries,
+            flaky: self.flaky,
         }
     }
 }
@@ -197,6 +210,8 @@ impl ResultsFile {
                     outcome: c.outcome,
                     duration_secs: c.duration_secs,
                     message: c.message.clone(),
+                    retries: c.retries,
+                    flaky: c.flaky,
                 })
                 .collect(),
         }

@@ -491,7 +491,7 @@ impl Runner {
             };
             add(&mut sel, c, selector);
         }
-        if sel.selectors.is_empty() {
+        if sel.selectors.is_empty() || argv.is_empty() {
             return sel;
         }
         let args = &argv[start..];

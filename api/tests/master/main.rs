@@ -2,6 +2,7 @@
 //! master's own `run` on port 0 with a temp SQLite file, the built
 //! `ptp-agent` wrapping a real pytest.
 
+mod agent_flaky;
 mod agent_http;
 mod bad_input;
 mod cache;

@@ -4,11 +4,13 @@
 //! `results` covers `--results-json` and `--no-publish` with a real pytest;
 //! `check` covers `ptp-agent check` against each misconfiguration; `ci` the
 //! job summary and GitHub annotations; `scripts` the GitHub Action's steps
-//! and `scripts/master`; `runners` each test runner on a real project.
+//! and `scripts/master`; `runners` each test runner on a real project;
+//! `retries` --retries and --rerun-command.
 
 mod check;
 mod ci;
 mod results;
+mod retries;
 mod runners;
 mod scripts;
 
