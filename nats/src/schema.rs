@@ -44,6 +44,10 @@ pub const MAX_OUTPUT_BYTES: usize = 16 * 1024;
 pub const MAX_SHORT_BYTES: usize = 512;
 /// Longest run id, in bytes.
 pub const MAX_RUN_ID_BYTES: usize = 128;
+/// Most owners one test case may name (`TestCase::owners`).
+pub const MAX_OWNERS: usize = 16;
+/// Longest owner name, in bytes.
+pub const MAX_OWNER_BYTES: usize = 256;
 /// Most test cases one run may carry.
 pub const MAX_CASES_PER_RUN: u64 = 5_000_000;
 /// Most chunks one run may be split into.
@@ -287,6 +291,14 @@ pub struct TestCase {
     /// Passed only after at least one failed attempt within this run.
     #[serde(default)]
     pub flaky: bool,
+    /// Owners of the test's file from CODEOWNERS (`@user`, `@org/team`,
+    /// e-mail), at most [`MAX_OWNERS`] of at most [`MAX_OWNER_BYTES`] bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+    /// The test was on the project's quarantine list when the agent ran it;
+    /// its outcome is still the real one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
 }
 
 /// Everything about a run except its test cases.
@@ -607,6 +619,19 @@ impl TestCase {
         check_opt("message", &self.message, MAX_MESSAGE_BYTES + 128)?;
         check_opt("traceback", &self.traceback, MAX_TRACEBACK_BYTES + 128)?;
         check_opt("output", &self.output, MAX_OUTPUT_BYTES + 128)?;
+        if self.owners.len() > MAX_OWNERS {
+            return Err(format!(
+                "test case {:?} names {} owners; at most {MAX_OWNERS} are accepted",
+                self.test_id,
+                self.owners.len()
+            ));
+        }
+        for o in &self.owners {
+            if o.is_empty() {
+                return Err(format!("test case {:?} has an empty owner", self.test_id));
+            }
+            check_len("owner", o, MAX_OWNER_BYTES)?;
+        }
         check_duration(
             &format!("duration_secs of {:?}", self.test_id),
             self.duration_secs,
@@ -909,6 +934,8 @@ mod tests {
             output: None,
             retries: 0,
             flaky: false,
+            owners: Vec::new(),
+            quarantined: false,
         }
     }
 
@@ -932,6 +959,28 @@ mod tests {
             cases_complete: true,
             note: None,
         }
+    }
+
+    #[test]
+    fn owners_and_quarantine_marks_are_optional_and_bounded() {
+        let mut c = case(1, Outcome::Failed);
+        let plain = serde_json::to_string(&c).expect("encodes");
+        assert!(
+            !plain.contains("owners") && !plain.contains("quarantined"),
+            "absent when unset, so older readers see the same JSON: {plain}"
+        );
+        c.owners = vec!["@acme/cart".into(), "qa@example.com".into()];
+        c.quarantined = true;
+        let text = serde_json::to_string(&c).expect("encodes");
+        let back: TestCase = serde_json::from_str(&text).expect("decodes");
+        assert_eq!(back, c);
+        assert_eq!(c.validate(), Ok(()));
+        c.owners = (0..=MAX_OWNERS).map(|i| format!("@t{i}")).collect();
+        assert!(c.validate().expect_err("17 owners").contains("owners"));
+        c.owners = vec!["x".repeat(MAX_OWNER_BYTES + 1)];
+        assert!(c.validate().is_err(), "an over-long owner is refused");
+        c.owners = vec![String::new()];
+        assert!(c.validate().is_err(), "an empty owner is refused");
     }
 
     #[test]

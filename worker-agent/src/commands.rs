@@ -22,7 +22,7 @@ use crate::publish::{Publisher, Sender, heartbeat};
 use crate::report::{self, Finished, Meta};
 use crate::results::{Delivery, ResultsFile};
 use crate::runner::{self, Plan, Runner};
-use crate::{annotations, junit, listing, retry, spool, summary};
+use crate::{annotations, junit, listing, owners, retry, spool, summary};
 
 /// Exit code with --strict when the tests passed but reporting failed.
 pub const EXIT_REPORTING_FAILED: i32 = 75;
@@ -843,6 +843,10 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
             report,
         },
     );
+    let mut cases = cases;
+    if let Some(w) = owners::fill(&mut cases, plan.runner, &cwd, s.codeowners.as_deref()) {
+        say!(s, "warning: {w}");
+    }
     let mut run = run;
     if let Some(n) = retry_note {
         say!(s, "{n}");
@@ -969,6 +973,12 @@ pub async fn upload(s: &Settings, args: UploadArgs) -> i32 {
         },
     );
     run.exit_code = None;
+    let mut cases = cases;
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let runner = run.runner.as_deref().and_then(Runner::from_name);
+    if let Some(w) = owners::fill(&mut cases, runner, &cwd, s.codeowners.as_deref()) {
+        say!(s, "warning: {w}");
+    }
     // The reports say how long the tests took, not when they ran: the run
     // is placed as ending now, so its span matches its duration (the
     // master refuses a duration longer than finished_at - started_at).

@@ -228,6 +228,11 @@ pub struct Common {
     /// Print only errors.
     #[arg(long, short, global = true, env = "PTP_QUIET")]
     pub quiet: bool,
+    /// The CODEOWNERS file whose owners each case carries [default: the
+    /// first of .github/CODEOWNERS, .gitlab/CODEOWNERS, CODEOWNERS,
+    /// docs/CODEOWNERS in the repository's root].
+    #[arg(long, global = true, env = "PTP_CODEOWNERS", value_name = "FILE")]
+    pub codeowners: Option<PathBuf>,
     /// NATS credentials and TLS.
     #[command(flatten)]
     pub auth: ptp_nats::NatsAuth,
@@ -328,13 +333,17 @@ pub struct Settings {
     pub strict: bool,
     /// --quiet.
     pub quiet: bool,
+    /// --codeowners.
+    pub codeowners: Option<PathBuf>,
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn git(args: &[&str]) -> Option<String> {
+/// Runs git with `args`; its trimmed output when it succeeds and says
+/// something other than `HEAD`.
+pub(crate) fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git").args(args).output().ok()?;
     if !out.status.success() {
         return None;
@@ -470,6 +479,10 @@ impl Common {
             publish_timeout: Duration::from_secs(self.publish_timeout),
             strict: self.strict,
             quiet: self.quiet,
+            codeowners: self
+                .codeowners
+                .clone()
+                .filter(|p| !p.as_os_str().is_empty()),
         }
     }
 }

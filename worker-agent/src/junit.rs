@@ -926,6 +926,8 @@ impl CaseBuilder {
             output: self.output.finish(),
             retries,
             flaky: outcome == Outcome::Passed && self.flaky.count > 0,
+            owners: Vec::new(),
+            quarantined: false,
         }
     }
 }

@@ -10,6 +10,7 @@
 //!   group, timeout, signal forwarding).
 //! - [`junit`]: parsing JUnit XML of the common dialects.
 //! - [`report`]: turning exit code and cases into a run with a status.
+//! - [`owners`]: CODEOWNERS: the owners of each case's file.
 //! - [`retry`]: `--retries`: rerunning failed tests, merging the attempts.
 //! - [`publish`]: heartbeats and publishing to JetStream with retries.
 //! - [`spool`]: runs that could not be published, kept on disk.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod junit;
 pub mod listing;
 pub mod master;
+pub mod owners;
 pub mod process;
 pub mod publish;
 pub mod report;

@@ -205,6 +205,8 @@ mod tests {
             output: None,
             retries: 0,
             flaky: false,
+            owners: Vec::new(),
+            quarantined: false,
         }
     }
 

@@ -20,8 +20,9 @@
 //! - `status` and `counts` are exactly what is (or would have been)
 //!   published; `cases` holds every case (passing ones too) without
 //!   tracebacks or captured output, which stay on the master.
-//! - A case's `retries` (failed attempts before its outcome) and `flaky`
-//!   (passed on a retry) are written only when set (`--retries`).
+//! - A case's `retries` (failed attempts before its outcome), `flaky`
+//!   (passed on a retry), `owners` (CODEOWNERS) and `quarantined` are
+//!   written only when set.
 //! - `report` says whether a JUnit report was read; when it is false the
 //!   cases are empty and `note` says why (no report written, timed out...).
 //! - `delivery` is `published` (JetStream acknowledged every message),
@@ -103,6 +104,12 @@ pub struct CaseLine {
     /// Passed on a retry.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub flaky: bool,
+    /// Owners from CODEOWNERS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+    /// On the project's quarantine list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -125,6 +132,8 @@ impl CaseLine {
             output: None,
             retries: self.retries,
             flaky: self.flaky,
+            owners: self.owners,
+            quarantined: self.quarantined,
         }
     }
 }
@@ -212,6 +221,8 @@ impl ResultsFile {
                     message: c.message.clone(),
                     retries: c.retries,
                     flaky: c.flaky,
+                    owners: c.owners.clone(),
+                    quarantined: c.quarantined,
                 })
                 .collect(),
         }
@@ -261,6 +272,8 @@ mod tests {
             output: Some("printed".into()),
             retries: 0,
             flaky: false,
+            owners: Vec::new(),
+            quarantined: false,
         };
         let run = RunInfo {
             run_id: "r1".into(),

@@ -999,6 +999,8 @@ mod tests {
             output: None,
             retries: 0,
             flaky: false,
+            owners: Vec::new(),
+            quarantined: false,
         }
     }
 

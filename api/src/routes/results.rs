@@ -735,6 +735,8 @@ fn legacy_to_run(l: LegacyRun, now: DateTime<Utc>) -> Result<(RunInfo, Vec<TestC
             output: None,
             retries: 0,
             flaky: false,
+            owners: Vec::new(),
+            quarantined: false,
         })
         .collect();
     let counts = schema::Counts {

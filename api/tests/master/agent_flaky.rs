@@ -1,5 +1,6 @@
 //! The agent's side of flaky-test handling, through the real broker and
-//! master: `--retries` feeds the master's passed-on-retry evidence.
+//! master: `--retries` feeds the master's passed-on-retry evidence; runs
+//! whose cases carry owners (CODEOWNERS) are accepted and stored.
 
 use std::path::Path;
 
@@ -11,6 +12,7 @@ use crate::helpers::*;
 /// project (a marker file) and passes after; `test_broken` always fails.
 pub fn flaky_suite(dir: &Path) {
     std::fs::write(dir.join("pytest.ini"), "[pytest]\n").expect("ini");
+    std::fs::write(dir.join("CODEOWNERS"), "* @acme/qa\n").expect("CODEOWNERS");
     std::fs::write(
         dir.join("test_suite.py"),
         r#"import pathlib
@@ -70,6 +72,13 @@ async fn retries_reach_flaky_as_passed_on_retry() {
         (&broken["outcome"], &broken["retries"]),
         (&Value::from("failed"), &Value::from(2)),
         "{broken}"
+    );
+
+    // The master accepts cases with owners (it does not store them yet).
+    assert_eq!(
+        run["cases"].as_array().map(Vec::len),
+        Some(3),
+        "every case with owners was stored: {run}"
     );
 
     let (status, f) = app.get("/flaky?project=demo").await;

@@ -9,6 +9,7 @@
 
 mod check;
 mod ci;
+mod owners;
 mod results;
 mod retries;
 mod runners;
