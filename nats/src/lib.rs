@@ -22,6 +22,8 @@
 //!   crash before the ack means redelivery, which idempotence absorbs.
 //! - Heartbeats go over core NATS on [`subjects::HEARTBEAT`]: they matter only
 //!   while fresh, so they are not stored.
+//! - Quarantine lists go the other way, master to agents, through the
+//!   key-value bucket of [`quarantine`].
 //!
 //! ```no_run
 //! # async fn demo(run: ptp_nats::schema::RunInfo, cases: Vec<ptp_nats::schema::TestCase>)
@@ -40,6 +42,7 @@
 //! ```
 
 pub mod auth;
+pub mod quarantine;
 pub mod schema;
 
 pub use auth::NatsAuth;

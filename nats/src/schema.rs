@@ -295,8 +295,8 @@ pub struct TestCase {
     /// e-mail), at most [`MAX_OWNERS`] of at most [`MAX_OWNER_BYTES`] bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owners: Vec<String>,
-    /// The test was on the project's quarantine list when the agent ran it;
-    /// its outcome is still the real one.
+    /// The test was on the project's quarantine list when the agent ran it
+    /// ([`crate::quarantine`]); its outcome is still the real one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub quarantined: bool,
 }

@@ -22,7 +22,7 @@ use crate::publish::{Publisher, Sender, heartbeat};
 use crate::report::{self, Finished, Meta};
 use crate::results::{Delivery, ResultsFile};
 use crate::runner::{self, Plan, Runner};
-use crate::{annotations, junit, listing, owners, retry, spool, summary};
+use crate::{annotations, junit, listing, owners, quarantine, retry, spool, summary};
 
 /// Exit code with --strict when the tests passed but reporting failed.
 pub const EXIT_REPORTING_FAILED: i32 = 75;
@@ -743,6 +743,26 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
     } else {
         connect(s).await
     };
+    // The quarantine list is read while the tests run.
+    let known = if args.no_quarantine {
+        None
+    } else if args.no_publish {
+        Some(tokio::spawn(std::future::ready(quarantine::Known {
+            list: None,
+            said: "quarantine: not read (--no-publish: no NATS connection); no test is quarantined"
+                .into(),
+        })))
+    } else {
+        let client = match &publisher {
+            Some(Sender::Nats(p)) => Some(p.client()),
+            _ => None,
+        };
+        let (project, spool) = (s.project.clone(), s.spool_dir.clone());
+        let budget = s.publish_timeout.min(quarantine::READ_BUDGET);
+        Some(tokio::spawn(async move {
+            quarantine::load(client, &project, &spool, budget).await
+        }))
+    };
     let run_id = uuid::Uuid::now_v7().to_string();
     let started_at = Utc::now();
     let interval = args.heartbeat_secs;
@@ -854,7 +874,42 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
             run.note = Some(n);
         }
     }
+    let verdict = match known {
+        None => quarantine::Verdict::default(),
+        Some(task) => {
+            let known = task.await.unwrap_or_default();
+            if known.said.starts_with("warning") {
+                eprintln!("ptp-agent: {}", known.said);
+            } else {
+                say!(s, "{}", known.said);
+            }
+            quarantine::apply(&known, &run, &mut cases)
+        }
+    };
     say!(s, "{}", report::summary(&run));
+    if !verdict.failed.is_empty() {
+        let list = verdict
+            .failed
+            .iter()
+            .map(|(id, reason)| {
+                if reason.is_empty() {
+                    format!("  {id}")
+                } else {
+                    format!("  {id} ({reason})")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        if verdict.hidden {
+            eprintln!(
+                "ptp-agent: every failing test is quarantined, so the run passes (exit 0); quarantined tests that failed:\n{list}"
+            );
+        } else {
+            eprintln!(
+                "ptp-agent: quarantined tests that failed (other failures still fail the run, and a crash is never hidden):\n{list}"
+            );
+        }
+    }
     let delivery = if args.no_publish {
         say!(s, "run {} not published (--no-publish)", run.run_id);
         Delivery::NotRequested
@@ -881,8 +936,9 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
     };
     let told = tell_ci(s, &run, &cases, &lines, &delivery).await;
     let delivered = delivery.published() || delivery == Delivery::NotRequested;
+    let test_code = if verdict.hidden { 0 } else { exit.code() };
     exit_code(
-        exit.code(),
+        test_code,
         delivered && report_ok && results_ok && told,
         s.strict,
     )

@@ -130,6 +130,12 @@ pub struct RunArgs {
     /// selection.
     #[arg(long, env = "PTP_RERUN_COMMAND", value_name = "TEMPLATE")]
     pub rerun_command: Option<String>,
+    /// Ignore the project's quarantine list: every failure fails the run
+    /// and no case is marked quarantined. By default the agent reads the
+    /// list from NATS at start (cached next to the spool); when every
+    /// failing test is quarantined and the run did not crash, it exits 0.
+    #[arg(long, env = "PTP_NO_QUARANTINE")]
+    pub no_quarantine: bool,
     /// The test command and its arguments (after `--`) [default: the
     /// runner's own command: python -m pytest, npx vitest run, npx jest,
     /// node --test, gotestsum -- ./..., cargo nextest run].

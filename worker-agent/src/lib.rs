@@ -11,6 +11,7 @@
 //! - [`junit`]: parsing JUnit XML of the common dialects.
 //! - [`report`]: turning exit code and cases into a run with a status.
 //! - [`owners`]: CODEOWNERS: the owners of each case's file.
+//! - [`quarantine`]: the project's quarantine list: read, cached, applied.
 //! - [`retry`]: `--retries`: rerunning failed tests, merging the attempts.
 //! - [`publish`]: heartbeats and publishing to JetStream with retries.
 //! - [`spool`]: runs that could not be published, kept on disk.
@@ -33,6 +34,7 @@ pub mod master;
 pub mod owners;
 pub mod process;
 pub mod publish;
+pub mod quarantine;
 pub mod report;
 pub mod results;
 pub mod retry;

@@ -112,6 +112,12 @@ impl Publisher {
         })
     }
 
+    /// The connection (opened in the background), for reads such as the
+    /// quarantine list.
+    pub fn client(&self) -> async_nats::Client {
+        self.client.clone()
+    }
+
     /// The URL, for messages.
     pub fn url(&self) -> &str {
         &self.url

@@ -10,6 +10,7 @@
 mod check;
 mod ci;
 mod owners;
+mod quarantine;
 mod results;
 mod retries;
 mod runners;
