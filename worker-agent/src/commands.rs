@@ -20,7 +20,7 @@ use crate::master::Master;
 use crate::process::{self, Exit};
 use crate::publish::{Publisher, Sender, heartbeat};
 use crate::report::{self, Finished, Meta};
-use crate::results::{Delivery, ResultsFile};
+use crate::results::{Delivery, RerunLine, ResultsFile};
 use crate::runner::{self, Plan, Runner};
 use crate::{annotations, junit, listing, owners, quarantine, retry, spool, summary};
 
@@ -311,6 +311,7 @@ pub fn resolve(
     runner: Option<&str>,
     command: &[String],
     filter: Option<&str>,
+    python: Option<&Path>,
     cwd: &Path,
 ) -> Result<Resolved, String> {
     let named = match runner.map(str::trim).filter(|r| !r.is_empty()) {
@@ -332,7 +333,7 @@ pub fn resolve(
                 Runner::detect_text()
             )
         })?;
-        (Some(r), r.default_command(cwd))
+        (Some(r), r.default_command(cwd, python))
     } else {
         (
             named.or_else(|| Runner::of_command(command).map(|(r, _)| r)),
@@ -354,9 +355,17 @@ pub fn resolve(
     Ok(Resolved { runner, argv })
 }
 
-/// The failed and errored cases of an earlier `--results-json` file and
-/// its runner's name.
-fn failed_cases(path: &Path) -> Result<(Option<String>, Vec<TestCase>), String> {
+/// What `--failed-from` takes from an earlier results file.
+struct Earlier {
+    runner: Option<String>,
+    run_id: String,
+    /// Its failed and errored cases.
+    failed: Vec<TestCase>,
+}
+
+/// The failed and errored cases of an earlier `--results-json` file, its
+/// runner's name and its run id.
+fn failed_cases(path: &Path) -> Result<Earlier, String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("cannot read --failed-from {}: {e}", path.display()))?;
     let file: ResultsFile = serde_json::from_slice(&bytes).map_err(|e| {
@@ -371,7 +380,11 @@ fn failed_cases(path: &Path) -> Result<(Option<String>, Vec<TestCase>), String> 
         .filter(|c| c.outcome.is_failure())
         .map(|c| c.into_case())
         .collect();
-    Ok((file.runner, cases))
+    Ok(Earlier {
+        runner: file.runner,
+        run_id: file.run_id,
+        failed: cases,
+    })
 }
 
 /// One run of the test command: how it ended and what its report said.
@@ -646,6 +659,7 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
         args.runner.as_deref(),
         &args.command,
         args.filter.as_deref(),
+        args.python.as_deref(),
         &cwd,
     ) {
         Ok(r) => r,
@@ -655,8 +669,13 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
         }
     };
     let mut argv = resolved.argv.clone();
+    let mut rerun = None;
     if let Some(path) = &args.failed_from {
-        let (prev_runner, cases) = match failed_cases(path) {
+        let Earlier {
+            runner: prev_runner,
+            run_id: from_run_id,
+            failed: cases,
+        } = match failed_cases(path) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("ptp-agent: {e}");
@@ -707,6 +726,11 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
             );
             return 2;
         }
+        rerun = Some(RerunLine {
+            from_run_id,
+            tests: sel.selectors.clone(),
+            not_mapped: sel.unmapped.clone(),
+        });
         argv = sel.argv;
     }
     let plan = match resolved.runner {
@@ -926,7 +950,12 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
     }
     let results_ok = match &args.results_json {
         None => true,
-        Some(path) => match ResultsFile::new(&run, &cases, report_read, &delivery).write(path) {
+        Some(path) => match ResultsFile::new(&run, &cases, report_read, &delivery)
+            .with_selectors(plan.runner, &cwd, &cases)
+            .with_rerun(rerun)
+            .with_quarantine(&verdict)
+            .write(path)
+        {
             Ok(()) => true,
             Err(e) => {
                 eprintln!("ptp-agent: {e}");
@@ -951,6 +980,7 @@ pub async fn list(args: ListArgs) -> i32 {
         args.runner.as_deref(),
         &args.command,
         args.filter.as_deref(),
+        args.python.as_deref(),
         &cwd,
     ) {
         Ok(r) => r,

@@ -109,6 +109,10 @@ pub struct RunArgs {
     /// jest -t, node --test-name-pattern, go -run, a nextest filter).
     #[arg(long, env = "PTP_FILTER")]
     pub filter: Option<String>,
+    /// The Python whose pytest runs when no command is given [default:
+    /// .venv/bin/python in the current directory, else python3].
+    #[arg(long, env = "PTP_AGENT_PYTHON", value_name = "PATH")]
+    pub python: Option<PathBuf>,
     /// Run only the tests that failed or errored in this --results-json
     /// file of an earlier run (selected by id, as --retries does).
     #[arg(long, env = "PTP_FAILED_FROM", value_name = "FILE")]
@@ -156,6 +160,10 @@ pub struct ListArgs {
     /// List only the tests matching this (as for `run --filter`).
     #[arg(long, env = "PTP_FILTER")]
     pub filter: Option<String>,
+    /// The Python whose pytest lists when no command is given (as for
+    /// `run`).
+    #[arg(long, env = "PTP_AGENT_PYTHON", value_name = "PATH")]
+    pub python: Option<PathBuf>,
     /// Kill the listing (its whole process group) after this many seconds.
     #[arg(long, env = "PTP_TIMEOUT")]
     pub timeout: Option<u64>,

@@ -193,7 +193,7 @@ impl Runner {
     /// markers, `package.json` naming vitest or jest (dependencies or
     /// scripts) or a `node --test` script, `go.mod`, `Cargo.toml`.
     pub fn detect(root: &Path) -> Option<Runner> {
-        if PYTEST_MARKERS.iter().any(|m| root.join(m).is_file()) {
+        if PYTEST_MARKERS.iter().any(|m| root.join(m).is_file()) || has_pytest_files(root) {
             return Some(Runner::Pytest);
         }
         if let Ok(text) = std::fs::read_to_string(root.join("package.json"))
@@ -213,22 +213,24 @@ impl Runner {
     /// What [`Runner::detect`] looks for, for messages.
     pub fn detect_text() -> String {
         format!(
-            "{} (pytest), package.json naming vitest or jest or a `node --test` script, go.mod, \
-             Cargo.toml",
+            "{} or test_*.py files (pytest), package.json naming vitest or jest or a `node --test` \
+             script, go.mod, Cargo.toml",
             PYTEST_MARKERS.join(", ")
         )
     }
 
-    /// The command that runs every test of a project in `root`.
-    pub fn default_command(self, root: &Path) -> Vec<String> {
+    /// The command that runs every test of a project in `root`; pytest's
+    /// runs under `python`, else the root's `.venv/bin/python`, else
+    /// `python3`.
+    pub fn default_command(self, root: &Path, python: Option<&Path>) -> Vec<String> {
         let v = |s: &[&str]| s.iter().map(|a| a.to_string()).collect();
         match self {
             Runner::Pytest => {
                 let venv = root.join(".venv/bin/python");
-                let python = if venv.is_file() {
-                    venv.display().to_string()
-                } else {
-                    "python3".into()
+                let python = match python {
+                    Some(p) => p.display().to_string(),
+                    None if venv.is_file() => venv.display().to_string(),
+                    None => "python3".into(),
                 };
                 vec![python, "-m".into(), "pytest".into()]
             }
@@ -557,6 +559,12 @@ impl Runner {
         sel
     }
 
+    /// How this runner selects the test of `c` alone (a pytest node id, a
+    /// test name, a nextest filter), when it can.
+    pub fn selector(self, c: &TestCase, root: &Path) -> Option<String> {
+        self.select(&[], &[c], root).selectors.into_iter().next()
+    }
+
     /// The command that lists the tests `argv` would run (this runner's
     /// command), or why this runner cannot list them.
     pub fn list_command(self, argv: &[String]) -> Result<Vec<String>, String> {
@@ -709,6 +717,20 @@ fn js_runner(package_json: &str) -> Option<Runner> {
     } else {
         None
     }
+}
+
+/// `test_*.py` or `*_test.py` files in `root`, `root/tests` or
+/// `root/test`.
+fn has_pytest_files(root: &Path) -> bool {
+    let is_test_file = |name: &str| {
+        name.ends_with(".py") && (name.starts_with("test_") || name.ends_with("_test.py"))
+    };
+    [root.to_path_buf(), root.join("tests"), root.join("test")]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .any(|e| is_test_file(&e.file_name().to_string_lossy()))
 }
 
 fn is_gotestsum(argv: &[String]) -> bool {
@@ -1204,6 +1226,12 @@ mod tests {
     fn detection_reads_the_project() {
         let dir = tempfile::tempdir().expect("dir");
         assert_eq!(Runner::detect(dir.path()), None);
+        std::fs::create_dir(dir.path().join("tests")).expect("tests");
+        std::fs::write(dir.path().join("tests/helper.py"), "").expect("helper");
+        assert_eq!(Runner::detect(dir.path()), None);
+        std::fs::write(dir.path().join("tests/cart_test.py"), "").expect("test");
+        assert_eq!(Runner::detect(dir.path()), Some(Runner::Pytest));
+        std::fs::remove_file(dir.path().join("tests/cart_test.py")).expect("rm");
         let write =
             |name: &str, body: &str| std::fs::write(dir.path().join(name), body).expect("w");
         write("Cargo.toml", "");
