@@ -188,7 +188,11 @@ pub async fn run(
         .name("ptp-master")
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .connect(&config.nats_url)
+        .connect(
+            ptp_nats::server_addrs(&config.nats_url)
+                .map_err(anyhow::Error::msg)
+                .context("--nats-url / NATS_URL")?,
+        )
         .await
         .with_context(|| format!("invalid NATS URL {}", config.nats_url))?;
     let js = async_nats::jetstream::new(nats.clone());
@@ -197,7 +201,8 @@ pub async fn run(
     let ingest_config = IngestConfig {
         batch_max: config.ingest_batch as usize,
         stream: ptp_nats::StreamSettings {
-            max_age: Duration::from_secs(config.stream_max_age_hours * 3600),
+            max_age: Duration::from_secs(config.stream_max_age_hours.saturating_mul(3600)),
+            replicas: config.stream_replicas,
             ..Default::default()
         },
         ack_wait: Duration::from_secs(config.ack_wait_secs),

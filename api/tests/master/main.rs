@@ -5,6 +5,7 @@
 mod agent_http;
 mod bad_input;
 mod cache;
+mod cluster;
 mod faults;
 mod helpers;
 mod hostile;
