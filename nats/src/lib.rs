@@ -289,34 +289,6 @@ pub const PUBLISH_WINDOW: usize = 256;
 #[error("{0}")]
 pub struct PublishError(pub String);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_lists_split_on_commas_and_name_the_bad_one() {
-        let addrs = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,").expect("two");
-        assert_eq!(addrs.len(), 2);
-        let err = server_addrs("nats://a:4222,http://[oops").expect_err("bad second");
-        assert!(
-            err.starts_with("\"http://[oops\" is not a NATS URL"),
-            "{err}"
-        );
-        assert!(server_addrs(" , ").is_err());
-    }
-
-    #[test]
-    fn differences_name_each_setting() {
-        let want = stream_config(&StreamSettings {
-            replicas: 3,
-            ..StreamSettings::default()
-        });
-        let have = stream_config(&StreamSettings::default());
-        assert_eq!(differences(&have, &want), ["num_replicas 1 (wanted 3)"]);
-        assert!(differences(&want, &want).is_empty());
-    }
-}
-
 /// Publishes `msgs` in order with their message ids, keeping up to
 /// [`PUBLISH_WINDOW`] acks outstanding, and returns once the stream has
 /// acknowledged every one.
@@ -344,4 +316,32 @@ pub async fn publish_all(
         ack.await.map_err(|e| PublishError(e.to_string()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_lists_split_on_commas_and_name_the_bad_one() {
+        let addrs = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,").expect("two");
+        assert_eq!(addrs.len(), 2);
+        let err = server_addrs("nats://a:4222,http://[oops").expect_err("bad second");
+        assert!(
+            err.starts_with("\"http://[oops\" is not a NATS URL"),
+            "{err}"
+        );
+        assert!(server_addrs(" , ").is_err());
+    }
+
+    #[test]
+    fn differences_name_each_setting() {
+        let want = stream_config(&StreamSettings {
+            replicas: 3,
+            ..StreamSettings::default()
+        });
+        let have = stream_config(&StreamSettings::default());
+        assert_eq!(differences(&have, &want), ["num_replicas 1 (wanted 3)"]);
+        assert!(differences(&want, &want).is_empty());
+    }
 }
