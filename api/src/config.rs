@@ -21,6 +21,12 @@ pub struct Config {
     #[command(flatten)]
     pub nats_auth: ptp_nats::NatsAuth,
 
+    /// This master's name in `/metrics` (`ptp_master_info`) and in the
+    /// `X-Ptp-Master` header of every answer, to tell masters apart behind
+    /// a load balancer [default: the host name].
+    #[arg(long, env = "PTP_MASTER_NAME")]
+    pub master_name: Option<String>,
+
     /// Address the HTTP API listens on.
     #[arg(long, env = "PTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
@@ -160,6 +166,7 @@ impl Config {
             nats_url,
             nats_auth: ptp_nats::NatsAuth::default(),
             listen: "127.0.0.1:0".into(),
+            master_name: None,
             db,
             sqlite_sync_full: false,
             stream_max_age_hours: 168,
@@ -200,5 +207,14 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// [`Config::master_name`], or the host name, or `ptp-master`.
+    pub fn master_name(&self) -> String {
+        self.master_name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .or_else(|| gethostname::gethostname().into_string().ok())
+            .unwrap_or_else(|| "ptp-master".to_string())
     }
 }

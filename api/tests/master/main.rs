@@ -11,6 +11,7 @@ mod helpers;
 mod hostile;
 mod insights;
 mod limits;
+mod metrics;
 mod retention;
 mod security;
 
