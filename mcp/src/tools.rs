@@ -238,7 +238,7 @@ pub struct ReportArgs {
     pub worker_id: Option<String>,
     /// How many of the newest runs the trend chart and the flaky-test and
     /// failure-cluster sections cover: 1 to 500. Default 20.
-    #[schemars(range(min = 1, max = 500))]
+    #[schemars(range(min = 1, max = REPORT_RUNS_MAX))]
     pub runs: Option<i64>,
     /// A file name ending in .html (e.g. "shop-main.html", or "team/shop.html" for an existing subdirectory) to write the HTML to, inside the server's report dir (--report-dir / PTP_MCP_REPORT_DIR). When given, the tool answers the written path and a summary instead of embedding the HTML. Refused when the server has no report dir (the default), for absolute paths, '..', '~', links leading outside the dir, and existing files that are not reports this server wrote (its own reports are replaced).
     pub output_path: Option<String>,
@@ -1202,5 +1202,14 @@ mod tests {
                 );
             }
         }
+        let report = tools
+            .iter()
+            .find(|t| t.name == "get_report")
+            .expect("get_report");
+        assert_eq!(
+            report.input_schema["properties"]["runs"]["maximum"],
+            serde_json::json!(REPORT_RUNS_MAX),
+            "the schema states the bound the tool and the page apply"
+        );
     }
 }
