@@ -33,13 +33,16 @@ use ptp_ingest::metrics::{Histogram, SECONDS};
 use crate::extract::{NoQuery, Query};
 use crate::state::AppState;
 
+/// Request histograms by (route, method, status).
+type RouteHistograms = BTreeMap<(String, &'static str, u16), Arc<Histogram>>;
+
 /// Request histograms and cache counters of one master.
 #[derive(Debug)]
 pub struct Metrics {
     /// This master's name (label and `X-Ptp-Master`).
     pub master: String,
     header: Option<HeaderValue>,
-    http: Mutex<BTreeMap<(String, &'static str, u16), Arc<Histogram>>>,
+    http: Mutex<RouteHistograms>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
 }
