@@ -10,7 +10,9 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ptp-master", version, about, long_about = None)]
 pub struct Config {
-    /// NATS server to consume results from. The master starts even when it is
+    /// NATS server to consume results from; for a cluster, every node,
+    /// separated by commas (nats://a:4222,nats://b:4222), and the master
+    /// fails over among them. The master starts even when NATS is
     /// unreachable and connects as soon as it can (see GET /health).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
@@ -18,6 +20,12 @@ pub struct Config {
     /// NATS credentials and TLS.
     #[command(flatten)]
     pub nats_auth: ptp_nats::NatsAuth,
+
+    /// This master's name in `/metrics` (`ptp_master_info`) and in the
+    /// `X-Ptp-Master` header of every answer, to tell masters apart behind
+    /// a load balancer [default: the host name].
+    #[arg(long, env = "PTP_MASTER_NAME")]
+    pub master_name: Option<String>,
 
     /// Address the HTTP API listens on.
     #[arg(long, env = "PTP_LISTEN", default_value = "0.0.0.0:8080")]
@@ -36,6 +44,13 @@ pub struct Config {
     /// hours (the longest master outage that loses nothing).
     #[arg(long, env = "PTP_STREAM_MAX_AGE_HOURS", default_value_t = 168)]
     pub stream_max_age_hours: u64,
+
+    /// Replicas of the results stream: 1 on a single nats-server, 3 on a
+    /// 3-node cluster (a node may then die without losing acked results).
+    /// A stream that exists with another value is changed when the server
+    /// allows it; otherwise the master says which setting differs and stops.
+    #[arg(long, env = "PTP_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5))]
+    pub stream_replicas: usize,
 
     /// Most messages pulled and stored in one SQLite transaction. Messages
     /// are at most NATS's max_payload (1 MiB by default), so 32 keeps a
@@ -151,9 +166,11 @@ impl Config {
             nats_url,
             nats_auth: ptp_nats::NatsAuth::default(),
             listen: "127.0.0.1:0".into(),
+            master_name: None,
             db,
             sqlite_sync_full: false,
             stream_max_age_hours: 168,
+            stream_replicas: 1,
             ingest_batch: 32,
             ack_wait_secs: 30,
             max_deliveries: 5,
@@ -190,5 +207,14 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// [`Config::master_name`], or the host name, or `ptp-master`.
+    pub fn master_name(&self) -> String {
+        self.master_name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .or_else(|| gethostname::gethostname().into_string().ok())
+            .unwrap_or_else(|| "ptp-master".to_string())
     }
 }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -61,6 +62,7 @@ pub use state::AppState;
         routes::insights::slow_tests,
         routes::health::health,
         routes::health::rejected,
+        metrics::metrics,
         routes::agent::check,
         routes::agent::post_message,
     ),
@@ -116,7 +118,8 @@ pub fn app(state: AppState, config: &Config) -> Router {
         .merge(routes::analytics::router())
         .merge(routes::health::router())
         .merge(routes::agent::router())
-        .with_state(state);
+        .route("/metrics", get(metrics::metrics))
+        .with_state(state.clone());
     api.route(
         "/openapi.json",
         get(|| async { axum::Json(ApiDoc::openapi()) }),
@@ -143,6 +146,10 @@ pub fn app(state: AppState, config: &Config) -> Router {
     .layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         Duration::from_secs(config.request_timeout_secs),
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.metrics.clone(),
+        metrics::track,
     ))
 }
 
@@ -188,7 +195,11 @@ pub async fn run(
         .name("ptp-master")
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .connect(&config.nats_url)
+        .connect(
+            ptp_nats::server_addrs(&config.nats_url)
+                .map_err(anyhow::Error::msg)
+                .context("--nats-url / NATS_URL")?,
+        )
         .await
         .with_context(|| format!("invalid NATS URL {}", config.nats_url))?;
     let js = async_nats::jetstream::new(nats.clone());
@@ -197,7 +208,8 @@ pub async fn run(
     let ingest_config = IngestConfig {
         batch_max: config.ingest_batch as usize,
         stream: ptp_nats::StreamSettings {
-            max_age: Duration::from_secs(config.stream_max_age_hours * 3600),
+            max_age: Duration::from_secs(config.stream_max_age_hours.saturating_mul(3600)),
+            replicas: config.stream_replicas,
             ..Default::default()
         },
         ack_wait: Duration::from_secs(config.ack_wait_secs),
@@ -240,6 +252,7 @@ pub async fn run(
         )),
         faults: actors.faults.clone(),
         large_reads: Arc::new(limits::LargeReads::new(config.max_large_reads)),
+        metrics: Arc::new(metrics::Metrics::new(config.master_name())),
     };
     if config.write_tokens.iter().all(|t| t.trim().is_empty()) {
         tracing::warn!(

@@ -10,7 +10,7 @@ use ptp_actors::Aggregates;
 use ptp_ingest::IngestHealth;
 use sqlx::SqlitePool;
 
-use crate::{cache, limits};
+use crate::{cache, limits, metrics};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -36,4 +36,6 @@ pub struct AppState {
     pub faults: ptp_actors::supervise::Faults,
     /// The cap on concurrent large reads (`GET /results/{id}` with many cases).
     pub large_reads: Arc<limits::LargeReads>,
+    /// Request histograms and this master's name (`/metrics`).
+    pub metrics: Arc<metrics::Metrics>,
 }

@@ -169,6 +169,71 @@ impl Drop for NatsServer {
     }
 }
 
+/// A free TCP port on loopback (bound and released: another process could
+/// take it in between, which a test then sees as a start failure).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// A JetStream cluster of nats-server children on loopback: each node with
+/// its own client port, store and server name, routed to the others, as
+/// STACK-NOTES describes (`-n NAME --cluster_name C --cluster URL --routes
+/// ...`). Nodes can be stopped and restarted one at a time.
+pub struct NatsCluster {
+    /// The nodes, `node0`, `node1`, ...
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `n` routed nodes.
+    pub fn start(n: usize) -> NatsCluster {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let route = |p: u16| format!("nats://127.0.0.1:{p}");
+        let nodes = (0..n)
+            .map(|i| {
+                let routes: Vec<String> = cluster_ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| route(*p))
+                    .collect();
+                let name = format!("node{i}");
+                let own = route(cluster_ports[i]);
+                let routes = routes.join(",");
+                NatsServer::start_with_args(&[
+                    "-n",
+                    &name,
+                    "--cluster_name",
+                    "ptp-test",
+                    "--cluster",
+                    &own,
+                    "--routes",
+                    &routes,
+                ])
+            })
+            .collect();
+        NatsCluster { nodes }
+    }
+
+    /// Every node's client URL, separated by commas (what `NATS_URL` takes).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node named `name` (`node0`, ...), e.g. a stream's leader.
+    pub fn node_mut(&mut self, name: &str) -> Option<&mut NatsServer> {
+        let i: usize = name.strip_prefix("node")?.parse().ok()?;
+        self.nodes.get_mut(i)
+    }
+}
+
 /// Polls `f` until it returns true; panics naming `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

@@ -115,7 +115,7 @@ pub async fn check(s: &Settings) -> i32 {
             }
             println!(
                 "a run publishes its test cases in chunks on {} and a final message on {} \
-                 (message ids <run_id>:c<n> and <run_id>:run, so a resend is stored once), \
+                 (message ids <run_id>:c<n>:<digest> and <run_id>:run:<digest>, so a resend is stored once), \
                  and heartbeats on {} (every 10 s, --heartbeat-secs)",
                 ptp_nats::subjects::RESULTS_CASES,
                 ptp_nats::subjects::RESULTS_RUN,

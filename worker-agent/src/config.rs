@@ -195,7 +195,8 @@ pub struct UploadArgs {
 /// Settings shared by every subcommand.
 #[derive(Debug, Args)]
 pub struct Common {
-    /// NATS server to publish to [default: nats://127.0.0.1:4222].
+    /// NATS server to publish to; for a cluster, every node separated by
+    /// commas (the agent fails over) [default: nats://127.0.0.1:4222].
     #[arg(long, global = true, env = "NATS_URL")]
     pub nats_url: Option<String>,
     /// How runs reach the stream: `nats`, `http` (through the master at

@@ -9,7 +9,7 @@
 //! no larger than the `max_message_bytes` the master announces at
 //! `POST /agent/check` (its NATS server's max payload). The master publishes
 //! each message into the stream under the message id derived from it
-//! (`<run_id>:c<n>`, `<run_id>:run`), so a resent run is stored once, exactly
+//! (`<run_id>:c<n>:<digest>`, `<run_id>:run:<digest>`), so a resent run is stored once, exactly
 //! as over NATS. Failures that a retry can cure (the master or its NATS
 //! unreachable, 5xx, 408, 429) are retried until the publish deadline, then
 //! the run is spooled like any other; a refused token or message is not

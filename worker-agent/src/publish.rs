@@ -100,7 +100,10 @@ impl Publisher {
             .name("ptp-agent")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(
+                ptp_nats::server_addrs(url)
+                    .map_err(|e| format!("{e} (set --nats-url / NATS_URL)"))?,
+            )
             .await
             .map_err(|e| format!("invalid NATS URL {url:?}: {e} (set --nats-url / NATS_URL)"))?;
         let mut js = jetstream::new(client.clone());

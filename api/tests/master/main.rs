@@ -6,11 +6,13 @@ mod agent_flaky;
 mod agent_http;
 mod bad_input;
 mod cache;
+mod cluster;
 mod faults;
 mod helpers;
 mod hostile;
 mod insights;
 mod limits;
+mod metrics;
 mod retention;
 mod security;
 
