@@ -16,6 +16,8 @@
 //! - [`flaky`], [`clusters`], [`history`]: flaky tests, failure clusters,
 //!   per-test history and slow tests, read from the database on demand.
 //! - [`retention`]: pruning old runs and reclaiming space.
+//! - [`maintenance`]: the periodic task that expires incomplete runs and
+//!   applies retention.
 //! - [`supervise`]: handler panics caught, logged and counted for `/health`.
 //!
 //! # Threading
@@ -32,6 +34,7 @@ pub mod db;
 pub mod flaky;
 pub mod history;
 mod json_rows;
+pub mod maintenance;
 pub mod model;
 #[cfg(test)]
 mod props;

@@ -3,7 +3,7 @@
 //! - Writes (`POST /results`, and any non-GET request) need one of the
 //!   master's write tokens when `PTP_WRITE_TOKENS` is set.
 //! - Reads need a read token (or a write token) when `PTP_READ_TOKENS` is
-//!   set; `/health`, `/docs`, `/openapi.json` and `/` stay open so load
+//!   set; `/health`, `/metrics`, `/docs`, `/openapi.json` and `/` stay open so load
 //!   balancers and people can find their way.
 //! - Several tokens at once allow rotation: add the new one, move clients,
 //!   remove the old one.
@@ -118,6 +118,7 @@ impl Tokens {
 fn need_of(method: &Method, path: &str) -> Need {
     let open = path == "/"
         || path == "/health"
+        || path == "/metrics"
         || path == "/openapi.json"
         || path == "/docs"
         || path.starts_with("/docs/");

@@ -10,7 +10,9 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ptp-master", version, about, long_about = None)]
 pub struct Config {
-    /// NATS server to consume results from. The master starts even when it is
+    /// NATS server to consume results from; for a cluster, every node,
+    /// separated by commas (nats://a:4222,nats://b:4222), and the master
+    /// fails over among them. The master starts even when NATS is
     /// unreachable and connects as soon as it can (see GET /health).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
@@ -18,6 +20,12 @@ pub struct Config {
     /// NATS credentials and TLS.
     #[command(flatten)]
     pub nats_auth: ptp_nats::NatsAuth,
+
+    /// This master's name in `/metrics` (`ptp_master_info`) and in the
+    /// `X-Ptp-Master` header of every answer, to tell masters apart behind
+    /// a load balancer [default: the host name].
+    #[arg(long, env = "PTP_MASTER_NAME")]
+    pub master_name: Option<String>,
 
     /// Address the HTTP API listens on.
     #[arg(long, env = "PTP_LISTEN", default_value = "0.0.0.0:8080")]
@@ -36,6 +44,13 @@ pub struct Config {
     /// hours (the longest master outage that loses nothing).
     #[arg(long, env = "PTP_STREAM_MAX_AGE_HOURS", default_value_t = 168)]
     pub stream_max_age_hours: u64,
+
+    /// Replicas of the results stream: 1 on a single nats-server, 3 on a
+    /// 3-node cluster (a node may then die without losing acked results).
+    /// A stream that exists with another value is changed when the server
+    /// allows it; otherwise the master says which setting differs and stops.
+    #[arg(long, env = "PTP_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5))]
+    pub stream_replicas: usize,
 
     /// Most messages pulled and stored in one SQLite transaction. Messages
     /// are at most NATS's max_payload (1 MiB by default), so 32 keeps a
@@ -116,6 +131,31 @@ pub struct Config {
     /// Seconds an HTTP request may take before it is answered 408.
     #[arg(long, env = "PTP_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+
+    /// MiB of memory the request bodies being read and parsed may hold at
+    /// once. Each body is charged 10 times its size (the bytes plus their
+    /// parsed form, see README "Security"); one that does not fit is answered
+    /// 503 with Retry-After before it is read. At least 10 × --max-body-mb,
+    /// so a body of the largest size can always get in on its own.
+    #[arg(long, env = "PTP_MAX_INFLIGHT_BODY_MB", default_value_t = 640)]
+    pub max_inflight_body_mb: usize,
+
+    /// Most `GET /results/{id}` answers with `cases_limit` above 1000 built
+    /// and sent at once; another waits up to 2 seconds for its turn, then is
+    /// answered 503 with Retry-After. Smaller pages and `/health` never wait.
+    #[arg(long, env = "PTP_MAX_LARGE_READS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_large_reads: u32,
+
+    /// Seconds a client has to send a request's headers, counted from its
+    /// first byte (or from the connection's opening, for the first request);
+    /// slower connections are closed without an answer.
+    #[arg(long, env = "PTP_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a keep-alive connection may sit between requests (or a
+    /// response sit unread by its client) before the master closes it.
+    #[arg(long, env = "PTP_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub idle_timeout_secs: u64,
 }
 
 impl Config {
@@ -126,9 +166,11 @@ impl Config {
             nats_url,
             nats_auth: ptp_nats::NatsAuth::default(),
             listen: "127.0.0.1:0".into(),
+            master_name: None,
             db,
             sqlite_sync_full: false,
             stream_max_age_hours: 168,
+            stream_replicas: 1,
             ingest_batch: 32,
             ack_wait_secs: 30,
             max_deliveries: 5,
@@ -142,6 +184,37 @@ impl Config {
             max_body_mb: 64,
             request_timeout_secs: 30,
             read_cache_mib: 32,
+            max_inflight_body_mb: 640,
+            max_large_reads: 2,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
         }
+    }
+
+    /// Refuses settings that contradict each other (clap checks each alone).
+    pub fn check(&self) -> anyhow::Result<()> {
+        let needed = self
+            .max_body_mb
+            .saturating_mul(crate::limits::BODY_MEMORY_FACTOR);
+        if self.max_inflight_body_mb < needed {
+            anyhow::bail!(
+                "--max-inflight-body-mb ({}) must be at least {} × --max-body-mb ({}), i.e. {needed}: \
+                 each body is charged {} times its size, and a body of the largest size must fit",
+                self.max_inflight_body_mb,
+                crate::limits::BODY_MEMORY_FACTOR,
+                self.max_body_mb,
+                crate::limits::BODY_MEMORY_FACTOR,
+            );
+        }
+        Ok(())
+    }
+
+    /// [`Config::master_name`], or the host name, or `ptp-master`.
+    pub fn master_name(&self) -> String {
+        self.master_name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .or_else(|| gethostname::gethostname().into_string().ok())
+            .unwrap_or_else(|| "ptp-master".to_string())
     }
 }

@@ -31,6 +31,10 @@ pub enum ApiError {
     /// A dependency (NATS) is unreachable; retrying later can succeed.
     #[error("{0}")]
     Unavailable(String),
+    /// The master is at one of its limits on concurrent work (memory for
+    /// request bodies, large reads); answered with `Retry-After`.
+    #[error("{0}")]
+    Overloaded(String),
     /// SQLite failed.
     #[error("database error")]
     Sqlx(#[from] sqlx::Error),
@@ -79,6 +83,10 @@ pub struct ErrorBody {
     pub detail: String,
 }
 
+/// Seconds an [`ApiError::Overloaded`] answer asks the client to wait
+/// (`Retry-After`): about how long a large body or a large read takes.
+pub const RETRY_AFTER_SECS: u32 = 2;
+
 impl ApiError {
     fn status_code(&self) -> (StatusCode, &'static str) {
         match self {
@@ -87,7 +95,9 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Sqlx(_) | ApiError::Mailbox(_) | ApiError::Actor(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -122,11 +132,19 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
+        let extra = match self {
+            ApiError::Unauthorized(_) => Some((
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer realm=\"pytest-platform\""),
-            );
+            )),
+            ApiError::Overloaded(_) => Some((
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECS),
+            )),
+            _ => None,
+        };
+        if let Some((name, value)) = extra {
+            response.headers_mut().insert(name, value);
         }
         response
     }

@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::limits::BodyBudgetExceeded;
 
 /// `axum::extract::Query` with our error shape. Query structs use
 /// `deny_unknown_fields`, so a misspelt parameter is an error, not ignored.
@@ -37,22 +38,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
-            Err(e @ JsonRejection::MissingJsonContentType(_)) => {
-                Err(ApiError::BadRequest(format!(
-                    "{}; send the header Content-Type: application/json",
-                    e.body_text()
-                )))
-            }
-            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        let rejection = match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => return Ok(Json(v)),
+            Err(e) => e,
+        };
+        if let Some(refused) = budget_exceeded(&rejection) {
+            return Err(refused.to_api_error());
+        }
+        match rejection {
+            e if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+            e @ JsonRejection::MissingJsonContentType(_) => Err(ApiError::BadRequest(format!(
+                "{}; send the header Content-Type: application/json",
+                e.body_text()
+            ))),
+            e => Err(ApiError::BadRequest(e.body_text())),
         }
     }
 }
 
-/// A JSON body as raw bytes (Content-Type checked, size limit applied), for
-/// handlers that parse it themselves to name the offending field.
+/// A JSON body as raw bytes (Content-Type checked, size limit and body
+/// budget applied), for handlers that parse it themselves to name the
+/// offending field.
 pub struct JsonBytes(pub axum::body::Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for JsonBytes {
@@ -77,8 +83,15 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
         }
         match axum::body::Bytes::from_request(req, state).await {
             Ok(b) => Ok(JsonBytes(b)),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
-            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+            Err(e) => {
+                if let Some(refused) = budget_exceeded(&e) {
+                    return Err(refused.to_api_error());
+                }
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    return Err(too_large());
+                }
+                Err(ApiError::BadRequest(e.body_text()))
+            }
         }
     }
 }
@@ -89,6 +102,19 @@ fn too_large() -> ApiError {
          publish large runs with ptp-agent, which splits them"
             .into(),
     )
+}
+
+/// The budget refusal a chunked body ended with, if that is why reading it
+/// failed (it is wrapped in axum's rejections).
+fn budget_exceeded<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyBudgetExceeded> {
+    let mut cause: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(b) = c.downcast_ref::<BodyBudgetExceeded>() {
+            return Some(b);
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// `axum::extract::Path` with our error shape: a segment that is not valid

@@ -7,7 +7,8 @@
 //! Start-up order: open SQLite and migrate; start the actors (no history is
 //! read); connect to NATS (in the background: the master serves reads
 //! while NATS is away); spawn ingest and the hourly maintenance task (runs
-//! left incomplete, retention); serve HTTP.
+//! left incomplete, retention); serve HTTP ([`server`]: header-read and
+//! idle timeouts; [`limits`]: memory for request bodies, large reads).
 //! Shutdown order: stop accepting HTTP and finish in-flight requests; stop
 //! pulling, finish and ack the batch in hand; drain NATS (flushes the acks);
 //! stop the actors.
@@ -17,7 +18,11 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod limits;
+pub mod metrics;
 pub mod routes;
+pub mod server;
+pub mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,38 +31,14 @@ use anyhow::Context;
 use axum::Router;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use ptp_actors::{ActorSystem, Aggregates, AggregatesConfig, DbOptions};
+use ptp_actors::{ActorSystem, AggregatesConfig, DbOptions};
 use ptp_ingest::{IngestConfig, IngestHealth};
-use sqlx::SqlitePool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 pub use config::Config;
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    /// Read pool (reads that are not aggregates).
-    pub read: SqlitePool,
-    /// The aggregates actor.
-    pub aggregates: actix::Addr<Aggregates>,
-    /// The writer actor, for the few writes the API makes itself (marking a
-    /// flaky test fixed); results arrive through NATS and ingest.
-    pub writer: actix::Addr<ptp_actors::Writer>,
-    /// NATS connection (health, publishing).
-    pub nats: async_nats::Client,
-    /// JetStream context for `POST /results`.
-    pub js: async_nats::jetstream::Context,
-    /// Ingest's state, for `/health`.
-    pub ingest: Arc<IngestHealth>,
-    /// The NATS URL, for error messages.
-    pub nats_url: String,
-    /// Answers read from SQLite, until the next write.
-    pub cache: Arc<cache::ReadCache>,
-    /// Handler panics the actors caught, for `/health`.
-    pub faults: ptp_actors::supervise::Faults,
-}
+pub use state::AppState;
 
 /// The OpenAPI description of the API, served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -81,6 +62,9 @@ pub struct AppState {
         routes::insights::slow_tests,
         routes::health::health,
         routes::health::rejected,
+        metrics::metrics,
+        routes::agent::check,
+        routes::agent::post_message,
     ),
     modifiers(&BearerTokens)
 )]
@@ -115,8 +99,10 @@ impl utoipa::Modify for BearerTokens {
     }
 }
 
-/// The HTTP app for `state`, with body limit and request timeout.
+/// The HTTP app for `state`, with body limit, body memory budget and
+/// request timeout.
 pub fn app(state: AppState, config: &Config) -> Router {
+    let max_body = config.max_body_mb.saturating_mul(1024 * 1024);
     // Answers read from SQLite are cached until a write changes them;
     // /workers (heartbeats change it without a write) and /health are not.
     let from_sqlite = Router::new()
@@ -132,7 +118,9 @@ pub fn app(state: AppState, config: &Config) -> Router {
         .merge(from_sqlite)
         .merge(routes::analytics::workers_router())
         .merge(routes::health::router())
-        .with_state(state);
+        .merge(routes::agent::router())
+        .route("/metrics", get(metrics::metrics))
+        .with_state(state.clone());
     api.route(
         "/openapi.json",
         get(|| async { axum::Json(ApiDoc::openapi()) }),
@@ -142,16 +130,27 @@ pub fn app(state: AppState, config: &Config) -> Router {
     .fallback(|| async {
         crate::error::ApiError::NotFound("no such endpoint; the API is described at /docs".into())
     })
+    // Inside auth: a request without a valid token is refused before it is
+    // charged anything.
+    .layer(axum::middleware::from_fn_with_state(
+        Arc::new(limits::BodyBudget::new(
+            config.max_inflight_body_mb,
+            max_body,
+        )),
+        limits::charge_bodies,
+    ))
     .layer(axum::middleware::from_fn_with_state(
         Arc::new(auth::Tokens::new(&config.write_tokens, &config.read_tokens)),
         auth::require_tokens,
     ))
-    .layer(axum::extract::DefaultBodyLimit::max(
-        config.max_body_mb.saturating_mul(1024 * 1024),
-    ))
+    .layer(axum::extract::DefaultBodyLimit::max(max_body))
     .layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         Duration::from_secs(config.request_timeout_secs),
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.metrics.clone(),
+        metrics::track,
     ))
 }
 
@@ -170,6 +169,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    config.check()?;
     let mut db = DbOptions::new(&config.db);
     db.synchronous_full = config.sqlite_sync_full;
     let actors = ActorSystem::start(
@@ -196,7 +196,11 @@ pub async fn run(
         .name("ptp-master")
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .connect(&config.nats_url)
+        .connect(
+            ptp_nats::server_addrs(&config.nats_url)
+                .map_err(anyhow::Error::msg)
+                .context("--nats-url / NATS_URL")?,
+        )
         .await
         .with_context(|| format!("invalid NATS URL {}", config.nats_url))?;
     let js = async_nats::jetstream::new(nats.clone());
@@ -205,7 +209,8 @@ pub async fn run(
     let ingest_config = IngestConfig {
         batch_max: config.ingest_batch as usize,
         stream: ptp_nats::StreamSettings {
-            max_age: Duration::from_secs(config.stream_max_age_hours * 3600),
+            max_age: Duration::from_secs(config.stream_max_age_hours.saturating_mul(3600)),
+            replicas: config.stream_replicas,
             ..Default::default()
         },
         ack_wait: Duration::from_secs(config.ack_wait_secs),
@@ -222,14 +227,16 @@ pub async fn run(
         ingest_token,
     ));
 
-    let maintenance = tokio::spawn(run_maintenance(
+    let maintenance = tokio::spawn(ptp_actors::maintenance::run(
         actors.writer.clone(),
-        Retention {
-            days: config.retention_days,
-            runs: config.retention_runs,
+        ptp_actors::maintenance::Settings {
+            retention_days: config.retention_days,
+            retention_runs: config.retention_runs,
+            incomplete_after: Duration::from_secs(
+                config.incomplete_after_minutes.saturating_mul(60),
+            ),
         },
-        Duration::from_secs(config.incomplete_after_minutes * 60),
-        shutdown.child_token(),
+        shutdown.child_token().cancelled_owned(),
     ));
 
     let state = AppState {
@@ -245,6 +252,8 @@ pub async fn run(
             config.read_cache_mib.saturating_mul(1024 * 1024),
         )),
         faults: actors.faults.clone(),
+        large_reads: Arc::new(limits::LargeReads::new(config.max_large_reads)),
+        metrics: Arc::new(metrics::Metrics::new(config.master_name())),
     };
     if config.write_tokens.iter().all(|t| t.trim().is_empty()) {
         tracing::warn!(
@@ -253,10 +262,16 @@ pub async fn run(
     }
     let addr = listener.local_addr().context("listener has no address")?;
     tracing::info!(%addr, nats = %config.nats_url, db = %config.db.display(), "ptp-master listening");
-    let served = axum::serve(listener, app(state, &config))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("HTTP server failed");
+    server::serve(
+        listener,
+        app(state, &config),
+        server::Timeouts {
+            header_read: Duration::from_secs(config.header_read_timeout_secs),
+            idle: Duration::from_secs(config.idle_timeout_secs),
+        },
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     let _ = ingest.await;
     let _ = maintenance.await;
@@ -268,108 +283,5 @@ pub async fn run(
         .await
         .context("stopping the actors")?;
     tracing::info!("ptp-master stopped");
-    served
-}
-
-/// How often maintenance (incomplete runs, retention) runs.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
-
-/// Retention settings (0: no limit).
-#[derive(Debug, Clone, Copy)]
-struct Retention {
-    days: u32,
-    runs: u32,
-}
-
-/// At start and then hourly until `shutdown`: gives up on runs still
-/// incomplete after `incomplete_after` (they become rejections), and, when
-/// a retention limit is set, prunes what it does not keep. Failures are
-/// logged and retried at the next tick.
-async fn run_maintenance(
-    writer: actix::Addr<ptp_actors::Writer>,
-    retention: Retention,
-    incomplete_after: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let work = async {
-            expire_incomplete(&writer, incomplete_after).await;
-            if retention.days > 0 || retention.runs > 0 {
-                prune(&writer, retention).await;
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = work => {}
-        }
-    }
-}
-
-async fn expire_incomplete(writer: &actix::Addr<ptp_actors::Writer>, after: Duration) {
-    let before = chrono::Duration::from_std(after)
-        .ok()
-        .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
-    let mut total = 0;
-    loop {
-        match writer
-            .send(ptp_actors::writer::ExpireIncomplete {
-                received_before: before,
-            })
-            .await
-        {
-            Ok(Ok(0)) => break,
-            Ok(Ok(n)) => total += n,
-            Ok(Err(e)) => {
-                tracing::warn!("cannot expire incomplete runs, will retry in an hour: {e}");
-                break;
-            }
-            Err(e) => {
-                tracing::warn!("writer unavailable: {e}");
-                break;
-            }
-        }
-    }
-    if total > 0 {
-        tracing::warn!(
-            runs = total,
-            "dropped incomplete runs (pieces missing for {after:?}); see GET /rejected"
-        );
-    }
-}
-
-async fn prune(writer: &actix::Addr<ptp_actors::Writer>, retention: Retention) {
-    let policy = ptp_actors::retention::Policy {
-        cutoff: (retention.days > 0).then(|| {
-            chrono::Duration::try_days(i64::from(retention.days))
-                .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
-                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
-        }),
-        keep_runs: (retention.runs > 0).then_some(retention.runs),
-    };
-    let what = match (retention.days, retention.runs) {
-        (0, n) => format!("beyond the newest {n} runs per project"),
-        (d, 0) => format!("older than {d} days"),
-        (d, n) => format!("older than {d} days or beyond the newest {n} runs per project"),
-    };
-    match ptp_actors::retention::prune(writer, policy).await {
-        Ok(t) if t.deleted.is_empty() => {
-            tracing::debug!("retention: nothing {what}");
-        }
-        Ok(t) => tracing::info!(
-            runs = t.deleted.runs,
-            cases = t.deleted.cases,
-            incomplete = t.deleted.incomplete,
-            rejected = t.deleted.rejected,
-            mib_before = t.bytes_before / (1 << 20),
-            mib_after = t.bytes_after / (1 << 20),
-            "retention: pruned runs {what}"
-        ),
-        Err(e) => tracing::warn!("retention: prune failed, will retry in an hour: {e}"),
-    }
+    Ok(())
 }

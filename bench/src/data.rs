@@ -74,6 +74,8 @@ pub fn cases(project: &str, n: usize, seed: u64) -> Vec<TestCase> {
                 output: None,
                 retries: 0,
                 flaky: false,
+                owners: Vec::new(),
+                quarantined: false,
             }
         })
         .collect()

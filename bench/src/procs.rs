@@ -180,6 +180,10 @@ impl Master {
             .arg("--db")
             .arg(db)
             .args(extra_args)
+            // The whole-run rows (`cases_limit=100000` at 32 connections)
+            // measure how fast such reads are served, not the admission cap
+            // that protects a production master (default 2 at once).
+            .env("PTP_MAX_LARGE_READS", "64")
             .env(
                 "RUST_LOG",
                 std::env::var("PTP_BENCH_MASTER_LOG").unwrap_or_else(|_| "warn".into()),

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod heap;
+pub mod metrics;
 
 use actix::Recipient;
 use async_nats::jetstream::{self, AckKind};
@@ -76,6 +77,10 @@ impl Default for IngestConfig {
 #[derive(Debug)]
 pub struct IngestHealth {
     inner: Mutex<HealthState>,
+    /// Messages per stored batch (`/metrics`).
+    pub batch_messages: metrics::Histogram,
+    /// Seconds from handing a batch to the writer to its commit (`/metrics`).
+    pub commit_seconds: metrics::Histogram,
 }
 
 impl Default for IngestHealth {
@@ -87,6 +92,8 @@ impl Default for IngestHealth {
                 ),
                 ..HealthState::default()
             }),
+            batch_messages: metrics::Histogram::new(metrics::BATCH),
+            commit_seconds: metrics::Histogram::new(metrics::SECONDS),
         }
     }
 }
@@ -104,6 +111,8 @@ pub struct HealthState {
     pub runs_completed: u64,
     /// Messages recorded as rejected since start.
     pub rejected: u64,
+    /// Messages kept as dead letters since start.
+    pub dead_letters: u64,
     /// Heartbeats refused since start (malformed or impossible values).
     pub heartbeats_refused: u64,
     /// Why the last heartbeat was refused.
@@ -499,8 +508,14 @@ async fn store_and_ack(
     health: &IngestHealth,
 ) {
     let items = msgs.iter().map(item_of).collect();
-    match store(writer, items).await {
+    let started = std::time::Instant::now();
+    let stored = store(writer, items).await;
+    health
+        .commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match stored {
         Ok(report) => {
+            health.batch_messages.observe(msgs.len() as f64);
             ack_all(&msgs).await;
             record(health, msgs.len(), &report);
             tracing::debug!(
@@ -587,6 +602,7 @@ async fn isolate(
                 );
                 ack_all(std::slice::from_ref(m)).await;
                 record(health, 1, &report);
+                health.update(|h| h.dead_letters += 1);
             }
             Err(Failure::Database(e) | Failure::Data(e)) => {
                 tracing::error!("cannot dead-letter message {id}, will retry: {e}");

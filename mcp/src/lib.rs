@@ -13,6 +13,8 @@
 //!   error.
 //! - [`jsonrpc`]: screening incoming JSON-RPC messages before rmcp reads
 //!   them (parse errors, wrongly typed params, oversized ids).
+//! - [`page`]: the report as a web page, `GET /report` on `--http`, with
+//!   the tool's argument rules and security headers.
 //! - [`local`]: `run_tests`, `run_failed`, `list_tests`: the project's tests
 //!   run on this machine through `ptp-agent` (with `--project-root`).
 //! - [`report`]: the HTML report (askama templates in `templates/`), with an
@@ -38,6 +40,7 @@ pub mod insights;
 pub mod jsonrpc;
 pub mod local;
 pub mod master;
+pub mod page;
 pub mod report;
 pub mod report_dir;
 pub mod text;

@@ -4,11 +4,14 @@
 //! # What
 //!
 //! `run_tests` runs the project's tests on this machine and answers with
-//! the run's status, exit code, counts, failed and errored tests (node id,
-//! trimmed message), duration, run id, whether the run reached the master,
-//! and the argv that ran. `run_failed` reruns only the tests that failed in
-//! the last local run of the project root. `list_tests` lists test ids
-//! without running anything.
+//! the run's status, exit code, counts, failed and errored tests (selector
+//! such as a pytest node id, trimmed message), duration, run id, whether the
+//! run reached the master, and the argv that ran. `run_failed` reruns only
+//! the tests that failed in the last local run of the project root.
+//! `list_tests` lists test ids without running anything. Every runner the
+//! agent knows works (pytest, vitest, jest, node --test, go through
+//! gotestsum, cargo-nextest): the agent detects it from the project, or
+//! the `runner` argument names it.
 //!
 //! # Why this shape
 //!
@@ -20,16 +23,22 @@
 //!   is no publish retry to wait out). Either way the agent writes the
 //!   parsed run to a `--results-json` file and this server answers from
 //!   that file, never from the master, so an answer needs no round trip.
-//! - **`list_tests` runs pytest directly** (`python -m pytest
-//!   --collect-only -q`): collecting produces no results to publish.
+//! - **Everything the runners need is the agent's.** Detection, the
+//!   runner's command, how a filter becomes arguments, how failed tests are
+//!   selected again (`ptp-agent run --failed-from`), how tests are listed
+//!   (`ptp-agent list --json`) and the runners' exit codes all live in the
+//!   agent's runner abstraction; this server names the runner (or lets the
+//!   agent detect it), passes the checked filter, and reads the agent's
+//!   JSON.
 //! - **The last run is kept outside the project**, in
 //!   `<cache dir>/<first 16 hex digits of the SHA-256 of the root's
 //!   path>/last-run.json` (cache dir: `--cache-dir`, default
 //!   `$XDG_CACHE_HOME/ptp-mcp`), with a `root` file beside it naming the
 //!   project root. It is the agent's results file, moved there only when
 //!   the run produced a report: a crash or a timeout leaves the previous
-//!   failures to rerun. `run_failed` converts its failed cases to node ids
-//!   ([`pytest::node_id`]); its own run then becomes the last run.
+//!   failures to rerun. `run_failed` hands it to the agent
+//!   (`--failed-from`), which selects its failed cases; its own run then
+//!   becomes the last run.
 //! - **Offered only with a project root.** A team server over HTTP has no
 //!   project to run, so without `--project-root` the tools are not listed.
 //!
@@ -37,7 +46,7 @@
 //!
 //! - Never a shell: every command is an argv. A `filter` is checked before
 //!   anything starts and refused with a tool error when it could be more
-//!   than a selection (rules in [`pytest`]).
+//!   than a selection (rules in [`filter`]).
 //! - Every process has a deadline, `--run-timeout-secs`: the agent kills
 //!   the tests' process group and the answer says `"timed_out": true`, exit
 //!   124. The agent itself is given that plus its publish budget
@@ -51,8 +60,8 @@
 //!   ([`process`]) and its end is part of the answer when no report was
 //!   produced.
 
+pub mod filter;
 mod process;
-pub mod pytest;
 
 use std::ffi::OsString;
 use std::io::ErrorKind;
@@ -89,18 +98,26 @@ const TAIL_CHARS: usize = 2000;
 /// Arguments of the command shown in an answer (a rerun of many failures
 /// has one per test).
 const MAX_SHOWN_ARGS: usize = 40;
-/// Bytes of `--collect-only` output read (about 300,000 test ids).
-const COLLECT_KEEP_BYTES: usize = 32 * 1024 * 1024;
-/// The runners `runner` accepts.
-const RUNNERS: [&str; 1] = ["pytest"];
+/// Bytes of `ptp-agent list --json` output read: the agent reads 32 MiB
+/// of a runner's listing (about 300,000 test ids), JSON adds quotes.
+const COLLECT_KEEP_BYTES: usize = 40 * 1024 * 1024;
+/// Longest `runner` argument passed on (the agent names the runners it
+/// knows when it refuses one).
+const MAX_RUNNER_CHARS: usize = 40;
 /// Environment variables of the agent this server decides itself; an
 /// editor's environment must not override them.
-const AGENT_ENV_REMOVED: [&str; 5] = [
+const AGENT_ENV_REMOVED: [&str; 11] = [
     "PTP_NO_PUBLISH",
     "PTP_RESULTS_JSON",
     "PTP_JUNIT",
     "PTP_STRICT",
     "PTP_TIMEOUT",
+    "PTP_RUNNER",
+    "PTP_FILTER",
+    "PTP_FAILED_FROM",
+    "PTP_AGENT_PYTHON",
+    "PTP_LIST_JSON",
+    "PTP_RERUN_COMMAND",
 ];
 
 /// The local-run settings, resolved from [`Config`] once.
@@ -156,30 +173,31 @@ impl Local {
         Ok(root)
     }
 
-    /// The runner named by the `runner` argument, else detected in `root`.
-    fn runner(&self, root: &Path, asked: Option<String>) -> Result<&'static str, LocalError> {
-        match asked {
-            Some(r) => RUNNERS
-                .iter()
-                .find(|known| r.eq_ignore_ascii_case(known))
-                .copied()
-                .ok_or_else(|| {
-                    LocalError::Argument(format!(
-                        "runner {:?} is not one of: {}; leave it out to detect the runner from \
-                         the project root",
-                        trim_end(&r, 60),
-                        RUNNERS.join(", ")
-                    ))
-                }),
-            None if pytest::detect(root) => Ok("pytest"),
-            None => Err(LocalError::Setup(format!(
-                "cannot tell which test runner {} uses: none of {} is there. Pass runner: \
-                 \"pytest\" if it is a pytest project (allowed runners: {})",
-                root.display(),
-                pytest::markers_text(),
-                RUNNERS.join(", ")
-            ))),
+    /// The agent's arguments that choose the runner and its interpreter:
+    /// `--runner` when the argument names one (the agent refuses names it
+    /// does not know, listing those it does; without it the agent detects
+    /// the runner from the root), `--python` when configured.
+    fn runner_args(&self, root: &Path, asked: Option<String>) -> Result<Vec<OsString>, LocalError> {
+        let mut args = Vec::new();
+        if let Some(r) = asked {
+            let ok = r.chars().count() <= MAX_RUNNER_CHARS
+                && r.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_:".contains(c));
+            if !ok {
+                return Err(LocalError::Argument(format!(
+                    "runner {:?} is not a runner name (pytest, vitest, jest, node, go, nextest); \
+                     leave it out to detect the runner from the project root; nothing was run",
+                    trim_end(&r, 60)
+                )));
+            }
+            args.push("--runner".into());
+            args.push(r.into());
         }
+        if let Some(p) = &self.python {
+            args.push("--python".into());
+            args.push(filter::python(root, p).into_os_string());
+        }
+        Ok(args)
     }
 
     /// `<cache dir>/<hash of root>`, without creating it.
@@ -189,14 +207,10 @@ impl Local {
         self.cache_dir.join(hex)
     }
 
-    fn python(&self, root: &Path) -> PathBuf {
-        pytest::python(root, self.python.as_deref())
-    }
-
-    /// Runs pytest with `selection` through the agent and answers from its
-    /// results file; keeps that file as the root's last run when it holds a
-    /// report.
-    async fn run(&self, root: &Path, selection: Vec<String>) -> Result<RunAnswer, LocalError> {
+    /// Runs the tests through the agent with `extra` arguments (runner,
+    /// filter, `--failed-from`) and answers from its results file; keeps
+    /// that file as the root's last run when it holds a report.
+    async fn run(&self, root: &Path, extra: Vec<OsString>) -> Result<RunAnswer, LocalError> {
         let _running = self.running.try_lock().map_err(|_| {
             LocalError::Busy(format!(
                 "a local test run is already going on in {}; wait for its answer, then call again",
@@ -241,13 +255,7 @@ impl Local {
                 argv.push(v.into());
             }
         }
-        argv.push("--".into());
-        argv.extend([
-            self.python(root).into_os_string(),
-            "-m".into(),
-            "pytest".into(),
-        ]);
-        argv.extend(selection.into_iter().map(OsString::from));
+        argv.extend(extra);
 
         let started = Instant::now();
         let finished = process::run(process::Spec {
@@ -271,6 +279,15 @@ impl Local {
         let Some(results) = results else {
             if finished.timed_out {
                 return Ok(RunAnswer::killed(self, root, command, &finished, started));
+            }
+            // Exit 2 without results: the agent refused before running
+            // anything (no runner detected, an unknown runner, nothing of
+            // the last run selectable), and says why.
+            if finished.code == Some(2) {
+                return Err(LocalError::Setup(format!(
+                    "{}; nothing was run",
+                    agent_says(&finished.stderr.tail_text(2000))
+                )));
             }
             return Err(LocalError::Run(format!(
                 "the agent {} exited {} without writing its results; it must be a ptp-agent that \
@@ -359,31 +376,46 @@ struct Counts {
 #[derive(Debug, Deserialize)]
 struct Case {
     test_id: String,
-    #[serde(default)]
-    file: Option<String>,
-    #[serde(default)]
-    classname: Option<String>,
-    name: String,
     outcome: String,
     #[serde(default)]
     duration_secs: f64,
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    selector: Option<String>,
+    #[serde(default)]
+    quarantined: bool,
 }
 
 impl Case {
     fn is_failure(&self) -> bool {
         matches!(self.outcome.as_str(), "failed" | "error")
     }
+}
 
-    fn node_id(&self, root: &Path) -> Option<String> {
-        pytest::node_id(
-            |rel| root.join(rel).is_file(),
-            self.file.as_deref(),
-            self.classname.as_deref(),
-            &self.name,
-        )
+/// The agent's explanation in its stderr: its `ptp-agent: ` lines that
+/// are not progress, or the whole tail.
+fn agent_says(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("ptp-agent: "))
+        .filter(|l| !l.starts_with("warning: branch and commit unknown"))
+        .collect();
+    if lines.is_empty() {
+        stderr.trim().to_string()
+    } else {
+        lines.join("; ")
     }
+}
+
+/// What `ptp-agent run --failed-from` selected (the results file's
+/// `rerun`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RerunLine {
+    from_run_id: String,
+    tests: Vec<String>,
+    not_mapped: Vec<String>,
 }
 
 /// The agent's `--results-json` file, format 1 (ptp-agent's `results`
@@ -414,6 +446,12 @@ struct Results {
     spool_file: Option<String>,
     #[serde(default)]
     cases: Vec<Case>,
+    #[serde(default)]
+    rerun: Option<RerunLine>,
+    #[serde(default)]
+    quarantined_failures: Vec<String>,
+    #[serde(default)]
+    passed_by_quarantine: bool,
 }
 
 /// The results file at `path`: `None` when there is none.
@@ -446,10 +484,14 @@ fn read_results(path: &Path) -> Result<Option<Results>, String> {
 #[derive(Debug, Serialize)]
 struct FailureLine {
     test_id: String,
-    /// The runner-native selector (pytest node id), when it could be found.
+    /// The runner-native selector (a pytest node id, a test name), when
+    /// the agent could find one.
     #[serde(skip_serializing_if = "Option::is_none")]
     node_id: Option<String>,
     outcome: String,
+    /// On the project's quarantine list.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    quarantined: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
     duration_s: f64,
@@ -477,7 +519,7 @@ struct Rerun {
 /// The answer of `run_tests` and `run_failed`.
 #[derive(Debug, Serialize)]
 struct RunAnswer {
-    runner: &'static str,
+    runner: String,
     project_root: String,
     /// What ran, argv by argv (no shell).
     command: Vec<String>,
@@ -500,6 +542,12 @@ struct RunAnswer {
     output_tail: Option<Tails>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rerun: Option<Rerun>,
+    /// Failed tests on the project's quarantine list.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    quarantined_failures: Vec<String>,
+    /// Every failure was quarantined: the agent exited 0.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    passed_by_quarantine: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     hint: Option<String>,
 }
@@ -540,8 +588,9 @@ impl RunAnswer {
             .take(MAX_FAILURES)
             .map(|c| FailureLine {
                 test_id: c.test_id.clone(),
-                node_id: c.node_id(root),
+                node_id: c.selector.clone(),
                 outcome: c.outcome.clone(),
+                quarantined: c.quarantined,
                 message: c.message.as_deref().map(|m| trim_end(m, MESSAGE_CHARS)),
                 duration_s: round(c.duration_secs, 3),
             })
@@ -572,8 +621,14 @@ impl RunAnswer {
                 failing.len()
             )
         });
+        let rerun = r.rerun.map(|l| Rerun {
+            from_run_id: l.from_run_id,
+            total: l.tests.len(),
+            tests: l.tests.into_iter().take(MAX_FAILURES).collect(),
+            not_mapped: l.not_mapped,
+        });
         RunAnswer {
-            runner: "pytest",
+            runner: r.runner.unwrap_or_else(|| "unknown".into()),
             project_root: root.display().to_string(),
             command,
             status: r.status,
@@ -592,7 +647,9 @@ impl RunAnswer {
                 stdout: finished.stdout.tail_text(TAIL_CHARS),
                 stderr: finished.stderr.tail_text(TAIL_CHARS),
             }),
-            rerun: None,
+            rerun,
+            quarantined_failures: r.quarantined_failures,
+            passed_by_quarantine: r.passed_by_quarantine,
             hint,
         }
     }
@@ -606,7 +663,7 @@ impl RunAnswer {
         started: Instant,
     ) -> RunAnswer {
         RunAnswer {
-            runner: "pytest",
+            runner: "unknown".into(),
             project_root: root.display().to_string(),
             command,
             status: "timed_out".into(),
@@ -630,6 +687,8 @@ impl RunAnswer {
                 stderr: finished.stderr.tail_text(TAIL_CHARS),
             }),
             rerun: None,
+            quarantined_failures: Vec::new(),
+            passed_by_quarantine: false,
             hint: None,
         }
     }
@@ -641,9 +700,9 @@ impl RunAnswer {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunTestsArgs {
-    /// Which tests: a node id or path (tests/test_cart.py::TestCart::test_total, tests/unit) or a pytest -k keyword expression ("cart and not slow"). At most 200 characters; must not start with '-', '@' or '/', nor contain '..' or control characters. Default: every test.
+    /// Which tests: a path or pytest node id (tests/test_cart.py::TestCart::test_total, src/cart.test.ts, ./pkg/cart) or a name filter (pytest -k "cart and not slow", vitest/jest -t, node --test-name-pattern, go -run, a nextest filter). At most 200 characters; must not start with '-', '@' or '/', nor contain '..' or control characters. Default: every test.
     pub filter: Option<String>,
-    /// The test runner: "pytest". Default: detected from the project root.
+    /// The test runner: pytest, vitest, jest, node, go or nextest. Default: detected from the project root.
     pub runner: Option<String>,
 }
 
@@ -656,9 +715,9 @@ pub struct RunFailedArgs {}
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListTestsArgs {
-    /// Only these tests: a node id or path, or a -k keyword expression (same rules as run_tests' filter). Default: every test.
+    /// Only these tests: a path or node id, or a name filter (same rules as run_tests' filter). Default: every test.
     pub filter: Option<String>,
-    /// The test runner: "pytest". Default: detected from the project root.
+    /// The test runner: pytest, vitest, jest, node, go or nextest. Default: detected from the project root.
     pub runner: Option<String>,
     /// Most test ids listed: 1 to 2000. Default 200 (the total is always given).
     #[schemars(range(min = 1, max = 2000))]
@@ -670,13 +729,14 @@ fn parse<T: DeserializeOwned>(tool: &str, args: JsonObject) -> Result<T, LocalEr
     crate::args::parse(tool, args).map_err(LocalError::Argument)
 }
 
-/// The checked filter as pytest arguments (none without a filter).
-fn selection(filter: Option<String>) -> Result<Vec<String>, LocalError> {
+/// The checked filter as the agent's `--filter` (none without a filter);
+/// the agent turns it into the runner's arguments.
+fn selection(filter: Option<String>) -> Result<Vec<OsString>, LocalError> {
     match given(filter) {
         None => Ok(Vec::new()),
         Some(f) => {
-            pytest::check_filter(&f).map_err(LocalError::Argument)?;
-            Ok(pytest::filter_args(&f))
+            filter::check_filter(&f).map_err(LocalError::Argument)?;
+            Ok(vec!["--filter".into(), f.into()])
         }
     }
 }
@@ -690,24 +750,27 @@ fn json_answer(value: &impl Serialize) -> Result<CallToolResult, LocalError> {
 // ---- the tools --------------------------------------------------------------
 
 const RUN_TESTS_DESC: &str = "Runs the project's tests on this machine (in the configured project \
-root, through ptp-agent like a CI run) and answers: status (passed/failed/interrupted/\
+root, through ptp-agent like a CI run; pytest, vitest, jest, node --test, go test or cargo-nextest, \
+detected from the project or named with runner) and answers: status (passed/failed/interrupted/\
 internal_error/usage_error/no_tests/crashed/timed_out), exit code, counts, the failed and errored \
-tests with pytest node ids and trimmed messages, duration, run id, whether the run was published \
-to the master, and the command that ran. `filter` narrows the run to a node id, a path or a -k \
-keyword expression. Use it to check a change or reproduce a failure locally. Prefer run_failed to \
-rerun only what failed last time, list_tests to find test ids without running anything, and \
-get_failures for failures of CI runs.";
+tests with their selector (pytest node id, test name) and trimmed messages, duration, run id, \
+whether the run was published to the master, quarantined failures, and the command that ran. \
+`filter` narrows the run to a path or node id, or a name filter (pytest -k, -t, -run). Use it to \
+check a change or reproduce a failure locally. Prefer run_failed to rerun only what failed last \
+time, list_tests to find test ids without running anything, and get_failures for failures of CI \
+runs.";
 
 const RUN_FAILED_DESC: &str = "Reruns only the tests that failed or errored in the last local run \
-of the project root (run_tests or run_failed), by their pytest node ids, and answers like \
-run_tests plus which tests were rerun. Starts nothing when there was no previous run (an error) \
-or when nothing failed (it says so). Use it after changing code to see whether the failures are \
-gone. Prefer run_tests for the whole suite or a chosen filter.";
+of the project root (run_tests or run_failed), selected by id through the same runner, and \
+answers like run_tests plus which tests were rerun. Starts nothing when there was no previous run \
+(an error) or when nothing failed (it says so). Use it after changing code to see whether the \
+failures are gone. Prefer run_tests for the whole suite or a chosen filter.";
 
 const LIST_TESTS_DESC: &str = "Lists the tests of the project root without running them (pytest \
---collect-only): node ids, their total, and collection errors. Nothing runs and nothing is \
-published. Use it to find the node id or keyword to give run_tests as filter, or to see why tests \
-are not collected. Prefer run_tests to run them.";
+--collect-only, vitest list, go test -list, nextest list, jest --listTests: file paths; node's \
+runner cannot list): test ids, their total, and collection errors. Nothing runs and nothing is \
+published. Use it to find the id or name to give run_tests as filter, or to see why tests are \
+not collected. Prefer run_tests to run them.";
 
 #[tool_router(router = local_tool_router, vis = "pub(crate)")]
 impl PtpMcp {
@@ -779,8 +842,9 @@ impl PtpMcp {
         let selection = selection(a.filter)?;
         let local = self.local()?;
         let root = local.root()?;
-        local.runner(&root, given(a.runner))?;
-        json_answer(&local.run(&root, selection).await?)
+        let mut extra = local.runner_args(&root, given(a.runner))?;
+        extra.extend(selection);
+        json_answer(&local.run(&root, extra).await?)
     }
 
     async fn local_run_failed(&self, args: JsonObject) -> Result<CallToolResult, LocalError> {
@@ -795,11 +859,6 @@ impl PtpMcp {
                 root.display()
             ))
         })?;
-        if let Some(other) = last.runner.as_deref().filter(|r| *r != "pytest") {
-            return Err(LocalError::Setup(format!(
-                "the last local run used {other:?}; run_failed reruns pytest runs only"
-            )));
-        }
         let failing: Vec<&Case> = last.cases.iter().filter(|c| c.is_failure()).collect();
         if failing.is_empty() {
             #[derive(Serialize)]
@@ -821,37 +880,10 @@ impl PtpMcp {
                 counts: last.counts,
             });
         }
-        let mut ids = Vec::new();
-        let mut not_mapped = Vec::new();
-        for c in &failing {
-            match c.node_id(&root) {
-                Some(id) if !ids.contains(&id) => ids.push(id),
-                Some(_) => {}
-                None => not_mapped.push(c.test_id.clone()),
-            }
-        }
-        if ids.is_empty() {
-            return Err(LocalError::Setup(format!(
-                "none of the {} failed tests of the last run ({}) maps to a test file under {} \
-                 (moved or deleted?); nothing was run. Call run_tests, with a filter if needed",
-                failing.len(),
-                not_mapped
-                    .iter()
-                    .take(5)
-                    .map(|s| trim_end(s, 200))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                root.display()
-            )));
-        }
-        let rerun = Rerun {
-            from_run_id: last.run_id.clone(),
-            total: ids.len(),
-            tests: ids.iter().take(MAX_FAILURES).cloned().collect(),
-            not_mapped,
-        };
-        let mut answer = local.run(&root, ids).await?;
-        answer.rerun = Some(rerun);
+        let mut extra = local.runner_args(&root, last.runner.clone())?;
+        extra.push("--failed-from".into());
+        extra.push(path.into_os_string());
+        let answer = local.run(&root, extra).await?;
         json_answer(&answer)
     }
 
@@ -870,51 +902,76 @@ impl PtpMcp {
         let selection = selection(a.filter)?;
         let local = self.local()?;
         let root = local.root()?;
-        local.runner(&root, given(a.runner))?;
-        let python = local.python(&root);
         let mut argv: Vec<OsString> = vec![
-            python.clone().into_os_string(),
-            "-m".into(),
-            "pytest".into(),
-            "--collect-only".into(),
-            "-q".into(),
+            local.agent_bin.clone().into(),
+            "list".into(),
+            "--json".into(),
+            "--timeout".into(),
+            local.run_timeout.as_secs().to_string().into(),
         ];
-        argv.extend(selection.into_iter().map(OsString::from));
+        argv.extend(local.runner_args(&root, given(a.runner))?);
+        argv.extend(selection);
         let finished = process::run(process::Spec {
             argv: &argv,
             cwd: &root,
             env: Vec::new(),
-            env_remove: &[],
-            deadline: local.run_timeout,
+            env_remove: &AGENT_ENV_REMOVED,
+            deadline: local.run_timeout + AGENT_GRACE,
             keep_stdout: COLLECT_KEEP_BYTES,
         })
         .await
         .map_err(|e| {
             LocalError::Setup(format!(
-                "cannot start {}: {e}; set --python / PTP_MCP_PYTHON, or create .venv in the \
-                 project root",
-                python.display()
+                "cannot start the agent {}: {e}. Set --agent-bin / PTP_AGENT_BIN to the ptp-agent \
+                 binary (cargo build --release --bin ptp-agent)",
+                local.agent_bin.display()
             ))
         })?;
-        let stdout = String::from_utf8_lossy(&finished.stdout.head);
-        let mut ids: Vec<&str> = pytest::collected_ids(&stdout).collect();
-        let cut = !finished.stdout.head_is_complete();
-        if cut {
-            ids.pop(); // may be half a line
+        /// `ptp-agent list --json`.
+        #[derive(Deserialize)]
+        struct Listing {
+            runner: String,
+            command: Vec<String>,
+            status: String,
+            exit_code: i32,
+            #[serde(default)]
+            tests: Vec<String>,
+            #[serde(default)]
+            errors: Vec<String>,
+            #[serde(default)]
+            cut: bool,
         }
-        let code = finished.code;
-        let clean = matches!(code, Some(0 | 5)) && !finished.timed_out;
+        let listing: Listing = match serde_json::from_slice(&finished.stdout.head) {
+            Ok(l) => l,
+            Err(_) if finished.timed_out => Listing {
+                runner: "unknown".into(),
+                command: Vec::new(),
+                status: "timed_out".into(),
+                exit_code: 124,
+                tests: Vec::new(),
+                errors: Vec::new(),
+                cut: false,
+            },
+            Err(_) => {
+                return Err(LocalError::Setup(format!(
+                    "the agent could not list the tests: {}; nothing was run",
+                    agent_says(&finished.stderr.tail_text(2000))
+                )));
+            }
+        };
+        let ids = &listing.tests;
+        let clean = listing.status == "ok" || listing.status == "no_tests";
         #[derive(Serialize)]
         struct Answer<'a> {
-            runner: &'static str,
+            runner: &'a str,
             project_root: String,
             command: Vec<String>,
-            status: &'static str,
+            status: &'a str,
             exit_code: Option<i32>,
             timed_out: bool,
             total: usize,
             shown: usize,
-            tests: &'a [&'a str],
+            tests: &'a [String],
             #[serde(skip_serializing_if = "is_zero")]
             more: usize,
             #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -925,30 +982,27 @@ impl PtpMcp {
         }
         let shown_ids = &ids[..ids.len().min(limit)];
         json_answer(&Answer {
-            runner: "pytest",
+            runner: &listing.runner,
             project_root: root.display().to_string(),
-            command: shown(&argv),
-            status: if finished.timed_out {
-                "timed_out"
-            } else {
-                pytest::exit_status(code)
-            },
-            exit_code: if finished.timed_out { Some(124) } else { code },
-            timed_out: finished.timed_out,
+            command: listing.command,
+            status: &listing.status,
+            exit_code: Some(listing.exit_code),
+            timed_out: listing.status == "timed_out",
             total: ids.len(),
             shown: shown_ids.len(),
             tests: shown_ids,
             more: ids.len() - shown_ids.len(),
-            errors: pytest::error_lines(&stdout)
-                .into_iter()
+            errors: listing
+                .errors
+                .iter()
                 .take(20)
-                .map(|l| trim_end(&l, MESSAGE_CHARS))
+                .map(|l| trim_end(l, MESSAGE_CHARS))
                 .collect(),
             output_tail: (!clean).then(|| Tails {
-                stdout: finished.stdout.tail_text(TAIL_CHARS),
+                stdout: String::new(),
                 stderr: finished.stderr.tail_text(TAIL_CHARS),
             }),
-            note: if cut {
+            note: if listing.cut {
                 format!(
                     "collection only: no test ran, nothing was published; the listing was cut \
                      after {} MiB of output",

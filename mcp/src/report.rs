@@ -44,6 +44,45 @@ pub fn is_report(head: &[u8]) -> bool {
             .any(|w| w == GENERATOR_MARKER.as_bytes())
 }
 
+/// The template the report renders; its `<style>` block is the only style
+/// [`content_security_policy`] allows.
+const TEMPLATE: &str = include_str!("../templates/report.html");
+
+/// The `Content-Security-Policy` a report is served with (the `/report`
+/// page): nothing is loaded from anywhere (`default-src 'none'`), so no
+/// script runs, inline or not; the one style allowed is the template's own
+/// `<style>` block, by its SHA-256 (its text has no template tags, so every
+/// rendered report carries it byte for byte); no base URL, no form
+/// targets, no framing by other pages.
+pub fn content_security_policy() -> &'static str {
+    static POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let style = match style_block(TEMPLATE) {
+            Some(css) => {
+                use base64::Engine;
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(css.as_bytes());
+                format!(
+                    "'sha256-{}'",
+                    base64::engine::general_purpose::STANDARD.encode(digest)
+                )
+            }
+            None => "'none'".to_string(),
+        };
+        format!(
+            "default-src 'none'; style-src {style}; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'"
+        )
+    });
+    &POLICY
+}
+
+/// The text of the first `<style>` element of `html`.
+fn style_block(html: &str) -> Option<&str> {
+    let start = html.find("<style>")? + "<style>".len();
+    let len = html[start..].find("</style>")?;
+    Some(&html[start..start + len])
+}
+
 /// Failures of the latest run shown in full (message and traceback).
 pub const FAILURES_SHOWN: usize = 50;
 /// Characters of a failure message kept.
@@ -738,12 +777,30 @@ mod tests {
 
     #[test]
     fn the_template_carries_the_marker_at_its_start() {
-        let template = include_str!("../templates/report.html");
-        assert!(is_report(template.as_bytes()));
+        assert!(is_report(TEMPLATE.as_bytes()));
         assert!(!is_report(b"<!doctype html><title>notes</title>"));
         assert!(!is_report(b"root:x:0:0:root:/root:/bin/bash"));
         let late = format!("<!doctype html>{}{GENERATOR_MARKER}", " ".repeat(600));
         assert!(!is_report(late.as_bytes()), "too far from the start");
+    }
+
+    #[test]
+    fn the_policy_allows_the_templates_style_and_nothing_else() {
+        let policy = content_security_policy();
+        assert!(
+            policy.starts_with("default-src 'none'; style-src 'sha256-"),
+            "{policy}"
+        );
+        assert!(
+            !policy.contains("unsafe") && !policy.contains("script-src"),
+            "{policy}"
+        );
+        let css = style_block(TEMPLATE).expect("the template has a <style> block");
+        assert!(
+            !css.contains("{{") && !css.contains("{%"),
+            "no template tags in the style: it must render byte for byte"
+        );
+        assert_eq!(style_block("<p>x</p>"), None);
     }
 
     #[test]

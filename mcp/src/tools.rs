@@ -238,10 +238,54 @@ pub struct ReportArgs {
     pub worker_id: Option<String>,
     /// How many of the newest runs the trend chart and the flaky-test and
     /// failure-cluster sections cover: 1 to 500. Default 20.
-    #[schemars(range(min = 1, max = 500))]
+    #[schemars(range(min = 1, max = REPORT_RUNS_MAX))]
     pub runs: Option<i64>,
     /// A file name ending in .html (e.g. "shop-main.html", or "team/shop.html" for an existing subdirectory) to write the HTML to, inside the server's report dir (--report-dir / PTP_MCP_REPORT_DIR). When given, the tool answers the written path and a summary instead of embedding the HTML. Refused when the server has no report dir (the default), for absolute paths, '..', '~', links leading outside the dir, and existing files that are not reports this server wrote (its own reports are replaced).
     pub output_path: Option<String>,
+}
+
+/// Runs a report covers when not told: the trend, flaky tests and clusters.
+pub const REPORT_RUNS_DEFAULT: u32 = 20;
+/// Most runs a report covers.
+pub const REPORT_RUNS_MAX: u32 = 500;
+
+/// What a report covers, checked: the rule `get_report` and the `/report`
+/// page share.
+#[derive(Debug)]
+pub(crate) struct ReportScope {
+    /// Project, branch and worker (blank ones are no filter).
+    pub(crate) filter: RunFilter,
+    /// How many of the newest runs (1 to [`REPORT_RUNS_MAX`]).
+    pub(crate) runs: u32,
+}
+
+impl ReportScope {
+    /// The scope of these (already size-bounded) arguments; `runs` out of
+    /// range is an argument error naming the range and the default.
+    pub(crate) fn new(
+        project: Option<String>,
+        branch: Option<String>,
+        worker_id: Option<String>,
+        runs: Option<i64>,
+    ) -> Result<ReportScope, ToolError> {
+        Ok(ReportScope {
+            runs: bounded("runs", runs, REPORT_RUNS_DEFAULT, 1, REPORT_RUNS_MAX)?,
+            filter: RunFilter {
+                project: given(project),
+                branch: given(branch),
+                worker_id: given(worker_id),
+                status: None,
+            },
+        })
+    }
+}
+
+/// A rendered report and one sentence summing it up.
+pub(crate) struct RenderedReport {
+    /// The self-contained HTML.
+    pub(crate) html: String,
+    /// The latest run and the trend in one sentence, for the tool answer.
+    pub(crate) summary: String,
 }
 
 /// A tool's arguments, bounded and parsed ([`crate::args::parse`]).
@@ -948,20 +992,44 @@ impl PtpMcp {
 
     async fn report(&self, args: JsonObject) -> ToolResult {
         let a: ReportArgs = parse("get_report", args)?;
-        let runs_n = bounded("runs", a.runs, 20, 1, 500)?;
+        let scope = ReportScope::new(a.project, a.branch, a.worker_id, a.runs)?;
         let output = match given(a.output_path) {
             Some(raw) => Some((self.report_file(&raw)?, raw)),
             None => None,
         };
-        let filter = RunFilter {
-            project: given(a.project),
-            branch: given(a.branch),
-            worker_id: given(a.worker_id),
-            status: None,
-        };
-        let mut runs = self.master.runs(&filter, runs_n).await?;
+        let RenderedReport { html, summary } = self.report_page(&scope).await?;
+        let uri = report_uri(&scope.filter.project);
+        match output {
+            Some((dir, raw)) => {
+                let path = dir.write(&raw, &html).map_err(ToolError::Output)?;
+                Ok(CallToolResult::success(vec![ContentBlock::text(format!(
+                    "Wrote the HTML report ({} bytes) to {}. {summary}",
+                    html.len(),
+                    path.display()
+                ))]))
+            }
+            None => Ok(CallToolResult::success(vec![
+                ContentBlock::text(format!(
+                    "{summary} The HTML report ({} bytes, self-contained) is attached as {uri}.",
+                    html.len()
+                )),
+                ContentBlock::resource(
+                    ResourceContents::text(html, uri).with_mime_type("text/html"),
+                ),
+            ])),
+        }
+    }
+
+    /// Fetches what a report shows from the master and renders it: the one
+    /// path of `get_report` and of the `/report` page.
+    pub(crate) async fn report_page(
+        &self,
+        scope: &ReportScope,
+    ) -> Result<RenderedReport, ToolError> {
+        let (filter, runs_n) = (&scope.filter, scope.runs);
+        let mut runs = self.master.runs(filter, runs_n).await?;
         runs.reverse();
-        let latest_id = runs.last().ok_or_else(|| no_runs(&filter))?.run_id.clone();
+        let latest_id = runs.last().ok_or_else(|| no_runs(filter))?.run_id.clone();
         let (main, flaky, clusters) = tokio::join!(
             async {
                 tokio::try_join!(
@@ -972,15 +1040,15 @@ impl PtpMcp {
                         .run(&latest_id, Some("failed,error"), REPORT_FAILURES_LIMIT),
                     self.master
                         .slowest_cases(&latest_id, report::SLOWEST_SHOWN as u32),
-                    self.master.failure_stats(&filter, None, 10),
+                    self.master.failure_stats(filter, None, 10),
                     self.master.workers(),
                 )
             },
             // The sections cover the report's runs, like its trend.
             self.master
-                .flaky(&filter, runs_n, report::SECTION_ROWS as u32),
+                .flaky(filter, runs_n, report::SECTION_ROWS as u32),
             self.master
-                .clusters(&filter, runs_n, report::SECTION_ROWS as u32),
+                .clusters(filter, runs_n, report::SECTION_ROWS as u32),
         );
         let (latest, slowest, stats, workers) = main?;
         // The analytics sections are extras: a master that cannot answer
@@ -1002,7 +1070,7 @@ impl PtpMcp {
             })
             .collect();
         let html = report::render(&ReportInput {
-            filter: &filter,
+            filter,
             runs: &runs,
             latest: &latest,
             slowest: Some(&slowest.cases),
@@ -1027,7 +1095,7 @@ impl PtpMcp {
             "Test report for {} ({}): latest run {} {} on {} at {}: {} tests, {} passed, {} failed, \
              {} errors, {} skipped, pass rate {}; {trend}. {} frequent failures, {} workers.",
             filter.project.as_deref().unwrap_or("all projects"),
-            filters_text(&filter),
+            filters_text(filter),
             r.run_id,
             r.status,
             r.worker_id,
@@ -1041,26 +1109,7 @@ impl PtpMcp {
             stats.len(),
             workers.len(),
         );
-        let uri = report_uri(&filter.project);
-        match output {
-            Some((dir, raw)) => {
-                let path = dir.write(&raw, &html).map_err(ToolError::Output)?;
-                Ok(CallToolResult::success(vec![ContentBlock::text(format!(
-                    "Wrote the HTML report ({} bytes) to {}. {summary}",
-                    html.len(),
-                    path.display()
-                ))]))
-            }
-            None => Ok(CallToolResult::success(vec![
-                ContentBlock::text(format!(
-                    "{summary} The HTML report ({} bytes, self-contained) is attached as {uri}.",
-                    html.len()
-                )),
-                ContentBlock::resource(
-                    ResourceContents::text(html, uri).with_mime_type("text/html"),
-                ),
-            ])),
-        }
+        Ok(RenderedReport { html, summary })
     }
 }
 
@@ -1153,5 +1202,14 @@ mod tests {
                 );
             }
         }
+        let report = tools
+            .iter()
+            .find(|t| t.name == "get_report")
+            .expect("get_report");
+        assert_eq!(
+            report.input_schema["properties"]["runs"]["maximum"],
+            serde_json::json!(REPORT_RUNS_MAX),
+            "the schema states the bound the tool and the page apply"
+        );
     }
 }

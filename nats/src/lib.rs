@@ -10,7 +10,8 @@
 //!
 //! - Runs are published to the durable stream [`STREAM`] on
 //!   [`subjects::RESULTS_CASES`] and [`subjects::RESULTS_RUN`], each message
-//!   with a `Nats-Msg-Id` (`<run_id>:c<n>`, `<run_id>:run`). Within the
+//!   with a `Nats-Msg-Id` (`<run_id>:c<n>:<digest>`, `<run_id>:run:<digest>`,
+//!   see [`schema::WireMessage::msg_id`]). Within the
 //!   stream's duplicate window ([`DUPLICATE_WINDOW`]) the server drops a
 //!   resend; outside it the master's writer drops it (it is idempotent by run
 //!   id and chunk number). Together: exactly once in the database.
@@ -22,6 +23,13 @@
 //!   crash before the ack means redelivery, which idempotence absorbs.
 //! - Heartbeats go over core NATS on [`subjects::HEARTBEAT`]: they matter only
 //!   while fresh, so they are not stored.
+//! - On a NATS cluster the stream is replicated ([`StreamSettings::replicas`],
+//!   3 for a 3-node cluster): a node may die and nothing acked is lost.
+//!   Clients take every node's URL ([`server_addrs`]) and fail over; while
+//!   the stream elects a new leader (seconds) publishes fail and are
+//!   retried by the agent, or spooled.
+//! - Quarantine lists go the other way, master to agents, through the
+//!   key-value bucket of [`quarantine`].
 //!
 //! ```no_run
 //! # async fn demo(run: ptp_nats::schema::RunInfo, cases: Vec<ptp_nats::schema::TestCase>)
@@ -40,6 +48,7 @@
 //! ```
 
 pub mod auth;
+pub mod quarantine;
 pub mod schema;
 
 pub use auth::NatsAuth;
@@ -130,12 +139,99 @@ pub fn consumer_config(ack_wait: Duration) -> consumer::pull::Config {
     }
 }
 
+/// Parses a server list as given to `--nats-url` / `NATS_URL`: one URL or
+/// several separated by commas (`nats://a:4222,nats://b:4222`), the nodes
+/// of one cluster, so a client fails over among them. An error names the
+/// URL that is not one.
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    let addrs: Vec<async_nats::ServerAddr> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>().map_err(|e| {
+                format!("{u:?} is not a NATS URL ({e}); give nats://HOST:PORT, several separated by commas")
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    if addrs.is_empty() {
+        return Err("no NATS URL given; give nats://HOST:PORT, several separated by commas".into());
+    }
+    Ok(addrs)
+}
+
+/// The settings in which an existing stream differs from the wanted one
+/// ("num_replicas 1 (wanted 3)"), among those this crate sets.
+fn differences(have: &stream::Config, want: &stream::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut diff = |name: &str, have: String, want: String| {
+        if have != want {
+            out.push(format!("{name} {have} (wanted {want})"));
+        }
+    };
+    diff(
+        "num_replicas",
+        have.num_replicas.to_string(),
+        want.num_replicas.to_string(),
+    );
+    diff(
+        "max_age",
+        format!("{:?}", have.max_age),
+        format!("{:?}", want.max_age),
+    );
+    diff(
+        "max_bytes",
+        have.max_bytes.to_string(),
+        want.max_bytes.to_string(),
+    );
+    diff(
+        "storage",
+        format!("{:?}", have.storage),
+        format!("{:?}", want.storage),
+    );
+    diff(
+        "retention",
+        format!("{:?}", have.retention),
+        format!("{:?}", want.retention),
+    );
+    diff(
+        "subjects",
+        format!("{:?}", have.subjects),
+        format!("{:?}", want.subjects),
+    );
+    diff(
+        "duplicate_window",
+        format!("{:?}", have.duplicate_window),
+        format!("{:?}", want.duplicate_window),
+    );
+    diff(
+        "discard",
+        format!("{:?}", have.discard),
+        format!("{:?}", want.discard),
+    );
+    out
+}
+
 /// Errors from setting up the stream or consumer.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     /// Creating or updating the stream failed.
     #[error("could not create or update stream {STREAM}: {0}")]
     Stream(String),
+    /// The stream exists with other settings and the server refused to
+    /// change them (e.g. replicas on a server that cannot, or more replicas
+    /// than nodes).
+    #[error(
+        "stream {STREAM} exists with other settings than this master's: {differences}; the server refused to change them ({reason}). \
+         Start the master with the stream's settings (--stream-replicas, --stream-max-age-hours), \
+         or change the stream (nats stream edit {STREAM}) and restart"
+    )]
+    Mismatch {
+        /// What differs, e.g. "num_replicas 1 (wanted 3)".
+        differences: String,
+        /// The server's answer.
+        reason: String,
+    },
     /// Creating the consumer failed.
     #[error("could not create consumer {CONSUMER} on stream {STREAM}: {0}")]
     Consumer(String),
@@ -148,10 +244,22 @@ pub async fn ensure_stream(
 ) -> Result<stream::Stream, SetupError> {
     let config = stream_config(settings);
     match js.get_stream(STREAM).await {
-        Ok(_) => {
+        Ok(mut existing) => {
+            let have = existing
+                .info()
+                .await
+                .map(|i| i.config.clone())
+                .map_err(|e| SetupError::Stream(e.to_string()))?;
+            let differences = differences(&have, &config);
+            if differences.is_empty() {
+                return Ok(existing);
+            }
             js.update_stream(config)
                 .await
-                .map_err(|e| SetupError::Stream(e.to_string()))?;
+                .map_err(|e| SetupError::Mismatch {
+                    differences: differences.join(", "),
+                    reason: e.to_string(),
+                })?;
             js.get_stream(STREAM)
                 .await
                 .map_err(|e| SetupError::Stream(e.to_string()))
@@ -211,4 +319,32 @@ pub async fn publish_all(
         ack.await.map_err(|e| PublishError(e.to_string()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_lists_split_on_commas_and_name_the_bad_one() {
+        let addrs = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,").expect("two");
+        assert_eq!(addrs.len(), 2);
+        let err = server_addrs("nats://a:4222,http://[oops").expect_err("bad second");
+        assert!(
+            err.starts_with("\"http://[oops\" is not a NATS URL"),
+            "{err}"
+        );
+        assert!(server_addrs(" , ").is_err());
+    }
+
+    #[test]
+    fn differences_name_each_setting() {
+        let want = stream_config(&StreamSettings {
+            replicas: 3,
+            ..StreamSettings::default()
+        });
+        let have = stream_config(&StreamSettings::default());
+        assert_eq!(differences(&have, &want), ["num_replicas 1 (wanted 3)"]);
+        assert!(differences(&want, &want).is_empty());
+    }
 }

@@ -44,6 +44,10 @@ pub const MAX_OUTPUT_BYTES: usize = 16 * 1024;
 pub const MAX_SHORT_BYTES: usize = 512;
 /// Longest run id, in bytes.
 pub const MAX_RUN_ID_BYTES: usize = 128;
+/// Most owners one test case may name (`TestCase::owners`).
+pub const MAX_OWNERS: usize = 16;
+/// Longest owner name, in bytes.
+pub const MAX_OWNER_BYTES: usize = 256;
 /// Most test cases one run may carry.
 pub const MAX_CASES_PER_RUN: u64 = 5_000_000;
 /// Most chunks one run may be split into.
@@ -327,6 +331,14 @@ pub struct TestCase {
     /// Passed only after at least one failed attempt within this run.
     #[serde(default)]
     pub flaky: bool,
+    /// Owners of the test's file from CODEOWNERS (`@user`, `@org/team`,
+    /// e-mail), at most [`MAX_OWNERS`] of at most [`MAX_OWNER_BYTES`] bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+    /// The test was on the project's quarantine list when the agent ran it
+    /// ([`crate::quarantine`]); its outcome is still the real one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
 }
 
 /// Everything about a run except its test cases.
@@ -647,6 +659,19 @@ impl TestCase {
         check_opt("message", &self.message, MAX_MESSAGE_BYTES + 128)?;
         check_opt("traceback", &self.traceback, MAX_TRACEBACK_BYTES + 128)?;
         check_opt("output", &self.output, MAX_OUTPUT_BYTES + 128)?;
+        if self.owners.len() > MAX_OWNERS {
+            return Err(format!(
+                "test case {:?} names {} owners; at most {MAX_OWNERS} are accepted",
+                self.test_id,
+                self.owners.len()
+            ));
+        }
+        for o in &self.owners {
+            if o.is_empty() {
+                return Err(format!("test case {:?} has an empty owner", self.test_id));
+            }
+            check_len("owner", o, MAX_OWNER_BYTES)?;
+        }
         check_duration(
             &format!("duration_secs of {:?}", self.test_id),
             self.duration_secs,
@@ -725,6 +750,28 @@ impl WireMessage {
         match self {
             WireMessage::Cases(c) => &c.run_id,
             WireMessage::Run(r) => &r.run.run_id,
+        }
+    }
+
+    /// The `Nats-Msg-Id` it is published under: `<run_id>:c<n>:<digest>`
+    /// for a chunk, `<run_id>:run:<digest>` for the final message (the
+    /// first 12 hex digits of [`CasesChunk::digest`] / [`RunFinal::digest`]).
+    /// Stable for the content, so JetStream's duplicate window drops a
+    /// resend but not another version under the same run id.
+    pub fn msg_id(&self) -> String {
+        match self {
+            WireMessage::Cases(c) => {
+                format!("{}:c{}:{}", c.run_id, c.chunk, short_digest(&c.digest()))
+            }
+            WireMessage::Run(r) => format!("{}:run:{}", r.run.run_id, short_digest(&r.digest())),
+        }
+    }
+
+    /// The subject it is published on.
+    pub fn subject(&self) -> &'static str {
+        match self {
+            WireMessage::Cases(_) => crate::subjects::RESULTS_CASES,
+            WireMessage::Run(_) => crate::subjects::RESULTS_RUN,
         }
     }
 
@@ -850,16 +897,15 @@ pub fn encode_run(
     let mut size = 0;
     let flush = |from: usize, to: usize, out: &mut Vec<Outgoing>| {
         let chunk = out.len() as u32;
-        let c = CasesChunk {
+        let msg = WireMessage::Cases(CasesChunk {
             run_id: run.run_id.clone(),
             chunk,
             cases: cases[from..to].to_vec(),
-        };
-        let msg_id = format!("{}:c{chunk}:{}", run.run_id, short_digest(&c.digest()));
+        });
         out.push(Outgoing {
-            subject: crate::subjects::RESULTS_CASES,
-            msg_id,
-            payload: encode(&WireMessage::Cases(c)),
+            subject: msg.subject(),
+            msg_id: msg.msg_id(),
+            payload: encode(&msg),
         });
     };
     for (i, case) in cases.iter().enumerate() {
@@ -881,14 +927,15 @@ pub fn encode_run(
     if start < cases.len() {
         flush(start, cases.len(), &mut out);
     }
-    let fin = RunFinal {
+    let chunks = out.len() as u32;
+    let fin = WireMessage::Run(RunFinal {
         run: run.clone(),
-        chunks: out.len() as u32,
-    };
+        chunks,
+    });
     out.push(Outgoing {
-        subject: crate::subjects::RESULTS_RUN,
-        msg_id: format!("{}:run:{}", run.run_id, short_digest(&fin.digest())),
-        payload: encode(&WireMessage::Run(fin)),
+        subject: fin.subject(),
+        msg_id: fin.msg_id(),
+        payload: encode(&fin),
     });
     Ok(out)
 }
@@ -927,6 +974,8 @@ mod tests {
             output: None,
             retries: 0,
             flaky: false,
+            owners: Vec::new(),
+            quarantined: false,
         }
     }
 
@@ -950,6 +999,28 @@ mod tests {
             cases_complete: true,
             note: None,
         }
+    }
+
+    #[test]
+    fn owners_and_quarantine_marks_are_optional_and_bounded() {
+        let mut c = case(1, Outcome::Failed);
+        let plain = serde_json::to_string(&c).expect("encodes");
+        assert!(
+            !plain.contains("owners") && !plain.contains("quarantined"),
+            "absent when unset, so older readers see the same JSON: {plain}"
+        );
+        c.owners = vec!["@acme/cart".into(), "qa@example.com".into()];
+        c.quarantined = true;
+        let text = serde_json::to_string(&c).expect("encodes");
+        let back: TestCase = serde_json::from_str(&text).expect("decodes");
+        assert_eq!(back, c);
+        assert_eq!(c.validate(), Ok(()));
+        c.owners = (0..=MAX_OWNERS).map(|i| format!("@t{i}")).collect();
+        assert!(c.validate().expect_err("17 owners").contains("owners"));
+        c.owners = vec!["x".repeat(MAX_OWNER_BYTES + 1)];
+        assert!(c.validate().is_err(), "an over-long owner is refused");
+        c.owners = vec![String::new()];
+        assert!(c.validate().is_err(), "an empty owner is refused");
     }
 
     #[test]

@@ -133,6 +133,8 @@ fn test_case() -> impl Strategy<Value = TestCase> {
                 output,
                 retries,
                 flaky,
+                owners: Vec::new(),
+                quarantined: false,
             },
         )
 }

@@ -30,6 +30,7 @@ pub struct NatsServer {
     store: tempfile::TempDir,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
+    jetstream: bool,
 }
 
 impl NatsServer {
@@ -43,9 +44,20 @@ impl NatsServer {
         NatsServer::start_with_env(extra, &[])
     }
 
+    /// Starts a server without JetStream (core NATS only), with extra
+    /// arguments: what an agent meets when the broker was started without
+    /// `-js`.
+    pub fn start_without_jetstream(extra: &[&str]) -> NatsServer {
+        NatsServer::start_inner(extra, &[], false)
+    }
+
     /// Starts a server with extra arguments and environment variables (a
     /// config file can refer to them as `$NAME`).
     pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> NatsServer {
+        NatsServer::start_inner(extra, envs, true)
+    }
+
+    fn start_inner(extra: &[&str], envs: &[(&str, &str)], jetstream: bool) -> NatsServer {
         let store = tempfile::tempdir().expect("temp store dir for nats-server");
         let mut s = NatsServer {
             child: None,
@@ -56,6 +68,7 @@ impl NatsServer {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            jetstream,
         };
         s.spawn(None);
         s
@@ -63,9 +76,12 @@ impl NatsServer {
 
     fn spawn(&mut self, port: Option<u16>) {
         let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
-        let mut child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
-            .arg(self.store.path())
+        let mut cmd = Command::new(nats_server_bin());
+        cmd.args(["-a", "127.0.0.1", "-p", &port_arg]);
+        if self.jetstream {
+            cmd.args(["-js", "-sd"]).arg(self.store.path());
+        }
+        let mut child = cmd
             .args(&self.extra_args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -153,6 +169,71 @@ impl Drop for NatsServer {
     }
 }
 
+/// A free TCP port on loopback (bound and released: another process could
+/// take it in between, which a test then sees as a start failure).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// A JetStream cluster of nats-server children on loopback: each node with
+/// its own client port, store and server name, routed to the others, as
+/// STACK-NOTES describes (`-n NAME --cluster_name C --cluster URL --routes
+/// ...`). Nodes can be stopped and restarted one at a time.
+pub struct NatsCluster {
+    /// The nodes, `node0`, `node1`, ...
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `n` routed nodes.
+    pub fn start(n: usize) -> NatsCluster {
+        let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let route = |p: u16| format!("nats://127.0.0.1:{p}");
+        let nodes = (0..n)
+            .map(|i| {
+                let routes: Vec<String> = cluster_ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| route(*p))
+                    .collect();
+                let name = format!("node{i}");
+                let own = route(cluster_ports[i]);
+                let routes = routes.join(",");
+                NatsServer::start_with_args(&[
+                    "-n",
+                    &name,
+                    "--cluster_name",
+                    "ptp-test",
+                    "--cluster",
+                    &own,
+                    "--routes",
+                    &routes,
+                ])
+            })
+            .collect();
+        NatsCluster { nodes }
+    }
+
+    /// Every node's client URL, separated by commas (what `NATS_URL` takes).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node named `name` (`node0`, ...), e.g. a stream's leader.
+    pub fn node_mut(&mut self, name: &str) -> Option<&mut NatsServer> {
+        let i: usize = name.strip_prefix("node")?.parse().ok()?;
+        self.nodes.get_mut(i)
+    }
+}
+
 /// Polls `f` until it returns true; panics naming `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -233,4 +314,40 @@ pub fn python() -> PathBuf {
     panic!(
         "no Python with pytest found: run scripts/test (it creates .venv with pytest) or set PTP_PYTHON"
     )
+}
+
+/// The `node_modules` with the JavaScript test runners the tests drive
+/// (vitest; `worker-agent/tests/js/package.json`): `$PTP_JS_MODULES`, else
+/// `.cache/js-test/node_modules` at the workspace root, where
+/// `scripts/test` installs them; the reason when they are absent.
+pub fn js_modules() -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::var_os("PTP_JS_MODULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".cache/js-test/node_modules"));
+    if dir.join(".bin/vitest").exists() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "no vitest in {}: run scripts/test (it runs npm ci there) or set PTP_JS_MODULES",
+            dir.display()
+        ))
+    }
+}
+
+/// Whether `program --version` runs: for runners the machine may lack
+/// (go, gotestsum), whose tests say why they are skipped.
+pub fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        || Command::new(program)
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
 }

@@ -28,7 +28,9 @@ fn main() -> ExitCode {
         match cli.command {
             Cmd::Run(args) => ptp_agent::commands::run(&settings, args).await,
             Cmd::Upload(args) => ptp_agent::commands::upload(&settings, args).await,
+            Cmd::List(args) => ptp_agent::commands::list(args).await,
             Cmd::Flush => ptp_agent::commands::flush(&settings).await,
+            Cmd::Check => ptp_agent::check::check(&settings).await,
         }
     });
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -1,5 +1,11 @@
 //! Publishing to NATS: heartbeats on core NATS, runs on JetStream with
-//! retries (backon, exponential with jitter) inside a time budget.
+//! retries (backon, exponential with jitter) until a deadline.
+//!
+//! The deadline bounds everything the agent does with NATS once the test
+//! command has finished: the run, the spooled runs sent after it, and the
+//! final flush of heartbeats ([`Publisher::close`] never waits past it), so
+//! `PTP_PUBLISH_TIMEOUT=N` means the agent exits at most N seconds after its
+//! command did.
 //!
 //! The connection is opened in the background when the agent starts, so a
 //! slow or absent server never delays the test command. Publishing a run is
@@ -12,6 +18,57 @@ use async_nats::jetstream;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
 use ptp_nats::schema::{self, Heartbeat, HeartbeatPhase, RunInfo, TestCase};
+use tokio::time::Instant;
+
+/// Where runs go: NATS JetStream, or the master over HTTP
+/// ([`crate::master`]), which publishes into the same stream.
+// One per agent process, never in a collection: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub enum Sender {
+    /// Publish to JetStream.
+    Nats(Publisher),
+    /// Send to the master's `/agent/messages`.
+    Http(crate::master::Master),
+}
+
+impl Sender {
+    /// Where runs go, for messages: `NATS at <url>` / `the master at <url>`.
+    pub fn target(&self) -> String {
+        match self {
+            Sender::Nats(p) => format!("NATS at {}", p.url()),
+            Sender::Http(m) => format!("the master at {}", m.url()),
+        }
+    }
+
+    /// A heartbeat (NATS only: the HTTP transport sends none).
+    pub async fn heartbeat(&self, hb: Heartbeat) {
+        if let Sender::Nats(p) = self {
+            p.heartbeat(hb).await;
+        }
+    }
+
+    /// Delivers a run into the stream, retrying until `deadline`.
+    pub async fn publish_run(
+        &self,
+        run: &RunInfo,
+        cases: &[TestCase],
+        deadline: Instant,
+        quiet: bool,
+    ) -> Result<(), String> {
+        match self {
+            Sender::Nats(p) => p.publish_run(run, cases, deadline, quiet).await,
+            Sender::Http(m) => m.publish_run(run, cases, deadline, quiet).await,
+        }
+    }
+
+    /// Closes, never waiting past `deadline`.
+    pub async fn close(self, deadline: Instant) {
+        if let Sender::Nats(p) = self {
+            p.close(deadline).await;
+        }
+    }
+}
 
 /// A lazily connected NATS client.
 #[derive(Clone)]
@@ -24,6 +81,9 @@ pub struct Publisher {
 /// How long a publish waits for a connection still being made before its
 /// first attempt (then it retries with backoff, within its budget).
 const CONNECT_GRACE: Duration = Duration::from_secs(1);
+
+/// Longest wait for heartbeats to be flushed when closing.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Default max payload when the server has not said yet.
 const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
@@ -40,7 +100,10 @@ impl Publisher {
             .name("ptp-agent")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(
+                ptp_nats::server_addrs(url)
+                    .map_err(|e| format!("{e} (set --nats-url / NATS_URL)"))?,
+            )
             .await
             .map_err(|e| format!("invalid NATS URL {url:?}: {e} (set --nats-url / NATS_URL)"))?;
         let mut js = jetstream::new(client.clone());
@@ -50,6 +113,12 @@ impl Publisher {
             js,
             url: url.to_string(),
         })
+    }
+
+    /// The connection (opened in the background), for reads such as the
+    /// quarantine list.
+    pub fn client(&self) -> async_nats::Client {
+        self.client.clone()
     }
 
     /// The URL, for messages.
@@ -70,13 +139,13 @@ impl Publisher {
         }
     }
 
-    /// Publishes a run, retrying with exponential backoff for up to
-    /// `budget`. On success every message is acknowledged by the stream.
+    /// Publishes a run, retrying with exponential backoff until `deadline`.
+    /// On success every message is acknowledged by the stream.
     pub async fn publish_run(
         &self,
         run: &RunInfo,
         cases: &[TestCase],
-        budget: Duration,
+        deadline: Instant,
         quiet: bool,
     ) -> Result<(), String> {
         let attempt = || async {
@@ -116,19 +185,24 @@ impl Publisher {
             }
             retried.await
         };
-        match tokio::time::timeout(budget, ready_then_publish).await {
+        match tokio::time::timeout_at(deadline, ready_then_publish).await {
             Ok(r) => r,
             Err(_) => Err(format!(
-                "gave up after {}s: NATS at {} did not acknowledge the run",
-                budget.as_secs(),
+                "gave up at the publish deadline (PTP_PUBLISH_TIMEOUT): NATS at {} did not acknowledge the run",
                 self.url
             )),
         }
     }
 
-    /// Flushes pending core publishes (heartbeats) and closes, briefly.
-    pub async fn close(self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
+    /// Flushes pending core publishes (heartbeats) and closes: for at most
+    /// [`CLOSE_GRACE`], never past `deadline`, and not at all when not
+    /// connected (a flush would only wait for a server that is away).
+    pub async fn close(self, deadline: Instant) {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
+        let until = deadline.min(Instant::now() + CLOSE_GRACE);
+        let _ = tokio::time::timeout_at(until, self.client.flush()).await;
     }
 }
 
@@ -150,5 +224,56 @@ pub fn heartbeat(
         phase,
         interval_secs,
         at: Utc::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PTP_PUBLISH_TIMEOUT=3 took 5.2 s and =1 took 3.0 s: after the
+    /// publish gave up, closing waited 2 s more for a server that was not
+    /// there. In virtual time (paused clock), so the bound is exact and
+    /// nothing depends on the machine's speed.
+    #[tokio::test(start_paused = true)]
+    async fn publishing_and_closing_end_at_the_deadline() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let p = Publisher::connect(
+            &format!("nats://127.0.0.1:{port}"),
+            &ptp_nats::NatsAuth::default(),
+        )
+        .await
+        .expect("a valid URL connects in the background");
+        let now = chrono::Utc::now();
+        let run = RunInfo {
+            run_id: "r1".into(),
+            project: "p".into(),
+            branch: None,
+            commit: None,
+            worker_id: "w".into(),
+            host: None,
+            runner: None,
+            command: None,
+            started_at: now,
+            finished_at: now,
+            duration_secs: 0.0,
+            exit_code: Some(0),
+            status: schema::RunStatus::NoTests,
+            counts: schema::Counts::default(),
+            cases_complete: true,
+            note: None,
+        };
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(1);
+        let err = p
+            .publish_run(&run, &[], deadline, true)
+            .await
+            .expect_err("nothing listens");
+        assert!(err.contains("deadline"), "{err}");
+        p.close(deadline).await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(1));
     }
 }

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use ptp_nats::schema::{Counts, RunInfo, RunStatus, TestCase};
 
-use crate::runner::Exit;
+use crate::process::Exit;
 
 /// What the agent knows about a finished command.
 #[derive(Debug)]
@@ -22,6 +22,33 @@ pub struct Finished {
     pub exit: Exit,
     /// The parsed cases, or why no report could be read.
     pub report: Result<Vec<TestCase>, String>,
+}
+
+/// pytest's exit code as a run status: the one table of pytest's codes
+/// (the run's status here, `ptp-agent list`'s status, and through the
+/// agent's results file ptp-mcp's answers).
+pub fn pytest_status(code: i32) -> RunStatus {
+    match code {
+        0 => RunStatus::Passed,
+        1 => RunStatus::Failed,
+        2 => RunStatus::Interrupted,
+        3 => RunStatus::InternalError,
+        4 => RunStatus::UsageError,
+        5 => RunStatus::NoTests,
+        _ => RunStatus::Crashed,
+    }
+}
+
+/// Whether the command broke rather than reported failing tests: a
+/// signal, a timeout, a command that could not start, a missing report,
+/// or a status other than passed / failed / no tests (pytest's 2 to 4, a
+/// non-zero exit with a clean report). Such a run is never retried and
+/// quarantine never hides it.
+pub fn crashed(status: RunStatus) -> bool {
+    !matches!(
+        status,
+        RunStatus::Passed | RunStatus::Failed | RunStatus::NoTests
+    )
 }
 
 /// Decides a run's status and an explanatory note.
@@ -46,15 +73,7 @@ pub fn classify(f: &Finished) -> (RunStatus, Option<String>) {
         }
         (Exit::Code(code), report) if f.runner.as_deref() == Some("pytest") => {
             let note = report.as_ref().err().cloned();
-            let status = match code {
-                0 => RunStatus::Passed,
-                1 => RunStatus::Failed,
-                2 => RunStatus::Interrupted,
-                3 => RunStatus::InternalError,
-                4 => RunStatus::UsageError,
-                5 => RunStatus::NoTests,
-                _ => RunStatus::Crashed,
-            };
+            let status = pytest_status(*code);
             match (status, report) {
                 // pytest said pass/fail but left no readable report: broken.
                 (RunStatus::Passed | RunStatus::Failed, Err(_)) => (RunStatus::Crashed, note),
@@ -186,6 +205,8 @@ mod tests {
             output: None,
             retries: 0,
             flaky: false,
+            owners: Vec::new(),
+            quarantined: false,
         }
     }
 

@@ -14,12 +14,22 @@
 //!  "published": false, "delivery": "not_requested", "spool_file": null,
 //!  "cases": [{"test_id": "tests.test_cart::test_total", "classname": "tests.test_cart",
 //!             "name": "test_total", "outcome": "failed", "duration_secs": 0.01,
-//!             "message": "assert 1 == 2"}]}
+//!             "message": "assert 1 == 2", "retries": 2}]}
 //! ```
 //!
 //! - `status` and `counts` are exactly what is (or would have been)
 //!   published; `cases` holds every case (passing ones too) without
 //!   tracebacks or captured output, which stay on the master.
+//! - A case's `retries` (failed attempts before its outcome), `flaky`
+//!   (passed on a retry), `owners` (CODEOWNERS) and `quarantined` are
+//!   written only when set.
+//! - Failed and errored cases carry `selector`: how their runner selects
+//!   them alone (pytest node id, test name, nextest filter).
+//! - `rerun` (with `--failed-from`): `from_run_id`, the `tests` selected
+//!   and the failed tests `not_mapped` to any test here.
+//! - `quarantined_failures` lists failed tests on the quarantine list;
+//!   `passed_by_quarantine` is true when they were the only failures and
+//!   the agent exited 0.
 //! - `report` says whether a JUnit report was read; when it is false the
 //!   cases are empty and `note` says why (no report written, timed out...).
 //! - `delivery` is `published` (JetStream acknowledged every message),
@@ -94,6 +104,61 @@ pub struct CaseLine {
     /// Failure, error or skip message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Failed attempts before this outcome (`--retries`, or the runner's
+    /// own retries).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// Passed on a retry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flaky: bool,
+    /// Owners from CODEOWNERS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+    /// On the project's quarantine list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
+    /// How the runner selects this test alone (a pytest node id, a test
+    /// name, a nextest filter); failed and errored cases only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+}
+
+/// What `--failed-from` selected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RerunLine {
+    /// The run whose failures were rerun.
+    pub from_run_id: String,
+    /// The selectors passed to the runner.
+    pub tests: Vec<String>,
+    /// Failed tests of that run that map to no test here (not rerun).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_mapped: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl CaseLine {
+    /// The case again, as far as the file keeps it (no traceback nor
+    /// output): enough to select the test.
+    pub fn into_case(self) -> TestCase {
+        TestCase {
+            test_id: self.test_id,
+            file: self.file,
+            classname: self.classname,
+            name: self.name,
+            outcome: self.outcome,
+            duration_secs: self.duration_secs,
+            message: self.message,
+            traceback: None,
+            output: None,
+            retries: self.retries,
+            flaky: self.flaky,
+            owners: self.owners,
+            quarantined: self.quarantined,
+        }
+    }
 }
 
 /// The whole file.
@@ -141,6 +206,16 @@ pub struct ResultsFile {
     pub spool_file: Option<PathBuf>,
     /// Every case.
     pub cases: Vec<CaseLine>,
+    /// With `--failed-from`: what was selected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun: Option<RerunLine>,
+    /// Failed tests that were quarantined (ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined_failures: Vec<String>,
+    /// Every failure was quarantined: the agent exited 0 although `status`
+    /// says failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passed_by_quarantine: bool,
 }
 
 impl ResultsFile {
@@ -177,9 +252,48 @@ impl ResultsFile {
                     outcome: c.outcome,
                     duration_secs: c.duration_secs,
                     message: c.message.clone(),
+                    retries: c.retries,
+                    flaky: c.flaky,
+                    owners: c.owners.clone(),
+                    quarantined: c.quarantined,
+                    selector: None,
                 })
                 .collect(),
+            rerun: None,
+            quarantined_failures: Vec::new(),
+            passed_by_quarantine: false,
         }
+    }
+
+    /// Adds each failed or errored case's selector (`cases` are the ones
+    /// the file was made from, in order; run in `root`).
+    pub fn with_selectors(
+        mut self,
+        runner: Option<crate::runner::Runner>,
+        root: &Path,
+        cases: &[TestCase],
+    ) -> Self {
+        if let Some(r) = runner {
+            for (line, c) in self.cases.iter_mut().zip(cases) {
+                if c.outcome.is_failure() {
+                    line.selector = r.selector(c, root);
+                }
+            }
+        }
+        self
+    }
+
+    /// Adds what `--failed-from` selected.
+    pub fn with_rerun(mut self, rerun: Option<RerunLine>) -> Self {
+        self.rerun = rerun;
+        self
+    }
+
+    /// Adds what the quarantine list decided.
+    pub fn with_quarantine(mut self, v: &crate::quarantine::Verdict) -> Self {
+        self.quarantined_failures = v.failed.iter().map(|(id, _)| id.clone()).collect();
+        self.passed_by_quarantine = v.hidden;
+        self
     }
 
     /// Writes the file at `path` (replacing it) through a temporary file in
@@ -226,6 +340,8 @@ mod tests {
             output: Some("printed".into()),
             retries: 0,
             flaky: false,
+            owners: Vec::new(),
+            quarantined: false,
         };
         let run = RunInfo {
             run_id: "r1".into(),

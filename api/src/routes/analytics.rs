@@ -15,10 +15,10 @@ use ptp_actors::rollups::{self, FailureStat, TrendPoint};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{NoQuery, Query};
 use crate::routes::bounded;
+use crate::state::AppState;
 
 /// `/trend` and `/failures/stats`: answered from the store, so the read
 /// cache may keep them.

@@ -14,11 +14,11 @@ use ptp_actors::queries::{self, RunFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Query;
 use crate::routes::bounded;
 use crate::routes::results::{RunView, check_run_id};
+use crate::state::AppState;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {

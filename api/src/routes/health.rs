@@ -12,10 +12,10 @@ use ptp_actors::queries;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{NoQuery, Query};
 use crate::routes::bounded;
+use crate::state::AppState;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {

@@ -26,10 +26,10 @@ use ptp_actors::writer::ClearFlaky;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query};
 use crate::routes::bounded;
+use crate::state::AppState;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {

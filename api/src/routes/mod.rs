@@ -1,9 +1,11 @@
 //! HTTP routes, one module per resource, each with a `router()`.
 
+pub mod agent;
 pub mod analytics;
 pub mod compare;
 pub mod health;
 pub mod insights;
+pub(crate) mod paging;
 pub mod results;
 
 use crate::error::ApiError;

@@ -8,20 +8,21 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use ptp_actors::model::{CaseRecord, Outcome, RunRecord};
-use ptp_actors::queries::{self, RunCursor, RunFilter};
+use ptp_actors::queries::{self, RunFilter};
 use ptp_nats::schema::{self, RunInfo, TestCase};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{JsonBytes, Path, Query};
-use crate::routes::bounded;
+use crate::limits::{LARGE_READ_CASES, hold_until_sent};
+use crate::routes::{bounded, paging};
+use crate::state::AppState;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -217,41 +218,15 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-fn encode_cursor(r: &RunView) -> String {
-    format!("{}.{}", r.started_at.timestamp_millis(), r.run_id)
-}
-
-fn decode_cursor(s: &str) -> Result<RunCursor, ApiError> {
-    let bad = || {
-        ApiError::BadRequest(format!(
-            "cursor {s:?} is not one this API issued; pass the X-Next-Cursor value of the previous page unchanged"
-        ))
-    };
-    let (ms, run_id) = s.split_once('.').ok_or_else(bad)?;
-    let ms: i64 = ms.parse().map_err(|_| bad())?;
-    let started_at = DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(bad)?;
-    check_run_id(run_id).map_err(|_| bad())?;
-    Ok(RunCursor {
-        started_at,
-        run_id: run_id.to_string(),
-    })
-}
-
+/// A run id from a path or query: the wire schema's rule
+/// ([`schema::valid_run_id`]), refused with a 400.
 pub(crate) fn check_run_id(run_id: &str) -> Result<(), ApiError> {
-    let ok = !run_id.is_empty()
-        && run_id.len() <= schema::MAX_RUN_ID_BYTES
-        && run_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "run_id {:?} is not valid: use 1 to {} letters, digits, '-', '_' or '.'",
-            run_id.chars().take(200).collect::<String>(),
+    schema::valid_run_id(run_id).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{e}: not valid as a run id; use 1 to {} letters, digits, '-', '_' or '.'",
             schema::MAX_RUN_ID_BYTES
-        )))
-    }
+        ))
+    })
 }
 
 /// List complete runs, newest first.
@@ -266,70 +241,72 @@ pub async fn list_runs(
     State(st): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let limit = bounded("limit", q.limit, 50, 1, 500)?;
-    if let Some(s) = &q.status
-        && schema::RunStatus::parse(s).is_none()
-    {
-        let all: Vec<&str> = schema::RunStatus::ALL.map(|r| r.as_str()).to_vec();
-        return Err(ApiError::BadRequest(format!(
-            "status {s:?} is not one of {}",
-            all.join(", ")
-        )));
-    }
-    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    let filter = RunFilter {
-        project: q.project.clone(),
-        branch: q.branch.clone(),
-        worker_id: q.worker_id.clone(),
-        status: q.status.clone(),
-        since: q.since,
-        until: q.until,
-        after,
-        limit: limit + 1,
-    };
+    let filter = q.filter()?;
+    let limit = filter.limit - 1;
     let mut runs: Vec<RunView> = queries::list_runs(&st.read, &filter)
         .await?
         .into_iter()
         .map(RunView::from)
         .collect();
-    let mut headers = HeaderMap::new();
+    let mut next = None;
     if runs.len() > limit as usize {
         runs.truncate(limit as usize);
-        if let Some(last) = runs.last() {
-            let cursor = encode_cursor(last);
-            let mut link = format!("</results?limit={limit}&cursor={cursor}");
-            for (k, v) in [
-                ("project", &q.project),
-                ("branch", &q.branch),
-                ("worker_id", &q.worker_id),
-                ("status", &q.status),
-            ] {
-                if let Some(v) = v {
-                    link.push_str(&format!("&{k}={}", urlencode(v)));
-                }
-            }
-            link.push_str(">; rel=\"next\"");
-            if let Ok(v) = HeaderValue::from_str(&cursor) {
-                headers.insert("x-next-cursor", v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&link) {
-                headers.insert(header::LINK, v);
-            }
-        }
+        next = runs
+            .last()
+            .map(|last| paging::encode_run_cursor(last.started_at, &last.run_id));
     }
+    let headers = paging::next_page("/results", next.as_deref(), &q.link_params(limit));
     Ok((headers, axum::Json(runs)))
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
+impl ListQuery {
+    /// The checked filter, asking for one run more than the page so the
+    /// handler knows whether there is a next page.
+    fn filter(&self) -> Result<RunFilter, ApiError> {
+        let limit = bounded("limit", self.limit, 50, 1, 500)?;
+        if let Some(s) = &self.status
+            && schema::RunStatus::parse(s).is_none()
+        {
+            let all: Vec<&str> = schema::RunStatus::ALL.map(|r| r.as_str()).to_vec();
+            return Err(ApiError::BadRequest(format!(
+                "status {s:?} is not one of {}",
+                all.join(", ")
+            )));
+        }
+        Ok(RunFilter {
+            project: self.project.clone(),
+            branch: self.branch.clone(),
+            worker_id: self.worker_id.clone(),
+            status: self.status.clone(),
+            since: self.since,
+            until: self.until,
+            after: self
+                .cursor
+                .as_deref()
+                .map(paging::decode_run_cursor)
+                .transpose()?,
+            limit: limit + 1,
         })
+    }
+
+    /// The filters the next page's `Link` carries.
+    fn link_params(&self, limit: u32) -> Vec<(&'static str, String)> {
+        let time = |t: &Option<DateTime<Utc>>| {
+            t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        };
+        [
+            ("limit", Some(limit.to_string())),
+            ("project", self.project.clone()),
+            ("branch", self.branch.clone()),
+            ("worker_id", self.worker_id.clone()),
+            ("status", self.status.clone()),
+            ("since", time(&self.since)),
+            ("until", time(&self.until)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect()
+    }
 }
 
 /// Query of `GET /results/{run_id}`.
@@ -340,7 +317,8 @@ pub struct RunQuery {
     /// Only cases with these outcomes, comma-separated (e.g. `failed,error`).
     pub outcome: Option<String>,
     /// Most cases returned, 0..=200000 (default 100: a page; follow
-    /// `next_cursor` for more, or ask for up to 200000 at once).
+    /// `next_cursor` for more, or ask for up to 200000 at once; above 1000,
+    /// only a few such answers are served at once, see the 503).
     pub cases_limit: Option<u32>,
     /// `failures_first` (default: failures, then report order) or
     /// `duration` (slowest first: with a small `cases_limit`, the slowest
@@ -354,154 +332,178 @@ pub struct RunQuery {
 /// serve in a few milliseconds (10,000 cases are ~3 MiB of JSON).
 pub const DEFAULT_CASES_LIMIT: u32 = 100;
 
-fn order_tag(order: queries::CaseOrder) -> &'static str {
-    match order {
-        queries::CaseOrder::FailuresFirst => "failures_first",
-        queries::CaseOrder::Slowest => "duration",
-    }
-}
-
-fn encode_case_cursor(order: queries::CaseOrder, p: &queries::CasePosition) -> String {
-    format!(
-        "{}.{}.{:x}.{}.{}",
-        order_tag(order),
-        p.outcome,
-        p.duration_secs.to_bits(),
-        p.chunk,
-        p.idx
-    )
-}
-
-fn decode_case_cursor(
-    s: &str,
-    order: queries::CaseOrder,
-) -> Result<queries::CasePosition, ApiError> {
-    let bad = || {
-        ApiError::BadRequest(format!(
-            "cursor {:?} is not one this API issued for these cases; pass the next_cursor of the previous page unchanged",
-            s.chars().take(100).collect::<String>()
-        ))
-    };
-    let mut parts = s.split('.');
-    let tag = parts.next().ok_or_else(bad)?;
-    if tag != order_tag(order) {
-        return Err(ApiError::BadRequest(format!(
-            "cursor was issued for order={tag}, not order={}; ask with the order of the page that returned it",
-            order_tag(order)
-        )));
-    }
-    let mut num = || parts.next().ok_or_else(bad);
-    let outcome: i64 = num()?.parse().map_err(|_| bad())?;
-    let bits = u64::from_str_radix(num()?, 16).map_err(|_| bad())?;
-    let chunk: i64 = num()?.parse().map_err(|_| bad())?;
-    let idx: i64 = num()?.parse().map_err(|_| bad())?;
-    if parts.next().is_some() {
-        return Err(bad());
-    }
-    Ok(queries::CasePosition {
-        outcome,
-        duration_secs: f64::from_bits(bits),
-        chunk,
-        idx,
-    })
-}
-
 /// One run with a page of its test cases, failures first.
 ///
 /// Pagination: when more cases match, `next_cursor` (and the
 /// `X-Next-Cursor` header) holds the cursor of the next page; pass it back
 /// as `cursor` with the same `outcome` and `order`.
+///
+/// A `cases_limit` above 1000 is a large read: only `--max-large-reads` are
+/// served at once; another waits up to 2 seconds, then gets 503 with
+/// `Retry-After`.
 #[utoipa::path(get, path = "/results/{run_id}", params(("run_id" = String, Path, description = "Run id"), RunQuery),
     responses(
         (status = 200, description = "The run", body = RunDetail,
          headers(("X-Next-Cursor" = String, description = "Cursor of the next page of cases, when there is one"))),
         (status = 400, description = "Bad run id or parameter", body = ErrorBody),
-        (status = 404, description = "No complete run with that id", body = ErrorBody)))]
+        (status = 404, description = "No complete run with that id", body = ErrorBody),
+        (status = 503, description = "Too many large reads at once (cases_limit above 1000); retry after Retry-After seconds", body = ErrorBody)))]
 pub async fn get_run(
     State(st): State<AppState>,
     Path(run_id): Path<String>,
     Query(q): Query<RunQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_run_id(&run_id)?;
-    let limit = bounded(
-        "cases_limit",
-        q.cases_limit,
-        DEFAULT_CASES_LIMIT,
-        0,
-        200_000,
-    )?;
-    let outcomes = match q.outcome.as_deref() {
-        None | Some("") => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(|s| {
-                Outcome::parse(s.trim()).ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "outcome {s:?} is not one of failed, error, xpassed, passed, skipped, xfailed"
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
-    let order = match q.order.as_deref() {
-        None | Some("") | Some("failures_first") => queries::CaseOrder::FailuresFirst,
-        Some("duration") => queries::CaseOrder::Slowest,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "order {other:?} is not one of failures_first, duration"
-            )));
-        }
+    let want = q.parsed()?;
+    // Many cases: wait for a turn, held until the answer is sent.
+    let large_read = if want.limit > LARGE_READ_CASES {
+        Some(st.large_reads.admit().await?)
+    } else {
+        None
     };
     let run = queries::get_run(&st.read, &run_id).await?.ok_or_else(|| {
         ApiError::NotFound(format!(
             "run_id '{run_id}' not found (runs appear once all their results are ingested; check GET /results or GET /rejected)"
         ))
     })?;
-    let after = q
-        .cursor
-        .as_deref()
-        .filter(|c| !c.is_empty())
-        .map(|c| decode_case_cursor(c, order))
-        .transpose()?;
-    let page = queries::run_cases(&st.read, &run_id, &outcomes, order, after, limit).await?;
-    let cases = page.cases;
-    let next_cursor = page.next.map(|p| encode_case_cursor(order, &p));
-    let matching: u64 = if outcomes.is_empty() {
-        run.counts.total
-    } else {
-        outcomes.iter().map(|o| run.counts.get(*o)).sum()
+    let page = queries::run_cases(
+        &st.read,
+        &run_id,
+        &want.outcomes,
+        want.order,
+        want.after,
+        want.limit,
+    )
+    .await?;
+    let next_cursor = page
+        .next
+        .map(|p| paging::encode_case_cursor(want.order, &p));
+    let params: Vec<(&str, String)> = [
+        ("outcome", q.outcome.clone()),
+        ("order", q.order.clone()),
+        ("cases_limit", q.cases_limit.map(|n| n.to_string())),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
+    let headers = paging::next_page(
+        &format!("/results/{run_id}"),
+        next_cursor.as_deref(),
+        &params,
+    );
+    let answer = move || {
+        (
+            headers,
+            axum::Json(RunDetail::new(run, page.cases, &want.outcomes, next_cursor)),
+        )
+            .into_response()
     };
-    let failures = cases
-        .iter()
-        .filter(|c| c.outcome.is_failure())
-        .map(|c| FailureView {
-            nodeid: c.test_id.clone(),
-            outcome: c.outcome.as_str().to_string(),
-            duration: c.duration_secs,
-            message: c.message.clone(),
-        })
-        .collect();
-    let cases_omitted = if run.cases_complete {
-        matching.saturating_sub(cases.len() as u64)
-    } else {
-        0
+    let Some(permit) = large_read else {
+        return Ok(answer());
     };
-    let mut headers = HeaderMap::new();
-    if let Some(c) = &next_cursor
-        && let Ok(v) = HeaderValue::from_str(c)
-    {
-        headers.insert("x-next-cursor", v);
+    // Tens of MiB of JSON: built on a blocking thread so the async workers
+    // keep answering /health and small reads meanwhile.
+    match tokio::task::spawn_blocking(answer).await {
+        Ok(response) => Ok(hold_until_sent(response, permit)),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(ApiError::Unavailable(
+                "the master is shutting down; retry".into(),
+            )),
+        },
     }
-    Ok((
-        headers,
-        axum::Json(RunDetail {
+}
+
+/// A checked [`RunQuery`].
+struct CasesWanted {
+    outcomes: Vec<Outcome>,
+    order: queries::CaseOrder,
+    after: Option<queries::CasePosition>,
+    limit: u32,
+}
+
+impl RunQuery {
+    fn parsed(&self) -> Result<CasesWanted, ApiError> {
+        let limit = bounded(
+            "cases_limit",
+            self.cases_limit,
+            DEFAULT_CASES_LIMIT,
+            0,
+            200_000,
+        )?;
+        let outcomes = match self.outcome.as_deref() {
+            None | Some("") => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|s| {
+                    Outcome::parse(s.trim()).ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "outcome {s:?} is not one of failed, error, xpassed, passed, skipped, xfailed"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let order = match self.order.as_deref() {
+            None | Some("") => queries::CaseOrder::FailuresFirst,
+            Some(tag) => paging::case_order(tag).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "order {tag:?} is not one of failures_first, duration"
+                ))
+            })?,
+        };
+        let after = self
+            .cursor
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(|c| paging::decode_case_cursor(c, order))
+            .transpose()?;
+        Ok(CasesWanted {
+            outcomes,
+            order,
+            after,
+            limit,
+        })
+    }
+}
+
+impl RunDetail {
+    /// The answer for `run` with one page of its `cases` (those matching
+    /// `outcomes`, all when empty).
+    fn new(
+        run: RunRecord,
+        cases: Vec<CaseRecord>,
+        outcomes: &[Outcome],
+        next_cursor: Option<String>,
+    ) -> RunDetail {
+        let matching: u64 = if outcomes.is_empty() {
+            run.counts.total
+        } else {
+            outcomes.iter().map(|o| run.counts.get(*o)).sum()
+        };
+        let failures = cases
+            .iter()
+            .filter(|c| c.outcome.is_failure())
+            .map(|c| FailureView {
+                nodeid: c.test_id.clone(),
+                outcome: c.outcome.as_str().to_string(),
+                duration: c.duration_secs,
+                message: c.message.clone(),
+            })
+            .collect();
+        let cases_omitted = if run.cases_complete {
+            matching.saturating_sub(cases.len() as u64)
+        } else {
+            0
+        };
+        RunDetail {
             run: run.into(),
             failures,
             cases: cases.into_iter().map(CaseView::from).collect(),
             cases_omitted,
             next_cursor,
-        }),
-    ))
+        }
+    }
 }
 
 /// The original system's payload: counts plus failures only.
@@ -540,8 +542,8 @@ pub struct LegacyRun {
     pub duration: f64,
     /// Ignored: the master computes the pass rate from the counts.
     pub pass_rate: Option<f64>,
-    /// Failed tests.
-    #[serde(default)]
+    /// Failed tests (at most 100,000: [`MAX_LEGACY_FAILURES`]).
+    #[serde(default, deserialize_with = "bounded_failures")]
     pub failures: Vec<LegacyFailure>,
 }
 
@@ -585,6 +587,42 @@ pub struct Accepted {
     pub run_id: String,
     /// Always `accepted`: durable in the stream, ingested shortly.
     pub status: &'static str,
+}
+
+/// Most failures one original-shape run may list. Each costs far more in
+/// memory than its few bytes of JSON; the original worker sent tens.
+pub const MAX_LEGACY_FAILURES: usize = 100_000;
+
+/// `failures`, refused as soon as it lists more than
+/// [`MAX_LEGACY_FAILURES`] (before the rest is read).
+fn bounded_failures<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<LegacyFailure>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<LegacyFailure>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a sequence of at most {MAX_LEGACY_FAILURES} failures")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(f) = seq.next_element()? {
+                if out.len() == MAX_LEGACY_FAILURES {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_LEGACY_FAILURES} failures; publish large runs with ptp-agent"
+                    )));
+                }
+                out.push(f);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded)
 }
 
 /// A time as the original worker may send it: RFC 3339, or ISO 8601 with
@@ -697,6 +735,8 @@ fn legacy_to_run(l: LegacyRun, now: DateTime<Utc>) -> Result<(RunInfo, Vec<TestC
             output: None,
             retries: 0,
             flaky: false,
+            owners: Vec::new(),
+            quarantined: false,
         })
         .collect();
     let counts = schema::Counts {
@@ -746,7 +786,7 @@ fn legacy_to_run(l: LegacyRun, now: DateTime<Utc>) -> Result<(RunInfo, Vec<TestC
     (status = 409, description = "The run id is stored with other content", body = ErrorBody),
     (status = 413, description = "Body over the size limit", body = ErrorBody),
     (status = 422, description = "Impossible values (named)", body = ErrorBody),
-    (status = 503, description = "NATS unreachable; nothing stored, retry", body = ErrorBody)))]
+    (status = 503, description = "NATS unreachable, or no memory left for bodies being read at once (with Retry-After); nothing stored, retry", body = ErrorBody)))]
 pub async fn post_result(
     State(st): State<AppState>,
     JsonBytes(body): JsonBytes,
@@ -942,16 +982,6 @@ mod tests {
     }
 
     #[test]
-    fn cursor_round_trips_and_refuses_garbage() {
-        let c = decode_cursor("1700000000000.0190-abc").expect("valid cursor");
-        assert_eq!(c.run_id, "0190-abc");
-        assert_eq!(c.started_at.timestamp_millis(), 1_700_000_000_000);
-        for bad in ["", "abc", "12", "x.y", "1.", "1.a b"] {
-            assert!(decode_cursor(bad).is_err(), "{bad:?} must be refused");
-        }
-    }
-
-    #[test]
     fn legacy_payload_becomes_a_partial_run() {
         let l: LegacyRun = serde_json::from_str(
             r#"{"run_id":"8f0c","worker_id":"w","passed":3,"failed":1,"total":4,"duration":2.5,
@@ -969,5 +999,82 @@ mod tests {
             serde_json::from_str(r#"{"run_id":"x","worker_id":"w","passed":1,"total":5}"#)
                 .expect("parses");
         assert!(legacy_to_run(bad, Utc::now()).is_err());
+    }
+
+    /// Every field of both shapes, given a value of the wrong type, is
+    /// refused with its JSON path first.
+    #[test]
+    fn every_field_of_both_shapes_is_named_when_wrong() {
+        let legacy = serde_json::json!({"run_id": "r", "worker_id": "w", "project": "p",
+            "branch": "main", "timestamp": "2024-05-01T12:00:00", "passed": 1, "failed": 1,
+            "error": 0, "skipped": 0, "total": 2, "duration": 1.5, "pass_rate": 50.0,
+            "failures": [{"nodeid": "t.py::test_a", "duration": 0.1, "message": "boom"}]});
+        assert!(parse_post_body(&serde_json::to_vec(&legacy).expect("json")).is_ok());
+        let now = Utc::now();
+        let full = serde_json::json!({"run": {"run_id": "r", "project": "p", "branch": "b",
+            "commit": "c", "worker_id": "w", "host": "h", "runner": "pytest", "command": "pytest",
+            "started_at": now, "finished_at": now, "duration_secs": 0.0, "exit_code": 1,
+            "status": "failed", "counts": {"total": 1, "passed": 0, "failed": 1, "error": 0,
+            "skipped": 0, "xfailed": 0, "xpassed": 0}, "cases_complete": true, "note": "n"},
+            "cases": [{"test_id": "t::a", "file": "t.py", "classname": "t", "name": "a",
+            "outcome": "failed", "duration_secs": 0.1, "message": "m", "traceback": "tb",
+            "output": "o", "retries": 0, "flaky": false}]});
+        assert!(parse_post_body(&serde_json::to_vec(&full).expect("json")).is_ok());
+        let mut fields: Vec<(serde_json::Value, String)> = Vec::new();
+        let object = |v: &serde_json::Value| v.as_object().cloned().unwrap_or_default();
+        for k in object(&legacy).keys() {
+            fields.push((legacy.clone(), k.clone()));
+        }
+        for k in object(&legacy["failures"][0]).keys() {
+            fields.push((legacy.clone(), format!("failures[0].{k}")));
+        }
+        for k in object(&full["run"]).keys() {
+            fields.push((full.clone(), format!("run.{k}")));
+        }
+        for k in object(&full["run"]["counts"]).keys() {
+            fields.push((full.clone(), format!("run.counts.{k}")));
+        }
+        for k in object(&full["cases"][0]).keys() {
+            fields.push((full.clone(), format!("cases[0].{k}")));
+        }
+        assert_eq!(fields.len(), 13 + 3 + 16 + 7 + 11);
+        for (mut body, path) in fields {
+            // Walk to the field and give it a value no field accepts.
+            let mut at = &mut body;
+            let parts: Vec<&str> = path.split('.').collect();
+            for (i, part) in parts.iter().enumerate() {
+                let (name, index) = match part.split_once('[') {
+                    Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+                    None => (*part, None),
+                };
+                at = &mut at[name];
+                if let Some(n) = index {
+                    at = &mut at[n];
+                }
+                if i == parts.len() - 1 {
+                    *at = serde_json::json!({"wrong": "type"});
+                }
+            }
+            let err = parse_post_body(&serde_json::to_vec(&body).expect("json"))
+                .expect_err(&path)
+                .to_string();
+            assert!(err.starts_with(&format!("{path}: ")), "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn original_shape_failures_are_bounded_while_parsing() {
+        let many: Vec<serde_json::Value> = (0..=MAX_LEGACY_FAILURES)
+            .map(|i| serde_json::json!({"nodeid": format!("t{i}")}))
+            .collect();
+        let body = serde_json::json!({"run_id": "r", "worker_id": "w", "failed": 1,
+            "failures": many});
+        let err = parse_post_body(&serde_json::to_vec(&body).expect("json"))
+            .expect_err("over the limit")
+            .to_string();
+        assert!(
+            err.starts_with("failures: more than 100000 failures"),
+            "{err}"
+        );
     }
 }

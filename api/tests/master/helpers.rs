@@ -283,6 +283,8 @@ pub fn synthetic_run(
             output: None,
             retries: 0,
             flaky: false,
+            owners: Vec::new(),
+            quarantined: false,
         })
         .collect();
     let started = chrono::Utc::now() - chrono::Duration::seconds(100_000 - i as i64);

@@ -277,6 +277,8 @@ fn run_of(project: &str, i: usize, cases: Vec<Case<'_>>) -> (RunInfo, Vec<TestCa
             output: None,
             retries: u32::from(c.flaky),
             flaky: c.flaky,
+            owners: Vec::new(),
+            quarantined: false,
         })
         .collect();
     run.project = project.to_string();

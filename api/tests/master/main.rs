@@ -2,12 +2,17 @@
 //! master's own `run` on port 0 with a temp SQLite file, the built
 //! `ptp-agent` wrapping a real pytest.
 
+mod agent_flaky;
+mod agent_http;
 mod bad_input;
 mod cache;
+mod cluster;
 mod faults;
 mod helpers;
 mod hostile;
 mod insights;
+mod limits;
+mod metrics;
 mod retention;
 mod security;
 

@@ -83,11 +83,6 @@ impl Captured {
         }
     }
 
-    /// Whether all of the stream is in `head`.
-    pub fn head_is_complete(&self) -> bool {
-        self.head.len() as u64 == self.total
-    }
-
     /// The last `max_chars` characters of the stream, marked when cut.
     pub fn tail_text(&self, max_chars: usize) -> String {
         let text = String::from_utf8_lossy(&self.tail);
@@ -246,7 +241,6 @@ mod tests {
         assert_eq!(c.head, b"0123");
         assert_eq!(c.total, 100_000);
         assert!(c.tail.len() <= 2 * TAIL_BYTES);
-        assert!(!c.head_is_complete());
         let t = c.tail_text(25);
         assert!(t.starts_with("[… earlier output cut] "), "{t}");
         assert!(t.ends_with("456789"), "{t}");

@@ -470,3 +470,124 @@ impl StdioServer {
 pub fn helpers_short(s: &str) -> String {
     s.chars().take(300).collect()
 }
+
+/// `serve_http` (what `ptp-mcp --http` runs) on `127.0.0.1:0`, answering
+/// from a master, accepting loopback hosts and the given tokens.
+pub struct HttpServer {
+    pub addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl HttpServer {
+    pub async fn start(master_url: &str, tokens: &[&str]) -> HttpServer {
+        let config = Config::for_master(master_url);
+        let server = PtpMcp::from_config(&config).expect("usable settings");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let tokens: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(ptp_mcp::serve_http(
+            server,
+            listener,
+            ptp_mcp::HttpAccess::new(config.allowed_hosts(), &tokens),
+            shutdown.clone(),
+        ));
+        HttpServer {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("joined")
+            .expect("HTTP server stopped cleanly");
+    }
+}
+
+/// Headless Chromium (Debian's `chromium`), or `PTP_CHROMIUM`.
+pub struct Browser {
+    bin: std::path::PathBuf,
+    profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// The browser, or `None` (after saying why) when none is installed
+    /// and `PTP_REQUIRE_BROWSER` is unset; with it set (scripts/test sets
+    /// it once chromium is installed) a missing browser fails the test.
+    pub fn find() -> Option<Browser> {
+        let on_path = |name: &str| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        };
+        let bin = std::env::var_os("PTP_CHROMIUM")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                ["chromium", "chromium-browser", "google-chrome"]
+                    .into_iter()
+                    .find_map(on_path)
+            });
+        let Some(bin) = bin else {
+            let why = "no chromium on PATH (apt-get install chromium, or set PTP_CHROMIUM)";
+            if std::env::var_os("PTP_REQUIRE_BROWSER").is_some() {
+                panic!("PTP_REQUIRE_BROWSER is set but {why}");
+            }
+            eprintln!("SKIPPED the browser test: {why}");
+            return None;
+        };
+        let profile = tempfile::tempdir().expect("profile dir");
+        Some(Browser { bin, profile })
+    }
+
+    /// Runs the browser headless on `url` with `args`; its stdout.
+    async fn run(&self, url: &str, args: &[String]) -> String {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.args(["--headless", "--no-sandbox", "--disable-gpu"])
+            .arg(format!("--user-data-dir={}", self.profile.path().display()))
+            .args(args)
+            .arg(url)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .expect("chromium finishes within 120 s")
+            .expect("chromium starts");
+        assert!(
+            out.status.success(),
+            "chromium exited {}: {}",
+            out.status,
+            helpers_short(&String::from_utf8_lossy(&out.stderr))
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The DOM after the page loaded (and any script ran), serialized.
+    pub async fn dump_dom(&self, url: &str) -> String {
+        self.run(url, &["--dump-dom".to_string()]).await
+    }
+
+    /// A PNG of the page in a `width` x `height` window, written to `path`.
+    pub async fn screenshot(&self, url: &str, path: &Path, width: u32, height: u32) {
+        self.run(
+            url,
+            &[
+                format!("--screenshot={}", path.display()),
+                format!("--window-size={width},{height}"),
+                "--hide-scrollbars".to_string(),
+            ],
+        )
+        .await;
+    }
+}

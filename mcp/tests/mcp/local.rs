@@ -235,8 +235,19 @@ async fn run_tests_publishes_to_the_master_and_lists_the_failures() {
         !command.contains(&"--no-publish".to_string()),
         "{command:?}"
     );
-    let dashdash = command.iter().position(|a| a == "--").expect("-- in argv");
-    assert_eq!(&command[dashdash + 2..], ["-m", "pytest"], "{command:?}");
+    // The agent builds the runner's command; this server names the
+    // interpreter it was configured with, and no command of its own.
+    let python = command
+        .iter()
+        .position(|a| a == "--python")
+        .expect("--python in argv");
+    assert_eq!(
+        command[python + 1],
+        ptp_test_support::python().display().to_string(),
+        "{command:?}"
+    );
+    assert!(!command.contains(&"--".to_string()), "{command:?}");
+    assert_eq!(v["runner"], "pytest", "detected by the agent");
     assert!(v.get("output_tail").is_none(), "a report explains the run");
 
     let run_id = v["run_id"].as_str().expect("run_id").to_string();
@@ -302,7 +313,7 @@ async fn run_tests_without_nats_answers_from_the_local_report() {
         &call(&client, "run_tests", json!({"filter": "TestDivision"})).await,
     );
     assert_eq!(counts(&v), (2, 1, 1, 0), "{v}");
-    assert!(argv(&v).ends_with(&["-k".into(), "TestDivision".into()]));
+    assert!(argv(&v).ends_with(&["--filter".into(), "TestDivision".into()]));
     let v = ok_json(
         "run_tests",
         &call(
@@ -416,6 +427,7 @@ async fn list_tests_returns_the_collected_ids() {
         (Some(9), Some("ok"))
     );
     assert!(argv(&v).contains(&"--collect-only".to_string()), "{v}");
+    assert_eq!(v["runner"], "pytest");
 
     let v = ok_json(
         "list_tests",
@@ -492,9 +504,12 @@ async fn refused_arguments_start_nothing() {
         }
     }
     for tool in ["run_tests", "list_tests"] {
-        let e = err_text(tool, &call(&client, tool, json!({"runner": "jest"})).await);
+        let e = err_text(
+            tool,
+            &call(&client, tool, json!({"runner": "jest; rm -rf ~"})).await,
+        );
         assert!(
-            e.contains("runner \"jest\" is not one of: pytest"),
+            e.contains("is not a runner name (pytest, vitest, jest, node, go, nextest)"),
             "{tool}: {e}"
         );
         let e = err_text(tool, &call(&client, tool, json!({"filters": "x"})).await);
@@ -509,12 +524,12 @@ async fn refused_arguments_start_nothing() {
         &call(&client, "run_tests", json!({"filter": "TestDivision"})).await,
     );
     assert!(e.contains("without writing its results"), "{e}");
-    let v = ok_json(
+    let e = err_text(
         "list_tests",
         &call(&client, "list_tests", json!({"filter": "TestDivision"})).await,
     );
-    assert_eq!(v["total"], 0);
-    assert!(markers.join("agent").exists() && markers.join("python").exists());
+    assert!(e.contains("the agent could not list the tests"), "{e}");
+    assert!(markers.join("agent").exists());
     client.cancel().await.expect("client closes");
 
     // A root that is not a pytest project says what it looked for.
@@ -522,7 +537,21 @@ async fn refused_arguments_start_nothing() {
     let client = empty.client().await;
     let e = err_text("run_tests", &call(&client, "run_tests", json!({})).await);
     assert!(
-        e.contains("cannot tell which test runner") && e.contains("pytest.ini"),
+        e.contains("no test runner detected")
+            && e.contains("pytest.ini")
+            && e.contains("nothing was run"),
+        "{e}"
+    );
+    // A runner name the agent does not know: the agent refuses it, naming
+    // those it knows, before running anything.
+    let e = err_text(
+        "run_tests",
+        &call(&client, "run_tests", json!({"runner": "maven"})).await,
+    );
+    assert!(
+        e.contains(
+            "\"maven\" is not a runner the agent knows (pytest, vitest, jest, node, go, nextest)"
+        ),
         "{e}"
     );
     client.cancel().await.expect("client closes");
@@ -776,5 +805,90 @@ def test_waits_forever():
         (v["status"].as_str(), counts(&v)),
         (Some("passed"), (1, 1, 0, 0))
     );
+    client.cancel().await.expect("client closes");
+}
+
+/// A runner other than pytest through the same tools: Node's built-in
+/// runner, detected by the agent from package.json; run_failed reruns only
+/// the failed test by name; list_tests says node cannot list. With vitest
+/// installed (scripts/test), list_tests lists its tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_and_vitest_projects_work_through_the_same_tools() {
+    let local = Local::new(&format!("http://127.0.0.1:{}", dead_port().await));
+    let root = local.root();
+    std::fs::create_dir(root.join("test")).expect("test dir");
+    std::fs::write(
+        root.join("package.json"),
+        r#"{"name":"calc","private":true,"scripts":{"test":"node --test"}}"#,
+    )
+    .expect("package.json");
+    std::fs::write(
+        root.join("test/math.test.js"),
+        r#"const { describe, it } = require('node:test');
+const assert = require('node:assert');
+describe('math', () => {
+  it('adds', () => { assert.strictEqual(1 + 1, 2); });
+  it('subtracts', () => { assert.strictEqual(3 - 1, 1, 'subtraction is off'); });
+});
+"#,
+    )
+    .expect("test file");
+    let client = local.client().await;
+    let v = ok_json("run_tests", &call(&client, "run_tests", json!({})).await);
+    assert_eq!(
+        (v["runner"].as_str(), v["status"].as_str()),
+        (Some("node"), Some("failed")),
+        "{v}"
+    );
+    assert_eq!(counts(&v), (2, 1, 1, 0), "{v}");
+    assert_eq!(
+        failures(&v),
+        pairs(&[("test::subtracts", "subtracts")]),
+        "the selector is the test's name"
+    );
+    let v = ok_json("run_failed", &call(&client, "run_failed", json!({})).await);
+    assert_eq!(v["rerun"]["tests"], json!(["subtracts"]), "{v}");
+    let ran: Vec<&Value> = v["failures"].as_array().expect("failures").iter().collect();
+    assert_eq!(ran.len(), 1, "{v}");
+    assert_eq!(v["counts"]["passed"], 0, "adds was not run: {v}");
+    let e = err_text("list_tests", &call(&client, "list_tests", json!({})).await);
+    assert!(e.contains("cannot list tests without running them"), "{e}");
+    client.cancel().await.expect("client closes");
+
+    let modules = match ptp_test_support::js_modules() {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED the vitest part: {why}");
+            return;
+        }
+    };
+    let local = Local::new(&format!("http://127.0.0.1:{}", dead_port().await));
+    let root = local.root();
+    std::fs::create_dir(root.join("src")).expect("src");
+    std::os::unix::fs::symlink(&modules, root.join("node_modules")).expect("link");
+    std::fs::write(
+        root.join("package.json"),
+        r#"{"name":"calc","private":true,"type":"module","devDependencies":{"vitest":"3.2.7"}}"#,
+    )
+    .expect("package.json");
+    std::fs::write(
+        root.join("src/cart.test.js"),
+        "import { it, expect } from 'vitest';\nit('totals', () => { expect(1).toBe(1); });\nit('discounts', () => { expect(1).toBe(2); });\n",
+    )
+    .expect("test file");
+    let client = local.client().await;
+    let v = ok_json("list_tests", &call(&client, "list_tests", json!({})).await);
+    assert_eq!(
+        v["tests"],
+        json!(["src/cart.test.js::totals", "src/cart.test.js::discounts"]),
+        "{v}"
+    );
+    assert_eq!(v["runner"], "vitest");
+    let v = ok_json(
+        "run_tests",
+        &call(&client, "run_tests", json!({"filter": "discounts"})).await,
+    );
+    assert_eq!(counts(&v).2, 1, "{v}");
+    assert_eq!(v["counts"]["passed"], 0, "only the filtered test ran: {v}");
     client.cancel().await.expect("client closes");
 }

@@ -6,11 +6,13 @@
 //! built binary over stdio. No mocks, no sleeps: readiness is polled.
 //! `local` runs a real pytest project through the built ptp-agent;
 //! `hostile` is what a hostile client tries: paths outside the report dir,
-//! malformed JSON-RPC, oversized arguments.
+//! malformed JSON-RPC, oversized arguments; `page` opens the report page
+//! of `--http` in headless Chromium.
 
 mod helpers;
 mod hostile;
 mod local;
+mod page;
 
 use std::process::Command;
 

@@ -1,9 +1,20 @@
 //! The built `ptp-agent` binary, driven as CI would: exit codes pass through,
 //! timeouts kill the process group, a missing command is explained, and a
 //! run that cannot be published is spooled and delivered later by `flush`.
-//! `results` covers `--results-json` and `--no-publish` with a real pytest.
+//! `results` covers `--results-json` and `--no-publish` with a real pytest;
+//! `check` covers `ptp-agent check` against each misconfiguration; `ci` the
+//! job summary and GitHub annotations; `scripts` the GitHub Action's steps
+//! and `scripts/master`; `runners` each test runner on a real project;
+//! `retries` --retries and --rerun-command.
 
+mod check;
+mod ci;
+mod owners;
+mod quarantine;
 mod results;
+mod retries;
+mod runners;
+mod scripts;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -20,6 +31,28 @@ fn agent(nats_url: &str, spool: &Path) -> Command {
         .env("PTP_SPOOL_DIR", spool)
         .env("PTP_PUBLISH_TIMEOUT", "2")
         .env_remove("PTP_STRICT");
+    // What the job around the tests may have set must not leak in.
+    for v in [
+        "GITHUB_ACTIONS",
+        "GITHUB_STEP_SUMMARY",
+        "GITHUB_BASE_REF",
+        "CI_MERGE_REQUEST_TARGET_BRANCH_NAME",
+        "CI_DEFAULT_BRANCH",
+        "MASTER_URL",
+        "PTP_API_TOKEN",
+        "PTP_TRANSPORT",
+        "PTP_SUMMARY",
+        "PTP_REPORT_URL",
+        "NATS_USER",
+        "NATS_PASSWORD",
+        "NATS_TOKEN",
+        "NATS_CREDS",
+        "NATS_CA",
+        "NATS_CERT",
+        "NATS_KEY",
+    ] {
+        c.env_remove(v);
+    }
     c
 }
 
@@ -282,4 +315,52 @@ fn upload_refuses_unreadable_reports_with_reasons() {
         );
     }
     assert!(spooled(&spool).is_empty(), "nothing spooled");
+}
+
+/// Outside a git checkout, with no CI variable naming them, branch and
+/// commit are unknown: the agent says so once and names the variables.
+#[test]
+fn unknown_branch_and_commit_are_warned_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let bare = |c: &mut Command| {
+        for v in [
+            "BRANCH",
+            "COMMIT",
+            "GITHUB_HEAD_REF",
+            "GITHUB_REF_NAME",
+            "CI_COMMIT_REF_NAME",
+            "BUILDKITE_BRANCH",
+            "CIRCLE_BRANCH",
+            "GIT_BRANCH",
+            "GITHUB_SHA",
+            "CI_COMMIT_SHA",
+            "BUILDKITE_COMMIT",
+            "CIRCLE_SHA1",
+            "GIT_COMMIT",
+            "GIT_DIR",
+        ] {
+            c.env_remove(v);
+        }
+        c.current_dir(dir.path());
+    };
+    let mut c = agent(&dead_url(), &dir.path().join("spool"));
+    bare(&mut c);
+    let out = c
+        .args(["run", "--no-publish", "--", "true"])
+        .output()
+        .expect("agent runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("branch and commit unknown").count(), 1, "{err}");
+    assert!(err.contains("set BRANCH and COMMIT"), "{err}");
+
+    let mut c = agent(&dead_url(), &dir.path().join("spool"));
+    bare(&mut c);
+    let out = c
+        .env("BRANCH", "main")
+        .env("COMMIT", "abc")
+        .args(["run", "--no-publish", "--", "true"])
+        .output()
+        .expect("agent runs");
+    assert!(!stderr(&out).contains("unknown"), "{}", stderr(&out));
 }

@@ -14,7 +14,7 @@ use super::{agent, dead_url, spooled, stderr};
 
 /// A pytest project: two passing tests, a failing one, a failing method
 /// in a class, a skipped one, and (when `slow`) one that sleeps.
-fn pytest_project(dir: &Path, slow: bool) {
+pub(super) fn pytest_project(dir: &Path, slow: bool) {
     std::fs::create_dir_all(dir.join("tests")).expect("tests dir");
     std::fs::write(dir.join("pytest.ini"), "[pytest]\n").expect("ini");
     let mut body = String::from(
