@@ -185,7 +185,8 @@ fn csv_field(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-/// Writes the `test_cases` rows the master stores for these runs.
+/// Writes the `test_cases` rows the master stores for these runs, in its
+/// columns' order.
 fn write_csv(path: &Path, t: &Template, run_ids: &[String]) -> anyhow::Result<()> {
     let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
@@ -217,7 +218,16 @@ fn write_csv(path: &Path, t: &Template, run_ids: &[String]) -> anyhow::Result<()
                     csv_field(&mut line, s);
                     line.push(b',');
                 }
-                line.extend_from_slice(format!("{},{}\n", c.retries, u8::from(c.flaky)).as_bytes());
+                // The failure signature key (migration 0007): a 48-bit
+                // integer for failures, as the master stores, else NULL.
+                let sig = if c.outcome.is_failure() {
+                    (data::mix(idx as u64) >> 16).to_string()
+                } else {
+                    String::new()
+                };
+                line.extend_from_slice(
+                    format!("{},{},{sig}\n", c.retries, u8::from(c.flaky)).as_bytes(),
+                );
                 w.write_all(&line)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
