@@ -36,8 +36,14 @@
 //! of `test_cases_by_run_test` per (candidate, run), the join order forced
 //! with `CROSS JOIN` (without statistics SQLite would rather read every case
 //! of the window's runs). Both paths give the same verdicts; the property
-//! test (`props.rs`) checks it on random histories. The failure messages
-//! shown are read last, only for the tests listed.
+//! test (`props.rs`) checks it on random histories. The kept rows are read
+//! for every tracked test of the window's runs, candidate or not: a test
+//! that neither failed nor was retried in the window has only passes there
+//! and is judged not flaky, and every join is by a key or an index, never
+//! by an index SQLite would have to build per query (the bundled SQLite
+//! declined to, and read the candidates once per verdict row: 15 s instead
+//! of 40 ms on the bench's fixture). The failure messages shown are read
+//! last, only for the tests listed.
 //!
 //! Cost: tracked tests are those that ever failed or were retried in the
 //! project; each complete, non-outage run stores one row per tracked test
@@ -288,10 +294,12 @@ fn outage_sql() -> String {
     )
 }
 
-/// Pushes the `scope` CTE: the window's newest `runs`.
+/// Pushes the `scope` CTE: the window's newest `runs`, numbered from 0
+/// (newest) in `n`.
 pub(crate) fn push_scope(q: &mut QueryBuilder<Sqlite>, w: &Window, runs: Runs) {
     q.push(
-        "WITH scope AS (SELECT run_id, project, branch, commit_sha, started_at, worker_id, seq \
+        "WITH scope AS (SELECT *, ROW_NUMBER() OVER (ORDER BY started_at DESC, run_id DESC) - 1 \
+         AS n FROM (SELECT run_id, project, branch, commit_sha, started_at, worker_id, seq \
          FROM runs",
     );
     push_window(q, w, runs);
@@ -300,7 +308,7 @@ pub(crate) fn push_scope(q: &mut QueryBuilder<Sqlite>, w: &Window, runs: Runs) {
     }
     q.push(" ORDER BY started_at DESC, run_id DESC LIMIT ")
         .push_bind(i64::from(w.runs))
-        .push(")");
+        .push("))");
 }
 
 /// Records the flaky evidence of run `run_id` (just made visible with
@@ -360,17 +368,23 @@ pub(crate) async fn forget_evidence(
     Ok(())
 }
 
-/// A test's worst verdict in one run of the window.
+/// A run of the window, by its number.
 #[derive(Deserialize)]
-struct VerdictRow {
-    project: String,
-    test_id: String,
+struct ScopeRun {
+    n: usize,
     run_id: String,
     branch: Option<String>,
     commit_sha: Option<String>,
     started_at: i64,
-    worst: i64,
-    retried: i64,
+}
+
+/// A test's verdicts in the window: `n,failed,retried` per run (`n` the
+/// run's number, the flags 0 or 1), `;` between runs.
+#[derive(Deserialize)]
+struct VerdictRow {
+    project: String,
+    test_id: String,
+    obs: String,
 }
 
 /// Where a window's verdicts come from.
@@ -400,21 +414,16 @@ pub(crate) async fn find_flaky_from(
     limit: usize,
     evidence: Evidence,
 ) -> Result<FlakyReport, sqlx::Error> {
-    // One JSON value instead of a sqlx hand-off per (test, run) row: tens
-    // of thousands of rows on a suite with many unstable tests.
-    let mut q = json_rows::select(
-        &[
-            "project",
-            "test_id",
-            "run_id",
-            "branch",
-            "commit_sha",
-            "started_at",
-            "worst",
-            "retried",
-        ],
-        "project, test_id, run_id",
-    );
+    // The window's runs once, numbered; then, as one JSON value, each
+    // test's verdicts as a few bytes per run (tens of thousands of them on
+    // a suite with many unstable tests) instead of an object repeating the
+    // run's fields.
+    let mut q = json_rows::select(&["n", "run_id", "branch", "commit_sha", "started_at"], "n");
+    push_scope(&mut q, w, Runs::Evidence);
+    q.push(" SELECT n, run_id, branch, commit_sha, started_at FROM scope");
+    let mut runs: Vec<ScopeRun> = json_rows::fetch(q, pool).await?;
+    runs.sort_by_key(|r| r.n);
+    let mut q = json_rows::select(&["project", "test_id", "obs"], "project, test_id");
     push_scope(&mut q, w, Runs::Evidence);
     let kept = match evidence {
         Evidence::Kept => "1",
@@ -428,49 +437,62 @@ pub(crate) async fn find_flaky_from(
              WHERE {kept} AND v.seq = s.seq AND (v.failed OR v.retried) \
            UNION \
            SELECT s.project, c.test_id FROM scope s \
-             JOIN test_cases c ON c.run_id = s.run_id AND c.outcome IN (0, 1) \
-             WHERE NOT {kept} OR s.seq IS NULL \
+             CROSS JOIN test_cases c INDEXED BY test_cases_by_run \
+             WHERE (NOT {kept} OR s.seq IS NULL) AND c.run_id = s.run_id AND c.outcome IN (0, 1) \
            UNION \
            SELECT s.project, c.test_id FROM scope s \
-             JOIN test_cases c INDEXED BY test_cases_retried ON c.run_id = s.run_id AND c.flaky = 1 \
-             WHERE NOT {kept} OR s.seq IS NULL), \
+             CROSS JOIN test_cases c INDEXED BY test_cases_retried \
+             WHERE (NOT {kept} OR s.seq IS NULL) AND c.run_id = s.run_id AND c.flaky = 1), \
          ck AS (SELECT k.project, k.test_id, t.key, \
                   CASE WHEN {kept} THEN t.since_seq END AS since_seq, \
                   f.cleared_at FROM cand k \
                 LEFT JOIN tracked_tests t ON t.project = k.project AND t.test_id = k.test_id \
-                LEFT JOIN flaky_cleared f ON f.project = k.project AND f.test_id = k.test_id) \
-         SELECT s.project, ck.test_id, s.run_id, s.branch, s.commit_sha, s.started_at, \
-                CASE WHEN v.failed THEN 0 ELSE 3 END AS worst, v.retried AS retried \
-         FROM scope s CROSS JOIN verdicts v CROSS JOIN ck \
-         WHERE v.seq = s.seq AND ck.key = v.key AND ck.project = s.project \
-           AND s.seq >= ck.since_seq AND s.started_at > COALESCE(ck.cleared_at, -1) \
-         UNION ALL \
-         SELECT s.project, c.test_id, s.run_id, s.branch, s.commit_sha, s.started_at, \
-                MIN(c.outcome) AS worst, SUM(c.flaky) AS retried \
-         FROM ck \
-         CROSS JOIN scope s \
-         CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
-         WHERE s.project = ck.project AND c.run_id = s.run_id AND c.test_id = ck.test_id \
-           AND c.outcome IN (0, 1, 3) AND s.started_at > COALESCE(ck.cleared_at, -1) \
-           AND (ck.since_seq IS NULL OR s.seq IS NULL OR s.seq < ck.since_seq) \
-         GROUP BY s.project, c.test_id, s.run_id"
+                LEFT JOIN flaky_cleared f ON f.project = k.project AND f.test_id = k.test_id), \
+         seen AS (\
+           SELECT s.project, t.test_id, s.n, v.failed, v.retried \
+           FROM scope s CROSS JOIN verdicts v CROSS JOIN tracked_tests t \
+           LEFT JOIN flaky_cleared f ON f.project = t.project AND f.test_id = t.test_id \
+           WHERE {kept} AND v.seq = s.seq AND t.key = v.key AND t.project = s.project \
+             AND s.seq >= t.since_seq AND s.started_at > COALESCE(f.cleared_at, -1) \
+           UNION ALL \
+           SELECT s.project, c.test_id, s.n, MIN(c.outcome) <= 1, SUM(c.flaky) > 0 \
+           FROM ck \
+           CROSS JOIN scope s \
+           CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
+           WHERE s.project = ck.project AND c.run_id = s.run_id AND c.test_id = ck.test_id \
+             AND c.outcome IN (0, 1, 3) AND s.started_at > COALESCE(ck.cleared_at, -1) \
+             AND (ck.since_seq IS NULL OR s.seq IS NULL OR s.seq < ck.since_seq) \
+           GROUP BY s.project, c.test_id, s.n) \
+         SELECT project, test_id, group_concat(n || ',' || failed || ',' || retried, ';') AS obs \
+         FROM seen GROUP BY project, test_id"
     ));
     let rows: Vec<VerdictRow> = json_rows::fetch(q, pool).await?;
+    let bad = |what: &str| sqlx::Error::Decode(format!("flaky verdicts: {what}").into());
     let mut tests: BTreeMap<(String, String), Vec<Observation>> = BTreeMap::new();
     for r in rows {
-        let failed = r.worst <= 1;
-        tests
-            .entry((r.project, r.test_id))
-            .or_default()
-            .push(Observation {
-                run_id: r.run_id,
-                branch: r.branch,
-                commit: r.commit_sha,
-                started_at: r.started_at,
+        let mut obs = Vec::new();
+        for one in r.obs.split(';') {
+            let mut parts = one.split(',');
+            let (Some(n), Some(f), Some(t)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(bad(one));
+            };
+            let run = n
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| runs.get(n))
+                .ok_or_else(|| bad(one))?;
+            let failed = f == "1";
+            obs.push(Observation {
+                run_id: run.run_id.clone(),
+                branch: run.branch.clone(),
+                commit: run.commit_sha.clone(),
+                started_at: run.started_at,
                 failed,
-                retried: !failed && r.retried > 0,
+                retried: !failed && t == "1",
                 message: None,
             });
+        }
+        tests.insert((r.project, r.test_id), obs);
     }
     let mut found: Vec<(FlakyTest, &[Observation])> = tests
         .iter()
