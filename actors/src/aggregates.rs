@@ -10,7 +10,10 @@
 //!
 //! Bounds: at most [`AggregatesConfig::max_workers`] workers' heartbeats are
 //! held (a new one beyond that forgets the one heard longest ago), and
-//! `/workers` lists at most that many workers, the most recently seen.
+//! `/workers` lists at most that many workers, the most recently seen. The
+//! stored workers last read (at most that many rows) are kept until the
+//! writer's next visible write ([`DataVersion`]), so a busy `/workers` reads
+//! the store once per write, not once per request.
 //! Times from workers are never trusted to be in the past: a worker's
 //! `last_seen` is at most the master's clock at arrival (of the heartbeat,
 //! or of the run), so a clock set to the future cannot pin a worker as
@@ -31,6 +34,7 @@ use sqlx::SqlitePool;
 use crate::model::from_millis;
 use crate::rollups::{self, StoredWorker};
 use crate::supervise::{ActorFault, Faults, guard};
+use crate::version::{DataVersion, Scope, Stamp};
 
 /// Whether a worker is running tests now, recently finished, or gone quiet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -160,6 +164,9 @@ struct Beat {
 pub struct Aggregates {
     config: AggregatesConfig,
     read: Option<SqlitePool>,
+    version: DataVersion,
+    /// The stored workers last read, and the versions they were read at.
+    stored: Option<(Stamp, std::sync::Arc<Vec<StoredWorker>>)>,
     beats: HashMap<String, Beat>,
     faults: Faults,
 }
@@ -177,6 +184,13 @@ impl Aggregates {
     /// Records handler panics in `faults` (shown by `/health`).
     pub fn supervised(mut self, faults: Faults) -> Aggregates {
         self.faults = faults;
+        self
+    }
+
+    /// Keeps the stored workers it reads until `version` says the writer
+    /// changed something.
+    pub fn versioned(mut self, version: DataVersion) -> Aggregates {
+        self.version = version;
         self
     }
 
@@ -334,6 +348,16 @@ impl Handler<GetWorkers> for Aggregates {
     type Result = ResponseActFuture<Self, Result<Vec<WorkerStatus>, ReadError>>;
 
     fn handle(&mut self, q: GetWorkers, _ctx: &mut Self::Context) -> Self::Result {
+        let now = self.version.stamp(None);
+        if let Some((stamp, stored)) = &self.stored
+            && stamp.still_valid(&now, &Scope::All)
+        {
+            let stored = stored.clone();
+            let answer = self
+                .guarded(&q, |a| a.workers(q.now, &stored))
+                .map_err(ReadError::from);
+            return Box::pin(actix::fut::ready(answer));
+        }
         let read = self.read.clone();
         let limit = self.config.max_workers.max(1);
         Box::pin(
@@ -345,7 +369,10 @@ impl Handler<GetWorkers> for Aggregates {
             }
             .into_actor(self)
             .map(move |stored, act, _ctx| {
-                let stored = stored?;
+                let stored = std::sync::Arc::new(stored?);
+                // Read after `now` was taken: kept only while no write
+                // finished since.
+                act.stored = Some((now, stored.clone()));
                 Ok(act.guarded(&q, |a| a.workers(q.now, &stored))?)
             }),
         )

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::flaky::{Runs, Window, push_scope};
 use crate::json_rows;
@@ -479,7 +479,9 @@ pub(crate) async fn clusters_signed(
                  CASE WHEN {key} IS NULL THEN c.traceback END AS traceback \
           FROM scope s JOIN test_cases c ON c.run_id = s.run_id AND c.outcome IN (0, 1)"
     ));
-    let rows: Vec<FailureRow> = json_rows::fetch(q, pool).await?;
+    // Every read in one transaction: one snapshot of the store.
+    let mut tx = pool.begin().await?;
+    let rows: Vec<FailureRow> = json_rows::fetch(q, &mut *tx).await?;
     let mut signed_here: BTreeMap<i64, Signature> = BTreeMap::new();
     let mut by_key: BTreeMap<i64, Acc> = BTreeMap::new();
     let mut failures = 0u64;
@@ -519,7 +521,7 @@ pub(crate) async fn clusters_signed(
         let mut q = QueryBuilder::<Sqlite>::new("");
         push_scope(&mut q, w, Runs::All);
         q.push(" SELECT COUNT(*) FROM scope");
-        let (n,): (i64,) = q.build_query_as().fetch_one(pool).await?;
+        let (n,): (i64,) = q.build_query_as().fetch_one(&mut *tx).await?;
         n.max(0) as u64
     };
     let mut all: Vec<(i64, Acc)> = by_key.into_iter().collect();
@@ -532,8 +534,9 @@ pub(crate) async fn clusters_signed(
     let total = all.len();
     all.truncate(limit);
     let listed: Vec<i64> = all.iter().map(|(k, _)| *k).collect();
-    let stored = signatures(pool, &listed, &signed_here).await?;
-    let examples = example_messages(pool, all.iter().map(|(_, a)| &a.example)).await?;
+    let stored = signatures(&mut tx, &listed, &signed_here).await?;
+    let examples = example_messages(&mut tx, all.iter().map(|(_, a)| &a.example)).await?;
+    tx.commit().await?;
     let clusters = all
         .into_iter()
         .zip(examples)
@@ -578,7 +581,7 @@ pub(crate) async fn clusters_signed(
 
 /// The stored signatures of `keys` (those not signed here).
 async fn signatures(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     keys: &[i64],
     signed_here: &BTreeMap<i64, Signature>,
 ) -> Result<BTreeMap<i64, Signature>, sqlx::Error> {
@@ -601,7 +604,7 @@ async fn signatures(
     q.push("SELECT sig, exception, message, frame FROM signatures WHERE sig IN (SELECT value FROM json_each(")
         .push_bind(serde_json::to_string(&wanted).unwrap_or_default())
         .push("))");
-    let rows: Vec<Row> = json_rows::fetch(q, pool).await?;
+    let rows: Vec<Row> = json_rows::fetch(q, &mut *conn).await?;
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -619,7 +622,7 @@ async fn signatures(
 
 /// The messages of the examples, in order.
 async fn example_messages<'a>(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     at: impl Iterator<Item = &'a At>,
 ) -> Result<Vec<Option<String>>, sqlx::Error> {
     #[derive(Deserialize)]
@@ -642,7 +645,7 @@ async fn example_messages<'a>(
     )
     .push_bind(serde_json::to_string(&at).unwrap_or_default())
     .push(") j");
-    let rows: Vec<Row> = json_rows::fetch(q, pool).await?;
+    let rows: Vec<Row> = json_rows::fetch(q, &mut *conn).await?;
     for r in rows {
         if let Some(slot) = out.get_mut(r.i) {
             *slot = r.message;

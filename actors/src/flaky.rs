@@ -421,7 +421,11 @@ pub(crate) async fn find_flaky_from(
     let mut q = json_rows::select(&["n", "run_id", "branch", "commit_sha", "started_at"], "n");
     push_scope(&mut q, w, Runs::Evidence);
     q.push(" SELECT n, run_id, branch, commit_sha, started_at FROM scope");
-    let mut runs: Vec<ScopeRun> = json_rows::fetch(q, pool).await?;
+    // Every read below in one transaction: one snapshot of the store, so
+    // the runs numbered here are the runs the verdicts are numbered against
+    // even when a run is stored meanwhile.
+    let mut tx = pool.begin().await?;
+    let mut runs: Vec<ScopeRun> = json_rows::fetch(q, &mut *tx).await?;
     runs.sort_by_key(|r| r.n);
     let mut q = json_rows::select(&["project", "test_id", "obs"], "project, test_id");
     push_scope(&mut q, w, Runs::Evidence);
@@ -466,7 +470,7 @@ pub(crate) async fn find_flaky_from(
          SELECT project, test_id, group_concat(n || ',' || failed || ',' || retried, ';') AS obs \
          FROM seen GROUP BY project, test_id"
     ));
-    let rows: Vec<VerdictRow> = json_rows::fetch(q, pool).await?;
+    let rows: Vec<VerdictRow> = json_rows::fetch(q, &mut *tx).await?;
     let bad = |what: &str| sqlx::Error::Decode(format!("flaky verdicts: {what}").into());
     let mut tests: BTreeMap<(String, String), Vec<Observation>> = BTreeMap::new();
     for r in rows {
@@ -508,11 +512,12 @@ pub(crate) async fn find_flaky_from(
     found.truncate(limit);
     let mut listed = Vec::with_capacity(found.len());
     for (mut f, obs) in found {
-        f.last_message = last_message(pool, &f.test_id, obs).await?;
+        f.last_message = last_message(&mut tx, &f.test_id, obs).await?;
         listed.push(f);
     }
 
-    let (considered, outages, failures_only) = window_counts(pool, w).await?;
+    let (considered, outages, failures_only) = window_counts(&mut tx, w).await?;
+    tx.commit().await?;
     Ok(FlakyReport {
         runs_considered: considered,
         outages_excluded: outages,
@@ -526,7 +531,7 @@ pub(crate) async fn find_flaky_from(
 /// first 300 characters of its worst case's message, first in report
 /// order).
 async fn last_message(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     test_id: &str,
     obs: &[Observation],
 ) -> Result<Option<String>, sqlx::Error> {
@@ -540,7 +545,7 @@ async fn last_message(
         )
         .bind(&o.run_id)
         .bind(test_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?;
         if let Some((Some(m),)) = m {
             return Ok(Some(m));
@@ -551,11 +556,14 @@ async fn last_message(
 
 /// Runs in the window, and among the same newest runs the outages and the
 /// runs that carried failures only, left out.
-async fn window_counts(pool: &SqlitePool, w: &Window) -> Result<(u64, u64, u64), sqlx::Error> {
+async fn window_counts(
+    conn: &mut SqliteConnection,
+    w: &Window,
+) -> Result<(u64, u64, u64), sqlx::Error> {
     let mut q = QueryBuilder::<Sqlite>::new("");
     push_scope(&mut q, w, Runs::Evidence);
     q.push(" SELECT COUNT(*), COALESCE(MIN(started_at), 0) FROM scope");
-    let (n, oldest): (i64, i64) = q.build_query_as().fetch_one(pool).await?;
+    let (n, oldest): (i64, i64) = q.build_query_as().fetch_one(&mut *conn).await?;
     let full = n > 0 && i64::from(w.runs) == n;
     let mut left_out = [0u64; 2];
     for (slot, which, rule, at_most) in [
@@ -575,7 +583,7 @@ async fn window_counts(pool: &SqlitePool, w: &Window) -> Result<(u64, u64, u64),
             q.push(" AND started_at >= ").push_bind(oldest);
         }
         q.push(" LIMIT ").push_bind(at_most).push(")");
-        let (k,): (i64,) = q.build_query_as().fetch_one(pool).await?;
+        let (k,): (i64,) = q.build_query_as().fetch_one(&mut *conn).await?;
         left_out[slot] = k.max(0) as u64;
     }
     Ok((n.max(0) as u64, left_out[0], left_out[1]))

@@ -79,6 +79,7 @@ impl ActorSystem {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let version = DataVersion::default();
         let writer_version = version.clone();
+        let aggregates_version = version.clone();
         let faults = supervise::Faults::default();
         let actor_faults = faults.clone();
         let thread = std::thread::Builder::new()
@@ -104,6 +105,7 @@ impl ActorSystem {
                         .start();
                     let aggregates = Aggregates::new(config, Some(read))
                         .supervised(actor_faults)
+                        .versioned(aggregates_version)
                         .start();
                     Ok::<_, DbError>((writer, aggregates, actix::System::current()))
                 });
