@@ -29,7 +29,10 @@
 //! project leaves the other projects' answers and the run pages cached.
 //! Concurrent identical requests share one computation only when their
 //! stamps are equal (no write finished between their arrivals), so a
-//! shared answer is as fresh as a computed one. Memory is bounded by the
+//! shared answer is as fresh as a computed one; answers over
+//! [`SHARE_MAX_BYTES`] go to their own request as the handler made them (a
+//! large read holds its permit until it is sent) and the others compute
+//! their own. Memory is bounded by the
 //! capacity (when full, everything is dropped and filling starts over).
 //! Capacity 0 turns the cache off (single-flight stays). While it is on,
 //! `200` answers carry `X-Cache: hit` (from memory), `miss` (computed for this
@@ -65,10 +68,31 @@ impl std::fmt::Debug for ReadCache {
     }
 }
 
-/// An answer as the handler gave it, shareable.
-type Answer = Arc<(StatusCode, HeaderMap, Bytes)>;
+/// An answer as the handler gave it, in memory.
+type Answer = (StatusCode, HeaderMap, Bytes);
 /// An answer being computed, awaited by every request that asked for it.
-type Flight = Shared<BoxFuture<'static, Answer>>;
+type Flight = Shared<BoxFuture<'static, Arc<Landed>>>;
+
+/// Answers larger than this (or of unknown size) are not shared: they go
+/// to the request that computed them as the handler made them (a large
+/// read's body holds its permit until it is sent, see `crate::limits`),
+/// and each request waiting for them computes its own.
+pub const SHARE_MAX_BYTES: u64 = 1 << 20;
+
+/// What a computation gave: an answer every waiting request can have, or
+/// a response only its leader can.
+struct Landed {
+    shared: Option<Answer>,
+    own: Mutex<Option<Response>>,
+}
+
+/// A computation's role for one request.
+enum Role {
+    /// It computes; the others asking meanwhile wait for it.
+    Lead(Flight),
+    /// Another request computes the same answer at the same data version.
+    Follow(Flight),
+}
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -161,22 +185,22 @@ impl ReadCache {
     }
 
     /// The computation of `key` asked at `stamp`: one already running at
-    /// the same stamp (`false`), or `start()` registered as it (`true`).
+    /// the same stamp to follow, or `start()` registered to lead.
     fn flight(
         &self,
         key: &str,
         stamp: &Stamp,
-        start: impl FnOnce() -> BoxFuture<'static, Answer>,
-    ) -> (Flight, bool) {
+        start: impl FnOnce() -> BoxFuture<'static, Arc<Landed>>,
+    ) -> Role {
         let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((s, f)) = flights.get(key)
             && s == stamp
         {
-            return (f.clone(), false);
+            return Role::Follow(f.clone());
         }
         let f = start().shared();
         flights.insert(key.to_string(), (stamp.clone(), f.clone()));
-        (f, true)
+        Role::Lead(f)
     }
 }
 
@@ -206,14 +230,27 @@ impl Drop for Landing<'_> {
 
 const X_CACHE: &str = "x-cache";
 
-/// Runs the handler and collects its answer.
-async fn compute(next: Next, req: Request) -> Answer {
+/// Runs the handler; collects its answer when it is small enough to share.
+async fn compute(next: Next, req: Request) -> Arc<Landed> {
+    use axum::body::HttpBody;
     let resp = next.run(req).await;
+    let small = resp
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= SHARE_MAX_BYTES);
+    if !small {
+        return Arc::new(Landed {
+            shared: None,
+            own: Mutex::new(Some(resp)),
+        });
+    }
     let (parts, body) = resp.into_parts();
-    // The routes behind this middleware answer JSON already in memory:
-    // collecting it cannot fail or wait in practice.
-    match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(b) => Arc::new((parts.status, parts.headers, b)),
+    // Its size is known and small, and the routes behind this middleware
+    // answer JSON already in memory: collecting it cannot fail or wait in
+    // practice.
+    let answer = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => (parts.status, parts.headers, b),
         Err(e) => {
             tracing::error!("read cache: could not collect an answer: {e}");
             let mut headers = HeaderMap::new();
@@ -221,13 +258,17 @@ async fn compute(next: Next, req: Request) -> Answer {
                 axum::http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            Arc::new((
+            (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 headers,
                 Bytes::from_static(b"{\"error\":\"internal\",\"detail\":\"answer lost\"}"),
-            ))
+            )
         }
-    }
+    };
+    Arc::new(Landed {
+        shared: Some(answer),
+        own: Mutex::new(None),
+    })
 }
 
 fn respond(
@@ -273,16 +314,46 @@ pub async fn serve_cached(
     {
         return respond(StatusCode::OK, hit.headers, hit.body, Some("hit"));
     }
-    let (flight, leader) = cache.flight(&key, &stamp, move || compute(next, req).boxed());
-    let x_cache = if leader { "miss" } else { "shared" };
-    let landing = leader.then(|| Landing {
+    let mut waiting = Some((req, next));
+    let role = cache.flight(&key, &stamp, || match waiting.take() {
+        Some((req, next)) => compute(next, req).boxed(),
+        None => futures::future::ready(Arc::new(Landed {
+            shared: None,
+            own: Mutex::new(None),
+        }))
+        .boxed(),
+    });
+    let shown = |status: StatusCode, x: &'static str| (on && status == StatusCode::OK).then_some(x);
+    let flight = match role {
+        Role::Follow(flight) => {
+            let landed = flight.await;
+            if let Some((status, headers, body)) = landed.shared.clone() {
+                return respond(status, headers, body, shown(status, "shared"));
+            }
+            // Too large to share: this request computes its own.
+            let Some((req, next)) = waiting else {
+                return next_missing();
+            };
+            return next.run(req).await;
+        }
+        Role::Lead(flight) => flight,
+    };
+    let landing = Landing {
         cache: &cache,
         key: &key,
         flight: flight.clone(),
-    });
-    let answer = flight.await;
-    let (status, headers, body) = (*answer).clone();
-    if let (true, Some(scope), Some(_)) = (on, scope, &landing)
+    };
+    let landed = flight.await;
+    let Some((status, headers, body)) = landed.shared.clone() else {
+        drop(landing);
+        let own = landed
+            .own
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        return own.unwrap_or_else(next_missing);
+    };
+    if let (true, Some(scope)) = (on, scope)
         && status == StatusCode::OK
         && body.len() <= cache.capacity / 8
     {
@@ -301,8 +372,19 @@ pub async fn serve_cached(
     // one or the other.
     drop(landing);
     // Errors are never kept, and say nothing about the cache.
-    let shown = (on && status == StatusCode::OK).then_some(x_cache);
-    respond(status, headers, body, shown)
+    respond(status, headers, body, shown(status, "miss"))
+}
+
+/// The answer when a request's own computation is gone, which the flow
+/// above never lets happen.
+fn next_missing() -> Response {
+    tracing::error!("read cache: a request lost its own answer");
+    respond(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        HeaderMap::new(),
+        Bytes::from_static(b"{\"error\":\"internal\",\"detail\":\"answer lost\"}"),
+        None,
+    )
 }
 
 #[cfg(test)]

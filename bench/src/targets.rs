@@ -166,7 +166,7 @@ async fn startup(
     .await?;
     let fill = done.duration_since(t0).as_secs_f64();
     progress!(
-        "  filled in {:.1} s ({} runs/s, {})",
+        "  filled in {:.1} s ({} runs, {} cases)",
         fill,
         per_sec(runs as f64 / fill),
         per_sec(cases_total as f64 / fill)
@@ -318,7 +318,7 @@ async fn writes(
     let secs = done.duration_since(t0).as_secs_f64();
     let rate = runs as f64 / secs;
     progress!(
-        "  accepted in {:.2} s ({} posts/s), stored in {:.2} s ({} runs/s)",
+        "  accepted in {:.2} s ({} posts), stored in {:.2} s ({} runs)",
         accepted,
         per_sec(runs as f64 / accepted),
         secs,
@@ -359,10 +359,10 @@ async fn writes(
                 "6 writes: original POST /results ({POST_FAILURES} failures), {runs} runs, {conns} connection{}, accepted → visible",
                 if conns == 1 { "" } else { "s" }
             ),
-            format!("{} runs/s ({:.2} s)", per_sec(rate), secs),
+            format!("{} runs ({:.2} s)", per_sec(rate), secs),
         )
         .vs(
-            format!("sqlite3 .import {} runs/s", per_sec(ref_rate)),
+            format!("sqlite3 .import {} runs", per_sec(ref_rate)),
             rate / ref_rate,
         )
         .goal("≥ 2,700 runs/s", rate >= WRITE_TARGET),
