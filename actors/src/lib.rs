@@ -38,6 +38,7 @@ pub mod maintenance;
 pub mod model;
 #[cfg(test)]
 mod props;
+pub mod quarantine;
 pub mod queries;
 pub mod retention;
 pub mod rollups;

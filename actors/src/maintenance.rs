@@ -7,7 +7,9 @@
 //! interleaves with ingest's batches. Guarantees: a failure is logged and
 //! retried at the next tick, never fatal; the task ends promptly when its
 //! shutdown future completes, even in the middle of a pass (each message is
-//! its own transaction, so stopping between two loses nothing).
+//! its own transaction, so stopping between two loses nothing). A pass that
+//! failed (the database busy, the writer restarting) is tried again after
+//! [`RETRY_FIRST`], doubling up to [`MAINTENANCE_EVERY`], not an hour later.
 
 use std::future::Future;
 use std::time::Duration;
@@ -20,6 +22,9 @@ use crate::writer::{ExpireIncomplete, Writer};
 
 /// How often maintenance runs.
 pub const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The first wait before a failed pass is tried again.
+pub const RETRY_FIRST: Duration = Duration::from_secs(2);
 
 /// What maintenance does.
 #[derive(Debug, Clone, Copy)]
@@ -37,21 +42,32 @@ pub struct Settings {
 /// completes: expires incomplete runs and prunes by the retention settings.
 pub async fn run(writer: Addr<Writer>, settings: Settings, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+    let mut retry = RETRY_FIRST;
     loop {
-        tokio::select! {
+        let pass = async {
+            let expired = expire_incomplete(&writer, settings.incomplete_after).await;
+            let pruned = if settings.retention_days > 0 || settings.retention_runs > 0 {
+                prune(&writer, &settings).await
+            } else {
+                true
+            };
+            expired && pruned
+        };
+        let ok = tokio::select! {
             _ = &mut shutdown => return,
-            _ = tick.tick() => {}
-        }
-        let work = async {
-            expire_incomplete(&writer, settings.incomplete_after).await;
-            if settings.retention_days > 0 || settings.retention_runs > 0 {
-                prune(&writer, &settings).await;
-            }
+            ok = pass => ok,
+        };
+        let wait = if ok {
+            retry = RETRY_FIRST;
+            MAINTENANCE_EVERY
+        } else {
+            let wait = retry;
+            retry = (retry * 2).min(MAINTENANCE_EVERY);
+            wait
         };
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = work => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -62,7 +78,8 @@ fn ago(d: Option<chrono::TimeDelta>) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-async fn expire_incomplete(writer: &Addr<Writer>, after: Duration) {
+/// Whether the pass completed (false: try again soon).
+async fn expire_incomplete(writer: &Addr<Writer>, after: Duration) -> bool {
     let before = ago(chrono::TimeDelta::from_std(after).ok());
     let mut total = 0;
     loop {
@@ -75,12 +92,12 @@ async fn expire_incomplete(writer: &Addr<Writer>, after: Duration) {
             Ok(Ok(0)) => break,
             Ok(Ok(n)) => total += n,
             Ok(Err(e)) => {
-                tracing::warn!("cannot expire incomplete runs, will retry in an hour: {e}");
-                break;
+                tracing::warn!("cannot expire incomplete runs, will retry shortly: {e}");
+                return false;
             }
             Err(e) => {
                 tracing::warn!("writer unavailable: {e}");
-                break;
+                return false;
             }
         }
     }
@@ -90,9 +107,11 @@ async fn expire_incomplete(writer: &Addr<Writer>, after: Duration) {
             "dropped incomplete runs (pieces missing for {after:?}); see GET /rejected"
         );
     }
+    true
 }
 
-async fn prune(writer: &Addr<Writer>, settings: &Settings) {
+/// Whether the prune completed (false: try again soon).
+async fn prune(writer: &Addr<Writer>, settings: &Settings) -> bool {
     let (days, runs) = (settings.retention_days, settings.retention_runs);
     let policy = Policy {
         cutoff: (days > 0).then(|| ago(chrono::TimeDelta::try_days(i64::from(days)))),
@@ -106,16 +125,23 @@ async fn prune(writer: &Addr<Writer>, settings: &Settings) {
     match retention::prune(writer, policy).await {
         Ok(t) if t.deleted.is_empty() => {
             tracing::debug!("retention: nothing {what}");
+            true
         }
-        Ok(t) => tracing::info!(
-            runs = t.deleted.runs,
-            cases = t.deleted.cases,
-            incomplete = t.deleted.incomplete,
-            rejected = t.deleted.rejected,
-            mib_before = t.bytes_before / (1 << 20),
-            mib_after = t.bytes_after / (1 << 20),
-            "retention: pruned runs {what}"
-        ),
-        Err(e) => tracing::warn!("retention: prune failed, will retry in an hour: {e}"),
+        Ok(t) => {
+            tracing::info!(
+                runs = t.deleted.runs,
+                cases = t.deleted.cases,
+                incomplete = t.deleted.incomplete,
+                rejected = t.deleted.rejected,
+                mib_before = t.bytes_before / (1 << 20),
+                mib_after = t.bytes_after / (1 << 20),
+                "retention: pruned runs {what}"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!("retention: prune failed, will retry shortly: {e}");
+            false
+        }
     }
 }

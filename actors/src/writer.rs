@@ -121,7 +121,7 @@ impl StoreError {
 
 /// The writer actor. Owns the single-connection write pool.
 pub struct Writer {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     version: DataVersion,
     faults: Faults,
 }
@@ -151,7 +151,10 @@ impl Writer {
     /// outlives a change, and no panic in a write kills the actor: it
     /// becomes [`StoreError::Panicked`] (the dropped transaction rolls
     /// back) and is counted in the faults.
-    fn write<T: 'static, F: Future<Output = Result<(T, Changed), StoreError>> + 'static>(
+    pub(crate) fn write<
+        T: 'static,
+        F: Future<Output = Result<(T, Changed), StoreError>> + 'static,
+    >(
         &self,
         write: F,
     ) -> impl ActorFuture<Self, Output = Result<T, StoreError>> + 'static + use<T, F> {

@@ -6,9 +6,10 @@
 //!
 //! Start-up order: open SQLite and migrate; start the actors (no history is
 //! read); connect to NATS (in the background: the master serves reads
-//! while NATS is away); spawn ingest and the hourly maintenance task (runs
-//! left incomplete, retention); serve HTTP ([`server`]: header-read and
-//! idle timeouts; [`limits`]: memory for request bodies, large reads).
+//! while NATS is away); spawn ingest, the hourly maintenance task (runs
+//! left incomplete, retention) and the quarantine mirror ([`mirror`]);
+//! serve HTTP ([`server`]: header-read and idle timeouts; [`limits`]:
+//! memory for request bodies, large reads).
 //! Shutdown order: stop accepting HTTP and finish in-flight requests; stop
 //! pulling, finish and ack the batch in hand; drain NATS (flushes the acks);
 //! stop the actors.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod metrics;
+pub mod mirror;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -65,6 +67,9 @@ pub use state::AppState;
         metrics::metrics,
         routes::agent::check,
         routes::agent::post_message,
+        routes::quarantine::post_quarantine,
+        routes::quarantine::release_quarantine,
+        routes::quarantine::list_quarantine,
     ),
     modifiers(&BearerTokens)
 )]
@@ -119,6 +124,7 @@ pub fn app(state: AppState, config: &Config) -> Router {
         .merge(routes::analytics::workers_router())
         .merge(routes::health::router())
         .merge(routes::agent::router())
+        .merge(routes::quarantine::router())
         .route("/metrics", get(metrics::metrics))
         .with_state(state.clone());
     api.route(
@@ -239,6 +245,15 @@ pub async fn run(
         shutdown.child_token().cancelled_owned(),
     ));
 
+    let quarantine = Arc::new(mirror::QuarantineMirror::default());
+    let quarantine_mirror = tokio::spawn(mirror::run(
+        quarantine.clone(),
+        read.clone(),
+        nats.clone(),
+        js.clone(),
+        shutdown.child_token(),
+    ));
+
     let state = AppState {
         read: read.clone(),
         aggregates: actors.aggregates.clone(),
@@ -254,6 +269,7 @@ pub async fn run(
         faults: actors.faults.clone(),
         large_reads: Arc::new(limits::LargeReads::new(config.max_large_reads)),
         metrics: Arc::new(metrics::Metrics::new(config.master_name())),
+        quarantine,
     };
     if config.write_tokens.iter().all(|t| t.trim().is_empty()) {
         tracing::warn!(
@@ -275,6 +291,7 @@ pub async fn run(
     shutdown.cancel();
     let _ = ingest.await;
     let _ = maintenance.await;
+    let _ = quarantine_mirror.await;
     if let Err(e) = nats.drain().await {
         tracing::warn!("draining NATS: {e}");
     }

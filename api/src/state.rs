@@ -10,7 +10,7 @@ use ptp_actors::Aggregates;
 use ptp_ingest::IngestHealth;
 use sqlx::SqlitePool;
 
-use crate::{cache, limits, metrics};
+use crate::{cache, limits, metrics, mirror};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -38,4 +38,6 @@ pub struct AppState {
     pub large_reads: Arc<limits::LargeReads>,
     /// Request histograms and this master's name (`/metrics`).
     pub metrics: Arc<metrics::Metrics>,
+    /// The quarantine list's copy in the agents' bucket: pending projects.
+    pub quarantine: Arc<mirror::QuarantineMirror>,
 }

@@ -1,8 +1,9 @@
 //! The analytics tools: `get_flaky_tests`, `get_test_history`,
-//! `get_failure_clusters`, `get_slow_tests`.
+//! `get_failure_clusters`, `get_slow_tests`, `get_quarantine`.
 //!
 //! Each is one read of the master's analytics API (`/flaky`,
-//! `/tests/{id}/history`, `/failures/clusters`, `/tests/slow`), checked
+//! `/tests/{id}/history`, `/failures/clusters`, `/tests/slow`,
+//! `/quarantine`), checked
 //! before it is sent and compacted after: messages trimmed, run lists cut,
 //! passing tests never listed, totals always given. The rules themselves
 //! (what makes a test flaky, how failures are grouped) live in the master,
@@ -73,6 +74,23 @@ pub struct HistoryArgs {
     #[schemars(range(min = 1, max = 200))]
     pub limit: Option<i64>,
 }
+
+/// Arguments of `get_quarantine`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineArgs {
+    /// The project whose quarantined tests to list.
+    pub project: String,
+    /// Most tests listed, 1 to 100. Default 50 (the total is always given).
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<i64>,
+}
+
+const QUARANTINE_DESC: &str = "A project's quarantined tests: tests whose failures do not fail \
+the build (the agent exits 0 when they are the only failures; their real outcomes are still \
+stored). For each: test id, reason, since when, when it expires, and whether the flaky detector \
+quarantined it (auto). Use it for 'why is CI green although this test fails?', 'what is \
+quarantined?'. Prefer get_flaky_tests for what might deserve quarantine.";
 
 const FLAKY_DESC: &str = "Flaky tests: tests that both passed and failed on the same commit, \
 passed only after a retry, or keep flipping between pass and fail on a branch, over the newest \
@@ -182,9 +200,49 @@ impl PtpMcp {
     async fn get_slow_tests(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
         Ok(finish("get_slow_tests", self.slow_tests(args)).await)
     }
+
+    #[tool(
+        description = QUARANTINE_DESC,
+        input_schema = input_schema::<QuarantineArgs>(),
+        annotations(title = "Quarantined tests", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_quarantine(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
+        Ok(finish("get_quarantine", self.quarantine(args)).await)
+    }
 }
 
 impl PtpMcp {
+    async fn quarantine(&self, args: JsonObject) -> ToolResult {
+        let a: QuarantineArgs = parse("get_quarantine", args)?;
+        let Some(project) = given(Some(a.project)) else {
+            return Err(ToolError::Argument(
+                "project is required: the project whose quarantined tests to list".into(),
+            ));
+        };
+        let limit = bounded("limit", a.limit, 50, 1, 100)? as usize;
+        let v = self
+            .master
+            .get_value("/quarantine", &[("project", project)])
+            .await?;
+        let all = v["tests"].as_array().cloned().unwrap_or_default();
+        let tests: Vec<Value> = all
+            .iter()
+            .take(limit)
+            .map(|t| {
+                json!({
+                    "test_id": t["test_id"], "reason": trimmed(&t["reason"], 300),
+                    "since": t["since"], "expires_at": t["expires_at"], "auto": t["auto"],
+                })
+            })
+            .collect();
+        json_answer(&json!({
+            "project": v["project"],
+            "total": all.len(),
+            "tests": tests,
+            "mirror_error": v["mirror_error"],
+        }))
+    }
+
     async fn flaky_tests(&self, args: JsonObject) -> ToolResult {
         let a: WindowArgs = parse("get_flaky_tests", args)?;
         let q = window_query(

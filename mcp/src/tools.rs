@@ -1124,7 +1124,8 @@ fn is_zero_u32(n: &u32) -> bool {
 runs, run ids, project names); get_failures explains a failed run; get_trend shows whether the \
 pass rate improves; get_failure_stats finds chronically failing tests; get_flaky_tests finds tests \
 that pass and fail on the same code; get_failure_clusters groups failures by cause; \
-get_test_history follows one test; get_slow_tests explains a slower suite; compare_runs says what \
+get_test_history follows one test; get_slow_tests explains a slower suite; get_quarantine lists \
+a project's quarantined tests; compare_runs says what \
 a run broke; get_workers shows CI runners; get_report makes a self-contained HTML report. These \
 tools only read. When a project root is configured, run_tests runs its tests on this machine \
 (published to the master when NATS is configured), run_failed reruns the last local failures and \
@@ -1181,6 +1182,7 @@ mod tests {
                 "get_failure_stats",
                 "get_failures",
                 "get_flaky_tests",
+                "get_quarantine",
                 "get_report",
                 "get_slow_tests",
                 "get_summary",

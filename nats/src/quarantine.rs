@@ -151,6 +151,12 @@ async fn bucket(js: &jetstream::Context) -> Result<jetstream::kv::Store, Quarant
         .map_err(|e| QuarantineError::Write(e.to_string()))
 }
 
+/// Creates the bucket if it is missing; for the master at start, so agents
+/// find it (and read "nothing quarantined") before any list is written.
+pub async fn ensure_bucket(js: &jetstream::Context) -> Result<(), QuarantineError> {
+    bucket(js).await.map(|_| ())
+}
+
 impl QuarantineList {
     /// An empty list for `project`.
     pub fn new(project: &str, now: DateTime<Utc>) -> QuarantineList {

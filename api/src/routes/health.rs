@@ -37,6 +37,9 @@ pub struct Health {
     pub consumer_error: Option<String>,
     /// Why the last SQLite write failed, until one succeeds.
     pub store_error: Option<String>,
+    /// Why the agents' quarantine bucket is behind SQLite (NATS away): the
+    /// changes are stored and retried every few seconds while connected.
+    pub quarantine_mirror_error: Option<String>,
     /// Messages acked since start.
     pub acked: u64,
     /// Runs completed since start.
@@ -85,6 +88,7 @@ pub async fn health(
         Err(e) => e.to_string(),
     };
     let h = st.ingest.snapshot();
+    let quarantine_mirror_error = st.quarantine.error();
     let faults = st.faults.snapshot();
     let actors: BTreeMap<&'static str, ActorHealth> = [
         ("writer", st.writer.connected()),
@@ -108,6 +112,7 @@ pub async fn health(
         && database == "ok"
         && h.consumer_error.is_none()
         && h.store_error.is_none()
+        && quarantine_mirror_error.is_none()
         && actors.values().all(|a| a.state == "up");
     let body = Health {
         status: if ok { "ok" } else { "degraded" },
@@ -115,6 +120,7 @@ pub async fn health(
         database,
         consumer_error: h.consumer_error,
         store_error: h.store_error,
+        quarantine_mirror_error,
         acked: h.acked,
         runs_completed: h.runs_completed,
         rejected: h.rejected,

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod health;
 pub mod insights;
 pub(crate) mod paging;
+pub mod quarantine;
 pub mod results;
 
 use crate::error::ApiError;

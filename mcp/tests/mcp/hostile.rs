@@ -270,7 +270,7 @@ async fn stdio_answers_malformed_messages_and_goes_on() {
         assert_eq!(ok["id"], i, "{ok}");
         assert_eq!(
             ok["result"]["tools"].as_array().map(Vec::len),
-            Some(11),
+            Some(12),
             "{ok}"
         );
     }

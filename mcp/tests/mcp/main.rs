@@ -22,12 +22,13 @@ use rmcp::ServiceExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-const TOOLS: [&str; 11] = [
+const TOOLS: [&str; 12] = [
     "compare_runs",
     "get_failure_clusters",
     "get_failure_stats",
     "get_failures",
     "get_flaky_tests",
+    "get_quarantine",
     "get_report",
     "get_slow_tests",
     "get_summary",
@@ -562,6 +563,7 @@ async fn unreachable_master_is_a_tool_error_naming_the_url() {
         let args = match tool {
             "compare_runs" => json!({"base_run_id": "a", "head_run_id": "b"}),
             "get_test_history" => json!({"test_id": "t::x"}),
+            "get_quarantine" => json!({"project": "shop"}),
             _ => json!({}),
         };
         let e = err_text(tool, &call(&client, tool, args).await);
@@ -960,4 +962,65 @@ async fn report_of_failures_only_runs_says_what_the_window_holds() {
     assert!(!html.contains("last 0 runs"), "the window is not empty");
     client.cancel().await.expect("client closes");
     app.stop().await;
+}
+
+/// `get_quarantine` reads `GET /quarantine`: what the API quarantined,
+/// bounded by `limit` with the total given; a blank project is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_quarantine_lists_what_the_api_quarantined() {
+    let app = TestApp::spawn().await;
+    for (id, reason) in [("t::a", "flaky on CI"), ("t::b", "waits on the cache fix")] {
+        let r = app
+            .http
+            .post(format!("{}/quarantine", app.base))
+            .json(&json!({"project": "shop", "test_id": id, "reason": reason}))
+            .send()
+            .await
+            .expect("POST /quarantine");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let client = mcp_client(&app.base, 30).await;
+    let q = ok_json(
+        "get_quarantine",
+        &call(&client, "get_quarantine", json!({"project": "shop"})).await,
+    );
+    assert_eq!(q["total"], 2, "{q}");
+    assert_eq!(q["tests"][0]["test_id"], "t::a");
+    assert_eq!(q["tests"][0]["reason"], "flaky on CI");
+    assert_eq!(q["tests"][0]["auto"], false);
+    assert_eq!(q["mirror_error"], Value::Null);
+    let one = ok_json(
+        "get_quarantine",
+        &call(
+            &client,
+            "get_quarantine",
+            json!({"project": "shop", "limit": 1}),
+        )
+        .await,
+    );
+    assert_eq!(
+        (one["total"].as_u64(), one["tests"].as_array().map(Vec::len)),
+        (Some(2), Some(1)),
+        "{one}"
+    );
+    let none = ok_json(
+        "get_quarantine",
+        &call(&client, "get_quarantine", json!({"project": "other"})).await,
+    );
+    assert_eq!(none["total"], 0, "{none}");
+    let blank = err_text(
+        "get_quarantine",
+        &call(&client, "get_quarantine", json!({"project": " "})).await,
+    );
+    assert!(blank.contains("project is required"), "{blank}");
+    let bad = err_text(
+        "get_quarantine",
+        &call(
+            &client,
+            "get_quarantine",
+            json!({"project": "shop", "limit": 0}),
+        )
+        .await,
+    );
+    assert!(bad.contains("limit must be between 1 and 100"), "{bad}");
 }

@@ -1,0 +1,166 @@
+//! Quarantined tests, as stored: the `quarantine` table (migration 0010),
+//! the writer's two messages that change it ([`Quarantine`], [`Release`]),
+//! and the read of a project's active list ([`active`]).
+//!
+//! The table is the truth; the master mirrors each project's active rows
+//! into the agents' key-value bucket after every change (the API's
+//! `mirror` module). This crate knows nothing of that bucket: the bound on
+//! a project's list is the caller's rule, passed in as [`Quarantine::fits`]
+//! and checked inside the writer's transaction, so two concurrent requests
+//! can never together exceed it.
+//!
+//! Guarantees: one row per (project, test); quarantining a test again
+//! replaces its row; an entry whose `expires_at` has passed is never
+//! returned by [`active`] nor counted by `fits`, and is deleted by the
+//! project's next [`Quarantine`].
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use sqlx::SqlitePool;
+
+use crate::model::{from_millis, to_millis};
+use crate::version::Changed;
+use crate::writer::{StoreError, Writer};
+
+/// One quarantined test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Test id.
+    pub test_id: String,
+    /// Why.
+    pub reason: String,
+    /// Since when.
+    pub since: DateTime<Utc>,
+    /// When it ends by itself; `None`: until released.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Quarantined by the flaky detector, not a person.
+    pub auto: bool,
+}
+
+/// Quarantine `entry.test_id` in `project` (replacing an earlier entry of
+/// the same test). Replies `Ok(Err(why))`, storing nothing, when the
+/// project's resulting active list breaks `fits`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Result<(), String>, StoreError>")]
+pub struct Quarantine {
+    /// Project.
+    pub project: String,
+    /// The entry.
+    pub entry: Entry,
+    /// The bound on a project's active list (count, encoded size), checked
+    /// on the list as it would be after this change.
+    pub fits: fn(&str, &[Entry]) -> Result<(), String>,
+    /// Expiry is judged at this time.
+    pub now: DateTime<Utc>,
+}
+
+/// Release `test_id` in `project`; replies whether it was quarantined.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct Release {
+    /// Project.
+    pub project: String,
+    /// Test id.
+    pub test_id: String,
+}
+
+/// `project`'s entries active at `now`, by test id.
+pub async fn active(
+    pool: &SqlitePool,
+    project: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    active_in(pool, project, now).await
+}
+
+async fn active_in<'e, E: sqlx::SqliteExecutor<'e>>(
+    db: E,
+    project: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    let rows: Vec<(String, String, i64, Option<i64>, bool)> = sqlx::query_as(
+        "SELECT test_id, reason, since, expires_at, auto FROM quarantine \
+         WHERE project = ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY test_id",
+    )
+    .bind(project)
+    .bind(to_millis(now))
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(test_id, reason, since, expires_at, auto)| Entry {
+            test_id,
+            reason,
+            since: from_millis(since),
+            expires_at: expires_at.map(from_millis),
+            auto,
+        })
+        .collect())
+}
+
+/// Every project with a row (active or not), for re-mirroring at start.
+pub async fn projects(pool: &SqlitePool) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT project FROM quarantine")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|(p,)| p).collect())
+}
+
+impl Handler<Quarantine> for Writer {
+    type Result = AtomicResponse<Self, Result<Result<(), String>, StoreError>>;
+
+    fn handle(&mut self, msg: Quarantine, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool.clone();
+        AtomicResponse::new(Box::pin(self.write(async move {
+            let mut tx = pool.begin().await?;
+            let now = to_millis(msg.now);
+            sqlx::query(
+                "DELETE FROM quarantine WHERE project = ? AND expires_at IS NOT NULL \
+                 AND expires_at <= ?",
+            )
+            .bind(&msg.project)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let e = &msg.entry;
+            sqlx::query(
+                "INSERT INTO quarantine (project, test_id, reason, since, expires_at, auto) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project, test_id) DO UPDATE SET \
+                 reason = excluded.reason, since = excluded.since, \
+                 expires_at = excluded.expires_at, auto = excluded.auto",
+            )
+            .bind(&msg.project)
+            .bind(&e.test_id)
+            .bind(&e.reason)
+            .bind(to_millis(e.since))
+            .bind(e.expires_at.map(to_millis))
+            .bind(e.auto)
+            .execute(&mut *tx)
+            .await?;
+            let list = active_in(&mut *tx, &msg.project, msg.now).await?;
+            if let Err(why) = (msg.fits)(&msg.project, &list) {
+                tx.rollback().await?;
+                return Ok((Err(why), Changed::default()));
+            }
+            tx.commit().await?;
+            Ok((Ok(()), Changed::default()))
+        })))
+    }
+}
+
+impl Handler<Release> for Writer {
+    type Result = AtomicResponse<Self, Result<bool, StoreError>>;
+
+    fn handle(&mut self, msg: Release, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool.clone();
+        AtomicResponse::new(Box::pin(self.write(async move {
+            let done = sqlx::query("DELETE FROM quarantine WHERE project = ? AND test_id = ?")
+                .bind(&msg.project)
+                .bind(&msg.test_id)
+                .execute(&pool)
+                .await?
+                .rows_affected();
+            Ok((done > 0, Changed::default()))
+        })))
+    }
+}
