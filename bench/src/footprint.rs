@@ -6,7 +6,7 @@
 //! fill became queryable (the peak, `VmHWM`, is shown too). Start-up: the
 //! master is stopped with SIGTERM and spawned again on the same database;
 //! the clock runs from spawn to the first 200 from `/health`, polled every
-//! 2 ms. That includes migrating, rebuilding the aggregates from SQLite and
+//! 2 ms. That includes migrating (no history is read since issue 13) and
 //! connecting to NATS.
 //!
 //! References: the same master's memory right after start on an empty
