@@ -304,6 +304,22 @@ pub struct Resolved {
     pub argv: Vec<String>,
 }
 
+/// [`resolve`] for `run`'s and `list`'s options; a usage error is printed
+/// and answered with exit code 2.
+fn resolve_selection(select: &crate::config::Selection, cwd: &Path) -> Result<Resolved, i32> {
+    resolve(
+        select.runner.as_deref(),
+        &select.command,
+        select.filter.as_deref(),
+        select.python.as_deref(),
+        cwd,
+    )
+    .map_err(|e| {
+        eprintln!("ptp-agent: {e}");
+        2
+    })
+}
+
 /// Decides the runner and the command: `--runner` names it, else the
 /// command is recognised, else (no command) the project in `cwd` is
 /// detected. Errors are usage errors, said before anything runs.
@@ -655,18 +671,9 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
         }
     };
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let resolved = match resolve(
-        args.runner.as_deref(),
-        &args.command,
-        args.filter.as_deref(),
-        args.python.as_deref(),
-        &cwd,
-    ) {
+    let resolved = match resolve_selection(&args.select, &cwd) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("ptp-agent: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     let mut argv = resolved.argv.clone();
     let mut rerun = None;
@@ -976,18 +983,9 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
 /// `ptp-agent list`: the tests the runner would run, without running them.
 pub async fn list(args: ListArgs) -> i32 {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let resolved = match resolve(
-        args.runner.as_deref(),
-        &args.command,
-        args.filter.as_deref(),
-        args.python.as_deref(),
-        &cwd,
-    ) {
+    let resolved = match resolve_selection(&args.select, &cwd) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("ptp-agent: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     let Some(r) = resolved.runner else {
         eprintln!(

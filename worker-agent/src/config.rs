@@ -99,20 +99,6 @@ pub struct RunArgs {
     /// published), replacing it; written atomically once delivery is done.
     #[arg(long, env = "PTP_RESULTS_JSON", value_name = "FILE")]
     pub results_json: Option<PathBuf>,
-    /// The test runner: pytest, vitest, jest, node, go, nextest [default:
-    /// recognised from the command, else detected from the project's files
-    /// in the current directory].
-    #[arg(long, env = "PTP_RUNNER")]
-    pub runner: Option<String>,
-    /// Run only the tests matching this: a path (a file, directory or Go
-    /// package, or a pytest node id) or a name filter (pytest -k, vitest and
-    /// jest -t, node --test-name-pattern, go -run, a nextest filter).
-    #[arg(long, env = "PTP_FILTER")]
-    pub filter: Option<String>,
-    /// The Python whose pytest runs when no command is given [default:
-    /// .venv/bin/python in the current directory, else python3].
-    #[arg(long, env = "PTP_AGENT_PYTHON", value_name = "PATH")]
-    pub python: Option<PathBuf>,
     /// Run only the tests that failed or errored in this --results-json
     /// file of an earlier run (selected by id, as --retries does).
     #[arg(long, env = "PTP_FAILED_FROM", value_name = "FILE")]
@@ -140,9 +126,33 @@ pub struct RunArgs {
     /// failing test is quarantined and the run did not crash, it exits 0.
     #[arg(long, env = "PTP_NO_QUARANTINE")]
     pub no_quarantine: bool,
+    /// Which runner and tests (shared with `ptp-agent list`).
+    #[command(flatten)]
+    pub select: Selection,
+}
+
+/// Which runner, which tests and which command: `run` and `list` take the
+/// same options.
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// The test runner: pytest, vitest, jest, node, go, nextest [default:
+    /// recognised from the command, else detected from the project's files
+    /// in the current directory].
+    #[arg(long, env = "PTP_RUNNER")]
+    pub runner: Option<String>,
+    /// Run only the tests matching this: a path (a file, directory or Go
+    /// package, or a pytest node id) or a name filter (pytest -k, vitest and
+    /// jest -t, node --test-name-pattern, go -run, a nextest filter).
+    #[arg(long, env = "PTP_FILTER")]
+    pub filter: Option<String>,
+    /// The Python whose pytest runs when no command is given [default:
+    /// .venv/bin/python in the current directory, else python3].
+    #[arg(long, env = "PTP_AGENT_PYTHON", value_name = "PATH")]
+    pub python: Option<PathBuf>,
     /// The test command and its arguments (after `--`) [default: the
     /// runner's own command: python -m pytest, npx vitest run, npx jest,
-    /// node --test, gotestsum -- ./..., cargo nextest run].
+    /// node --test, gotestsum -- ./..., cargo nextest run; `list` turns it
+    /// into the runner's listing command].
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
@@ -154,16 +164,6 @@ pub struct RunArgs {
 /// Options of `ptp-agent list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The test runner (as for `run`).
-    #[arg(long, env = "PTP_RUNNER")]
-    pub runner: Option<String>,
-    /// List only the tests matching this (as for `run --filter`).
-    #[arg(long, env = "PTP_FILTER")]
-    pub filter: Option<String>,
-    /// The Python whose pytest lists when no command is given (as for
-    /// `run`).
-    #[arg(long, env = "PTP_AGENT_PYTHON", value_name = "PATH")]
-    pub python: Option<PathBuf>,
     /// Kill the listing (its whole process group) after this many seconds.
     #[arg(long, env = "PTP_TIMEOUT")]
     pub timeout: Option<u64>,
@@ -171,14 +171,9 @@ pub struct ListArgs {
     /// collection errors) instead of one id per line.
     #[arg(long, env = "PTP_LIST_JSON")]
     pub json: bool,
-    /// The test command (as for `run`); the agent turns it into the
-    /// runner's listing command.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
-    pub command: Vec<String>,
+    /// Which runner and tests (as for `run`).
+    #[command(flatten)]
+    pub select: Selection,
 }
 
 /// Options of `ptp-agent upload`.
