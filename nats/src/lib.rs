@@ -163,53 +163,25 @@ pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
 /// The settings in which an existing stream differs from the wanted one
 /// ("num_replicas 1 (wanted 3)"), among those this crate sets.
 fn differences(have: &stream::Config, want: &stream::Config) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut diff = |name: &str, have: String, want: String| {
-        if have != want {
-            out.push(format!("{name} {have} (wanted {want})"));
-        }
+    // Each setting as (name, its Debug text in `have`, in `want`).
+    let settings = |c: &stream::Config| {
+        [
+            ("num_replicas", format!("{:?}", c.num_replicas)),
+            ("max_age", format!("{:?}", c.max_age)),
+            ("max_bytes", format!("{:?}", c.max_bytes)),
+            ("storage", format!("{:?}", c.storage)),
+            ("retention", format!("{:?}", c.retention)),
+            ("subjects", format!("{:?}", c.subjects)),
+            ("duplicate_window", format!("{:?}", c.duplicate_window)),
+            ("discard", format!("{:?}", c.discard)),
+        ]
     };
-    diff(
-        "num_replicas",
-        have.num_replicas.to_string(),
-        want.num_replicas.to_string(),
-    );
-    diff(
-        "max_age",
-        format!("{:?}", have.max_age),
-        format!("{:?}", want.max_age),
-    );
-    diff(
-        "max_bytes",
-        have.max_bytes.to_string(),
-        want.max_bytes.to_string(),
-    );
-    diff(
-        "storage",
-        format!("{:?}", have.storage),
-        format!("{:?}", want.storage),
-    );
-    diff(
-        "retention",
-        format!("{:?}", have.retention),
-        format!("{:?}", want.retention),
-    );
-    diff(
-        "subjects",
-        format!("{:?}", have.subjects),
-        format!("{:?}", want.subjects),
-    );
-    diff(
-        "duplicate_window",
-        format!("{:?}", have.duplicate_window),
-        format!("{:?}", want.duplicate_window),
-    );
-    diff(
-        "discard",
-        format!("{:?}", have.discard),
-        format!("{:?}", want.discard),
-    );
-    out
+    settings(have)
+        .into_iter()
+        .zip(settings(want))
+        .filter(|((_, h), (_, w))| h != w)
+        .map(|((name, h), (_, w))| format!("{name} {h} (wanted {w})"))
+        .collect()
 }
 
 /// Errors from setting up the stream or consumer.

@@ -475,12 +475,8 @@ impl Heartbeat {
                 self.schema
             ));
         }
-        for (field, value) in [("project", &self.project), ("worker_id", &self.worker_id)] {
-            if value.is_empty() {
-                return Err(format!("{field} is empty"));
-            }
-            check_len(field, value, MAX_SHORT_BYTES)?;
-        }
+        check_name("project", &self.project)?;
+        check_name("worker_id", &self.worker_id)?;
         check_opt("host", &self.host, MAX_SHORT_BYTES)?;
         if let Some(id) = &self.run_id {
             valid_run_id(id)?;
@@ -593,6 +589,15 @@ pub fn decode(bytes: &[u8]) -> Result<WireMessage, DecodeError> {
     Ok(env.body)
 }
 
+/// Refuses an empty name or one longer than [`MAX_SHORT_BYTES`] (project,
+/// worker id: required in runs and heartbeats alike).
+fn check_name(field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    check_len(field, value, MAX_SHORT_BYTES)
+}
+
 fn check_opt(field: &str, value: &Option<String>, max: usize) -> Result<(), String> {
     value
         .as_deref()
@@ -688,15 +693,8 @@ impl RunInfo {
     /// Refuses impossible values, judging times against `now`.
     pub fn validate_at(&self, now: DateTime<Utc>) -> Result<(), String> {
         valid_run_id(&self.run_id)?;
-        if self.project.is_empty() {
-            return Err("project is empty".into());
-        }
-        if self.worker_id.is_empty() {
-            return Err("worker_id is empty".into());
-        }
-        for (field, value) in [("project", &self.project), ("worker_id", &self.worker_id)] {
-            check_len(field, value, MAX_SHORT_BYTES)?;
-        }
+        check_name("project", &self.project)?;
+        check_name("worker_id", &self.worker_id)?;
         check_opt("branch", &self.branch, MAX_SHORT_BYTES)?;
         check_opt("commit", &self.commit, MAX_SHORT_BYTES)?;
         check_opt("host", &self.host, MAX_SHORT_BYTES)?;
