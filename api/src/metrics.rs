@@ -188,12 +188,14 @@ pub async fn metrics(State(st): State<AppState>, Query(_): Query<NoQuery>) -> im
         u8::from(connected),
     );
     if connected {
+        // One consumer-info request (the consumer comes back with its info).
         let lag = async {
-            let mut stream = st.js.get_stream(ptp_nats::STREAM).await.ok()?;
-            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-                stream.get_consumer(ptp_nats::CONSUMER).await.ok()?;
-            let _ = &mut stream;
-            let info = consumer.info().await.ok()?;
+            let consumer: async_nats::jetstream::consumer::PullConsumer = st
+                .js
+                .get_consumer_from_stream(ptp_nats::CONSUMER, ptp_nats::STREAM)
+                .await
+                .ok()?;
+            let info = consumer.cached_info();
             Some((info.num_pending, info.num_ack_pending))
         };
         if let Ok(Some((pending, ack_pending))) =
