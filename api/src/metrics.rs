@@ -5,7 +5,7 @@
 //! messages in the stream not yet delivered to any master, and
 //! `consumer_ack_pending`), `ingest_batch_messages` and
 //! `ingest_commit_seconds` histograms, `http_request_duration_seconds` per
-//! route, method and status, `read_cache_hits_total` / `_misses_total`,
+//! route, method and status, `read_cache_hits_total` / `_misses_total` / `_shared_total`,
 //! `runs_stored_total`, `messages_acked_total`, `rejected_total`,
 //! `dead_letters_total`, `heartbeats_refused_total`, `actor_panics_total`,
 //! and `master_info{master="..."}` naming the master that answered (every
@@ -45,6 +45,7 @@ pub struct Metrics {
     http: Mutex<RouteHistograms>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    cache_shared: AtomicU64,
 }
 
 impl Metrics {
@@ -56,6 +57,7 @@ impl Metrics {
             http: Mutex::new(BTreeMap::new()),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            cache_shared: AtomicU64::new(0),
         }
     }
 
@@ -95,6 +97,7 @@ pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> R
     match res.headers().get("x-cache").map(HeaderValue::as_bytes) {
         Some(b"hit") => m.cache_hits.fetch_add(1, Ordering::Relaxed),
         Some(b"miss") => m.cache_misses.fetch_add(1, Ordering::Relaxed),
+        Some(b"shared") => m.cache_shared.fetch_add(1, Ordering::Relaxed),
         _ => 0,
     };
     if let Some(v) = &m.header {
@@ -178,6 +181,13 @@ pub async fn metrics(State(st): State<AppState>, Query(_): Query<NoQuery>) -> im
         "counter",
         "ptp_read_cache_misses_total",
         m.cache_misses.load(Ordering::Relaxed),
+    );
+    line(
+        &mut out,
+        "Answers shared with an identical request computing at the same time (single-flight).",
+        "counter",
+        "ptp_read_cache_shared_total",
+        m.cache_shared.load(Ordering::Relaxed),
     );
     let connected = st.nats.connection_state() == async_nats::connection::State::Connected;
     line(
