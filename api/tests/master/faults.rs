@@ -402,7 +402,18 @@ async fn a_poison_message_is_dead_lettered_and_blocks_nothing() {
     let reason = dead["reason"].as_str().unwrap_or_default();
     assert_eq!(dead["run_id"], "poison-00000", "{dead}");
     assert!(reason.contains("this row is poison"), "{reason}");
-    assert!(reason.contains("on 5 deliveries"), "{reason}");
+    // At least max deliveries (5): a delivery that met a busy database or
+    // an expired ack wait under load counts too, so the number may be higher.
+    let deliveries: u32 = reason
+        .split(" on ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no delivery count in {reason}"));
+    assert!(
+        deliveries >= 5,
+        "dead-lettered before max deliveries: {reason}"
+    );
     ptp_test_support::eventually(DEADLINE, "nothing left in flight", || async {
         (app.consumer_backlog().await == (0, 0)).then_some(())
     })
