@@ -222,8 +222,8 @@ pub async fn decide(
             tests: TestSet::Ids(candidates.iter().map(|(t, _)| t.clone()).collect()),
         };
         let found = flaky::find_flaky(pool, &w, FlipRule::default(), candidates.len()).await?;
-        let expires_at = TimeDelta::try_days(i64::from(settings.days))
-            .and_then(|d| now.checked_add_signed(d));
+        let expires_at =
+            TimeDelta::try_days(i64::from(settings.days)).and_then(|d| now.checked_add_signed(d));
         for f in found.tests {
             let released_after = candidates
                 .iter()
@@ -390,8 +390,16 @@ mod tests {
             }
             let at = t0() + TimeDelta::minutes(i as i64);
             store(&actors, vec![run(&format!("r{i}"), "p", "w", at, cases)]).await;
-            assert_eq!(clean_runs(&pool, "t::auto").await, Some(want), "after run {i}");
-            assert_eq!(clean_runs(&pool, "t::manual").await, Some(0), "manual: not counted");
+            assert_eq!(
+                clean_runs(&pool, "t::auto").await,
+                Some(want),
+                "after run {i}"
+            );
+            assert_eq!(
+                clean_runs(&pool, "t::manual").await,
+                Some(0),
+                "manual: not counted"
+            );
         }
     }
 
@@ -417,7 +425,13 @@ mod tests {
             i += 1;
             (
                 format!("r{i}"),
-                run(&format!("r{i}"), "p", "w", t0() + TimeDelta::minutes(i), cases),
+                run(
+                    &format!("r{i}"),
+                    "p",
+                    "w",
+                    t0() + TimeDelta::minutes(i),
+                    cases,
+                ),
             )
         };
         // A person quarantines t::manual first.
@@ -449,10 +463,16 @@ mod tests {
             .await
             .expect("list");
         let flaky = list.iter().find(|e| e.test_id == "t::flaky").expect("auto");
-        assert!(flaky.auto && flaky.reason.contains("passed_on_retry"), "{flaky:?}");
+        assert!(
+            flaky.auto && flaky.reason.contains("passed_on_retry"),
+            "{flaky:?}"
+        );
         let days = flaky.expires_at.expect("expires") - flaky.since;
         assert_eq!(days.num_days(), 7);
-        let manual = list.iter().find(|e| e.test_id == "t::manual").expect("kept");
+        let manual = list
+            .iter()
+            .find(|e| e.test_id == "t::manual")
+            .expect("kept");
         assert!(!manual.auto && manual.reason == "by hand", "{manual:?}");
 
         for n in 1..=2 {
@@ -471,7 +491,10 @@ mod tests {
             let still = list.iter().any(|e| e.test_id == "t::flaky");
             assert_eq!(still, n < 2, "after {n} clean runs");
             assert_eq!(changed.is_some(), n == 2);
-            assert!(list.iter().any(|e| e.test_id == "t::manual"), "manual stays");
+            assert!(
+                list.iter().any(|e| e.test_id == "t::manual"),
+                "manual stays"
+            );
         }
         // Another clean run: the old evidence still makes it flaky in the
         // window, but it was seen before the release.

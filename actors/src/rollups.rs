@@ -795,7 +795,9 @@ mod tests {
                 assert_eq!(rolled, plain, "since {since:?}, project {project:?}");
             }
         }
-        let top = failure_stats(&pool, Some("a"), None, &TestSet::All, 1).await.expect("top");
+        let top = failure_stats(&pool, Some("a"), None, &TestSet::All, 1)
+            .await
+            .expect("top");
         assert_eq!(
             (top[0].test_id.as_str(), top[0].fail_count),
             ("t::flaky", 8)

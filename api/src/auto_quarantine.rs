@@ -48,12 +48,18 @@ pub struct Judge {
 
 /// The channel ingest sends completed runs on, when automatic quarantine is
 /// on (`settings.days > 0`).
-pub fn channel(settings: Settings) -> Option<(mpsc::Sender<Vec<String>>, mpsc::Receiver<Vec<String>>)> {
+pub fn channel(
+    settings: Settings,
+) -> Option<(mpsc::Sender<Vec<String>>, mpsc::Receiver<Vec<String>>)> {
     (settings.days > 0).then(|| mpsc::channel(QUEUE))
 }
 
 /// Judges completed runs until `stop` or until ingest drops its sender.
-pub async fn run(judge: Judge, mut completed: mpsc::Receiver<Vec<String>>, stop: CancellationToken) {
+pub async fn run(
+    judge: Judge,
+    mut completed: mpsc::Receiver<Vec<String>>,
+    stop: CancellationToken,
+) {
     loop {
         let runs = tokio::select! {
             _ = stop.cancelled() => return,
@@ -88,7 +94,11 @@ pub async fn run(judge: Judge, mut completed: mpsc::Receiver<Vec<String>>, stop:
 
 /// After a flaky verdict was cleared: releases the test's automatic entry,
 /// if it has one, and mirrors the list. Answers whether it had one.
-pub async fn release_cleared(st: &AppState, project: &str, test_id: &str) -> Result<bool, ApiError> {
+pub async fn release_cleared(
+    st: &AppState,
+    project: &str,
+    test_id: &str,
+) -> Result<bool, ApiError> {
     let released = st
         .writer
         .send(Release {

@@ -447,7 +447,7 @@ fn page(input: &ReportInput<'_>) -> ReportPage {
             failures,
         }]
     };
-    let failures_more = failures_total.saturating_sub(failures.len() as u64);
+    let failures_more = failures_total.saturating_sub(failures_shown as u64);
     let failures_note = (!run.cases_complete && failures_total > 0).then(|| {
         "This run came in the original system's payload: failures have messages but no tracebacks."
             .to_string()

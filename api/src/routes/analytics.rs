@@ -261,8 +261,7 @@ pub async fn failure_stats(
     let tests = crate::routes::owner(q.owner)?;
     let stats = if q.branch.is_none() && q.worker_id.is_none() {
         // Project-wide: kept by the writer with the data.
-        rollups::failure_stats(&st.read, q.project.as_deref(), since, &tests, limit as u32)
-            .await?
+        rollups::failure_stats(&st.read, q.project.as_deref(), since, &tests, limit as u32).await?
     } else {
         // Narrower: one query over the runs that match.
         let filter = ptp_actors::queries::FailureFilter {

@@ -209,8 +209,7 @@ pub async fn clear_flaky(
             req.project, req.test_id, req.project
         )));
     }
-    let released =
-        crate::auto_quarantine::release_cleared(&st, &req.project, &req.test_id).await?;
+    let released = crate::auto_quarantine::release_cleared(&st, &req.project, &req.test_id).await?;
     Ok(axum::Json(Cleared {
         project: req.project,
         test_id: req.test_id,

@@ -97,7 +97,10 @@ async fn owners_and_quarantine_marks_are_stored_and_filter_the_analytics() {
     assert_eq!(cart_a["owners"], json!([CART]));
     let shared = case(&first, "t::shared");
     assert_eq!(shared["owners"], json!([CART, PAY]));
-    assert!(shared.get("quarantined").is_none(), "absent when false: {shared}");
+    assert!(
+        shared.get("quarantined").is_none(),
+        "absent when false: {shared}"
+    );
     let nobody = case(&first, "t::nobody");
     assert!(nobody.get("owners").is_none(), "absent when none: {nobody}");
     let second = app.wait_run("own-00001").await;
@@ -148,7 +151,12 @@ async fn owners_and_quarantine_marks_are_stored_and_filter_the_analytics() {
     assert_eq!(none["total"], 0, "{none}");
 
     let long = "o".repeat(300);
-    for route in ["/failures/stats", "/flaky", "/failures/clusters", "/tests/slow"] {
+    for route in [
+        "/failures/stats",
+        "/flaky",
+        "/failures/clusters",
+        "/tests/slow",
+    ] {
         for bad in ["", "%20", long.as_str()] {
             let path = format!("{route}?owner={bad}");
             let (status, body) = app.get(&path).await;
@@ -239,7 +247,10 @@ async fn flaky_tests_are_quarantined_automatically_and_released_after_clean_runs
         assert!(e["expires_at"].is_string(), "expires: {e}");
     }
     let manual = by_id("t::manual");
-    assert_eq!((&manual["auto"], &manual["reason"]), (&json!(false), &json!("by hand")));
+    assert_eq!(
+        (&manual["auto"], &manual["reason"]),
+        (&json!(false), &json!("by hand"))
+    );
     // The agents see them as they would read them.
     let bucket = ptp_test_support::eventually(DEADLINE, "the bucket to list them", || async {
         let b = in_bucket(&app).await;
@@ -282,5 +293,8 @@ async fn flaky_tests_are_quarantined_automatically_and_released_after_clean_runs
     assert_eq!(bucket, vec![("t::manual".to_string(), false)]);
     let left = listed(&app).await;
     assert_eq!(left.len(), 1, "{left:?}");
-    assert_eq!((&left[0]["test_id"], &left[0]["reason"]), (&json!("t::manual"), &json!("by hand")));
+    assert_eq!(
+        (&left[0]["test_id"], &left[0]["reason"]),
+        (&json!("t::manual"), &json!("by hand"))
+    );
 }

@@ -16,13 +16,22 @@ const PAY: &str = "@acme/pay";
 /// in the second.
 async fn seed(app: &TestApp) {
     let owned = |id: &str, outcome: &str, owners: &[&str], quarantined: bool| -> Value {
-        let mut c = case(id, outcome, 0.5, (outcome == "failed").then_some("boom"), None);
+        let mut c = case(
+            id,
+            outcome,
+            0.5,
+            (outcome == "failed").then_some("boom"),
+            None,
+        );
         c["owners"] = json!(owners);
         c["quarantined"] = json!(quarantined);
         c
     };
     let start = Utc::now() - chrono::Duration::minutes(10);
-    for (i, (cart, pay)) in [("passed", "failed"), ("failed", "passed")].into_iter().enumerate() {
+    for (i, (cart, pay)) in [("passed", "failed"), ("failed", "passed")]
+        .into_iter()
+        .enumerate()
+    {
         let cases = vec![
             owned("t::cart_a", cart, &[CART], i == 1),
             owned("t::cart_b", cart, &[CART], false),
@@ -35,7 +44,8 @@ async fn seed(app: &TestApp) {
         ];
         let run_id = format!("owned-{i}");
         let at = start + chrono::Duration::minutes(i as i64);
-        app.post_run(&run_payload(&run_id, "owned", "main", "w1", at, cases)).await;
+        app.post_run(&run_payload(&run_id, "owned", "main", "w1", at, cases))
+            .await;
     }
 }
 
@@ -58,9 +68,18 @@ async fn tools_take_owner_and_the_report_groups_failures_by_owner() {
 
     let flaky = ok_json(
         "get_flaky_tests",
-        &call(&client, "get_flaky_tests", json!({"project": "owned", "owner": CART})).await,
+        &call(
+            &client,
+            "get_flaky_tests",
+            json!({"project": "owned", "owner": CART}),
+        )
+        .await,
     );
-    assert_eq!(ids(&flaky["tests"]), ["t::both", "t::cart_a", "t::cart_b"], "{flaky}");
+    assert_eq!(
+        ids(&flaky["tests"]),
+        ["t::both", "t::cart_a", "t::cart_b"],
+        "{flaky}"
+    );
     let all = ok_json(
         "get_flaky_tests",
         &call(&client, "get_flaky_tests", json!({"project": "owned"})).await,
@@ -69,19 +88,34 @@ async fn tools_take_owner_and_the_report_groups_failures_by_owner() {
 
     let stats = ok_json(
         "get_failure_stats",
-        &call(&client, "get_failure_stats", json!({"project": "owned", "owner": PAY})).await,
+        &call(
+            &client,
+            "get_failure_stats",
+            json!({"project": "owned", "owner": PAY}),
+        )
+        .await,
     );
     assert_eq!(ids(&stats["tests"]), ["t::both", "t::pay_a"], "{stats}");
 
     let slow = ok_json(
         "get_slow_tests",
-        &call(&client, "get_slow_tests", json!({"project": "owned", "owner": PAY, "runs": 2, "recent": 1})).await,
+        &call(
+            &client,
+            "get_slow_tests",
+            json!({"project": "owned", "owner": PAY, "runs": 2, "recent": 1}),
+        )
+        .await,
     );
     assert_eq!(ids(&slow["slowest"]), ["t::both", "t::pay_a"], "{slow}");
 
     let clusters = ok_json(
         "get_failure_clusters",
-        &call(&client, "get_failure_clusters", json!({"project": "owned", "owner": PAY})).await,
+        &call(
+            &client,
+            "get_failure_clusters",
+            json!({"project": "owned", "owner": PAY}),
+        )
+        .await,
     );
     let mut tests: Vec<String> = clusters["clusters"]
         .as_array()
@@ -96,7 +130,12 @@ async fn tools_take_owner_and_the_report_groups_failures_by_owner() {
     // The master's refusal comes back naming the argument.
     let e = err_text(
         "get_flaky_tests",
-        &call(&client, "get_flaky_tests", json!({"owner": "o".repeat(300)})).await,
+        &call(
+            &client,
+            "get_flaky_tests",
+            json!({"owner": "o".repeat(300)}),
+        )
+        .await,
     );
     assert!(e.contains("owner"), "{e}");
 
@@ -111,14 +150,26 @@ async fn tools_take_owner_and_the_report_groups_failures_by_owner() {
         .and_then(|l| l.iter().find(|x| x["test_id"] == "t::cart_a"))
         .cloned()
         .unwrap_or_else(|| panic!("t::cart_a in {f}"));
-    assert_eq!((&cart_a["owners"], &cart_a["quarantined"]), (&json!([CART]), &json!(true)));
+    assert_eq!(
+        (&cart_a["owners"], &cart_a["quarantined"]),
+        (&json!([CART]), &json!(true))
+    );
 
     // The report, grouped by owner: one heading per owner, the shared test
     // under both, the marks shown.
-    let r = call(&client, "get_report", json!({"project": "owned", "group_by": "owner"})).await;
+    let r = call(
+        &client,
+        "get_report",
+        json!({"project": "owned", "group_by": "owner"}),
+    )
+    .await;
     let (_, _, html) = html_of(&r);
-    let cart_at = html.find("Owner: @acme/cart (3)").unwrap_or_else(|| panic!("cart heading"));
-    let pay_at = html.find("Owner: @acme/pay (1)").unwrap_or_else(|| panic!("pay heading"));
+    let cart_at = html
+        .find("Owner: @acme/cart (3)")
+        .unwrap_or_else(|| panic!("cart heading"));
+    let pay_at = html
+        .find("Owner: @acme/pay (1)")
+        .unwrap_or_else(|| panic!("pay heading"));
     assert!(cart_at < pay_at, "owners sorted");
     let cart_part = &html[cart_at..pay_at];
     for id in ["t::cart_a", "t::cart_b", "t::both"] {
@@ -126,16 +177,27 @@ async fn tools_take_owner_and_the_report_groups_failures_by_owner() {
     }
     let pay_part = &html[pay_at..];
     let pay_part = &pay_part[..pay_part.find("</section>").unwrap_or(pay_part.len())];
-    assert!(pay_part.contains("t::both"), "the shared test under both owners");
+    assert!(
+        pay_part.contains("t::both"),
+        "the shared test under both owners"
+    );
     assert!(!pay_part.contains("t::cart_a"), "{pay_part}");
     assert!(html.contains("⏸ quarantined"), "the mark is shown");
-    assert!(html.contains("1 of these failures were quarantined"), "the count is shown");
+    assert!(
+        html.contains("1 of these failures were quarantined"),
+        "the count is shown"
+    );
     let plain = call(&client, "get_report", json!({"project": "owned"})).await;
     let (_, _, plain) = html_of(&plain);
     assert!(!plain.contains("Owner: "), "not grouped unless asked");
     let e = err_text(
         "get_report",
-        &call(&client, "get_report", json!({"project": "owned", "group_by": "team"})).await,
+        &call(
+            &client,
+            "get_report",
+            json!({"project": "owned", "group_by": "team"}),
+        )
+        .await,
     );
     assert!(e.contains("group_by"), "{e}");
 }
