@@ -46,20 +46,17 @@ pub struct Judge {
     pub settings: Settings,
 }
 
+/// The ids of the runs one stored batch completed.
+pub type Completed = Vec<String>;
+
 /// The channel ingest sends completed runs on, when automatic quarantine is
 /// on (`settings.days > 0`).
-pub fn channel(
-    settings: Settings,
-) -> Option<(mpsc::Sender<Vec<String>>, mpsc::Receiver<Vec<String>>)> {
+pub fn channel(settings: Settings) -> Option<(mpsc::Sender<Completed>, mpsc::Receiver<Completed>)> {
     (settings.days > 0).then(|| mpsc::channel(QUEUE))
 }
 
 /// Judges completed runs until `stop` or until ingest drops its sender.
-pub async fn run(
-    judge: Judge,
-    mut completed: mpsc::Receiver<Vec<String>>,
-    stop: CancellationToken,
-) {
+pub async fn run(judge: Judge, mut completed: mpsc::Receiver<Completed>, stop: CancellationToken) {
     loop {
         let runs = tokio::select! {
             _ = stop.cancelled() => return,
