@@ -477,8 +477,10 @@ pub(crate) async fn clusters_signed(
         " SELECT s.run_id, s.started_at, c.test_id, {key} AS sig, c.outcome, c.chunk, c.idx, \
                  CASE WHEN {key} IS NULL THEN c.message END AS message, \
                  CASE WHEN {key} IS NULL THEN c.traceback END AS traceback \
-          FROM scope s JOIN test_cases c ON c.run_id = s.run_id AND c.outcome IN (0, 1)"
+          FROM scope s JOIN test_cases c ON c.run_id = s.run_id AND c.outcome IN (0, 1) \
+          WHERE 1 = 1"
     ));
+    crate::owners::push_filter(&mut q, &w.tests, "s.project", "c.test_id");
     // Every read in one transaction: one snapshot of the store.
     let mut tx = pool.begin().await?;
     let rows: Vec<FailureRow> = json_rows::fetch(q, &mut *tx).await?;

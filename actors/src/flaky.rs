@@ -21,7 +21,8 @@
 //!
 //! The judgement is a pure function ([`judge`]) of a test's verdicts over
 //! time; [`find_flaky`] loads only the tests that failed or were retried in
-//! the window (through the failure-first case index and a partial index of
+//! the window (narrowed to an owner's or to named tests by
+//! [`Window::tests`]) (through the failure-first case index and a partial index of
 //! retried cases) and then their verdicts.
 //!
 //! Verdicts are kept by the writer ([`record_evidence`], migration 0007): a
@@ -57,6 +58,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::json_rows;
 use crate::model::{from_millis, to_millis};
+use crate::owners::{TestSet, push_filter};
 
 /// A test's verdict in one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +225,10 @@ pub fn judge(
     })
 }
 
+/// Runs a flaky judgement covers when not told (`GET /flaky`, automatic
+/// quarantine).
+pub const DEFAULT_RUNS: u32 = 50;
+
 /// Which runs to look at.
 #[derive(Debug, Clone, Default)]
 pub struct Window {
@@ -234,6 +240,9 @@ pub struct Window {
     pub since: Option<DateTime<Utc>>,
     /// At most this many of the newest runs (after leaving out outages).
     pub runs: u32,
+    /// Only these tests (an owner's, or named ones of `project`); the runs
+    /// considered stay the window's.
+    pub tests: TestSet,
 }
 
 /// A run is an outage, not evidence, when more than half of the tests with a
@@ -435,7 +444,7 @@ pub(crate) async fn find_flaky_from(
         Evidence::Cases => "0",
     };
     q.push(format_args!(
-        ", cand AS (\
+        ", cand0 AS (\
            SELECT DISTINCT s.project, t.test_id FROM scope s \
              CROSS JOIN verdicts v JOIN tracked_tests t ON t.key = v.key \
              WHERE {kept} AND v.seq = s.seq AND (v.failed OR v.retried) \
@@ -447,6 +456,11 @@ pub(crate) async fn find_flaky_from(
            SELECT s.project, c.test_id FROM scope s \
              CROSS JOIN test_cases c INDEXED BY test_cases_retried \
              WHERE (NOT {kept} OR s.seq IS NULL) AND c.run_id = s.run_id AND c.flaky = 1), \
+         cand AS (SELECT project, test_id FROM cand0 WHERE 1 = 1"
+    ));
+    push_filter(&mut q, &w.tests, "project", "test_id");
+    q.push(format_args!(
+        "), \
          ck AS (SELECT k.project, k.test_id, t.key, \
                   CASE WHEN {kept} THEN t.since_seq END AS since_seq, \
                   f.cleared_at FROM cand k \
@@ -457,7 +471,11 @@ pub(crate) async fn find_flaky_from(
            FROM scope s CROSS JOIN verdicts v CROSS JOIN tracked_tests t \
            LEFT JOIN flaky_cleared f ON f.project = t.project AND f.test_id = t.test_id \
            WHERE {kept} AND v.seq = s.seq AND t.key = v.key AND t.project = s.project \
-             AND s.seq >= t.since_seq AND s.started_at > COALESCE(f.cleared_at, -1) \
+             AND s.seq >= t.since_seq AND s.started_at > COALESCE(f.cleared_at, -1)"
+    ));
+    push_filter(&mut q, &w.tests, "t.project", "t.test_id");
+    q.push(format_args!(
+        " \
            UNION ALL \
            SELECT s.project, c.test_id, s.n, MIN(c.outcome) <= 1, SUM(c.flaky) > 0 \
            FROM ck \

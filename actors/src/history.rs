@@ -300,7 +300,11 @@ pub async fn slow_tests(
         ", ranked AS (SELECT run_id, project, ROW_NUMBER() OVER (ORDER BY started_at DESC, run_id DESC) AS pos FROM scope), \
          per AS (SELECT k.project, c.test_id, k.pos, SUM(c.duration_secs) AS secs \
                  FROM ranked k JOIN test_cases c ON c.run_id = k.run_id AND c.outcome IN (0, 1, 2, 3) \
-                 GROUP BY k.run_id, c.test_id) \
+                 WHERE 1 = 1",
+    );
+    crate::owners::push_filter(&mut q, &w.tests, "k.project", "c.test_id");
+    q.push(
+        " GROUP BY k.run_id, c.test_id) \
          SELECT project, test_id, \
                 json_group_array(secs) FILTER (WHERE pos <= ",
     );

@@ -15,6 +15,9 @@
 //! - [`compare`]: two runs compared test by test.
 //! - [`flaky`], [`clusters`], [`history`]: flaky tests, failure clusters,
 //!   per-test history and slow tests, read from the database on demand.
+//! - [`owners`]: the owners of tests (CODEOWNERS) and the `owner=` filter.
+//! - [`quarantine`], [`auto_quarantine`]: quarantined tests, and which the
+//!   flaky detector quarantines and releases by itself.
 //! - [`retention`]: pruning old runs and reclaiming space.
 //! - [`maintenance`]: the periodic task that expires incomplete runs and
 //!   applies retention.
@@ -28,6 +31,7 @@
 //! `Addr::send`, and tests can start the very same thing from `#[tokio::test]`.
 
 pub mod aggregates;
+pub mod auto_quarantine;
 pub mod clusters;
 pub mod compare;
 pub mod db;
@@ -36,6 +40,7 @@ pub mod history;
 mod json_rows;
 pub mod maintenance;
 pub mod model;
+pub mod owners;
 #[cfg(test)]
 mod props;
 pub mod quarantine;

@@ -150,6 +150,10 @@ pub struct RunRecord {
     pub cases_complete: bool,
     /// Why the run has its status, when the agent said.
     pub note: Option<String>,
+    /// Failed or errored cases that were quarantined when they ran: the
+    /// writer counts them when the run completes (0 until then).
+    #[serde(default)]
+    pub quarantined_failures: u64,
 }
 
 /// One test case as stored.
@@ -177,6 +181,12 @@ pub struct CaseRecord {
     pub retries: u32,
     /// Passed after failing within the run.
     pub flaky: bool,
+    /// Owners of the test's file (CODEOWNERS), as the agent named them.
+    #[serde(default)]
+    pub owners: Vec<String>,
+    /// The test was quarantined when it ran; `outcome` is still the real one.
+    #[serde(default)]
+    pub quarantined: bool,
 }
 
 /// A message the master refused, with the reason.

@@ -226,6 +226,7 @@ async fn check(pool: &SqlitePool, when: &str) {
                         branch: branch.map(str::to_string),
                         since,
                         runs,
+                        tests: Default::default(),
                     };
                     for rule in rules {
                         let from_kept = flaky::find_flaky_from(pool, &w, rule, 100, Evidence::Kept)
@@ -258,7 +259,7 @@ async fn check(pool: &SqlitePool, when: &str) {
             let plain = queries::failure_stats_where(pool, &filter, 100)
                 .await
                 .expect("plain failure stats");
-            let rolled = rollups::failure_stats(pool, project, since, 100)
+            let rolled = rollups::failure_stats(pool, project, since, &Default::default(), 100)
                 .await
                 .expect("rolled-up failure stats");
             assert_eq!(

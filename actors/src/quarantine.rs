@@ -10,9 +10,14 @@
 //! can never together exceed it.
 //!
 //! Guarantees: one row per (project, test); quarantining a test again
-//! replaces its row; an entry whose `expires_at` has passed is never
+//! replaces its row (and restarts its clean-run count), except that an
+//! automatic entry never replaces a person's: that [`Quarantine`] is
+//! refused and changes nothing; a [`Release`] with `only_auto` never
+//! removes a person's entry. An entry whose `expires_at` has passed is never
 //! returned by [`active`] nor counted by `fits`, and is deleted by the
-//! project's next [`Quarantine`].
+//! project's next [`Quarantine`]. Every release notes the completion order
+//! at that moment, so evidence from earlier runs never quarantines the test
+//! again by itself ([`crate::auto_quarantine`]).
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -39,7 +44,8 @@ pub struct Entry {
 
 /// Quarantine `entry.test_id` in `project` (replacing an earlier entry of
 /// the same test). Replies `Ok(Err(why))`, storing nothing, when the
-/// project's resulting active list breaks `fits`.
+/// project's resulting active list breaks `fits`, or when `entry.auto` and
+/// a person's entry for the test exists.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Result<(), String>, StoreError>")]
 pub struct Quarantine {
@@ -54,7 +60,8 @@ pub struct Quarantine {
     pub now: DateTime<Utc>,
 }
 
-/// Release `test_id` in `project`; replies whether it was quarantined.
+/// Release `test_id` in `project`; replies whether it was quarantined
+/// (and is released now).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<bool, StoreError>")]
 pub struct Release {
@@ -62,6 +69,8 @@ pub struct Release {
     pub project: String,
     /// Test id.
     pub test_id: String,
+    /// Release only an automatic entry (a person's stays, reply `false`).
+    pub only_auto: bool,
 }
 
 /// `project`'s entries active at `now`, by test id.
@@ -123,11 +132,12 @@ impl Handler<Quarantine> for Writer {
             .execute(&mut *tx)
             .await?;
             let e = &msg.entry;
-            sqlx::query(
+            let stored = sqlx::query(
                 "INSERT INTO quarantine (project, test_id, reason, since, expires_at, auto) \
                  VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project, test_id) DO UPDATE SET \
                  reason = excluded.reason, since = excluded.since, \
-                 expires_at = excluded.expires_at, auto = excluded.auto",
+                 expires_at = excluded.expires_at, auto = excluded.auto, clean_runs = 0 \
+                 WHERE excluded.auto = 0 OR quarantine.auto = 1",
             )
             .bind(&msg.project)
             .bind(&e.test_id)
@@ -136,7 +146,17 @@ impl Handler<Quarantine> for Writer {
             .bind(e.expires_at.map(to_millis))
             .bind(e.auto)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if stored == 0 {
+                tx.rollback().await?;
+                let why = format!(
+                    "'{}' is quarantined by a person in project '{}'; the automatic entry \
+                     does not replace it",
+                    e.test_id, msg.project
+                );
+                return Ok((Err(why), Changed::default()));
+            }
             let list = active_in(&mut *tx, &msg.project, msg.now).await?;
             if let Err(why) = (msg.fits)(&msg.project, &list) {
                 tx.rollback().await?;
@@ -154,12 +174,20 @@ impl Handler<Release> for Writer {
     fn handle(&mut self, msg: Release, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
         AtomicResponse::new(Box::pin(self.write(async move {
-            let done = sqlx::query("DELETE FROM quarantine WHERE project = ? AND test_id = ?")
-                .bind(&msg.project)
-                .bind(&msg.test_id)
-                .execute(&pool)
-                .await?
-                .rows_affected();
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
+                "DELETE FROM quarantine WHERE project = ? AND test_id = ? AND (auto = 1 OR NOT ?)",
+            )
+            .bind(&msg.project)
+            .bind(&msg.test_id)
+            .bind(msg.only_auto)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done > 0 {
+                crate::auto_quarantine::note_release(&mut tx, &msg.project, &msg.test_id).await?;
+            }
+            tx.commit().await?;
             Ok((done > 0, Changed::default()))
         })))
     }

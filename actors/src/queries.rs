@@ -12,7 +12,7 @@ use crate::json_rows;
 use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, from_millis, to_millis};
 
 /// The columns of `runs` a [`RunRecord`] is made of.
-const RUN_FIELDS: [&str; 23] = [
+const RUN_FIELDS: [&str; 24] = [
     "run_id",
     "project",
     "branch",
@@ -36,6 +36,7 @@ const RUN_FIELDS: [&str; 23] = [
     "pass_rate",
     "cases_complete",
     "note",
+    "quarantined_failures",
 ];
 
 /// A `runs` row as [`json_rows`] hands it over.
@@ -64,6 +65,7 @@ struct RunRow {
     pass_rate: Option<f64>,
     cases_complete: i64,
     note: Option<String>,
+    quarantined_failures: i64,
 }
 
 impl From<RunRow> for RunRecord {
@@ -95,12 +97,13 @@ impl From<RunRow> for RunRecord {
             pass_rate: r.pass_rate,
             cases_complete: r.cases_complete != 0,
             note: r.note,
+            quarantined_failures: n(r.quarantined_failures),
         }
     }
 }
 
 /// The columns of `test_cases` a [`CaseRecord`] is made of.
-const CASE_FIELDS: [&str; 13] = [
+const CASE_FIELDS: [&str; 15] = [
     "test_id",
     "file",
     "classname",
@@ -112,6 +115,8 @@ const CASE_FIELDS: [&str; 13] = [
     "output",
     "retries",
     "flaky",
+    "owners",
+    "quarantined",
     "chunk",
     "idx",
 ];
@@ -130,6 +135,8 @@ struct CaseRow {
     output: Option<String>,
     retries: i64,
     flaky: i64,
+    owners: Option<String>,
+    quarantined: i64,
     chunk: i64,
     idx: i64,
 }
@@ -165,6 +172,8 @@ impl TryFrom<CaseRow> for CaseRecord {
             output: c.output,
             retries: c.retries.clamp(0, i64::from(u32::MAX)) as u32,
             flaky: c.flaky != 0,
+            owners: crate::owners::from_column(c.owners.as_deref())?,
+            quarantined: c.quarantined != 0,
         })
     }
 }
@@ -429,6 +438,8 @@ pub struct FailureFilter {
     pub worker_id: Option<String>,
     /// Only runs started at or after this.
     pub since: Option<DateTime<Utc>>,
+    /// Only these tests (an owner's).
+    pub tests: crate::owners::TestSet,
 }
 
 /// The most frequently failing tests among the runs matching `f`, counted
@@ -457,6 +468,7 @@ pub async fn failure_stats_where(
     if let Some(s) = f.since {
         qb.push(" AND r.started_at >= ").push_bind(to_millis(s));
     }
+    crate::owners::push_filter(&mut qb, &f.tests, "r.project", "c.test_id");
     qb.push(
         ") SELECT project, test_id, COUNT(DISTINCT run_id) AS n, MAX(started_at) AS last_at, \
          MAX(CASE WHEN rn = 1 THEN message END), MAX(CASE WHEN rn = 1 THEN run_id END) \

@@ -37,6 +37,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::json_rows;
 use crate::model::{RunRecord, from_millis, to_millis};
+use crate::owners::{TestSet, push_filter};
 
 /// Milliseconds in a day bucket of `test_failure_days`.
 const DAY_MS: i64 = 86_400_000;
@@ -525,6 +526,7 @@ pub async fn failure_stats(
     pool: &SqlitePool,
     project: Option<&str>,
     since: Option<DateTime<Utc>>,
+    tests: &TestSet,
     limit: u32,
 ) -> Result<Vec<FailureStat>, sqlx::Error> {
     let mut qb: QueryBuilder<Sqlite>;
@@ -532,11 +534,12 @@ pub async fn failure_stats(
         None => {
             qb = QueryBuilder::new(
                 "SELECT project, test_id, fail_count, last_failed_at, last_message, last_run_id \
-                 FROM test_failures",
+                 FROM test_failures WHERE 1 = 1",
             );
             if let Some(p) = project {
-                qb.push(" WHERE project = ").push_bind(p.to_string());
+                qb.push(" AND project = ").push_bind(p.to_string());
             }
+            push_filter(&mut qb, tests, "project", "test_id");
             qb.push(" ORDER BY fail_count DESC, last_failed_at DESC, test_id LIMIT ");
         }
         Some(since) => {
@@ -569,7 +572,11 @@ pub async fn failure_stats(
                  SELECT f.project, f.test_id, SUM(w.n) AS n, f.last_failed_at, f.last_message, \
                         f.last_run_id \
                  FROM w JOIN test_failures f ON f.project = w.project AND f.test_id = w.test_id \
-                 GROUP BY f.project, f.test_id \
+                 WHERE 1 = 1",
+            );
+            push_filter(&mut qb, tests, "f.project", "f.test_id");
+            qb.push(
+                " GROUP BY f.project, f.test_id \
                  ORDER BY n DESC, f.last_failed_at DESC, f.test_id LIMIT ",
             );
         }
@@ -782,13 +789,15 @@ mod tests {
                 let plain = queries::failure_stats_where(&pool, &filter, 100)
                     .await
                     .expect("plain");
-                let rolled = failure_stats(&pool, project, since, 100)
+                let rolled = failure_stats(&pool, project, since, &TestSet::All, 100)
                     .await
                     .expect("rollup");
                 assert_eq!(rolled, plain, "since {since:?}, project {project:?}");
             }
         }
-        let top = failure_stats(&pool, Some("a"), None, 1).await.expect("top");
+        let top = failure_stats(&pool, Some("a"), None, &TestSet::All, 1)
+            .await
+            .expect("top");
         assert_eq!(
             (top[0].test_id.as_str(), top[0].fail_count),
             ("t::flaky", 8)

@@ -29,6 +29,8 @@ pub(crate) fn case(test: &str, outcome: Outcome, message: Option<&str>) -> CaseR
         output: None,
         retries: 0,
         flaky: false,
+        owners: Vec::new(),
+        quarantined: false,
     }
 }
 
@@ -75,6 +77,7 @@ pub(crate) fn record(
         counts,
         cases_complete: true,
         note: None,
+        quarantined_failures: 0,
     }
 }
 

@@ -16,7 +16,9 @@
 //!   cases; otherwise its cases are dropped and a rejection says why.
 //! - The rollups ([`crate::rollups`]: worker statistics, failure counts)
 //!   are updated in the transaction that makes a run visible and in the one
-//!   that prunes it, so they never disagree with the runs stored.
+//!   that prunes it, so they never disagree with the runs stored. So are the
+//!   current owners of its tests ([`crate::owners`]) and the clean-run
+//!   counts of its quarantined tests ([`crate::auto_quarantine`]).
 //! - A failed transaction rolls back entirely and the error goes back to the
 //!   caller, which leaves the messages unacked for redelivery.
 
@@ -29,11 +31,11 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, to_millis};
 use crate::supervise::Faults;
 use crate::version::{Changed, DataVersion};
-use crate::{clusters, flaky, rollups};
+use crate::{auto_quarantine, clusters, flaky, owners, rollups};
 
-/// Rows per multi-row `INSERT` into `test_cases` (15 binds a row, under
+/// Rows per multi-row `INSERT` into `test_cases` (17 binds a row, under
 /// SQLite's 32,766-variable limit).
-const CASE_ROWS_PER_STATEMENT: usize = 2000;
+const CASE_ROWS_PER_STATEMENT: usize = 1900;
 
 /// One unit of work inside a [`StoreBatch`].
 #[derive(Debug, Clone)]
@@ -722,7 +724,7 @@ async fn insert_cases(
         .collect();
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
         "INSERT INTO test_cases (run_id, chunk, idx, test_id, file, classname, name, outcome, \
-         duration_secs, message, traceback, output, retries, flaky, sig) ",
+         duration_secs, message, traceback, output, retries, flaky, sig, owners, quarantined) ",
     );
     qb.push_values(
         rows.iter().zip(&keys),
@@ -741,7 +743,9 @@ async fn insert_cases(
                 .push_bind(c.output.clone())
                 .push_bind(c.retries)
                 .push_bind(c.flaky)
-                .push_bind(*key);
+                .push_bind(*key)
+                .push_bind(owners::to_column(&c.owners))
+                .push_bind(c.quarantined);
         },
     );
     qb.build().execute(&mut *conn).await?;
@@ -807,7 +811,7 @@ async fn try_complete(
         .bind(run_id)
         .execute(&mut *conn)
         .await?;
-    let run = match verdict {
+    let mut run = match verdict {
         Ok(run) => run,
         Err(reason) => {
             sqlx::query("DELETE FROM test_cases WHERE run_id = ?")
@@ -833,8 +837,17 @@ async fn try_complete(
     )
     .fetch_one(&mut *conn)
     .await?;
+    let (quarantined,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM test_cases WHERE run_id = ? AND outcome IN (0, 1) AND quarantined = 1",
+    )
+    .bind(run_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    run.quarantined_failures = quarantined.max(0) as u64;
     insert_run(&mut *conn, &run, digest.as_deref(), now, seq).await?;
     rollups::add_run(&mut *conn, &run, now).await?;
+    owners::record_owners(&mut *conn, run_id, &run.project).await?;
+    auto_quarantine::count_clean_runs(&mut *conn, run_id, &run.project).await?;
     flaky::record_evidence(conn, run_id, &run.project, seq).await?;
     Ok(Completion::Done {
         project: run.project,
@@ -881,8 +894,9 @@ async fn insert_run(
     sqlx::query(
         "INSERT INTO runs (run_id, project, branch, commit_sha, worker_id, host, runner, command, \
          started_at, finished_at, duration_secs, exit_code, status, total, passed, failed, error, \
-         skipped, xfailed, xpassed, pass_rate, cases_complete, note, received_at, digest, seq) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         skipped, xfailed, xpassed, pass_rate, cases_complete, note, received_at, digest, seq, \
+         quarantined_failures) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&r.run_id)
     .bind(&r.project)
@@ -910,6 +924,7 @@ async fn insert_run(
     .bind(now)
     .bind(digest)
     .bind(seq)
+    .bind(r.quarantined_failures as i64)
     .execute(conn)
     .await?;
     Ok(())

@@ -87,6 +87,20 @@ pub struct Config {
     #[arg(long, env = "PTP_INCOMPLETE_AFTER_MINUTES", default_value_t = 1440)]
     pub incomplete_after_minutes: u64,
 
+    /// Quarantine a test by itself for this many days when the flaky
+    /// detector names it after a run (its newest 50 runs, as GET /flaky);
+    /// the agents learn it from the quarantine bucket. 0 turns automatic
+    /// quarantine off. A person's quarantine is never replaced nor released.
+    #[arg(long, env = "PTP_AUTO_QUARANTINE_DAYS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=366))]
+    pub auto_quarantine_days: u32,
+
+    /// Release an automatic quarantine after this many consecutive runs in
+    /// which the test passed without retries (a failure or a retry starts
+    /// the count over). Clearing the test's flaky verdict (POST
+    /// /flaky/clear) or the expiry releases it too.
+    #[arg(long, env = "PTP_RELEASE_AFTER_CLEAN_RUNS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub release_after_clean_runs: u32,
+
     /// A worker not heard from for this many minutes is shown as offline.
     #[arg(long, env = "PTP_OFFLINE_AFTER_MINUTES", default_value_t = 1440)]
     pub offline_after_minutes: u64,
@@ -177,6 +191,8 @@ impl Config {
             retention_days: 0,
             retention_runs: 0,
             incomplete_after_minutes: 1440,
+            auto_quarantine_days: 0,
+            release_after_clean_runs: 10,
             offline_after_minutes: 1440,
             max_workers: ptp_actors::aggregates::DEFAULT_MAX_WORKERS,
             write_tokens: Vec::new(),

@@ -7,7 +7,8 @@
 //! Start-up order: open SQLite and migrate; start the actors (no history is
 //! read); connect to NATS (in the background: the master serves reads
 //! while NATS is away); spawn ingest, the hourly maintenance task (runs
-//! left incomplete, retention) and the quarantine mirror ([`mirror`]);
+//! left incomplete, retention), the quarantine mirror ([`mirror`]) and,
+//! when on, automatic quarantine ([`auto_quarantine`], fed by ingest);
 //! serve HTTP ([`server`]: header-read and idle timeouts; [`limits`]:
 //! memory for request bodies, large reads).
 //! Shutdown order: stop accepting HTTP and finish in-flight requests; stop
@@ -15,6 +16,7 @@
 //! stop the actors.
 
 pub mod auth;
+pub mod auto_quarantine;
 pub mod cache;
 pub mod config;
 pub mod error;
@@ -211,6 +213,12 @@ pub async fn run(
         .with_context(|| format!("invalid NATS URL {}", config.nats_url))?;
     let js = async_nats::jetstream::new(nats.clone());
 
+    let auto_settings = ptp_actors::auto_quarantine::Settings {
+        days: config.auto_quarantine_days,
+        release_after_clean_runs: config.release_after_clean_runs,
+    };
+    let (completed_tx, completed_rx) = auto_quarantine::channel(auto_settings).unzip();
+
     let health = Arc::new(IngestHealth::default());
     let ingest_config = IngestConfig {
         batch_max: config.ingest_batch as usize,
@@ -221,6 +229,7 @@ pub async fn run(
         },
         ack_wait: Duration::from_secs(config.ack_wait_secs),
         max_deliveries: config.max_deliveries as i64,
+        completed: completed_tx,
         ..IngestConfig::default()
     };
     let ingest_token = shutdown.child_token();
@@ -253,6 +262,20 @@ pub async fn run(
         js.clone(),
         shutdown.child_token(),
     ));
+
+    let auto_judge = completed_rx.map(|rx| {
+        tokio::spawn(auto_quarantine::run(
+            auto_quarantine::Judge {
+                read: read.clone(),
+                writer: actors.writer.clone(),
+                mirror: quarantine.clone(),
+                js: js.clone(),
+                settings: auto_settings,
+            },
+            rx,
+            shutdown.child_token(),
+        ))
+    });
 
     let state = AppState {
         read: read.clone(),
@@ -292,6 +315,9 @@ pub async fn run(
     let _ = ingest.await;
     let _ = maintenance.await;
     let _ = quarantine_mirror.await;
+    if let Some(judge) = auto_judge {
+        let _ = judge.await;
+    }
     if let Err(e) = nats.drain().await {
         tracing::warn!("draining NATS: {e}");
     }

@@ -56,6 +56,11 @@ pub struct IngestConfig {
     /// Deliveries after which a message the database keeps refusing, while
     /// it accepts others, becomes a dead letter.
     pub max_deliveries: i64,
+    /// Where the ids of the runs each stored batch completed are sent,
+    /// after the ack (the master's automatic quarantine). A full channel
+    /// makes ingest wait (results wait in the stream); a closed one is
+    /// ignored.
+    pub completed: Option<tokio::sync::mpsc::Sender<Vec<String>>>,
 }
 
 impl Default for IngestConfig {
@@ -66,6 +71,7 @@ impl Default for IngestConfig {
             stream: ptp_nats::StreamSettings::default(),
             ack_wait: ptp_nats::ACK_WAIT,
             max_deliveries: 5,
+            completed: None,
         }
     }
 }
@@ -207,6 +213,8 @@ fn case_record(c: schema::TestCase) -> CaseRecord {
         output: c.output,
         retries: c.retries,
         flaky: c.flaky,
+        owners: c.owners,
+        quarantined: c.quarantined,
     }
 }
 
@@ -239,6 +247,8 @@ fn run_record(r: schema::RunInfo) -> RunRecord {
         counts,
         cases_complete: r.cases_complete,
         note: r.note,
+        // Counted by the writer when the run completes.
+        quarantined_failures: 0,
     }
 }
 
@@ -487,13 +497,20 @@ async fn nak_all(msgs: &[jetstream::Message], delay: Duration) {
     }
 }
 
-fn record(health: &IngestHealth, acked: usize, report: &BatchReport) {
+/// Counts a stored and acked batch, and hands its completed runs on.
+async fn record(health: &IngestHealth, config: &IngestConfig, acked: usize, report: &BatchReport) {
     health.update(|h| {
         h.store_error = None;
         h.acked += acked as u64;
         h.runs_completed += report.completed.len() as u64;
         h.rejected += report.rejected as u64;
     });
+    if let Some(to) = &config.completed
+        && !report.completed.is_empty()
+    {
+        // Closed: nobody listens any more (shutting down).
+        let _ = to.send(report.completed.clone()).await;
+    }
 }
 
 /// Stores a pulled batch in one transaction and acks it. If the database
@@ -517,7 +534,7 @@ async fn store_and_ack(
         Ok(report) => {
             health.batch_messages.observe(msgs.len() as f64);
             ack_all(&msgs).await;
-            record(health, msgs.len(), &report);
+            record(health, config, msgs.len(), &report).await;
             tracing::debug!(
                 messages = msgs.len(),
                 completed = report.completed.len(),
@@ -562,7 +579,7 @@ async fn isolate(
         let reason = match store(writer, vec![item_of(m)]).await {
             Ok(report) => {
                 ack_all(std::slice::from_ref(m)).await;
-                record(health, 1, &report);
+                record(health, config, 1, &report).await;
                 continue;
             }
             Err(Failure::Database(reason)) => {
@@ -601,7 +618,7 @@ async fn isolate(
                     "message {id} dead-lettered after {delivered} deliveries: {reason}"
                 );
                 ack_all(std::slice::from_ref(m)).await;
-                record(health, 1, &report);
+                record(health, config, 1, &report).await;
                 health.update(|h| h.dead_letters += 1);
             }
             Err(Failure::Database(e) | Failure::Data(e)) => {

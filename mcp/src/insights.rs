@@ -33,6 +33,8 @@ pub struct WindowArgs {
     /// How many of the newest runs to look at, 1 to 1000. Default 50 (20 for get_slow_tests).
     #[schemars(range(min = 1, max = 1000))]
     pub runs: Option<i64>,
+    /// Only tests of this owner, exactly as CODEOWNERS names it (e.g. "@acme/cart" or "qa@example.com"), by the owners the newest run named.
+    pub owner: Option<String>,
     /// Most entries listed, 1 to 100. Default 20 (totals are always given).
     #[schemars(range(min = 1, max = 100))]
     pub limit: Option<i64>,
@@ -52,6 +54,8 @@ pub struct SlowArgs {
     /// How many of the newest runs to look at, 2 to 1000. Default 20.
     #[schemars(range(min = 2, max = 1000))]
     pub runs: Option<i64>,
+    /// Only tests of this owner, exactly as CODEOWNERS names it (e.g. "@acme/cart" or "qa@example.com"), by the owners the newest run named.
+    pub owner: Option<String>,
     /// Of those, how many newest runs are "recent" (compared with the rest). Default 5.
     #[schemars(range(min = 1, max = 999))]
     pub recent: Option<i64>,
@@ -122,6 +126,7 @@ duration changes between two particular runs.";
 fn window_query(
     project: Option<String>,
     branch: Option<String>,
+    owner: Option<String>,
     days: Option<i64>,
     runs: (&'static str, Option<i64>, u32, u32),
     limit: (Option<i64>, u32),
@@ -144,6 +149,9 @@ fn window_query(
     }
     if let Some(b) = given(branch) {
         q.push(("branch", b));
+    }
+    if let Some(o) = given(owner) {
+        q.push(("owner", o));
     }
     Ok(q)
 }
@@ -248,6 +256,7 @@ impl PtpMcp {
         let q = window_query(
             a.project,
             a.branch,
+            a.owner,
             a.days,
             ("runs", a.runs, 50, 1),
             (a.limit, 20),
@@ -347,6 +356,7 @@ impl PtpMcp {
         let q = window_query(
             a.project,
             a.branch,
+            a.owner,
             a.days,
             ("runs", a.runs, 50, 1),
             (a.limit, 20),
@@ -374,6 +384,7 @@ impl PtpMcp {
         let mut q = window_query(
             a.project,
             a.branch,
+            a.owner,
             a.days,
             ("runs", a.runs, 20, 2),
             (a.limit, 10),

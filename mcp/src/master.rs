@@ -157,6 +157,9 @@ pub struct Run {
     /// Why the run has its status.
     #[serde(default)]
     pub note: Option<String>,
+    /// Of the failures, those quarantined when they ran.
+    #[serde(default)]
+    pub quarantined_failures: u64,
 }
 
 fn yes() -> bool {
@@ -185,6 +188,13 @@ pub struct Case {
     /// Passed only after failing within the run.
     #[serde(default)]
     pub flaky: bool,
+    /// Owners of the test's file (CODEOWNERS); absent from the master's
+    /// answer when none.
+    #[serde(default)]
+    pub owners: Vec<String>,
+    /// Quarantined when it ran (the outcome is still the real one).
+    #[serde(default)]
+    pub quarantined: bool,
 }
 
 impl Case {
@@ -616,10 +626,11 @@ impl MasterClient {
     }
 
     /// `GET /failures/stats`: most frequently failing tests, in the last
-    /// `days` or all time (`limit` 1..=500).
+    /// `days` or all time (`limit` 1..=500), of one `owner` when given.
     pub async fn failure_stats(
         &self,
         filter: &RunFilter,
+        owner: &Option<String>,
         days: Option<u32>,
         limit: u32,
     ) -> Result<Vec<FailureStat>, MasterError> {
@@ -627,6 +638,7 @@ impl MasterClient {
         push(&mut q, "project", &filter.project);
         push(&mut q, "branch", &filter.branch);
         push(&mut q, "worker_id", &filter.worker_id);
+        push(&mut q, "owner", owner);
         if let Some(d) = days {
             q.push(("days", d.to_string()));
         }

@@ -5,7 +5,8 @@
 //! into view structs of preformatted strings and renders
 //! `templates/report.html` with askama. Sections: headline of the latest
 //! run, pass-rate trend as inline SVG, failures of the latest run (message
-//! and collapsible traceback), most frequent failures, slowest tests,
+//! and collapsible traceback, quarantined ones marked; one list, or one per
+//! owner with `group_by_owner`), most frequent failures, slowest tests,
 //! workers.
 //!
 //! Guarantees:
@@ -117,6 +118,8 @@ pub struct ReportInput<'a> {
     pub flaky: Option<&'a FlakyReport>,
     /// Failure clusters of the project (and branch), when the master answered.
     pub clusters: Option<&'a ClusterReport>,
+    /// List the latest run's failures under their owners (CODEOWNERS).
+    pub group_by_owner: bool,
     /// The master the data came from (shown as text).
     pub master_url: &'a str,
     /// When the report was made.
@@ -124,6 +127,7 @@ pub struct ReportInput<'a> {
 }
 
 /// A run status as shown: a word, a symbol and a CSS class from a fixed set.
+#[derive(Clone)]
 struct Badge {
     class: &'static str,
     symbol: &'static str,
@@ -271,6 +275,7 @@ struct TrendRow {
     total: u64,
 }
 
+#[derive(Clone)]
 struct FailureRow {
     test_id: String,
     badge: Badge,
@@ -278,6 +283,14 @@ struct FailureRow {
     message: Option<String>,
     traceback: Option<String>,
     retries: u32,
+    quarantined: bool,
+}
+
+/// Failures under one heading: an owner's, "no owner", or (not grouped)
+/// all of them without a heading.
+struct FailureGroup {
+    owner: Option<String>,
+    failures: Vec<FailureRow>,
 }
 
 struct StatRow {
@@ -334,10 +347,12 @@ struct ReportPage {
     headline: Headline,
     chart: Chart,
     trend: Vec<TrendRow>,
-    failures: Vec<FailureRow>,
+    failure_groups: Vec<FailureGroup>,
+    failures_shown: usize,
     failures_total: u64,
     failures_more: u64,
     failures_note: Option<String>,
+    quarantined_failures: u64,
     stats: Vec<StatRow>,
     flaky: Option<Vec<FlakyRow>>,
     flaky_more: u64,
@@ -406,9 +421,9 @@ fn page(input: &ReportInput<'_>) -> ReportPage {
         .filter(|c| c.is_failure())
         .collect();
     let failures_total = (run.failed + run.error).max(failing.len() as u64);
-    let failures: Vec<FailureRow> = failing
+    let shown: Vec<&Case> = failing.iter().take(FAILURES_SHOWN).copied().collect();
+    let failures: Vec<FailureRow> = shown
         .iter()
-        .take(FAILURES_SHOWN)
         .map(|c| FailureRow {
             test_id: trim_end(&c.test_id, TEST_ID_CHARS),
             badge: outcome_badge(&c.outcome),
@@ -420,9 +435,19 @@ fn page(input: &ReportInput<'_>) -> ReportPage {
                 .filter(|t| !t.trim().is_empty())
                 .map(|t| trim_middle(t, TRACEBACK_CHARS)),
             retries: c.retries,
+            quarantined: c.quarantined,
         })
         .collect();
-    let failures_more = failures_total.saturating_sub(failures.len() as u64);
+    let failures_shown = failures.len();
+    let failure_groups = if input.group_by_owner {
+        by_owner(&shown, failures)
+    } else {
+        vec![FailureGroup {
+            owner: None,
+            failures,
+        }]
+    };
+    let failures_more = failures_total.saturating_sub(failures_shown as u64);
     let failures_note = (!run.cases_complete && failures_total > 0).then(|| {
         "This run came in the original system's payload: failures have messages but no tracebacks."
             .to_string()
@@ -563,10 +588,12 @@ fn page(input: &ReportInput<'_>) -> ReportPage {
         headline,
         chart: chart(input.runs),
         trend,
-        failures,
+        failure_groups,
+        failures_shown,
         failures_total,
         failures_more,
         failures_note,
+        quarantined_failures: run.quarantined_failures,
         stats,
         flaky,
         flaky_more,
@@ -580,6 +607,45 @@ fn page(input: &ReportInput<'_>) -> ReportPage {
         workers,
         workers_more: input.workers.len().saturating_sub(WORKERS_SHOWN),
     }
+}
+
+/// Owners kept per failure when grouping (the wire's bound), and characters
+/// of an owner's name shown.
+const OWNERS_PER_TEST: usize = 16;
+const OWNER_CHARS: usize = 100;
+
+/// `rows` (made from `cases`, in the same order) under one heading per
+/// owner, owners sorted, "no owner" last; a test with several owners is
+/// under each.
+fn by_owner(cases: &[&Case], rows: Vec<FailureRow>) -> Vec<FailureGroup> {
+    let mut groups: std::collections::BTreeMap<String, Vec<FailureRow>> = Default::default();
+    let mut unowned = Vec::new();
+    for (case, row) in cases.iter().zip(rows) {
+        if case.owners.is_empty() {
+            unowned.push(row);
+            continue;
+        }
+        for owner in case.owners.iter().take(OWNERS_PER_TEST) {
+            groups
+                .entry(trim_end(owner, OWNER_CHARS))
+                .or_default()
+                .push(row.clone());
+        }
+    }
+    let mut out: Vec<FailureGroup> = groups
+        .into_iter()
+        .map(|(owner, failures)| FailureGroup {
+            owner: Some(owner),
+            failures,
+        })
+        .collect();
+    if !unowned.is_empty() {
+        out.push(FailureGroup {
+            owner: Some("no owner".into()),
+            failures: unowned,
+        });
+    }
+    out
 }
 
 /// The pass-rate chart: y is 0..100 %, x the runs oldest to newest, evenly

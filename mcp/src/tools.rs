@@ -199,6 +199,8 @@ pub struct FailureStatsArgs {
     pub branch: Option<String>,
     /// Only failures in runs of this CI worker.
     pub worker_id: Option<String>,
+    /// Only tests of this owner, exactly as CODEOWNERS names it (e.g. "@acme/cart" or "qa@example.com"), by the owners the newest run named.
+    pub owner: Option<String>,
     /// Window: the last N days, 1 to 3650. Default: all stored runs.
     #[schemars(range(min = 1, max = 3650))]
     pub days: Option<i64>,
@@ -240,6 +242,8 @@ pub struct ReportArgs {
     /// failure-cluster sections cover: 1 to 500. Default 20.
     #[schemars(range(min = 1, max = REPORT_RUNS_MAX))]
     pub runs: Option<i64>,
+    /// "owner": list the latest run's failures under one heading per owner (CODEOWNERS; a test with several owners is listed under each, one without under "no owner"). Default: one list.
+    pub group_by: Option<String>,
     /// A file name ending in .html (e.g. "shop-main.html", or "team/shop.html" for an existing subdirectory) to write the HTML to, inside the server's report dir (--report-dir / PTP_MCP_REPORT_DIR). When given, the tool answers the written path and a summary instead of embedding the HTML. Refused when the server has no report dir (the default), for absolute paths, '..', '~', links leading outside the dir, and existing files that are not reports this server wrote (its own reports are replaced).
     pub output_path: Option<String>,
 }
@@ -257,6 +261,8 @@ pub(crate) struct ReportScope {
     pub(crate) filter: RunFilter,
     /// How many of the newest runs (1 to [`REPORT_RUNS_MAX`]).
     pub(crate) runs: u32,
+    /// List the latest run's failures under their owners.
+    pub(crate) group_by_owner: bool,
 }
 
 impl ReportScope {
@@ -270,6 +276,7 @@ impl ReportScope {
     ) -> Result<ReportScope, ToolError> {
         Ok(ReportScope {
             runs: bounded("runs", runs, REPORT_RUNS_DEFAULT, 1, REPORT_RUNS_MAX)?,
+            group_by_owner: false,
             filter: RunFilter {
                 project: given(project),
                 branch: given(branch),
@@ -391,6 +398,9 @@ struct RunLine {
     /// Only failures are stored (the original system's payload).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     failures_only: bool,
+    /// Failures that were quarantined when they ran.
+    #[serde(skip_serializing_if = "is_zero")]
+    quarantined_failures: u64,
 }
 
 impl From<&Run> for RunLine {
@@ -414,6 +424,7 @@ impl From<&Run> for RunLine {
             duration_s: (r.duration * 100.0).round() / 100.0,
             note: r.note.as_deref().map(|n| trim_end(n, 300)),
             failures_only: !r.cases_complete,
+            quarantined_failures: r.quarantined_failures,
         }
     }
 }
@@ -763,6 +774,10 @@ impl PtpMcp {
             traceback: Option<String>,
             #[serde(skip_serializing_if = "is_zero_u32")]
             retries: u32,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            owners: Vec<String>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            quarantined: bool,
         }
         #[derive(Serialize)]
         struct Answer {
@@ -789,6 +804,8 @@ impl PtpMcp {
                     .filter(|_| tb_chars > 0)
                     .map(|t| trim_middle(t, tb_chars)),
                 retries: c.retries,
+                owners: c.owners.iter().take(16).map(|o| trim_end(o, 100)).collect(),
+                quarantined: c.quarantined,
             })
             .collect();
         let total = (detail.run.failed + detail.run.error).max(failures.len() as u64);
@@ -885,7 +902,10 @@ impl PtpMcp {
             worker_id: given(a.worker_id),
             status: None,
         };
-        let stats = self.master.failure_stats(&filter, days, limit).await?;
+        let stats = self
+            .master
+            .failure_stats(&filter, &given(a.owner), days, limit)
+            .await?;
         let project = filter.project.clone();
         #[derive(Serialize)]
         struct Line {
@@ -992,7 +1012,9 @@ impl PtpMcp {
 
     async fn report(&self, args: JsonObject) -> ToolResult {
         let a: ReportArgs = parse("get_report", args)?;
-        let scope = ReportScope::new(a.project, a.branch, a.worker_id, a.runs)?;
+        let mut scope = ReportScope::new(a.project, a.branch, a.worker_id, a.runs)?;
+        check_one_of("group_by", &a.group_by, &["owner"])?;
+        scope.group_by_owner = a.group_by.is_some();
         let output = match given(a.output_path) {
             Some(raw) => Some((self.report_file(&raw)?, raw)),
             None => None,
@@ -1040,7 +1062,7 @@ impl PtpMcp {
                         .run(&latest_id, Some("failed,error"), REPORT_FAILURES_LIMIT),
                     self.master
                         .slowest_cases(&latest_id, report::SLOWEST_SHOWN as u32),
-                    self.master.failure_stats(filter, None, 10),
+                    self.master.failure_stats(filter, &None, None, 10),
                     self.master.workers(),
                 )
             },
@@ -1078,6 +1100,7 @@ impl PtpMcp {
             workers: &workers,
             flaky: flaky.as_ref(),
             clusters: clusters.as_ref(),
+            group_by_owner: scope.group_by_owner,
             master_url: self.master.base_url(),
             generated_at: Utc::now(),
         })

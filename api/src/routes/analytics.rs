@@ -192,6 +192,10 @@ pub struct FailureQuery {
     pub branch: Option<String>,
     /// Only runs of this worker.
     pub worker_id: Option<String>,
+    /// Only tests of this owner, matched exactly as CODEOWNERS names it
+    /// (`@acme/cart`, `qa@example.com`; at most 256 bytes), by the owners
+    /// the newest run with each test named.
+    pub owner: Option<String>,
     /// Window start, RFC 3339 (overrides `days`).
     pub since: Option<DateTime<Utc>>,
     /// Window: the last N days, 1..=3650 (default: all stored runs).
@@ -234,7 +238,8 @@ impl From<FailureStat> for FailureStatView {
 }
 
 /// The most frequently failing tests in a window, most failures first,
-/// counted once per run. `branch` and `worker_id` narrow it to those runs.
+/// counted once per run. `branch` and `worker_id` narrow it to those runs,
+/// `owner` to the tests of one owner (CODEOWNERS).
 #[utoipa::path(get, path = "/failures/stats", params(FailureQuery), responses(
     (status = 200, description = "Tests by failure count", body = Vec<FailureStatView>),
     (status = 400, description = "Bad parameter", body = ErrorBody)))]
@@ -253,9 +258,10 @@ pub async fn failure_stats(
         }
         (None, None) => None,
     };
+    let tests = crate::routes::owner(q.owner)?;
     let stats = if q.branch.is_none() && q.worker_id.is_none() {
         // Project-wide: kept by the writer with the data.
-        rollups::failure_stats(&st.read, q.project.as_deref(), since, limit as u32).await?
+        rollups::failure_stats(&st.read, q.project.as_deref(), since, &tests, limit as u32).await?
     } else {
         // Narrower: one query over the runs that match.
         let filter = ptp_actors::queries::FailureFilter {
@@ -263,6 +269,7 @@ pub async fn failure_stats(
             branch: q.branch,
             worker_id: q.worker_id,
             since,
+            tests,
         };
         ptp_actors::queries::failure_stats_where(&st.read, &filter, limit as u32).await?
     };

@@ -10,8 +10,8 @@
 //! - `GET /failures/clusters`: failures grouped by normalised signature.
 //! - `GET /tests/slow`: slowest tests and duration regressions.
 //!
-//! Each reads a window of recent runs (`project`, `branch`, `days`, `runs`)
-//! from the read pool through the per-test and failure-first indexes; the
+//! Each reads a window of recent runs (`project`, `branch`, `days`, `runs`;
+//! `owner` narrows the tests, see `ptp_actors::owners`) from the read pool through the per-test and failure-first indexes; the
 //! rules live in `ptp_actors::{flaky, clusters, history}`. This module checks
 //! input and shapes answers.
 
@@ -28,7 +28,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, Path, Query};
-use crate::routes::bounded;
+use crate::routes::{bounded, owner};
 use crate::state::AppState;
 
 /// Routes of this resource.
@@ -53,13 +53,14 @@ fn non_empty(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> 
     }
 }
 
-/// The window every analytics query reads.
+/// The window every analytics query reads, narrowed to `owner`'s tests.
 fn window(
     project: Option<String>,
     branch: Option<String>,
     days: Option<i64>,
     runs: Option<u32>,
     default_runs: u32,
+    owner_: Option<String>,
 ) -> Result<Window, ApiError> {
     let project = non_empty("project", project)?;
     let branch = non_empty("branch", branch)?;
@@ -77,6 +78,7 @@ fn window(
         branch,
         since,
         runs: bounded("runs", runs, default_runs, 1, 1000)?,
+        tests: owner(owner_)?,
     })
 }
 
@@ -93,6 +95,10 @@ pub struct FlakyQuery {
     pub days: Option<i64>,
     /// The newest N runs, 1..=1000 (default 50), outages left out.
     pub runs: Option<u32>,
+    /// Only tests of this owner, matched exactly as CODEOWNERS names it
+    /// (`@acme/cart`, `qa@example.com`; at most 256 bytes), by the owners
+    /// the newest run with each test named.
+    pub owner: Option<String>,
     /// Flip rate (flips per transition between consecutive runs on a branch)
     /// that makes a test flaky, 0..=1 (default 0.3).
     pub threshold: Option<f64>,
@@ -113,7 +119,14 @@ pub async fn flaky_tests(
     State(st): State<AppState>,
     Query(q): Query<FlakyQuery>,
 ) -> Result<axum::Json<FlakyReport>, ApiError> {
-    let w = window(q.project, q.branch, q.days, q.runs, 50)?;
+    let w = window(
+        q.project,
+        q.branch,
+        q.days,
+        q.runs,
+        flaky::DEFAULT_RUNS,
+        q.owner,
+    )?;
     let threshold = q.threshold.unwrap_or(0.3);
     if !(0.0..=1.0).contains(&threshold) {
         return Err(ApiError::BadRequest(format!(
@@ -151,6 +164,9 @@ pub struct Cleared {
     pub test_id: String,
     /// Evidence from runs that started before this no longer counts.
     pub cleared_at: DateTime<Utc>,
+    /// Whether an automatic quarantine of the test was released with it
+    /// (a person's quarantine stays).
+    pub released: bool,
 }
 
 /// Marks a flaky test fixed.
@@ -193,10 +209,12 @@ pub async fn clear_flaky(
             req.project, req.test_id, req.project
         )));
     }
+    let released = crate::auto_quarantine::release_cleared(&st, &req.project, &req.test_id).await?;
     Ok(axum::Json(Cleared {
         project: req.project,
         test_id: req.test_id,
         cleared_at: at,
+        released,
     }))
 }
 
@@ -271,6 +289,10 @@ pub struct ClustersQuery {
     pub days: Option<i64>,
     /// The newest N runs, 1..=1000 (default 50).
     pub runs: Option<u32>,
+    /// Only tests of this owner, matched exactly as CODEOWNERS names it
+    /// (`@acme/cart`, `qa@example.com`; at most 256 bytes), by the owners
+    /// the newest run with each test named.
+    pub owner: Option<String>,
     /// Most clusters listed, 1..=1000 (default 50); `total` counts all.
     pub limit: Option<usize>,
 }
@@ -285,7 +307,7 @@ pub async fn failure_clusters(
     State(st): State<AppState>,
     Query(q): Query<ClustersQuery>,
 ) -> Result<axum::Json<ClusterReport>, ApiError> {
-    let w = window(q.project, q.branch, q.days, q.runs, 50)?;
+    let w = window(q.project, q.branch, q.days, q.runs, 50, q.owner)?;
     let limit = bounded("limit", q.limit, 50, 1, 1000)?;
     Ok(axum::Json(clusters::clusters(&st.read, &w, limit).await?))
 }
@@ -303,6 +325,10 @@ pub struct SlowQuery {
     pub days: Option<i64>,
     /// The newest N runs, 2..=1000 (default 20).
     pub runs: Option<u32>,
+    /// Only tests of this owner, matched exactly as CODEOWNERS names it
+    /// (`@acme/cart`, `qa@example.com`; at most 256 bytes), by the owners
+    /// the newest run with each test named.
+    pub owner: Option<String>,
     /// Of those, the newest N are "recent", the rest the baseline
     /// (1..runs, default 5).
     pub recent: Option<u32>,
@@ -326,7 +352,7 @@ pub async fn slow_tests(
     State(st): State<AppState>,
     Query(q): Query<SlowQuery>,
 ) -> Result<axum::Json<SlowReport>, ApiError> {
-    let w = window(q.project, q.branch, q.days, q.runs, 20)?;
+    let w = window(q.project, q.branch, q.days, q.runs, 20, q.owner)?;
     if w.runs < 2 {
         return Err(ApiError::BadRequest(
             "runs must be at least 2 (recent runs plus a baseline)".into(),

@@ -29,3 +29,24 @@ pub(crate) fn bounded<T: PartialOrd + Copy + std::fmt::Display>(
         )))
     }
 }
+
+/// The `owner` query parameter: the tests whose current owners (from the
+/// newest run's CODEOWNERS) include it, matched exactly as CODEOWNERS writes
+/// it (`@acme/cart`, `qa@example.com`); every test when absent. A blank or
+/// over-long value is a 400 naming `owner`.
+pub(crate) fn owner(v: Option<String>) -> Result<ptp_actors::owners::TestSet, ApiError> {
+    use ptp_actors::owners::TestSet;
+    use ptp_nats::schema::{MAX_OWNER_BYTES, check_len};
+    match v {
+        None => Ok(TestSet::All),
+        Some(o) if o.trim().is_empty() => Err(ApiError::BadRequest(
+            "owner is empty; give an owner as CODEOWNERS names it (e.g. @acme/cart or \
+             qa@example.com) or leave it out"
+                .into(),
+        )),
+        Some(o) => {
+            check_len("owner", &o, MAX_OWNER_BYTES).map_err(ApiError::BadRequest)?;
+            Ok(TestSet::Owner(o))
+        }
+    }
+}

@@ -192,6 +192,7 @@ pub async fn release_quarantine(
         .send(Release {
             project: project.clone(),
             test_id: test_id.clone(),
+            only_auto: false,
         })
         .await?
         .map_err(ApiError::from)?;

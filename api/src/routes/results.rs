@@ -85,6 +85,10 @@ pub struct RunView {
     pub cases_complete: bool,
     /// Why the run has its status, when known.
     pub note: Option<String>,
+    /// Of `failed` and `error`, the cases that were quarantined when they
+    /// ran (their outcomes are the real ones; the agent did not fail the
+    /// build for them).
+    pub quarantined_failures: u64,
 }
 
 impl From<RunRecord> for RunView {
@@ -114,6 +118,7 @@ impl From<RunRecord> for RunView {
             pass_rate: r.pass_rate,
             cases_complete: r.cases_complete,
             note: r.note,
+            quarantined_failures: r.quarantined_failures,
         }
     }
 }
@@ -143,6 +148,14 @@ pub struct CaseView {
     pub retries: u32,
     /// Passed after failing within the run.
     pub flaky: bool,
+    /// Owners of the test's file from CODEOWNERS, as the agent named them;
+    /// absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+    /// Present and true when the test was quarantined when it ran (its
+    /// `outcome` is still the real one); absent otherwise.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
 }
 
 impl From<CaseRecord> for CaseView {
@@ -159,6 +172,8 @@ impl From<CaseRecord> for CaseView {
             output: c.output,
             retries: c.retries,
             flaky: c.flaky,
+            owners: c.owners,
+            quarantined: c.quarantined,
         }
     }
 }

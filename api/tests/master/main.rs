@@ -13,6 +13,7 @@ mod hostile;
 mod insights;
 mod limits;
 mod metrics;
+mod owners;
 mod quarantine;
 mod retention;
 mod security;

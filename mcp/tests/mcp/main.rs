@@ -12,6 +12,7 @@
 mod helpers;
 mod hostile;
 mod local;
+mod owners;
 mod page;
 
 use std::process::Command;
