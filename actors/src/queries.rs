@@ -472,7 +472,7 @@ pub async fn failure_stats_where(
     qb.push(
         ") SELECT project, test_id, COUNT(DISTINCT run_id) AS n, MAX(started_at) AS last_at, \
          MAX(CASE WHEN rn = 1 THEN message END), MAX(CASE WHEN rn = 1 THEN run_id END) \
-         FROM f GROUP BY project, test_id ORDER BY n DESC, last_at DESC, test_id LIMIT ",
+         FROM f GROUP BY project, test_id ORDER BY n DESC, last_at DESC, test_id, project LIMIT ",
     )
     .push_bind(i64::from(limit));
     let rows: Vec<crate::rollups::StatRow> = qb.build_query_as().fetch_all(pool).await?;

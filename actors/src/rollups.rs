@@ -521,7 +521,9 @@ pub(crate) type StatRow = (String, String, i64, i64, Option<String>, String);
 
 /// The most frequently failing tests (of a project, or of all), counted
 /// once per run, among the runs started at or after `since` (all stored
-/// runs when `None`); most failures first, then the most recent.
+/// runs when `None`); most failures first, then the most recent, then by
+/// test id and project: a total order, so ties come back the same on every
+/// path (the property test compares this with `failure_stats_where`).
 pub async fn failure_stats(
     pool: &SqlitePool,
     project: Option<&str>,
@@ -540,7 +542,7 @@ pub async fn failure_stats(
                 qb.push(" AND project = ").push_bind(p.to_string());
             }
             push_filter(&mut qb, tests, "project", "test_id");
-            qb.push(" ORDER BY fail_count DESC, last_failed_at DESC, test_id LIMIT ");
+            qb.push(" ORDER BY fail_count DESC, last_failed_at DESC, test_id, project LIMIT ");
         }
         Some(since) => {
             // The newest failure of a test that failed in the window is in
@@ -577,7 +579,7 @@ pub async fn failure_stats(
             push_filter(&mut qb, tests, "f.project", "f.test_id");
             qb.push(
                 " GROUP BY f.project, f.test_id \
-                 ORDER BY n DESC, f.last_failed_at DESC, f.test_id LIMIT ",
+                 ORDER BY n DESC, f.last_failed_at DESC, f.test_id, f.project LIMIT ",
             );
         }
     }
