@@ -29,7 +29,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, to_millis};
 use crate::supervise::Faults;
 use crate::version::{Changed, DataVersion};
-use crate::{clusters, flaky, rollups};
+use crate::{clusters, flaky, rollups, webhooks};
 
 /// Rows per multi-row `INSERT` into `test_cases` (15 binds a row, under
 /// SQLite's 32,766-variable limit).
@@ -124,6 +124,8 @@ pub struct Writer {
     pub(crate) pool: SqlitePool,
     version: DataVersion,
     faults: Faults,
+    /// Which events to put in the webhook outbox, and for whom.
+    pub(crate) webhooks: std::sync::Arc<webhooks::Routes>,
 }
 
 impl Writer {
@@ -134,7 +136,15 @@ impl Writer {
             pool,
             version,
             faults: Faults::default(),
+            webhooks: Default::default(),
         }
+    }
+
+    /// Stores the webhook events `routes` asks for with the writes that
+    /// cause them (see [`crate::webhooks`]).
+    pub fn with_webhooks(mut self, routes: webhooks::Routes) -> Writer {
+        self.webhooks = std::sync::Arc::new(routes);
+        self
     }
 
     /// Records panics of its writes in `faults` (shown by `/health`).
@@ -191,8 +201,9 @@ impl Handler<StoreBatch> for Writer {
 
     fn handle(&mut self, msg: StoreBatch, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
+        let hooks = self.webhooks.clone();
         AtomicResponse::new(Box::pin(
-            self.write(async move { store_batch(&pool, msg.0).await }),
+            self.write(async move { store_batch(&pool, &hooks, msg.0).await }),
         ))
     }
 }
@@ -531,6 +542,7 @@ type Sizes = (u64, u64);
 
 async fn store_batch(
     pool: &SqlitePool,
+    hooks: &webhooks::Routes,
     items: Vec<BatchItem>,
 ) -> Result<(BatchReport, Changed), StoreError> {
     let now = to_millis(Utc::now());
@@ -640,7 +652,7 @@ async fn store_batch(
     // Only runs that became visible change what readers see.
     let mut changed = Changed::default();
     for run_id in &touched {
-        match try_complete(&mut tx, run_id, now).await? {
+        match try_complete(&mut tx, hooks, run_id, now).await? {
             Completion::NotYet => {}
             Completion::Done { project } => {
                 report.completed.push(run_id.clone());
@@ -770,6 +782,7 @@ enum Completion {
 /// counts agree with the cases, and counts it into the rollups.
 async fn try_complete(
     conn: &mut SqliteConnection,
+    hooks: &webhooks::Routes,
     run_id: &str,
     now: i64,
 ) -> Result<Completion, sqlx::Error> {
@@ -835,7 +848,8 @@ async fn try_complete(
     .await?;
     insert_run(&mut *conn, &run, digest.as_deref(), now, seq).await?;
     rollups::add_run(&mut *conn, &run, now).await?;
-    flaky::record_evidence(conn, run_id, &run.project, seq).await?;
+    flaky::record_evidence(&mut *conn, run_id, &run.project, seq).await?;
+    webhooks::on_run_completed(conn, hooks, &run, seq).await?;
     Ok(Completion::Done {
         project: run.project,
     })

@@ -16,6 +16,7 @@ mod metrics;
 mod quarantine;
 mod retention;
 mod security;
+mod webhooks;
 
 use std::collections::BTreeMap;
 
