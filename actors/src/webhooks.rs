@@ -254,7 +254,8 @@ async fn store_events(
 
 /// Whether a run counts as failed for `run.failed`.
 fn run_failed(run: &RunRecord) -> bool {
-    run.counts.failed + run.counts.error > 0 || !matches!(run.status.as_str(), "passed" | "no_tests")
+    run.counts.failed + run.counts.error > 0
+        || !matches!(run.status.as_str(), "passed" | "no_tests")
 }
 
 /// The events of run `run` (just made visible with completion order
@@ -271,8 +272,7 @@ pub(crate) async fn on_run_completed(
     let failed = run_failed(run);
     let mut events = Vec::new();
     let mut newly_failing: Vec<(String, Option<String>)> = Vec::new();
-    if failed && (routes.wants(EventType::RunFailed) || routes.wants(EventType::TestNewlyFailing))
-    {
+    if failed && (routes.wants(EventType::RunFailed) || routes.wants(EventType::TestNewlyFailing)) {
         newly_failing = sqlx::query_as(
             "SELECT f.test_id, (SELECT substr(c.message, 1, 300) FROM test_cases c \
                  INDEXED BY test_cases_by_run_test WHERE c.run_id = ?1 AND c.test_id = f.test_id \
@@ -622,12 +622,13 @@ impl Handler<PruneOutbox> for Writer {
             let mut tx = pool.begin().await?;
             let mut gone = 0;
             for (state, before) in [(1, msg.delivered_before), (2, msg.dead_before)] {
-                gone += sqlx::query("DELETE FROM webhook_deliveries WHERE state = ? AND done_at < ?")
-                    .bind(state)
-                    .bind(to_millis(before))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                gone +=
+                    sqlx::query("DELETE FROM webhook_deliveries WHERE state = ? AND done_at < ?")
+                        .bind(state)
+                        .bind(to_millis(before))
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
             }
             let known: Vec<(String,)> =
                 sqlx::query_as("SELECT DISTINCT target FROM webhook_deliveries")

@@ -54,7 +54,12 @@ pub struct WebhookArgs {
     /// test.quarantined, test.released (default: all); `format`: `json`
     /// (default, the WebhookEvent schema) or `slack` (a Slack incoming
     /// webhook's `{"text": ...}`).
-    #[arg(long = "webhook", env = "PTP_WEBHOOKS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "webhook",
+        env = "PTP_WEBHOOKS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub webhook: Vec<String>,
 
     /// A JSON file listing more targets: `[{"url": "...", "events":
@@ -185,8 +190,9 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 pub const MAX_TARGETS: usize = 100;
 
 fn parse_url(option: &str, raw: &str) -> anyhow::Result<reqwest::Url> {
-    let url = reqwest::Url::parse(raw.trim())
-        .map_err(|e| anyhow::anyhow!("{option}: {raw:?} is not a URL ({e}); give http(s)://host/path"))?;
+    let url = reqwest::Url::parse(raw.trim()).map_err(|e| {
+        anyhow::anyhow!("{option}: {raw:?} is not a URL ({e}); give http(s)://host/path")
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         anyhow::bail!(
             "{option}: scheme {:?} is not supported; give an http:// or https:// URL",
@@ -243,7 +249,9 @@ pub fn parse_webhook(value: &str, default_secret: Option<&str>) -> anyhow::Resul
             Some(("format", "json")) => format = Format::Json,
             Some(("format", "slack")) => format = Format::Slack,
             Some(("format", other)) => {
-                anyhow::bail!("{OPT}: format {other:?} is unknown; give format=json or format=slack")
+                anyhow::bail!(
+                    "{OPT}: format {other:?} is unknown; give format=json or format=slack"
+                )
             }
             _ => anyhow::bail!(
                 "{OPT}: {pair:?} after '#' is not understood; give URL#events=run.failed+test.newly_failing&format=json"
@@ -263,10 +271,7 @@ impl WebhookArgs {
     /// Every target of `--webhook` and `--webhooks-file`, validated; errors
     /// name the option and what to change.
     pub fn targets(&self) -> anyhow::Result<Vec<Target>> {
-        let secret = self
-            .webhook_secret
-            .as_deref()
-            .filter(|s| !s.is_empty());
+        let secret = self.webhook_secret.as_deref().filter(|s| !s.is_empty());
         let mut out = Vec::new();
         for v in self.webhook.iter().filter(|v| !v.trim().is_empty()) {
             out.push(parse_webhook(v.trim(), secret)?);
@@ -348,7 +353,10 @@ fn read_file(path: &std::path::Path, secret: Option<&str>) -> anyhow::Result<Vec
                 url,
                 events: parse_events(&opt, &names)?,
                 format: t.format.unwrap_or(Format::Json),
-                secret: t.secret.filter(|s| !s.is_empty()).or(secret.map(str::to_string)),
+                secret: t
+                    .secret
+                    .filter(|s| !s.is_empty())
+                    .or(secret.map(str::to_string)),
             })
         })
         .collect()
@@ -430,8 +438,15 @@ pub fn slack_text(e: &WebhookEvent) -> String {
         ),
         "test.newly_failing" => {
             let m = text("message");
-            let m = if m.is_empty() { String::new() } else { format!(": {m}") };
-            format!(":red_circle: {} {branch}: {test} newly failing in run {run}{m}", e.project)
+            let m = if m.is_empty() {
+                String::new()
+            } else {
+                format!(": {m}")
+            };
+            format!(
+                ":red_circle: {} {branch}: {test} newly failing in run {run}{m}",
+                e.project
+            )
         }
         "test.newly_flaky" => format!(
             ":warning: {} {branch}: {test} newly flaky (passed on retry) in run {run}",
@@ -442,7 +457,10 @@ pub fn slack_text(e: &WebhookEvent) -> String {
             e.project,
             text("reason")
         ),
-        "test.released" => format!(":white_check_mark: {}: {test} released from quarantine", e.project),
+        "test.released" => format!(
+            ":white_check_mark: {}: {test} released from quarantine",
+            e.project
+        ),
         other => format!("{}: {other}", e.project),
     };
     slack_escape(&line)
@@ -617,7 +635,12 @@ async fn deliver_target(
     let name = redacted(&t.url);
     while !shutdown.is_cancelled() {
         let wait = match outbox::pending(&read, &t.key, BATCH).await {
-            Ok(batch) => deliver_batch(&t, &name, &http, &record, &settings, &status, batch, &shutdown).await,
+            Ok(batch) => {
+                deliver_batch(
+                    &t, &name, &http, &record, &settings, &status, batch, &shutdown,
+                )
+                .await
+            }
             Err(e) => {
                 tracing::warn!(target = %name, "reading the webhook outbox: {e}");
                 settings.poll
@@ -729,7 +752,10 @@ async fn post(t: &Target, http: &reqwest::Client, p: &Pending) -> Result<(), Str
     }
     match req.body(body).send().await {
         Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(format!("the receiver answered HTTP {}", r.status().as_u16())),
+        Ok(r) => Err(format!(
+            "the receiver answered HTTP {}",
+            r.status().as_u16()
+        )),
         Err(e) => Err(format!("request failed: {}", e.without_url())),
     }
 }
@@ -752,7 +778,10 @@ mod tests {
         let s = sign("whsec", 1_700_000_000, b"{\"a\":1}");
         let mut mac = hmac::Hmac::<sha2_hmac::Sha256>::new_from_slice(b"whsec").expect("key");
         mac.update(b"1700000000.{\"a\":1}");
-        assert_eq!(s, format!("sha256={}", hex::encode(mac.finalize().into_bytes())));
+        assert_eq!(
+            s,
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        );
         assert_ne!(s, sign("other", 1_700_000_000, b"{\"a\":1}"));
         assert_ne!(s, sign("whsec", 1_700_000_001, b"{\"a\":1}"));
     }
@@ -765,21 +794,33 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(t.url.as_str(), "https://hooks.example.com/x/y");
-        assert_eq!(t.events, vec![EventType::RunFailed, EventType::TestNewlyFailing]);
+        assert_eq!(
+            t.events,
+            vec![EventType::RunFailed, EventType::TestNewlyFailing]
+        );
         assert_eq!(t.format, Format::Slack);
         assert_eq!(t.secret.as_deref(), Some("s"));
         let all = parse_webhook("http://127.0.0.1:9/hook", None).expect("valid");
         assert_eq!(all.events, EventType::ALL.to_vec());
         assert_eq!(all.format, Format::Json);
         // The key is stable and does not contain the URL.
-        assert_eq!(all.key, parse_webhook("http://127.0.0.1:9/hook", None).expect("valid").key);
+        assert_eq!(
+            all.key,
+            parse_webhook("http://127.0.0.1:9/hook", None)
+                .expect("valid")
+                .key
+        );
         assert!(!all.key.contains("hook"));
     }
 
     #[test]
     fn bad_webhook_values_say_what_is_wrong() {
         let err = |v: &str| parse_webhook(v, None).expect_err(v).to_string();
-        assert!(err("ftp://h/x").contains("scheme \"ftp\""), "{}", err("ftp://h/x"));
+        assert!(
+            err("ftp://h/x").contains("scheme \"ftp\""),
+            "{}",
+            err("ftp://h/x")
+        );
         assert!(err("not a url").contains("is not a URL"));
         assert!(err("http://h/x#events=run.done").contains("unknown event \"run.done\""));
         assert!(err("http://h/x#format=xml").contains("format \"xml\""));
@@ -818,7 +859,13 @@ mod tests {
             webhook: vec!["http://c.example/h".into(), "http://c.example/h".into()],
             ..WebhookArgs::default()
         };
-        assert!(twice.targets().expect_err("dup").to_string().contains("twice"));
+        assert!(
+            twice
+                .targets()
+                .expect_err("dup")
+                .to_string()
+                .contains("twice")
+        );
     }
 
     #[test]

@@ -2,10 +2,15 @@
 //! server inside the test that checks the HMAC signature with its own
 //! secret (computed here, not by the master's code) and records what it
 //! got: a failing run on `main` sends `run.failed` and `test.newly_failing`,
-//! a feature branch sends nothing, quarantine changes send their events, a
-//! Slack target gets `{"text": ...}`; a receiver that was down gets every
-//! event it missed once it is back; a receiver with another secret refuses
+//! a feature branch sends nothing, a test passing on retry sends
+//! `test.newly_flaky`, quarantine changes send their events, a
+//! Slack target gets `{"text": ...}`; a receiver that was down (and the
+//! master restarted meanwhile) gets every event it missed once it is back; a receiver with another secret refuses
 //! every request and the master keeps retrying.
+//!
+//! Retries and polls are set to tens of milliseconds (the hidden
+//! `--webhook-retry-*-ms` / `--webhook-poll-ms` options), so an outage
+//! lasts well under a second; nothing here sleeps.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -188,6 +193,22 @@ fn quick(c: &mut ptp_api::Config, hooks: Vec<String>, secret: &str) {
     c.webhooks.webhook_poll_ms = 50;
 }
 
+/// The value of the `/metrics` line starting with `name `.
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 async fn webhook_health(app: &TestApp) -> Value {
     let (_, h) = app.get("/health").await;
     h["webhooks"].clone()
@@ -196,12 +217,16 @@ async fn webhook_health(app: &TestApp) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_runs_on_main_and_quarantine_changes_are_sent_signed_once_each() {
     let json_rx = Receiver::start(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
         "s3cret",
     )
     .await;
     let slack_rx = Receiver::start(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
         "s3cret",
     )
     .await;
@@ -213,13 +238,34 @@ async fn failing_runs_on_main_and_quarantine_changes_are_sent_signed_once_each()
 
     use Outcome::{Failed, Passed};
     // A passing run on main: nothing to say.
-    store(&app, run("r1", "main", &[("test_a", Passed), ("test_b", Passed)])).await;
+    store(
+        &app,
+        run("r1", "main", &[("test_a", Passed), ("test_b", Passed)]),
+    )
+    .await;
     // test_a breaks on main: run.failed, and test_a newly failing.
-    store(&app, run("r2", "main", &[("test_a", Failed), ("test_b", Passed)])).await;
+    store(
+        &app,
+        run("r2", "main", &[("test_a", Failed), ("test_b", Passed)]),
+    )
+    .await;
     // A feature branch failing: nothing.
-    store(&app, run("r3", "feat", &[("test_a", Failed), ("test_b", Failed)])).await;
+    store(
+        &app,
+        run("r3", "feat", &[("test_a", Failed), ("test_b", Failed)]),
+    )
+    .await;
     // test_a still failing on main: run.failed only, nothing newly failing.
-    store(&app, run("r4", "main", &[("test_a", Failed), ("test_b", Passed)])).await;
+    store(
+        &app,
+        run("r4", "main", &[("test_a", Failed), ("test_b", Passed)]),
+    )
+    .await;
+    // test_b passes only on retry: newly flaky.
+    let mut r5 = run("r5", "main", &[("test_a", Passed), ("test_b", Passed)]);
+    r5.1[1].flaky = true;
+    r5.1[1].retries = 1;
+    store(&app, r5).await;
 
     let test_a = "tests/test_x.py::test_a";
     let (status, _) = app
@@ -243,7 +289,7 @@ async fn failing_runs_on_main_and_quarantine_changes_are_sent_signed_once_each()
 
     // Events arrive in the order they happened, the feature branch's run
     // (stored before the quarantine) having sent none.
-    let got = json_rx.wait_for(5).await;
+    let got = json_rx.wait_for(6).await;
     let kinds: Vec<(&str, Option<&str>, Option<&str>)> = got
         .iter()
         .map(|g| {
@@ -260,6 +306,11 @@ async fn failing_runs_on_main_and_quarantine_changes_are_sent_signed_once_each()
             ("run.failed", Some("r2"), None),
             ("test.newly_failing", Some("r2"), Some(test_a)),
             ("run.failed", Some("r4"), None),
+            (
+                "test.newly_flaky",
+                Some("r5"),
+                Some("tests/test_x.py::test_b")
+            ),
             ("test.quarantined", None, Some(test_a)),
             ("test.released", None, Some(test_a)),
         ],
@@ -275,7 +326,8 @@ async fn failing_runs_on_main_and_quarantine_changes_are_sent_signed_once_each()
     assert_eq!(got[0].body["data"]["newly_failing"], 1);
     assert_eq!(got[1].body["data"]["message"], "assert test_a");
     assert_eq!(got[2].body["data"]["newly_failing"], 0);
-    assert_eq!(got[3].body["data"]["reason"], "flaky in CI");
+    assert_eq!(got[3].body["data"]["reason"], "passed_on_retry");
+    assert_eq!(got[4].body["data"]["reason"], "flaky in CI");
     assert_eq!(json_rx.refused(), 0, "every signature checked out");
 
     // The Slack target asked for run.failed only, as {"text": ...}.
@@ -284,7 +336,10 @@ async fn failing_runs_on_main_and_quarantine_changes_are_sent_signed_once_each()
     for (g, run) in slack.iter().zip(["r2", "r4"]) {
         assert_eq!(g.event, "run.failed");
         let text = g.body["text"].as_str().expect("a text field");
-        assert!(text.contains("demo main: run ") && text.contains(run), "{text}");
+        assert!(
+            text.contains("demo main: run ") && text.contains(run),
+            "{text}"
+        );
         assert_eq!(g.body.as_object().map(|o| o.len()), Some(1), "only text");
     }
 
@@ -295,10 +350,13 @@ async fn failing_runs_on_main_and_quarantine_changes_are_sent_signed_once_each()
     })
     .await;
     let h = webhook_health(&app).await;
-    assert_eq!((h["targets"].clone(), h["dead"].clone()), (json!(2), json!(0)));
+    assert_eq!(
+        (h["targets"].clone(), h["dead"].clone()),
+        (json!(2), json!(0))
+    );
     let ids: BTreeSet<String> = json_rx.accepted().into_iter().map(|g| g.id).collect();
-    assert_eq!(ids.len(), 5, "each event id arrived exactly once");
-    assert_eq!(json_rx.accepted().len(), 5);
+    assert_eq!(ids.len(), 6, "each event id arrived exactly once");
+    assert_eq!(json_rx.accepted().len(), 6);
     let metrics = app
         .http
         .get(format!("{}/metrics", app.base()))
@@ -309,7 +367,7 @@ async fn failing_runs_on_main_and_quarantine_changes_are_sent_signed_once_each()
         .await
         .expect("text");
     assert!(
-        metrics.contains("ptp_webhook_deliveries_total{result=\"delivered\"} 7"),
+        metrics.contains("ptp_webhook_deliveries_total{result=\"delivered\"} 8"),
         "{metrics}"
     );
     assert!(metrics.contains("ptp_webhook_pending 0"), "{metrics}");
@@ -319,44 +377,50 @@ async fn failing_runs_on_main_and_quarantine_changes_are_sent_signed_once_each()
 async fn a_receiver_down_for_a_while_gets_every_event_it_missed() {
     // A port nobody listens on (for now).
     let addr = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         l.local_addr().expect("addr")
     };
     let url = format!("http://{addr}/hook#events=run.failed");
-    let app = TestApp::spawn_with(|c| quick(c, vec![url], "s3cret")).await;
+    let hooks = vec![url];
+    let mut app = TestApp::spawn_with(|c| quick(c, hooks.clone(), "s3cret")).await;
     for i in 0..3 {
-        store(&app, run(&format!("down-{i}"), "main", &[("test_a", Outcome::Failed)])).await;
+        store(
+            &app,
+            run(&format!("down-{i}"), "main", &[("test_a", Outcome::Failed)]),
+        )
+        .await;
     }
-    // They pile up, retried.
-    ptp_test_support::eventually(DEADLINE, "3 events waiting after failed attempts", || async {
-        let (_, m) = app.get("/health").await;
-        let h = &m["webhooks"];
-        (h["pending"] == 3).then_some(())
+    // They pile up while the first is retried.
+    ptp_test_support::eventually(DEADLINE, "3 failed attempts", || async {
+        (metric(&app, "ptp_webhook_deliveries_total{result=\"failed\"}").await >= 3).then_some(())
     })
     .await;
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        !metrics.contains("ptp_webhook_deliveries_total{result=\"failed\"} 0"),
-        "attempts failed while the receiver was down: {metrics}"
-    );
+    assert_eq!(webhook_health(&app).await["pending"], 3);
+    // The master restarts meanwhile: the events wait in its database.
+    app.stop_master().await;
+    app.start_master_with(|c| quick(c, hooks, "s3cret")).await;
+    assert_eq!(webhook_health(&app).await["pending"], 3);
 
     // The receiver comes back on the same port and gets all of them, once.
     let rx = Receiver::start(
-        tokio::net::TcpListener::bind(addr).await.expect("rebind the port"),
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("rebind the port"),
         "s3cret",
     )
     .await;
     let got = rx.wait_for(3).await;
-    let runs: Vec<&str> = got.iter().filter_map(|g| g.body["run_id"].as_str()).collect();
-    assert_eq!(runs, vec!["down-0", "down-1", "down-2"], "in order: {got:#?}");
+    let runs: Vec<&str> = got
+        .iter()
+        .filter_map(|g| g.body["run_id"].as_str())
+        .collect();
+    assert_eq!(
+        runs,
+        vec!["down-0", "down-1", "down-2"],
+        "in order: {got:#?}"
+    );
     ptp_test_support::eventually(DEADLINE, "the outbox to be empty", || async {
         (webhook_health(&app).await["pending"] == 0).then_some(())
     })
@@ -368,7 +432,9 @@ async fn a_receiver_down_for_a_while_gets_every_event_it_missed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_with_another_secret_refuses_and_the_master_keeps_retrying() {
     let rx = Receiver::start(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
         "the-right-secret",
     )
     .await;
@@ -380,5 +446,8 @@ async fn a_receiver_with_another_secret_refuses_and_the_master_keeps_retrying() 
     .await;
     assert!(rx.accepted().is_empty(), "{:#?}", rx.accepted());
     let h = webhook_health(&app).await;
-    assert_eq!((h["pending"].clone(), h["dead"].clone()), (json!(1), json!(0)));
+    assert_eq!(
+        (h["pending"].clone(), h["dead"].clone()),
+        (json!(1), json!(0))
+    );
 }
