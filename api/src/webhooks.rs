@@ -676,10 +676,7 @@ async fn deliver_batch(
             let until = (p.next_attempt_at - now).to_std().unwrap_or_default();
             return until.min(settings.poll);
         }
-        let error = match post(t, http, &p).await {
-            Ok(()) => None,
-            Err(e) => Some(e),
-        };
+        let error = post(t, http, &p).await.err();
         let now = Utc::now();
         let outcome = match error {
             None => {
