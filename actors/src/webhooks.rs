@@ -51,7 +51,7 @@
 //! Several masters on one store would each deliver every row: delivery
 //! would then need a lease per target (not done: one master per store).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -184,7 +184,7 @@ async fn store_events(
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     let at = to_millis(now);
-    let mut touched: BTreeMap<&str, ()> = BTreeMap::new();
+    let mut touched: BTreeSet<&str> = BTreeSet::new();
     for ev in events {
         let targets: Vec<&str> = routes.wanting(ev.kind).collect();
         if targets.is_empty() {
@@ -215,11 +215,11 @@ async fn store_events(
             .bind(at)
             .execute(&mut *conn)
             .await?;
-            touched.insert(t, ());
+            touched.insert(t);
         }
     }
     let max = routes.max_pending();
-    for target in touched.into_keys() {
+    for target in touched {
         let (n,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM webhook_deliveries WHERE state = 0 AND target = ?",
         )

@@ -558,6 +558,20 @@ pub struct Writer {
     pub prune: Recipient<PruneOutbox>,
 }
 
+/// The HTTP client of every delivery: http and https (rustls, the
+/// platform's certificate store), `timeout` per request, no redirects.
+fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    // reqwest's rustls needs a process-wide crypto provider: ring, as
+    // async-nats uses. Already installed (by an earlier start) is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("ptp-master/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Delivers every target's events until `shutdown`; see the module docs.
 pub async fn run(
     targets: Vec<Target>,
@@ -570,13 +584,7 @@ pub async fn run(
     if targets.is_empty() {
         return;
     }
-    let http = match reqwest::Client::builder()
-        .timeout(settings.timeout)
-        .connect_timeout(settings.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("ptp-master/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let http = match client(settings.timeout) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("webhooks disabled: cannot build the HTTP client: {e}");
@@ -863,6 +871,43 @@ mod tests {
                 .to_string()
                 .contains("twice")
         );
+    }
+
+    /// https targets speak TLS: the receiver's first byte is a TLS
+    /// handshake record (0x16), and a peer that is no TLS server fails the
+    /// attempt.
+    #[tokio::test]
+    async fn https_targets_are_reached_over_tls() {
+        use tokio::io::AsyncReadExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let peer = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            let mut first = [0u8; 1];
+            s.read_exact(&mut first).await.expect("read");
+            first[0]
+        });
+        let t = parse_webhook(&format!("https://127.0.0.1:{port}/hook"), Some("s")).expect("valid");
+        let p = Pending {
+            event: outbox::StoredEvent {
+                seq: 1,
+                id: "e1".into(),
+                kind: EventType::RunFailed,
+                occurred_at: Utc::now(),
+                project: "p".into(),
+                branch: None,
+                run_id: None,
+                test_id: None,
+                data: serde_json::json!({}),
+            },
+            attempts: 0,
+            created_at: Utc::now(),
+            next_attempt_at: Utc::now(),
+        };
+        let http = client(Duration::from_secs(5)).expect("client");
+        let err = post(&t, &http, &p).await.expect_err("no TLS server there");
+        assert!(err.starts_with("request failed"), "{err}");
+        assert_eq!(peer.await.expect("peer"), 0x16, "a TLS ClientHello");
     }
 
     #[test]
