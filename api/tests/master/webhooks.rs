@@ -375,8 +375,19 @@ async fn failing_runs_on_main_and_quarantine_changes_are_sent_signed_once_each()
     // The payload is documented in the OpenAPI description.
     let (_, spec) = app.get("/openapi.json").await;
     let schema = &spec["components"]["schemas"]["WebhookEvent"];
-    for field in ["id", "type", "occurred_at", "project", "run_id", "test_id", "data"] {
-        assert!(schema["properties"][field].is_object(), "WebhookEvent lacks {field}: {schema}");
+    for field in [
+        "id",
+        "type",
+        "occurred_at",
+        "project",
+        "run_id",
+        "test_id",
+        "data",
+    ] {
+        assert!(
+            schema["properties"][field].is_object(),
+            "WebhookEvent lacks {field}: {schema}"
+        );
     }
 }
 
