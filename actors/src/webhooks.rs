@@ -664,6 +664,67 @@ impl Handler<PruneOutbox> for Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Outcome;
+    use crate::testing::{case, run, store, t0};
+    use crate::{ActorSystem, AggregatesConfig, DbOptions};
+
+    /// Over the per-target bound, the oldest pending deliveries are marked
+    /// dead ("dropped"), newest kept; a target that wants nothing of it
+    /// gets no row; a passing run sends nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_outbox_keeps_at_most_max_pending_per_target() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = DbOptions::new(dir.path().join("w.db"));
+        let routes = Routes {
+            default_branches: vec!["main".into()],
+            targets: vec![
+                Route {
+                    target: "t".into(),
+                    events: vec![EventType::RunFailed],
+                },
+                Route {
+                    target: "quarantine-only".into(),
+                    events: vec![EventType::TestQuarantined],
+                },
+            ],
+            max_pending: 2,
+        };
+        let actors = ActorSystem::start_with(db.clone(), AggregatesConfig::default(), routes)
+            .await
+            .expect("start");
+        let start = t0();
+        let mut runs = vec![run(
+            "ok",
+            "p",
+            "w",
+            start,
+            vec![case("a", Outcome::Passed, None)],
+        )];
+        for i in 0..3 {
+            let at = start + chrono::Duration::seconds(i + 1);
+            let cases = vec![case("a", Outcome::Failed, Some("boom"))];
+            runs.push(run(&format!("bad{i}"), "p", "w", at, cases));
+        }
+        store(&actors, runs).await;
+        let pool = crate::db::open_reader(&db).await.expect("reader");
+        let b = backlog(&pool, &["t".into()]).await.expect("backlog");
+        assert_eq!((b.pending, b.dead), (2, 1));
+        let head = pending(&pool, "t", 10).await.expect("pending");
+        let runs: Vec<_> = head.iter().map(|p| p.event.run_id.clone()).collect();
+        assert_eq!(runs, vec![Some("bad1".into()), Some("bad2".into())]);
+        let none = backlog(&pool, &["quarantine-only".into()])
+            .await
+            .expect("backlog");
+        assert_eq!((none.pending, none.dead), (0, 0));
+        let (why,): (String,) =
+            sqlx::query_as("SELECT last_error FROM webhook_deliveries WHERE state = 2")
+                .fetch_one(&pool)
+                .await
+                .expect("dead row");
+        assert!(why.starts_with("dropped"), "{why}");
+        pool.close().await;
+        actors.stop();
+    }
 
     #[test]
     fn event_names_round_trip() {
