@@ -17,6 +17,7 @@ mod owners;
 mod quarantine;
 mod retention;
 mod security;
+mod webhooks;
 
 use std::collections::BTreeMap;
 
