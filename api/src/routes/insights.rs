@@ -150,6 +150,7 @@ pub struct Cleared {
     /// Test id.
     pub test_id: String,
     /// Evidence from runs that started before this no longer counts.
+    #[serde(serialize_with = "ptp_actors::format::time")]
     pub cleared_at: DateTime<Utc>,
 }
 
