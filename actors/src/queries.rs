@@ -470,3 +470,7 @@ pub async fn failure_stats_where(
     let rows: Vec<crate::rollups::StatRow> = qb.build_query_as().fetch_all(pool).await?;
     Ok(rows.into_iter().map(crate::rollups::stat).collect())
 }
+
+#[cfg(test)]
+#[path = "queries_tests.rs"]
+mod tests;
