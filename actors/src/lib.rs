@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`model`]: the domain types stored and served.
+//! - [`format`]: the one form of times and rates in every answer.
 //! - [`db`]: opening SQLite (WAL) and running the embedded migrations.
 //! - [`writer`]: the one writer; batches, idempotence, completion of runs.
 //! - [`rollups`]: derived state the writer keeps in the store with the
@@ -38,6 +39,7 @@ pub mod clusters;
 pub mod compare;
 pub mod db;
 pub mod flaky;
+pub mod format;
 pub mod history;
 mod json_rows;
 pub mod maintenance;

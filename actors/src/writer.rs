@@ -924,7 +924,7 @@ async fn insert_run(
     .bind(to_millis(r.finished_at))
     .bind(r.duration_secs)
     .bind(r.exit_code)
-    .bind(&r.status)
+    .bind(r.status)
     .bind(c.total as i64)
     .bind(c.passed as i64)
     .bind(c.failed as i64)
@@ -943,3 +943,7 @@ async fn insert_run(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;

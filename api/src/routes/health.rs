@@ -211,6 +211,7 @@ pub struct RejectedQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RejectedView {
     /// When.
+    #[serde(serialize_with = "ptp_actors::format::time")]
     pub received_at: DateTime<Utc>,
     /// Subject.
     pub subject: Option<String>,
