@@ -182,6 +182,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.check()?;
     let hook_targets = config.webhooks.targets()?;
+    let hook_client = webhooks::Client::new(&config.webhooks)?;
     let mut db = DbOptions::new(&config.db);
     db.synchronous_full = config.sqlite_sync_full;
     let actors = ActorSystem::start_with(
@@ -293,6 +294,7 @@ pub async fn run(
     }
     let webhook_delivery = tokio::spawn(webhooks::run(
         hook_targets,
+        hook_client,
         read.clone(),
         webhooks::Writer {
             record: actors.writer.clone().recipient(),

@@ -26,6 +26,15 @@
 //! attempt) and `body` the exact bytes sent, like Stripe's scheme. Without a
 //! secret the header is left out.
 //!
+//! Transport: ureq (blocking, rustls on ring) on tokio's blocking pool, one
+//! request per attempt with a `--webhook-timeout-secs` deadline for the
+//! whole exchange, redirects not followed, non-2xx answers read as answers.
+//! reqwest, the workspace's async client, is built without TLS: switching
+//! its rustls on would switch it on, without a crypto provider, for every
+//! crate built with it. `https://` targets are verified against the system's
+//! roots (the platform verifier) or, with `--webhook-ca-file`, against the
+//! system's roots plus the file's ([`Client::new`]).
+//!
 //! Several masters on one store would each deliver every row: delivery
 //! would then need a lease per target (not done: one master per store).
 
@@ -47,7 +56,7 @@ use utoipa::ToSchema;
 /// The webhook options, flattened into the master's `Config`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WebhookArgs {
-    /// Send webhook events to this URL (http only for now), repeatable; in the
+    /// Send webhook events to this URL (http:// or https://), repeatable; in the
     /// environment, several separated by commas. Options follow a `#`:
     /// `URL#events=run.failed+test.newly_failing&format=slack`. `events`:
     /// `+`-separated, of run.failed, test.newly_failing, test.newly_flaky,
@@ -91,6 +100,11 @@ pub struct WebhookArgs {
     #[arg(long, env = "PTP_WEBHOOK_MAX_AGE_HOURS", default_value_t = 72, value_parser = clap::value_parser!(u64).range(1..=8760))]
     pub webhook_max_age_hours: u64,
 
+    /// A PEM file of CA certificates trusted for https:// targets besides
+    /// the system's (for an internal CA). Read once at start.
+    #[arg(long, env = "PTP_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<std::path::PathBuf>,
+
     /// Seconds a receiver has to answer one POST.
     #[arg(long, env = "PTP_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub webhook_timeout_secs: u64,
@@ -114,6 +128,7 @@ impl Default for WebhookArgs {
             webhook: Vec::new(),
             webhooks_file: None,
             webhook_secret: None,
+            webhook_ca_file: None,
             default_branches: vec!["main".into(), "master".into()],
             webhook_max_pending: outbox::DEFAULT_MAX_PENDING,
             webhook_max_age_hours: 72,
@@ -139,7 +154,7 @@ pub enum Format {
 #[derive(Clone)]
 pub struct Target {
     /// Where to POST.
-    pub url: reqwest::Url,
+    pub url: url::Url,
     /// Stable key in the outbox: a digest of the URL, so a URL (which for
     /// Slack is itself a secret) is never stored nor logged.
     pub key: String,
@@ -164,7 +179,7 @@ impl std::fmt::Debug for Target {
 }
 
 /// The URL without path, query or credentials, for logs.
-fn redacted(url: &reqwest::Url) -> String {
+fn redacted(url: &url::Url) -> String {
     let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
     format!(
         "{}://{}{port}/…",
@@ -189,20 +204,15 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// Most targets.
 pub const MAX_TARGETS: usize = 100;
 
-fn parse_url(option: &str, raw: &str) -> anyhow::Result<reqwest::Url> {
-    let url = reqwest::Url::parse(raw.trim()).map_err(|e| {
+fn parse_url(option: &str, raw: &str) -> anyhow::Result<url::Url> {
+    let url = url::Url::parse(raw.trim()).map_err(|e| {
         anyhow::anyhow!("{option}: {raw:?} is not a URL ({e}); give http(s)://host/path")
     })?;
     match url.scheme() {
-        "http" => {}
-        // reqwest is built without TLS here: enabling its rustls for the
-        // master would switch it on for every crate of the workspace built
-        // with it (feature unification), where no crypto provider is set.
-        "https" => anyhow::bail!(
-            "{option}: https:// targets are not supported yet (the master's HTTP client has no \
-             TLS); give an http:// URL, e.g. a relay on the same host or network"
+        "http" | "https" => {}
+        other => anyhow::bail!(
+            "{option}: scheme {other:?} is not supported; give an http:// or https:// URL"
         ),
-        other => anyhow::bail!("{option}: scheme {other:?} is not supported; give an http:// URL"),
     }
     if url.host_str().is_none_or(str::is_empty) {
         anyhow::bail!("{option}: {raw:?} has no host");
@@ -230,7 +240,7 @@ fn parse_events(option: &str, names: &[&str]) -> anyhow::Result<Vec<EventType>> 
     Ok(out)
 }
 
-fn key_of(url: &reqwest::Url) -> String {
+fn key_of(url: &url::Url) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(url.as_str().as_bytes());
     hex::encode(&d[..8])
@@ -530,8 +540,6 @@ pub struct Settings {
     pub max_age: Duration,
     /// Idle poll interval.
     pub poll: Duration,
-    /// Per-request timeout.
-    pub timeout: Duration,
 }
 
 impl From<&WebhookArgs> for Settings {
@@ -541,7 +549,6 @@ impl From<&WebhookArgs> for Settings {
             retry_max: Duration::from_millis(a.webhook_retry_max_ms),
             max_age: Duration::from_secs(a.webhook_max_age_hours.saturating_mul(3600)),
             poll: Duration::from_millis(a.webhook_poll_ms),
-            timeout: Duration::from_secs(a.webhook_timeout_secs),
         }
     }
 }
@@ -563,19 +570,139 @@ pub struct Writer {
     pub prune: Recipient<PruneOutbox>,
 }
 
-/// The HTTP client of every delivery: `timeout` per request, no redirects.
-fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("ptp-master/", env!("CARGO_PKG_VERSION")))
-        .build()
+/// Most bytes of `--webhook-ca-file`.
+const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The HTTP client of every delivery: `--webhook-timeout-secs` for a whole
+/// exchange, no redirects, any status read as an answer, TLS roots as the
+/// module docs say. Cheap to clone (one connection pool).
+#[derive(Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// The client `args` describe. A `--webhook-ca-file` that cannot be
+    /// read, is too large, or holds no valid certificate is an error naming
+    /// the option, the path and what is wrong.
+    pub fn new(args: &WebhookArgs) -> anyhow::Result<Client> {
+        use ureq::tls::{Certificate, RootCerts, TlsConfig};
+        let roots = match &args.webhook_ca_file {
+            None => RootCerts::PlatformVerifier,
+            Some(path) => {
+                let extra = read_ca_file(path)?;
+                let system = rustls_native_certs::load_native_certs();
+                for e in &system.errors {
+                    tracing::warn!("webhooks: reading the system's CA certificates: {e}");
+                }
+                if system.certs.is_empty() {
+                    tracing::warn!(
+                        "webhooks: no system CA certificates found; https:// targets are \
+                         verified against --webhook-ca-file's only"
+                    );
+                }
+                RootCerts::new_with_certs(
+                    &system
+                        .certs
+                        .iter()
+                        .chain(&extra)
+                        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+                        .collect::<Vec<_>>(),
+                )
+            }
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(args.webhook_timeout_secs)))
+            .user_agent(concat!("ptp-master/", env!("CARGO_PKG_VERSION")))
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .build()
+            .into();
+        Ok(Client { agent })
+    }
+
+    /// POSTs `body` with `headers` to `url` on the blocking pool; `Err`
+    /// says why it did not count as delivered, without the URL (a Slack
+    /// URL is a secret).
+    async fn post(
+        &self,
+        url: &url::Url,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    ) -> Result<(), String> {
+        let (agent, url) = (self.agent.clone(), url.as_str().to_string());
+        let sent = tokio::task::spawn_blocking(move || {
+            let mut req = agent.post(&url);
+            for (k, v) in &headers {
+                req = req.header(*k, v);
+            }
+            match req.send(&body[..]) {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!(
+                    "the receiver answered HTTP {}",
+                    r.status().as_u16()
+                )),
+                Err(ureq::Error::BadUri(_)) => {
+                    Err("request failed: the HTTP client refused the URL".to_string())
+                }
+                Err(e) => Err(format!("request failed: {e}")),
+            }
+        })
+        .await;
+        sent.unwrap_or_else(|e| Err(format!("the request's task failed: {e}")))
+    }
+}
+
+/// The certificates of `--webhook-ca-file`, each checked to be a usable
+/// trust anchor.
+fn read_ca_file(
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    use std::io::Read;
+    let opt = format!("--webhook-ca-file {}", path.display());
+    let f = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{opt}: cannot open: {e}"))?;
+    let mut pem = Vec::new();
+    f.take(MAX_CA_FILE_BYTES + 1)
+        .read_to_end(&mut pem)
+        .map_err(|e| anyhow::anyhow!("{opt}: cannot read: {e}"))?;
+    if pem.len() as u64 > MAX_CA_FILE_BYTES {
+        anyhow::bail!(
+            "{opt}: larger than {MAX_CA_FILE_BYTES} bytes; give only the CA certificates"
+        );
+    }
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{opt}: not a PEM file: {e}"))?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "{opt}: holds no certificate; give the CA certificate(s) in PEM \
+             (-----BEGIN CERTIFICATE-----)"
+        );
+    }
+    let mut check = rustls::RootCertStore::empty();
+    for (i, c) in certs.iter().enumerate() {
+        check.add(c.clone()).map_err(|e| {
+            anyhow::anyhow!(
+                "{opt}: certificate {} is not a usable CA certificate: {e}",
+                i + 1
+            )
+        })?;
+    }
+    Ok(certs)
 }
 
 /// Delivers every target's events until `shutdown`; see the module docs.
 pub async fn run(
     targets: Vec<Target>,
+    http: Client,
     read: SqlitePool,
     writer: Writer,
     settings: Settings,
@@ -585,13 +712,6 @@ pub async fn run(
     if targets.is_empty() {
         return;
     }
-    let http = match client(settings.timeout) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("webhooks disabled: cannot build the HTTP client: {e}");
-            return;
-        }
-    };
     let keys: Vec<String> = targets.iter().map(|t| t.key.clone()).collect();
     let mut tasks = tokio::task::JoinSet::new();
     for t in targets {
@@ -634,7 +754,7 @@ pub async fn run(
 
 async fn deliver_target(
     t: Target,
-    http: reqwest::Client,
+    http: Client,
     read: SqlitePool,
     record: Recipient<RecordAttempt>,
     settings: Settings,
@@ -668,7 +788,7 @@ async fn deliver_target(
 async fn deliver_batch(
     t: &Target,
     name: &str,
-    http: &reqwest::Client,
+    http: &Client,
     record: &Recipient<RecordAttempt>,
     settings: &Settings,
     status: &Status,
@@ -739,7 +859,7 @@ async fn deliver_batch(
 }
 
 /// One POST of `p` to `t`; `Err` says why it did not count as delivered.
-async fn post(t: &Target, http: &reqwest::Client, p: &Pending) -> Result<(), String> {
+async fn post(t: &Target, http: &Client, p: &Pending) -> Result<(), String> {
     let event = WebhookEvent::from(&p.event);
     let body = match t.format {
         Format::Json => serde_json::to_vec(&event),
@@ -747,23 +867,16 @@ async fn post(t: &Target, http: &reqwest::Client, p: &Pending) -> Result<(), Str
     }
     .map_err(|e| format!("cannot encode the event: {e}"))?;
     let ts = Utc::now().timestamp();
-    let mut req = http
-        .post(t.url.clone())
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header("X-Ptp-Event", &event.kind)
-        .header("X-Ptp-Event-Id", &event.id)
-        .header("X-Ptp-Timestamp", ts.to_string());
+    let mut headers = vec![
+        ("Content-Type", "application/json".to_string()),
+        ("X-Ptp-Event", event.kind.clone()),
+        ("X-Ptp-Event-Id", event.id.clone()),
+        ("X-Ptp-Timestamp", ts.to_string()),
+    ];
     if let Some(secret) = &t.secret {
-        req = req.header("X-Ptp-Signature", sign(secret, ts, &body));
+        headers.push(("X-Ptp-Signature", sign(secret, ts, &body)));
     }
-    match req.body(body).send().await {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(format!(
-            "the receiver answered HTTP {}",
-            r.status().as_u16()
-        )),
-        Err(e) => Err(format!("request failed: {}", e.without_url())),
-    }
+    http.post(&t.url, headers, body).await
 }
 
 #[cfg(test)]
@@ -827,7 +940,7 @@ mod tests {
             "{}",
             err("ftp://h/x")
         );
-        assert!(err("https://h/x").contains("https:// targets are not supported yet"));
+        assert!(parse_webhook("https://hooks.slack.com/services/T/B/X", None).is_ok());
         assert!(err("not a url").contains("is not a URL"));
         assert!(err("http://h/x#events=run.done").contains("unknown event \"run.done\""));
         assert!(err("http://h/x#format=xml").contains("format \"xml\""));
@@ -873,6 +986,44 @@ mod tests {
                 .to_string()
                 .contains("twice")
         );
+    }
+
+    #[test]
+    fn bad_ca_files_are_start_errors_naming_the_option_and_path() {
+        let dir = tempfile::tempdir().expect("dir");
+        let err = |file: &std::path::Path| {
+            let args = WebhookArgs {
+                webhook_ca_file: Some(file.to_path_buf()),
+                ..WebhookArgs::default()
+            };
+            let e = Client::new(&args).expect_err("a bad CA file").to_string();
+            assert!(
+                e.starts_with("--webhook-ca-file ") && e.contains(&file.display().to_string()),
+                "{e}"
+            );
+            e
+        };
+        let missing = dir.path().join("missing.pem");
+        assert!(err(&missing).contains("cannot open"));
+        let text = dir.path().join("text.pem");
+        std::fs::write(&text, "not a certificate\n").expect("write");
+        assert!(err(&text).contains("holds no certificate"));
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        assert!(
+            err(&garbage).contains("certificate 1 is not a usable CA certificate"),
+            "{}",
+            err(&garbage)
+        );
+        let huge = dir.path().join("huge.pem");
+        std::fs::write(&huge, vec![b'A'; MAX_CA_FILE_BYTES as usize + 1]).expect("write");
+        assert!(err(&huge).contains("larger than"));
+        // No file: the platform verifier, nothing to read.
+        assert!(Client::new(&WebhookArgs::default()).is_ok());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! `test.newly_flaky`, quarantine changes send their events, a
 //! Slack target gets `{"text": ...}`; a receiver that was down (and the
 //! master restarted meanwhile) gets every event it missed once it is back; a receiver with another secret refuses
-//! every request and the master keeps retrying.
+//! every request and the master keeps retrying; an `https://` target whose
+//! certificate comes from a CA made here (openssl CLI) is refused until the
+//! master trusts that CA through `--webhook-ca-file`, then gets its event.
 //!
 //! Retries and polls are set to tens of milliseconds (the hidden
 //! `--webhook-retry-*-ms` / `--webhook-poll-ms` options), so an outage
@@ -14,6 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Bytes;
@@ -38,11 +41,14 @@ struct Got {
 struct Seen {
     accepted: Vec<Got>,
     refused: usize,
+    /// TLS handshakes that failed (the client did not trust us).
+    handshakes_failed: usize,
 }
 
 /// A webhook receiver on a real port, verifying signatures with `secret`.
 struct Receiver {
     addr: SocketAddr,
+    scheme: &'static str,
     seen: Arc<Mutex<Seen>>,
     stop: CancellationToken,
 }
@@ -52,20 +58,82 @@ impl Receiver {
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = CancellationToken::new();
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(receive))
-            .with_state((secret, seen.clone()));
+        let app = Receiver::app(secret, &seen);
         let token = stop.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await
         });
-        Receiver { addr, seen, stop }
+        Receiver {
+            addr,
+            scheme: "http",
+            seen,
+            stop,
+        }
+    }
+
+    /// The same receiver behind TLS: each connection's handshake with
+    /// `tls`, then HTTP/1 (hyper) on the decrypted stream.
+    async fn start_tls(
+        listener: tokio::net::TcpListener,
+        secret: &'static str,
+        tls: tokio_rustls::TlsAcceptor,
+    ) -> Receiver {
+        use tower::ServiceExt;
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = CancellationToken::new();
+        let app = Receiver::app(secret, &seen);
+        let (token, counts) = (stop.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let tcp = tokio::select! {
+                    _ = token.cancelled() => break,
+                    a = listener.accept() => match a {
+                        Ok((tcp, _)) => tcp,
+                        Err(_) => continue,
+                    },
+                };
+                let (tls, app, counts) = (tls.clone(), app.clone(), counts.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = tls.accept(tcp).await else {
+                        counts
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .handshakes_failed += 1;
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(move |req| app.clone().oneshot(req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            scheme: "https",
+            seen,
+            stop,
+        }
+    }
+
+    fn app(secret: &'static str, seen: &Arc<Mutex<Seen>>) -> axum::Router {
+        axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state((secret, seen.clone()))
     }
 
     fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
+        format!("{}://{}/hook", self.scheme, self.addr)
+    }
+
+    fn handshakes_failed(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .handshakes_failed
     }
 
     fn accepted(&self) -> Vec<Got> {
@@ -468,4 +536,159 @@ async fn a_receiver_with_another_secret_refuses_and_the_master_keeps_retrying() 
         (h["pending"].clone(), h["dead"].clone()),
         (json!(1), json!(0))
     );
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, made by the openssl CLI
+/// in `dir`: the CA's PEM file and a TLS acceptor presenting the
+/// certificate.
+fn test_pki(dir: &Path) -> (PathBuf, tokio_rustls::TlsAcceptor) {
+    use tokio_rustls::rustls::{
+        self,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    };
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run the openssl CLI (is it installed?)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+            &["-subj", "/CN=ptp test CA"],
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write server.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("open server.pem")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("parse server.pem");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("parse server.key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("the server certificate and key");
+    (
+        dir.join("ca.pem"),
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_target_is_verified_and_trusted_through_the_ca_file() {
+    let pki = tempfile::tempdir().expect("dir");
+    let (ca, tls) = test_pki(pki.path());
+    let rx = Receiver::start_tls(
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+        "s3cret",
+        tls,
+    )
+    .await;
+    let hooks = vec![format!("{}#events=run.failed", rx.url())];
+    assert!(hooks[0].starts_with("https://127.0.0.1:"), "{hooks:?}");
+
+    // Without the CA file the master trusts the system's roots only: every
+    // attempt dies in the handshake, no request reaches the receiver, and
+    // the attempts count as failed, with the certificate named.
+    let mut app = TestApp::spawn_with(|c| quick(c, hooks.clone(), "s3cret")).await;
+    store(&app, run("tls-1", "main", &[("test_a", Outcome::Failed)])).await;
+    ptp_test_support::eventually(
+        DEADLINE,
+        "2 refused handshakes, 2 failed attempts",
+        || async {
+            let failed = metric(&app, "ptp_webhook_deliveries_total{result=\"failed\"}").await;
+            (failed >= 2 && rx.handshakes_failed() >= 2).then_some(())
+        },
+    )
+    .await;
+    assert!(rx.accepted().is_empty(), "{:#?}", rx.accepted());
+    assert_eq!(rx.refused(), 0);
+    assert_eq!(webhook_health(&app).await["pending"], 1);
+    let db = read_only(&app.db_path()).await;
+    let error: String =
+        sqlx::query_scalar("SELECT last_error FROM webhook_deliveries WHERE state = 0")
+            .fetch_one(&db)
+            .await
+            .expect("the pending delivery's last error");
+    db.close().await;
+    assert!(error.contains("certificate"), "{error}");
+    assert!(!error.contains("/hook"), "no URL in errors: {error}");
+
+    // Trusting the test CA, the waiting event arrives, signed.
+    app.stop_master().await;
+    app.start_master_with(|c| {
+        quick(c, hooks, "s3cret");
+        c.webhooks.webhook_ca_file = Some(ca);
+    })
+    .await;
+    let got = rx.wait_for(1).await;
+    assert_eq!(got[0].event, "run.failed");
+    assert_eq!(got[0].body["run_id"], "tls-1");
+    assert_eq!(rx.refused(), 0, "the signature checked out");
+    ptp_test_support::eventually(DEADLINE, "the outbox to be empty", || async {
+        (webhook_health(&app).await["pending"] == 0).then_some(())
+    })
+    .await;
+    assert_eq!(rx.accepted().len(), 1);
 }
