@@ -17,7 +17,7 @@ use crate::results::Delivery;
 use crate::{annotations, spool, summary};
 
 /// Where runs go according to the settings, for messages.
-pub(super) fn target(s: &Settings) -> String {
+fn target(s: &Settings) -> String {
     match s.transport {
         Transport::Nats => format!("NATS at {}", s.nats_url),
         Transport::Http => format!(
@@ -136,7 +136,7 @@ pub async fn connect(s: &Settings) -> Option<Sender> {
 }
 
 /// A sentence on where the run went, for the summary.
-pub(super) fn delivery_sentence(s: &Settings, d: &Delivery) -> String {
+fn delivery_sentence(s: &Settings, d: &Delivery) -> String {
     match d {
         Delivery::Published => format!("Published to {}.", target(s)),
         Delivery::NotRequested => "Not published: --no-publish.".into(),

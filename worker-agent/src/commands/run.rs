@@ -28,7 +28,7 @@ use crate::runner::{self, Plan, Runner};
 use crate::{owners, quarantine};
 
 /// What `--failed-from` takes from an earlier results file.
-pub(super) struct Earlier {
+struct Earlier {
     runner: Option<String>,
     run_id: String,
     /// Its failed and errored cases.
@@ -37,7 +37,7 @@ pub(super) struct Earlier {
 
 /// The failed and errored cases of an earlier `--results-json` file, its
 /// runner's name and its run id.
-pub(super) fn failed_cases(path: &Path) -> Result<Earlier, String> {
+fn failed_cases(path: &Path) -> Result<Earlier, String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("cannot read --failed-from {}: {e}", path.display()))?;
     let file: ResultsFile = serde_json::from_slice(&bytes).map_err(|e| {

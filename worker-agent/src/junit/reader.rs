@@ -96,7 +96,7 @@ pub(super) fn parse_stream<R: BufRead>(
 
 /// Where text inside a testcase goes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Sink {
+enum Sink {
     Nowhere,
     Output,
     Result(Kind),
@@ -104,7 +104,7 @@ pub(super) enum Sink {
 
 /// One open element.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Frame {
+enum Frame {
     /// `<testsuites>` / `<testsuite>`: may hold suites and cases.
     Container,
     /// `<testcase>`.
@@ -116,7 +116,7 @@ pub(super) enum Frame {
 }
 
 #[derive(Default)]
-pub(super) struct Parser {
+struct Parser {
     report: Report,
     stack: Vec<Frame>,
     /// The `file` attribute of each open container (parallel to the
