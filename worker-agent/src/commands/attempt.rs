@@ -2,7 +2,7 @@
 //! [`Plan`], reading the report it wrote, and merging retried attempts
 //! ([`crate::retry`] holds the rules; this file sequences them).
 //!
-//! Kept apart from [`super::run`] so the run's decision sequence reads top
+//! Kept apart from [`super::run()`] so the run's decision sequence reads top
 //! to bottom. It guarantees that a crash is never retried (a retry would
 //! hide it) and that a retry which itself crashes stops retrying with its
 //! failures kept.

@@ -60,7 +60,7 @@ pub enum JunitError {
         /// What was left open.
         detail: String,
     },
-    /// Larger than [`MAX_REPORT_BYTES`].
+    /// Larger than [`MAX_REPORT_BYTES`](super::MAX_REPORT_BYTES).
     #[error(
         "report is {size} bytes, over the limit of {limit} bytes: split the run into several reports or keep less captured output in it (pytest: -o junit_logging=no)"
     )]
@@ -70,7 +70,7 @@ pub enum JunitError {
         /// The limit.
         limit: u64,
     },
-    /// More than [`MAX_REPORT_CASES`] test cases.
+    /// More than [`MAX_REPORT_CASES`](super::MAX_REPORT_CASES) test cases.
     #[error(
         "report has more than {limit} test cases: split the run into several reports (one per shard or package)"
     )]
