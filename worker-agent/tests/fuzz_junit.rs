@@ -18,7 +18,7 @@
 //! What must hold: the parser never panics. A well-formed report under the
 //! limits parses to exactly the `<testcase>` elements the model emitted, in
 //! order, with the names, outcomes, retries and suite count the rules in
-//! `src/junit.rs` give; a `<!DOCTYPE>` declaring entities is refused, and so
+//! `src/junit/mod.rs` give; a `<!DOCTYPE>` declaring entities is refused, and so
 //! is nesting over [`junit::MAX_DEPTH`]. Anything else is either refused
 //! with a non-empty message or parses into cases that pass the wire
 //! schema's validation. Separate tests feed 50 MB hostile reports and check

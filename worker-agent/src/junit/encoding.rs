@@ -1,5 +1,5 @@
-//! Transcoding a JUnit report to UTF-8 while it streams, for the parser in
-//! [`super`]: quick-xml reads UTF-8 only, and reports in the wild arrive in
+//! Transcoding a JUnit report to UTF-8 while it streams, for the reader in
+//! `super::reader`: quick-xml reads UTF-8 only, and reports in the wild arrive in
 //! UTF-16 (with or without a BOM), ISO-8859-1, windows-1252 or broken UTF-8.
 //!
 //! Shape: one `BufRead` adapter, [`Transcoder`], between the file and the
