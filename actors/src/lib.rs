@@ -7,6 +7,8 @@
 //! - [`model`]: the domain types stored and served.
 //! - [`db`]: opening SQLite (WAL) and running the embedded migrations.
 //! - [`writer`]: the one writer; batches, idempotence, completion of runs.
+//! - `interning`: the compact layout of the cases (integer keys for runs,
+//!   tests and texts) and the writer's batch interning.
 //! - [`rollups`]: derived state the writer keeps in the store with the
 //!   data (worker statistics, failure counts) and the reads of it.
 //! - [`aggregates`]: heartbeats in memory, merged with the stored workers.
@@ -37,6 +39,7 @@ pub mod compare;
 pub mod db;
 pub mod flaky;
 pub mod history;
+mod interning;
 mod json_rows;
 pub mod maintenance;
 pub mod model;
