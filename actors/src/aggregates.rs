@@ -57,6 +57,7 @@ pub struct WorkerStatus {
     /// Running, idle or offline.
     pub status: WorkerState,
     /// Last heartbeat or run end.
+    #[serde(serialize_with = "crate::format::time")]
     pub last_seen: DateTime<Utc>,
     /// The run in progress, when running.
     pub current_run: Option<String>,
@@ -67,6 +68,7 @@ pub struct WorkerStatus {
     /// Completed runs stored.
     pub run_count: u64,
     /// Mean pass rate over its runs, percent.
+    #[serde(serialize_with = "crate::format::rate_opt")]
     pub avg_pass_rate: Option<f64>,
     /// Its latest stored run.
     pub last_run_id: Option<String>,

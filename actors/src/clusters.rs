@@ -359,8 +359,10 @@ pub struct Cluster {
     /// The first 10 affected tests.
     pub tests: Vec<String>,
     /// Start of the oldest run with this failure in the window.
+    #[serde(serialize_with = "crate::format::time")]
     pub first_seen: DateTime<Utc>,
     /// Start of the newest.
+    #[serde(serialize_with = "crate::format::time")]
     pub last_seen: DateTime<Utc>,
     /// One real occurrence (the newest): test, run and unmasked message.
     pub example: Example,

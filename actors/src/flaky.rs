@@ -132,8 +132,10 @@ pub struct FlakyTest {
     /// Runs where it failed or was retried, newest first (at most 10).
     pub evidence_runs: Vec<String>,
     /// Start of the oldest run with a failure or retry in the window.
+    #[serde(serialize_with = "crate::format::time")]
     pub first_seen: DateTime<Utc>,
     /// Start of the newest such run.
+    #[serde(serialize_with = "crate::format::time")]
     pub last_seen: DateTime<Utc>,
     /// The newest failure message.
     pub last_message: Option<String>,

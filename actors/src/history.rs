@@ -25,7 +25,7 @@ use serde::Serialize;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::flaky::{Runs, Window, push_scope};
-use crate::model::{Outcome, from_millis};
+use crate::model::{Counts, Outcome, from_millis};
 
 /// A test in one run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,6 +33,7 @@ pub struct HistoryEntry {
     /// Run id.
     pub run_id: String,
     /// Start of the run.
+    #[serde(serialize_with = "crate::format::time")]
     pub started_at: DateTime<Utc>,
     /// Project.
     pub project: String,
@@ -63,7 +64,8 @@ pub struct TestHistory {
     pub runs: usize,
     /// Entries by outcome.
     pub outcomes: BTreeMap<&'static str, u64>,
-    /// Passed out of passed + failed + error, percent.
+    /// Pass rate of the entries, percent, by the one rule ([`Counts::pass_rate`]).
+    #[serde(serialize_with = "crate::format::rate_opt")]
     pub pass_rate: Option<f64>,
     /// Median duration over the entries, seconds.
     pub median_duration_secs: Option<f64>,
@@ -136,9 +138,16 @@ pub async fn test_history(
         *outcomes.entry(e.outcome.as_str()).or_default() += 1;
     }
     let get = |o: Outcome| outcomes.get(o.as_str()).copied().unwrap_or(0);
-    let verdicts = get(Outcome::Passed) + get(Outcome::Failed) + get(Outcome::Error);
-    let pass_rate = (verdicts > 0)
-        .then(|| (get(Outcome::Passed) as f64 * 1000.0 / verdicts as f64).round() / 10.0);
+    let pass_rate = Counts {
+        total: entries.len() as u64,
+        passed: get(Outcome::Passed),
+        failed: get(Outcome::Failed),
+        error: get(Outcome::Error),
+        skipped: get(Outcome::Skipped),
+        xfailed: get(Outcome::Xfailed),
+        xpassed: get(Outcome::Xpassed),
+    }
+    .pass_rate();
     let mut durations: Vec<f64> = entries.iter().map(|e| e.duration_secs).collect();
     Ok(TestHistory {
         test_id: test_id.to_string(),

@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`model`]: the domain types stored and served.
+//! - [`format`]: the one form of times and rates in every answer.
 //! - [`db`]: opening SQLite (WAL) and running the embedded migrations.
 //! - [`writer`]: the one writer; batches, idempotence, completion of runs.
 //! - `interning`: the compact layout of the cases (integer keys for runs,
@@ -24,6 +25,8 @@
 //! - [`maintenance`]: the periodic task that expires incomplete runs and
 //!   applies retention.
 //! - [`supervise`]: handler panics caught, logged and counted for `/health`.
+//! - [`webhooks`]: the events a write produces, stored in an outbox in the
+//!   same transaction, and the reads and writes of their delivery.
 //!
 //! # Threading
 //! actix actors need an actix `System`, whose arbiter is a single-threaded
@@ -38,6 +41,7 @@ pub mod clusters;
 pub mod compare;
 pub mod db;
 pub mod flaky;
+pub mod format;
 pub mod history;
 mod interning;
 mod json_rows;
@@ -54,6 +58,7 @@ pub mod supervise;
 #[cfg(test)]
 mod testing;
 pub mod version;
+pub mod webhooks;
 pub mod writer;
 
 use std::thread::JoinHandle;
@@ -85,6 +90,16 @@ impl ActorSystem {
     /// upgrade; otherwise nothing of the history is read) and starts both
     /// actors on a dedicated thread. Returns once they run.
     pub async fn start(db: DbOptions, config: AggregatesConfig) -> Result<ActorSystem, DbError> {
+        ActorSystem::start_with(db, config, webhooks::Routes::default()).await
+    }
+
+    /// [`ActorSystem::start`], with the writer storing the webhook events
+    /// `routes` asks for.
+    pub async fn start_with(
+        db: DbOptions,
+        config: AggregatesConfig,
+        routes: webhooks::Routes,
+    ) -> Result<ActorSystem, DbError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let version = DataVersion::default();
         let writer_version = version.clone();
@@ -111,6 +126,7 @@ impl ActorSystem {
                     .await?;
                     let writer = Writer::new(pool, writer_version)
                         .supervised(actor_faults.clone())
+                        .with_webhooks(routes)
                         .start();
                     let aggregates = Aggregates::new(config, Some(read))
                         .supervised(actor_faults)

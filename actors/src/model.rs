@@ -70,6 +70,95 @@ impl Outcome {
     }
 }
 
+/// How a run ended, as the model owns it: stored as its snake_case name in
+/// `runs.status` (sqlx encodes and decodes it here, so no reader parses the
+/// text back) and served under the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every test passed (or was skipped / xfailed).
+    Passed,
+    /// Some tests failed or errored (pytest exit 1).
+    Failed,
+    /// The run was interrupted (pytest exit 2, Ctrl-C).
+    Interrupted,
+    /// The runner hit an internal error (pytest exit 3).
+    InternalError,
+    /// The runner was invoked wrongly (pytest exit 4).
+    UsageError,
+    /// No tests were collected (pytest exit 5).
+    NoTests,
+    /// The command died (signal, missing binary, or no report written).
+    Crashed,
+    /// The command ran past the agent's `--timeout` and was killed.
+    TimedOut,
+}
+
+impl RunStatus {
+    /// Every status.
+    pub const ALL: [RunStatus; 8] = [
+        RunStatus::Passed,
+        RunStatus::Failed,
+        RunStatus::Interrupted,
+        RunStatus::InternalError,
+        RunStatus::UsageError,
+        RunStatus::NoTests,
+        RunStatus::Crashed,
+        RunStatus::TimedOut,
+    ];
+
+    /// The snake_case name, stored and served.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Passed => "passed",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::InternalError => "internal_error",
+            RunStatus::UsageError => "usage_error",
+            RunStatus::NoTests => "no_tests",
+            RunStatus::Crashed => "crashed",
+            RunStatus::TimedOut => "timed_out",
+        }
+    }
+
+    /// Parses the snake_case name; the error names the accepted ones.
+    pub fn parse(s: &str) -> Result<RunStatus, String> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = RunStatus::ALL.map(RunStatus::as_str).to_vec();
+                format!("status {s:?} is not one of {}", all.join(", "))
+            })
+    }
+}
+
+impl sqlx::Type<sqlx::Sqlite> for RunStatus {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <str as sqlx::Type<sqlx::Sqlite>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::sqlite::SqliteTypeInfo) -> bool {
+        <str as sqlx::Type<sqlx::Sqlite>>::compatible(ty)
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Sqlite> for RunStatus {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::sqlite::SqliteArgumentsBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <&str as sqlx::Encode<sqlx::Sqlite>>::encode_by_ref(&self.as_str(), buf)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for RunStatus {
+    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let s = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
+        Ok(RunStatus::parse(s).map_err(|e| format!("stored run {e}"))?)
+    }
+}
+
 /// Counts by outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
@@ -102,8 +191,11 @@ impl Counts {
         }
     }
 
-    /// Pass rate in percent over the tests that reached a verdict
-    /// (passed + xpassed over passed + xpassed + failed + error).
+    /// Pass rate in percent (0..=100) over the tests that reached a verdict:
+    /// passed + xpassed over passed + xpassed + failed + error (skips and
+    /// xfails excluded); `None` when nothing reached a verdict. The one
+    /// pass-rate rule: ingest stores it with every run, history reuses it,
+    /// [`crate::format::rate`] writes it.
     pub fn pass_rate(&self) -> Option<f64> {
         let good = self.passed + self.xpassed;
         let ran = good + self.failed + self.error;
@@ -138,9 +230,8 @@ pub struct RunRecord {
     pub duration_secs: f64,
     /// Exit code of the test command.
     pub exit_code: Option<i32>,
-    /// `passed`, `failed`, `interrupted`, `internal_error`, `usage_error`,
-    /// `no_tests`, `crashed` or `timed_out`.
-    pub status: String,
+    /// How it ended.
+    pub status: RunStatus,
     /// Counts by outcome.
     pub counts: Counts,
     /// Pass rate in percent, when any test reached a verdict.
@@ -220,4 +311,68 @@ pub fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms)
         .single()
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_rate_counts_verdicts_only() {
+        let c = Counts {
+            total: 6,
+            passed: 1,
+            xpassed: 1,
+            failed: 1,
+            error: 1,
+            skipped: 1,
+            xfailed: 1,
+        };
+        assert_eq!(c.pass_rate(), Some(50.0));
+        let skips_only = Counts {
+            total: 2,
+            skipped: 1,
+            xfailed: 1,
+            ..Counts::default()
+        };
+        assert_eq!(skips_only.pass_rate(), None);
+        assert_eq!(Counts::default().pass_rate(), None);
+    }
+
+    #[test]
+    fn run_status_names_round_trip_and_unknown_names_are_refused() {
+        for s in RunStatus::ALL {
+            assert_eq!(RunStatus::parse(s.as_str()), Ok(s));
+            let json = serde_json::to_value(s).expect("json");
+            assert_eq!(json, s.as_str());
+        }
+        let err = RunStatus::parse("broken").expect_err("not a status");
+        assert!(
+            err.contains("\"broken\"") && err.contains("timed_out"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn run_status_is_stored_as_its_name() {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .expect("in-memory sqlite");
+        let (text, back): (String, RunStatus) = sqlx::query_as("SELECT CAST(?1 AS TEXT), ?1")
+            .bind(RunStatus::InternalError)
+            .fetch_one(&pool)
+            .await
+            .expect("round trip");
+        assert_eq!(
+            (text.as_str(), back),
+            ("internal_error", RunStatus::InternalError)
+        );
+        let err = sqlx::query_as::<_, (RunStatus,)>("SELECT 'exploded'")
+            .fetch_one(&pool)
+            .await
+            .expect_err("not a status");
+        assert!(err.to_string().contains("exploded"), "{err}");
+    }
 }

@@ -17,7 +17,10 @@
 //! returned by [`active`] nor counted by `fits`, and is deleted by the
 //! project's next [`Quarantine`]. Every release notes the completion order
 //! at that moment, so evidence from earlier runs never quarantines the test
-//! again by itself ([`crate::auto_quarantine`]).
+//! again by itself ([`crate::auto_quarantine`]). A change that makes a test
+//! quarantined (it was not active) or releases an active one stores its
+//! webhook event in the same transaction ([`crate::webhooks`]), whoever sent
+//! the message (a person through the API, or automatic quarantine).
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -25,6 +28,7 @@ use sqlx::SqlitePool;
 
 use crate::model::{from_millis, to_millis};
 use crate::version::Changed;
+use crate::webhooks;
 use crate::writer::{StoreError, Writer};
 
 /// One quarantined test.
@@ -120,9 +124,19 @@ impl Handler<Quarantine> for Writer {
 
     fn handle(&mut self, msg: Quarantine, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
+        let hooks = self.webhooks.clone();
         AtomicResponse::new(Box::pin(self.write(async move {
             let mut tx = pool.begin().await?;
             let now = to_millis(msg.now);
+            let was_active: Option<(i64,)> = sqlx::query_as(
+                "SELECT 1 FROM quarantine WHERE project = ? AND test_id = ? \
+                 AND (expires_at IS NULL OR expires_at > ?)",
+            )
+            .bind(&msg.project)
+            .bind(&msg.entry.test_id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
             sqlx::query(
                 "DELETE FROM quarantine WHERE project = ? AND expires_at IS NOT NULL \
                  AND expires_at <= ?",
@@ -162,6 +176,9 @@ impl Handler<Quarantine> for Writer {
                 tx.rollback().await?;
                 return Ok((Err(why), Changed::default()));
             }
+            if was_active.is_none() {
+                webhooks::on_quarantined(&mut tx, &hooks, &msg.project, e, msg.now).await?;
+            }
             tx.commit().await?;
             Ok((Ok(()), Changed::default()))
         })))
@@ -173,22 +190,28 @@ impl Handler<Release> for Writer {
 
     fn handle(&mut self, msg: Release, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
+        let hooks = self.webhooks.clone();
         AtomicResponse::new(Box::pin(self.write(async move {
             let mut tx = pool.begin().await?;
-            let done = sqlx::query(
-                "DELETE FROM quarantine WHERE project = ? AND test_id = ? AND (auto = 1 OR NOT ?)",
+            let gone: Option<(String, Option<i64>)> = sqlx::query_as(
+                "DELETE FROM quarantine WHERE project = ? AND test_id = ? AND (auto = 1 OR NOT ?) \
+                 RETURNING reason, expires_at",
             )
             .bind(&msg.project)
             .bind(&msg.test_id)
             .bind(msg.only_auto)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if done > 0 {
+            .fetch_optional(&mut *tx)
+            .await?;
+            let now = chrono::Utc::now();
+            if let Some((reason, expires_at)) = &gone {
                 crate::auto_quarantine::note_release(&mut tx, &msg.project, &msg.test_id).await?;
+                if expires_at.is_none_or(|at| at > to_millis(now)) {
+                    webhooks::on_released(&mut tx, &hooks, &msg.project, &msg.test_id, reason, now)
+                        .await?;
+                }
             }
             tx.commit().await?;
-            Ok((done > 0, Changed::default()))
+            Ok((gone.is_some(), Changed::default()))
         })))
     }
 }

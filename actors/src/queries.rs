@@ -9,7 +9,9 @@ use serde::Deserialize;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use crate::json_rows;
-use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, from_millis, to_millis};
+use crate::model::{
+    CaseRecord, Counts, Outcome, Rejection, RunRecord, RunStatus, from_millis, to_millis,
+};
 
 /// The columns of `runs` a [`RunRecord`] is made of.
 const RUN_FIELDS: [&str; 24] = [
@@ -54,7 +56,7 @@ struct RunRow {
     finished_at: i64,
     duration_secs: f64,
     exit_code: Option<i32>,
-    status: String,
+    status: RunStatus,
     total: i64,
     passed: i64,
     failed: i64,
@@ -215,7 +217,7 @@ pub struct RunFilter {
     /// Worker.
     pub worker_id: Option<String>,
     /// Run status.
-    pub status: Option<String>,
+    pub status: Option<RunStatus>,
     /// Started at or after.
     pub since: Option<DateTime<Utc>>,
     /// Started before.
@@ -234,12 +236,14 @@ pub async fn list_runs(pool: &SqlitePool, f: &RunFilter) -> Result<Vec<RunRecord
         ("project", &f.project),
         ("branch", &f.branch),
         ("worker_id", &f.worker_id),
-        ("status", &f.status),
     ] {
         if let Some(v) = value {
             qb.push(format_args!(" AND {column} = "))
                 .push_bind(v.clone());
         }
+    }
+    if let Some(s) = f.status {
+        qb.push(" AND status = ").push_bind(s);
     }
     if let Some(t) = f.since {
         qb.push(" AND started_at >= ").push_bind(to_millis(t));
@@ -478,3 +482,7 @@ pub async fn failure_stats_where(
     let rows: Vec<crate::rollups::StatRow> = qb.build_query_as().fetch_all(pool).await?;
     Ok(rows.into_iter().map(crate::rollups::stat).collect())
 }
+
+#[cfg(test)]
+#[path = "queries_tests.rs"]
+mod tests;

@@ -183,7 +183,7 @@ pub(crate) async fn add_run(
         .bind(received_at)
         .bind(started)
         .bind(&run.run_id)
-        .bind(&run.status)
+        .bind(run.status)
         .bind(&run.project)
         .bind(&run.host)
         .execute(&mut *conn)

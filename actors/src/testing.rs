@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use sqlx::SqlitePool;
 
-use crate::model::{CaseRecord, Counts, Outcome, RunRecord};
+use crate::model::{CaseRecord, Counts, Outcome, RunRecord, RunStatus};
 use crate::writer::{BatchItem, PruneSlice, StoreBatch};
 use crate::{ActorSystem, AggregatesConfig, DbOptions};
 
@@ -68,11 +68,10 @@ pub(crate) fn record(
         duration_secs: 30.0,
         exit_code: Some(1),
         status: if counts.failed + counts.error > 0 {
-            "failed"
+            RunStatus::Failed
         } else {
-            "passed"
-        }
-        .into(),
+            RunStatus::Passed
+        },
         pass_rate: counts.pass_rate(),
         counts,
         cases_complete: true,

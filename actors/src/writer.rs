@@ -31,7 +31,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, to_millis};
 use crate::supervise::Faults;
 use crate::version::{Changed, DataVersion};
-use crate::{auto_quarantine, clusters, flaky, interning, owners, rollups};
+use crate::{auto_quarantine, clusters, flaky, interning, owners, rollups, webhooks};
 
 /// Rows per multi-row `INSERT` into `cases` (14 binds a row, under
 /// SQLite's 32,766-variable limit).
@@ -126,6 +126,8 @@ pub struct Writer {
     pub(crate) pool: SqlitePool,
     version: DataVersion,
     faults: Faults,
+    /// Which events to put in the webhook outbox, and for whom.
+    pub(crate) webhooks: std::sync::Arc<webhooks::Routes>,
 }
 
 impl Writer {
@@ -136,7 +138,15 @@ impl Writer {
             pool,
             version,
             faults: Faults::default(),
+            webhooks: Default::default(),
         }
+    }
+
+    /// Stores the webhook events `routes` asks for with the writes that
+    /// cause them (see [`crate::webhooks`]).
+    pub fn with_webhooks(mut self, routes: webhooks::Routes) -> Writer {
+        self.webhooks = std::sync::Arc::new(routes);
+        self
     }
 
     /// Records panics of its writes in `faults` (shown by `/health`).
@@ -193,8 +203,9 @@ impl Handler<StoreBatch> for Writer {
 
     fn handle(&mut self, msg: StoreBatch, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
+        let hooks = self.webhooks.clone();
         AtomicResponse::new(Box::pin(
-            self.write(async move { store_batch(&pool, msg.0).await }),
+            self.write(async move { store_batch(&pool, &hooks, msg.0).await }),
         ))
     }
 }
@@ -537,6 +548,7 @@ type Sizes = (u64, u64);
 
 async fn store_batch(
     pool: &SqlitePool,
+    hooks: &webhooks::Routes,
     items: Vec<BatchItem>,
 ) -> Result<(BatchReport, Changed), StoreError> {
     let now = to_millis(Utc::now());
@@ -646,7 +658,7 @@ async fn store_batch(
     // Only runs that became visible change what readers see.
     let mut changed = Changed::default();
     for run_id in &touched {
-        match try_complete(&mut tx, run_id, now).await? {
+        match try_complete(&mut tx, hooks, run_id, now).await? {
             Completion::NotYet => {}
             Completion::Done { project } => {
                 report.completed.push(run_id.clone());
@@ -801,6 +813,7 @@ enum Completion {
 /// counts agree with the cases, and counts it into the rollups.
 async fn try_complete(
     conn: &mut SqliteConnection,
+    hooks: &webhooks::Routes,
     run_id: &str,
     now: i64,
 ) -> Result<Completion, sqlx::Error> {
@@ -873,7 +886,8 @@ async fn try_complete(
     rollups::add_run(&mut *conn, &run, now).await?;
     owners::record_owners(&mut *conn, run_id, &run.project).await?;
     auto_quarantine::count_clean_runs(&mut *conn, run_id, &run.project).await?;
-    flaky::record_evidence(conn, run_id, &run.project, seq).await?;
+    flaky::record_evidence(&mut *conn, run_id, &run.project, seq).await?;
+    webhooks::on_run_completed(conn, hooks, &run, seq).await?;
     Ok(Completion::Done {
         project: run.project,
     })
@@ -935,7 +949,7 @@ async fn insert_run(
     .bind(to_millis(r.finished_at))
     .bind(r.duration_secs)
     .bind(r.exit_code)
-    .bind(&r.status)
+    .bind(r.status)
     .bind(c.total as i64)
     .bind(c.passed as i64)
     .bind(c.failed as i64)
@@ -954,3 +968,7 @@ async fn insert_run(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;

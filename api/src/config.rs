@@ -170,6 +170,10 @@ pub struct Config {
     /// response sit unread by its client) before the master closes it.
     #[arg(long, env = "PTP_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub idle_timeout_secs: u64,
+
+    /// Webhook targets and delivery (see README "Webhooks").
+    #[command(flatten)]
+    pub webhooks: crate::webhooks::WebhookArgs,
 }
 
 impl Config {
@@ -204,11 +208,13 @@ impl Config {
             max_large_reads: 2,
             header_read_timeout_secs: 10,
             idle_timeout_secs: 60,
+            webhooks: crate::webhooks::WebhookArgs::default(),
         }
     }
 
     /// Refuses settings that contradict each other (clap checks each alone).
     pub fn check(&self) -> anyhow::Result<()> {
+        self.webhooks.targets()?;
         let needed = self
             .max_body_mb
             .saturating_mul(crate::limits::BODY_MEMORY_FACTOR);

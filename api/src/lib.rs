@@ -7,8 +7,9 @@
 //! Start-up order: open SQLite and migrate; start the actors (no history is
 //! read); connect to NATS (in the background: the master serves reads
 //! while NATS is away); spawn ingest, the hourly maintenance task (runs
-//! left incomplete, retention), the quarantine mirror ([`mirror`]) and,
-//! when on, automatic quarantine ([`auto_quarantine`], fed by ingest);
+//! left incomplete, retention), the quarantine mirror ([`mirror`]),
+//! webhook delivery ([`webhooks`]) and, when on, automatic quarantine
+//! ([`auto_quarantine`], fed by ingest);
 //! serve HTTP ([`server`]: header-read and idle timeouts; [`limits`]:
 //! memory for request bodies, large reads).
 //! Shutdown order: stop accepting HTTP and finish in-flight requests; stop
@@ -27,6 +28,7 @@ pub mod mirror;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +75,7 @@ pub use state::AppState;
         routes::quarantine::release_quarantine,
         routes::quarantine::list_quarantine,
     ),
+    components(schemas(webhooks::WebhookEvent)),
     modifiers(&BearerTokens)
 )]
 pub struct ApiDoc;
@@ -178,9 +181,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.check()?;
+    let hook_targets = config.webhooks.targets()?;
     let mut db = DbOptions::new(&config.db);
     db.synchronous_full = config.sqlite_sync_full;
-    let actors = ActorSystem::start(
+    let actors = ActorSystem::start_with(
         db.clone(),
         AggregatesConfig {
             offline_after: i64::try_from(config.offline_after_minutes)
@@ -189,6 +193,7 @@ pub async fn run(
                 .unwrap_or(chrono::Duration::MAX),
             max_workers: config.max_workers,
         },
+        config.webhooks.routes(&hook_targets),
     )
     .await
     .with_context(|| format!("cannot start the actors on {}", config.db.display()))?;
@@ -277,6 +282,27 @@ pub async fn run(
         ))
     });
 
+    let hook_status = Arc::new(webhooks::Status {
+        targets: hook_targets.iter().map(|t| t.key.clone()).collect(),
+        ..Default::default()
+    });
+    for t in &hook_targets {
+        if t.secret.is_none() {
+            tracing::warn!(target = ?t, "webhook target without a secret: its requests are not signed; set --webhook-secret");
+        }
+    }
+    let webhook_delivery = tokio::spawn(webhooks::run(
+        hook_targets,
+        read.clone(),
+        webhooks::Writer {
+            record: actors.writer.clone().recipient(),
+            prune: actors.writer.clone().recipient(),
+        },
+        webhooks::Settings::from(&config.webhooks),
+        hook_status.clone(),
+        shutdown.child_token(),
+    ));
+
     let state = AppState {
         read: read.clone(),
         aggregates: actors.aggregates.clone(),
@@ -293,6 +319,7 @@ pub async fn run(
         large_reads: Arc::new(limits::LargeReads::new(config.max_large_reads)),
         metrics: Arc::new(metrics::Metrics::new(config.master_name())),
         quarantine,
+        webhooks: hook_status,
     };
     if config.write_tokens.iter().all(|t| t.trim().is_empty()) {
         tracing::warn!(
@@ -318,6 +345,8 @@ pub async fn run(
     if let Some(judge) = auto_judge {
         let _ = judge.await;
     }
+
+    let _ = webhook_delivery.await;
     if let Err(e) = nats.drain().await {
         tracing::warn!("draining NATS: {e}");
     }

@@ -24,24 +24,6 @@ async fn main() -> anyhow::Result<()> {
             )
         })?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(signal(shutdown.clone()));
+    tokio::spawn(ptp_shutdown::cancel_on_signal(shutdown.clone()));
     ptp_api::run(config, listener, shutdown).await
-}
-
-/// Cancels `token` on SIGINT or SIGTERM.
-async fn signal(token: CancellationToken) {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-    tracing::info!("shutdown requested: finishing in-flight work");
-    token.cancel();
 }

@@ -8,6 +8,8 @@
 //! route, method and status, `read_cache_hits_total` / `_misses_total` / `_shared_total`,
 //! `runs_stored_total`, `messages_acked_total`, `rejected_total`,
 //! `dead_letters_total`, `heartbeats_refused_total`, `actor_panics_total`,
+//! `webhook_deliveries_total{result="delivered|failed|dead"}` and the
+//! `webhook_pending` / `webhook_dead` gauges (when webhooks are configured),
 //! and `master_info{master="..."}` naming the master that answered (every
 //! response also carries `X-Ptp-Master`).
 //!
@@ -224,6 +226,40 @@ pub async fn metrics(State(st): State<AppState>, Query(_): Query<NoQuery>) -> im
                 "gauge",
                 "ptp_consumer_ack_pending",
                 ack_pending,
+            );
+        }
+    }
+    if !st.webhooks.targets.is_empty() {
+        let c = &st.webhooks.counters;
+        let _ = writeln!(
+            out,
+            "# HELP ptp_webhook_deliveries_total Webhook delivery attempts since start: delivered (2xx), failed (retried), dead (given up).\n# TYPE ptp_webhook_deliveries_total counter"
+        );
+        for (result, n) in [
+            ("delivered", &c.delivered),
+            ("failed", &c.failed),
+            ("dead", &c.dead),
+        ] {
+            let _ = writeln!(
+                out,
+                "ptp_webhook_deliveries_total{{result=\"{result}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        if let Ok(b) = st.webhooks.backlog(&st.read).await {
+            line(
+                &mut out,
+                "Webhook deliveries waiting (new or being retried).",
+                "gauge",
+                "ptp_webhook_pending",
+                b.pending,
+            );
+            line(
+                &mut out,
+                "Webhook deliveries given up on or dropped, kept a week.",
+                "gauge",
+                "ptp_webhook_dead",
+                b.dead,
             );
         }
     }

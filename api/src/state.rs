@@ -10,7 +10,7 @@ use ptp_actors::Aggregates;
 use ptp_ingest::IngestHealth;
 use sqlx::SqlitePool;
 
-use crate::{cache, limits, metrics, mirror};
+use crate::{cache, limits, metrics, mirror, webhooks};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -40,4 +40,6 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The quarantine list's copy in the agents' bucket: pending projects.
     pub quarantine: Arc<mirror::QuarantineMirror>,
+    /// Webhook targets and delivery counters (`/health`, `/metrics`).
+    pub webhooks: Arc<webhooks::Status>,
 }

@@ -220,7 +220,7 @@ async fn breakdown(base: &str, run_id: &str) -> anyhow::Result<()> {
     let t_analytics = t.elapsed();
     let t = Instant::now();
     let stats = c
-        .failure_stats(&filter, None, 10)
+        .failure_stats(&filter, &None, None, 10)
         .await
         .context("failure stats")?;
     let t_stats = t.elapsed();
@@ -237,6 +237,7 @@ async fn breakdown(base: &str, run_id: &str) -> anyhow::Result<()> {
         workers: &workers,
         flaky: Some(&flaky),
         clusters: Some(&clusters),
+        group_by_owner: false,
         master_url: base,
         generated_at: Utc::now(),
     })

@@ -218,6 +218,22 @@ fn case_record(c: schema::TestCase) -> CaseRecord {
     }
 }
 
+/// The wire's run status as the model's.
+fn run_status(s: schema::RunStatus) -> model::RunStatus {
+    use model::RunStatus as M;
+    use schema::RunStatus as W;
+    match s {
+        W::Passed => M::Passed,
+        W::Failed => M::Failed,
+        W::Interrupted => M::Interrupted,
+        W::InternalError => M::InternalError,
+        W::UsageError => M::UsageError,
+        W::NoTests => M::NoTests,
+        W::Crashed => M::Crashed,
+        W::TimedOut => M::TimedOut,
+    }
+}
+
 fn run_record(r: schema::RunInfo) -> RunRecord {
     let c = r.counts;
     let counts = Counts {
@@ -242,7 +258,7 @@ fn run_record(r: schema::RunInfo) -> RunRecord {
         finished_at: r.finished_at,
         duration_secs: r.duration_secs,
         exit_code: r.exit_code,
-        status: r.status.as_str().to_string(),
+        status: run_status(r.status),
         pass_rate: counts.pass_rate(),
         counts,
         cases_complete: r.cases_complete,

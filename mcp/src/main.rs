@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr} (set --http / PTP_MCP_HTTP)"))?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(signal(shutdown.clone()));
+    tokio::spawn(ptp_shutdown::cancel_on_signal(shutdown.clone()));
     ptp_mcp::serve_http(
         server,
         listener,
@@ -34,22 +34,4 @@ async fn main() -> anyhow::Result<()> {
         shutdown,
     )
     .await
-}
-
-/// Cancels `token` on SIGINT or SIGTERM.
-async fn signal(token: CancellationToken) {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-    tracing::info!("shutdown requested");
-    token.cancel();
 }

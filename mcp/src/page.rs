@@ -1,4 +1,5 @@
-//! The report as a web page: `GET /report?project=&branch=&worker_id=&runs=`
+//! The report as a web page:
+//! `GET /report?project=&branch=&worker_id=&runs=&group_by=`
 //! on `ptp-mcp --http`, so a job summary, a chat message or a bookmark can
 //! link to the same HTML `get_report` returns.
 //!
@@ -47,7 +48,7 @@ pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 
 /// The parameters the page takes: `get_report`'s arguments without
 /// `output_path`.
-pub const PARAMETERS: [&str; 4] = ["project", "branch", "worker_id", "runs"];
+pub const PARAMETERS: [&str; 5] = ["project", "branch", "worker_id", "runs", "group_by"];
 
 /// The page's arguments, once bounded ([`crate::args::parse`]).
 #[derive(Debug, Deserialize)]
@@ -57,6 +58,7 @@ struct PageArgs {
     branch: Option<String>,
     worker_id: Option<String>,
     runs: Option<i64>,
+    group_by: Option<String>,
 }
 
 /// Why there is no report: the status and a sentence.
@@ -158,7 +160,13 @@ fn scope(uri: &Uri) -> Result<ReportScope, Refusal> {
         args.insert(name, value);
     }
     let a: PageArgs = crate::args::parse("the report page", args).map_err(Refusal::bad)?;
-    Ok(ReportScope::new(a.project, a.branch, a.worker_id, a.runs)?)
+    Ok(ReportScope::new(
+        a.project,
+        a.branch,
+        a.worker_id,
+        a.runs,
+        a.group_by,
+    )?)
 }
 
 fn error_page(refusal: Refusal) -> Response {
@@ -240,7 +248,10 @@ mod tests {
         let (status, m) = refused("project=a&output_path=x.html");
         assert_eq!(status, 400);
         assert!(m.starts_with("unknown parameter \"output_path\""), "{m}");
-        assert!(m.contains("project, branch, worker_id, runs"), "{m}");
+        assert!(
+            m.contains("project, branch, worker_id, runs, group_by"),
+            "{m}"
+        );
         let (status, m) = refused("project=a&project=b");
         assert_eq!(
             (status, m.as_str()),

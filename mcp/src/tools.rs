@@ -267,16 +267,20 @@ pub(crate) struct ReportScope {
 
 impl ReportScope {
     /// The scope of these (already size-bounded) arguments; `runs` out of
-    /// range is an argument error naming the range and the default.
+    /// range is an argument error naming the range and the default, a
+    /// `group_by` other than "owner" (blank is none) one naming the choice.
     pub(crate) fn new(
         project: Option<String>,
         branch: Option<String>,
         worker_id: Option<String>,
         runs: Option<i64>,
+        group_by: Option<String>,
     ) -> Result<ReportScope, ToolError> {
+        let group_by = given(group_by);
+        check_one_of("group_by", &group_by, &["owner"])?;
         Ok(ReportScope {
             runs: bounded("runs", runs, REPORT_RUNS_DEFAULT, 1, REPORT_RUNS_MAX)?,
-            group_by_owner: false,
+            group_by_owner: group_by.is_some(),
             filter: RunFilter {
                 project: given(project),
                 branch: given(branch),
@@ -1012,9 +1016,7 @@ impl PtpMcp {
 
     async fn report(&self, args: JsonObject) -> ToolResult {
         let a: ReportArgs = parse("get_report", args)?;
-        let mut scope = ReportScope::new(a.project, a.branch, a.worker_id, a.runs)?;
-        check_one_of("group_by", &a.group_by, &["owner"])?;
-        scope.group_by_owner = a.group_by.is_some();
+        let scope = ReportScope::new(a.project, a.branch, a.worker_id, a.runs, a.group_by)?;
         let output = match given(a.output_path) {
             Some(raw) => Some((self.report_file(&raw)?, raw)),
             None => None,

@@ -288,14 +288,6 @@ impl Counts {
             Outcome::Xpassed => &mut self.xpassed,
         }
     }
-
-    /// Pass rate in percent (0..=100): passed and xpassed over the tests that
-    /// ran to a verdict (skips and xfails excluded). `None` when nothing ran.
-    pub fn pass_rate(&self) -> Option<f64> {
-        let good = self.passed + self.xpassed;
-        let ran = good + self.failed + self.error;
-        (ran > 0).then(|| good as f64 * 100.0 / ran as f64)
-    }
 }
 
 /// One test case as the agent read it from the runner's report.
@@ -1258,18 +1250,5 @@ mod tests {
         assert!(t.starts_with("ééééé"));
         assert!(t.contains("[truncated 190 bytes]"), "{t}");
         assert_eq!(truncate_marked("short".into(), 10), "short");
-    }
-
-    #[test]
-    fn pass_rate_ignores_skips() {
-        let c = Counts {
-            total: 4,
-            passed: 1,
-            failed: 1,
-            skipped: 2,
-            ..Counts::default()
-        };
-        assert_eq!(c.pass_rate(), Some(50.0));
-        assert_eq!(Counts::default().pass_rate(), None);
     }
 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::config::{ListArgs, RunArgs, Settings, Transport, UploadArgs};
 use crate::master::Master;
 use crate::process::{self, Exit};
-use crate::publish::{Publisher, Sender, heartbeat};
+use crate::publish::{Beats, Publisher, Sender};
 use crate::report::{self, Finished, Meta};
 use crate::results::{Delivery, RerunLine, ResultsFile};
 use crate::runner::{self, Plan, Runner};
@@ -796,38 +796,22 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
     };
     let run_id = uuid::Uuid::now_v7().to_string();
     let started_at = Utc::now();
-    let interval = args.heartbeat_secs;
-
+    let beats = Beats {
+        worker_id: s.worker_id.clone(),
+        host: s.host.clone(),
+        project: s.project.clone(),
+        run_id: run_id.clone(),
+        interval_secs: args.heartbeat_secs,
+    };
     let ticker = publisher.clone().map(|p| {
-        let (w, h, proj, id) = (
-            s.worker_id.clone(),
-            s.host.clone(),
-            s.project.clone(),
-            run_id.clone(),
-        );
+        let beats = beats.clone();
         tokio::spawn(async move {
-            p.heartbeat(heartbeat(
-                &w,
-                &h,
-                &proj,
-                &id,
-                HeartbeatPhase::Start,
-                interval,
-            ))
-            .await;
-            let mut t = tokio::time::interval(Duration::from_secs(interval));
+            p.heartbeat(beats.beat(HeartbeatPhase::Start)).await;
+            let mut t = tokio::time::interval(Duration::from_secs(beats.interval_secs));
             t.tick().await;
             loop {
                 t.tick().await;
-                p.heartbeat(heartbeat(
-                    &w,
-                    &h,
-                    &proj,
-                    &id,
-                    HeartbeatPhase::Tick,
-                    interval,
-                ))
-                .await;
+                p.heartbeat(beats.beat(HeartbeatPhase::Tick)).await;
             }
         })
     });
@@ -854,15 +838,7 @@ pub async fn run(s: &Settings, args: RunArgs) -> i32 {
     let finished_at = Utc::now();
     let deadline = Instant::now() + s.publish_timeout;
     if let Some(p) = &publisher {
-        p.heartbeat(heartbeat(
-            &s.worker_id,
-            &s.host,
-            &s.project,
-            &run_id,
-            HeartbeatPhase::End,
-            interval,
-        ))
-        .await;
+        p.heartbeat(beats.beat(HeartbeatPhase::End)).await;
     }
     for p in &problems {
         eprintln!("ptp-agent: report problem: {p}");

@@ -206,24 +206,36 @@ impl Publisher {
     }
 }
 
-/// A heartbeat for `phase`.
-pub fn heartbeat(
-    worker_id: &str,
-    host: &str,
-    project: &str,
-    run_id: &str,
-    phase: HeartbeatPhase,
-    interval_secs: u64,
-) -> Heartbeat {
-    Heartbeat {
-        schema: schema::SCHEMA_VERSION,
-        worker_id: worker_id.to_string(),
-        host: Some(host.to_string()),
-        project: project.to_string(),
-        run_id: Some(run_id.to_string()),
-        phase,
-        interval_secs,
-        at: Utc::now(),
+/// The heartbeats of one run: the fields every beat repeats, so each beat
+/// names only its phase.
+#[derive(Debug, Clone)]
+pub struct Beats {
+    /// Worker id.
+    pub worker_id: String,
+    /// Host name.
+    pub host: String,
+    /// Project.
+    pub project: String,
+    /// The run beating.
+    pub run_id: String,
+    /// Seconds between ticks, told to the master so it knows when a worker
+    /// is overdue.
+    pub interval_secs: u64,
+}
+
+impl Beats {
+    /// The heartbeat of `phase`, stamped now.
+    pub fn beat(&self, phase: HeartbeatPhase) -> Heartbeat {
+        Heartbeat {
+            schema: schema::SCHEMA_VERSION,
+            worker_id: self.worker_id.clone(),
+            host: Some(self.host.clone()),
+            project: self.project.clone(),
+            run_id: Some(self.run_id.clone()),
+            phase,
+            interval_secs: self.interval_secs,
+            at: Utc::now(),
+        }
     }
 }
 

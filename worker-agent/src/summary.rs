@@ -274,24 +274,14 @@ fn status_mark(s: RunStatus) -> &'static str {
     }
 }
 
-/// Query-string escaping for the report link.
-fn query_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// The report page's URL for this run's project and branch.
 pub fn report_link(base: &str, run: &RunInfo) -> String {
-    let mut url = format!("{base}/report?project={}", query_escape(&run.project));
+    let mut url = format!(
+        "{base}/report?project={}",
+        ptp_nats::percent::encode(&run.project)
+    );
     if let Some(b) = &run.branch {
-        url.push_str(&format!("&branch={}", query_escape(b)));
+        url.push_str(&format!("&branch={}", ptp_nats::percent::encode(b)));
     }
     url.push_str("&runs=20");
     url

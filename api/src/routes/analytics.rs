@@ -52,6 +52,7 @@ pub struct TrendView {
     /// Run id.
     pub run_id: String,
     /// Start time of the run.
+    #[serde(serialize_with = "ptp_actors::format::time")]
     pub timestamp: DateTime<Utc>,
     /// Project.
     pub project: String,
@@ -74,6 +75,7 @@ pub struct TrendView {
     /// All cases.
     pub total: u64,
     /// Pass rate in percent.
+    #[serde(serialize_with = "ptp_actors::format::rate_opt")]
     pub pass_rate: Option<f64>,
     /// Wall time, seconds.
     pub duration: f64,
@@ -134,6 +136,7 @@ pub struct WorkerView {
     /// `running`, `idle` or `offline`.
     pub status: String,
     /// Last heartbeat or run end.
+    #[serde(serialize_with = "ptp_actors::format::time")]
     pub last_seen: DateTime<Utc>,
     /// Run in progress.
     pub current_run: Option<String>,
@@ -144,6 +147,7 @@ pub struct WorkerView {
     /// Runs stored.
     pub run_count: u64,
     /// Mean pass rate over its runs, percent.
+    #[serde(serialize_with = "ptp_actors::format::rate_opt")]
     pub avg_pass_rate: Option<f64>,
     /// Latest run.
     pub last_run_id: Option<String>,
@@ -216,6 +220,7 @@ pub struct FailureStatView {
     /// Failures (failed or error) in the window.
     pub fail_count: u64,
     /// Latest failure.
+    #[serde(serialize_with = "ptp_actors::format::time")]
     pub last_failed_at: DateTime<Utc>,
     /// Its message.
     pub last_message: Option<String>,

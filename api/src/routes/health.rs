@@ -1,5 +1,10 @@
-//! `/health` (NATS, SQLite and ingest state) and `/rejected` (messages the
-//! master refused, with the reason).
+//! `/health` (NATS, SQLite, ingest and webhook delivery state) and
+//! `/rejected` (messages the master refused, with the reason).
+//!
+//! Webhooks degrade `/health` only when a delivery is dead (given up on or
+//! dropped, kept a week) or the oldest waiting one is older than
+//! [`WEBHOOK_BACKLOG_DEGRADED_AFTER_SECS`]: a receiver that is down for a
+//! few minutes is normal and retried, not a fault of the master.
 
 use std::collections::BTreeMap;
 
@@ -55,6 +60,60 @@ pub struct Health {
     /// then answers 503 here and must be restarted), with the handler
     /// panics it caught and recovered from since start.
     pub actors: BTreeMap<&'static str, ActorHealth>,
+    /// Webhook delivery; absent when no target is configured.
+    pub webhooks: Option<WebhookHealth>,
+}
+
+/// The webhook outbox of the configured targets.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookHealth {
+    /// Configured targets.
+    pub targets: usize,
+    /// Deliveries waiting (new or being retried).
+    pub pending: u64,
+    /// Deliveries given up on or dropped over the bound, kept a week.
+    pub dead: u64,
+    /// Age in seconds of the oldest waiting delivery.
+    pub oldest_pending_secs: Option<i64>,
+    /// Why the outbox could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+/// A waiting delivery older than this degrades `/health`.
+pub const WEBHOOK_BACKLOG_DEGRADED_AFTER_SECS: i64 = 3600;
+
+impl WebhookHealth {
+    fn ok(&self) -> bool {
+        self.error.is_none()
+            && self.dead == 0
+            && self
+                .oldest_pending_secs
+                .is_none_or(|s| s < WEBHOOK_BACKLOG_DEGRADED_AFTER_SECS)
+    }
+}
+
+async fn webhook_health(st: &AppState) -> Option<WebhookHealth> {
+    if st.webhooks.targets.is_empty() {
+        return None;
+    }
+    let mut h = WebhookHealth {
+        targets: st.webhooks.targets.len(),
+        pending: 0,
+        dead: 0,
+        oldest_pending_secs: None,
+        error: None,
+    };
+    match st.webhooks.backlog(&st.read).await {
+        Ok(b) => {
+            h.pending = b.pending;
+            h.dead = b.dead;
+            h.oldest_pending_secs = b
+                .oldest_pending
+                .map(|t| Utc::now().signed_duration_since(t).num_seconds().max(0));
+        }
+        Err(e) => h.error = Some(e.to_string()),
+    }
+    Some(h)
 }
 
 /// One actor's state.
@@ -108,7 +167,9 @@ pub async fn health(
         )
     })
     .collect();
+    let webhooks = webhook_health(&st).await;
     let ok = nats == "connected"
+        && webhooks.as_ref().is_none_or(WebhookHealth::ok)
         && database == "ok"
         && h.consumer_error.is_none()
         && h.store_error.is_none()
@@ -127,6 +188,7 @@ pub async fn health(
         heartbeats_refused: h.heartbeats_refused,
         last_heartbeat_refusal: h.last_heartbeat_refusal,
         actors,
+        webhooks,
     };
     let code = if ok {
         StatusCode::OK
@@ -149,6 +211,7 @@ pub struct RejectedQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RejectedView {
     /// When.
+    #[serde(serialize_with = "ptp_actors::format::time")]
     pub received_at: DateTime<Utc>,
     /// Subject.
     pub subject: Option<String>,

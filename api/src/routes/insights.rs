@@ -163,6 +163,7 @@ pub struct Cleared {
     /// Test id.
     pub test_id: String,
     /// Evidence from runs that started before this no longer counts.
+    #[serde(serialize_with = "ptp_actors::format::time")]
     pub cleared_at: DateTime<Utc>,
     /// Whether an automatic quarantine of the test was released with it
     /// (a person's quarantine stays).

@@ -28,25 +28,16 @@ pub(crate) fn next_page(path: &str, cursor: Option<&str>, params: &[(&str, Strin
     }
     let mut link = format!("<{path}?");
     for (k, v) in params {
-        link.push_str(&format!("{k}={}&", urlencode(v)));
+        link.push_str(&format!("{k}={}&", ptp_nats::percent::encode(v)));
     }
-    link.push_str(&format!("cursor={}>; rel=\"next\"", urlencode(cursor)));
+    link.push_str(&format!(
+        "cursor={}>; rel=\"next\"",
+        ptp_nats::percent::encode(cursor)
+    ));
     if let Ok(v) = HeaderValue::from_str(&link) {
         headers.insert(header::LINK, v);
     }
     headers
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// The cursor after the run that started at `started_at` with `run_id`.

@@ -67,8 +67,10 @@ pub struct QuarantineEntry {
     /// Why.
     pub reason: String,
     /// Since when.
+    #[serde(serialize_with = "ptp_actors::format::time")]
     pub since: DateTime<Utc>,
     /// When it ends by itself; null: until released.
+    #[serde(serialize_with = "ptp_actors::format::time_opt")]
     pub expires_at: Option<DateTime<Utc>>,
     /// Quarantined by the flaky detector.
     pub auto: bool,

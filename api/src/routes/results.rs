@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use ptp_actors::model::{CaseRecord, Outcome, RunRecord};
+use ptp_actors::model::{CaseRecord, Outcome, RunRecord, RunStatus};
 use ptp_actors::queries::{self, RunFilter};
 use ptp_nats::schema::{self, RunInfo, TestCase};
 use serde::{Deserialize, Serialize};
@@ -52,10 +52,13 @@ pub struct RunView {
     /// Command line.
     pub command: Option<String>,
     /// Start time (same as `started_at`; the original system's name).
+    #[serde(serialize_with = "ptp_actors::format::time")]
     pub timestamp: DateTime<Utc>,
     /// Start time.
+    #[serde(serialize_with = "ptp_actors::format::time")]
     pub started_at: DateTime<Utc>,
     /// End time.
+    #[serde(serialize_with = "ptp_actors::format::time")]
     pub finished_at: DateTime<Utc>,
     /// Wall time in seconds.
     pub duration: f64,
@@ -63,7 +66,8 @@ pub struct RunView {
     pub exit_code: Option<i32>,
     /// `passed`, `failed`, `interrupted`, `internal_error`, `usage_error`,
     /// `no_tests`, `crashed` or `timed_out`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: RunStatus,
     /// All test cases.
     pub total: u64,
     /// Passed.
@@ -79,6 +83,7 @@ pub struct RunView {
     /// Unexpected passes.
     pub xpassed: u64,
     /// Pass rate in percent over tests that reached a verdict.
+    #[serde(serialize_with = "ptp_actors::format::rate_opt")]
     pub pass_rate: Option<f64>,
     /// Whether every test case is stored (false for the original system's
     /// payload, which carried only failures).
@@ -279,20 +284,14 @@ impl ListQuery {
     /// handler knows whether there is a next page.
     fn filter(&self) -> Result<RunFilter, ApiError> {
         let limit = bounded("limit", self.limit, 50, 1, 500)?;
-        if let Some(s) = &self.status
-            && schema::RunStatus::parse(s).is_none()
-        {
-            let all: Vec<&str> = schema::RunStatus::ALL.map(|r| r.as_str()).to_vec();
-            return Err(ApiError::BadRequest(format!(
-                "status {s:?} is not one of {}",
-                all.join(", ")
-            )));
-        }
+        let status = (self.status.as_deref().map(RunStatus::parse))
+            .transpose()
+            .map_err(ApiError::BadRequest)?;
         Ok(RunFilter {
             project: self.project.clone(),
             branch: self.branch.clone(),
             worker_id: self.worker_id.clone(),
-            status: self.status.clone(),
+            status,
             since: self.since,
             until: self.until,
             after: self

@@ -22,14 +22,6 @@ pub struct Master {
 }
 
 impl Master {
-    pub async fn start(db: &Path, nats_url: &str) -> Master {
-        Master::start_with(ptp_api::Config::for_test(
-            db.to_path_buf(),
-            nats_url.to_string(),
-        ))
-        .await
-    }
-
     /// A master with settings other than the test defaults.
     pub async fn start_with(config: ptp_api::Config) -> Master {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -60,9 +52,17 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(|_| {}).await
+    }
+
+    /// A master with the test defaults changed by `tweak`.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut ptp_api::Config)) -> TestApp {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().expect("temp dir");
-        let master = Master::start(&dir.path().join("ptp.sqlite"), &nats.url()).await;
+        let mut config =
+            ptp_api::Config::for_test(dir.path().join("ptp.sqlite"), nats.url().to_string());
+        tweak(&mut config);
+        let master = Master::start_with(config).await;
         let app = TestApp {
             nats,
             master: Some(master),

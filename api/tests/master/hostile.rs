@@ -380,7 +380,7 @@ async fn post_errors_name_the_field_and_naive_timestamps_are_utc() {
         .await;
     assert_eq!(status, 202, "{answer}");
     let run = app.wait_run("naive").await;
-    assert_eq!(run["started_at"], "2024-05-01T12:00:00Z");
+    assert_eq!(run["started_at"], "2024-05-01T12:00:00.000Z");
 
     let legacy = json!({"run_id": "x", "worker_id": "w", "passed": 1, "total": 1});
     let cases: [(&str, Value, &str); 6] = [

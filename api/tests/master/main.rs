@@ -8,6 +8,7 @@ mod bad_input;
 mod cache;
 mod cluster;
 mod faults;
+mod formats;
 mod helpers;
 mod hostile;
 mod insights;
@@ -17,6 +18,7 @@ mod owners;
 mod quarantine;
 mod retention;
 mod security;
+mod webhooks;
 
 use std::collections::BTreeMap;
 
@@ -249,7 +251,7 @@ async fn original_systems_payload_is_accepted_unchanged() {
         (8, 2, 11)
     );
     assert_eq!(run["pass_rate"], 80.0);
-    assert_eq!(run["timestamp"], "2026-01-02T03:04:05Z");
+    assert_eq!(run["timestamp"], "2026-01-02T03:04:05.000Z");
     assert_eq!(run["failures"].as_array().map(Vec::len), Some(2));
     assert_eq!(run["failures"][0]["nodeid"], "tests/test_a.py::test_one");
 

@@ -281,6 +281,16 @@ async fn report_page_checks_hosts_tokens_and_queries() {
         let html = r.text().await.expect("body");
         assert!(html.contains("<title>Test report: shop</title>"), "report");
     }
+    // The page groups by owner as the tool does (the seeded runs carry no
+    // owners: their failures are under "no owner").
+    let r = get("/report?project=shop&group_by=owner")
+        .bearer_auth("team-token")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status().as_u16(), 200);
+    let html = r.text().await.expect("body");
+    assert!(html.contains("Owner: no owner"), "grouped page");
     for req in [
         get(report).basic_auth("team-token", Some("wrong")),
         get(report).bearer_auth("wrong"),
@@ -316,7 +326,7 @@ async fn report_page_checks_hosts_tokens_and_queries() {
         (
             "/report?project=shop&output_path=x.html",
             400,
-            "unknown parameter &#34;output_path&#34;; the page takes project, branch, worker_id, runs",
+            "unknown parameter &#34;output_path&#34;; the page takes project, branch, worker_id, runs, group_by",
         ),
         (
             "/report?runs=10&runs=20",
@@ -332,6 +342,11 @@ async fn report_page_checks_hosts_tokens_and_queries() {
             "/report?runs=501",
             400,
             "runs must be between 1 and 500, got 501",
+        ),
+        (
+            "/report?project=shop&group_by=team",
+            400,
+            "group_by &#34;team&#34; is not one of owner",
         ),
         (
             "/report?project=%3Cscript%3Ealert(1)%3C/script%3E",
