@@ -31,9 +31,9 @@
 //! view returns exactly the old columns). A run's cases and its key go
 //! together ([`delete_cases`]). Tests and texts no case refers to any more
 //! are deleted by [`drop_orphans`] at the end of each prune that deleted
-//! something (one scan of `cases`); until then, and when no retention is
-//! set, the orphans left by runs given up on or refused stay, bounded by
-//! the distinct tests and texts those runs carried.
+//! something (a scan of `cases` per kind of key); until then, and when no
+//! retention is set, the orphans left by runs given up on or refused stay,
+//! bounded by the distinct tests and texts those runs carried.
 
 use std::collections::HashMap;
 
