@@ -10,7 +10,9 @@
 //!   them. Each one it names is quarantined with `auto = true`, a reason
 //!   naming the evidence, and `expires_at = now + N days`, unless its newest
 //!   evidence comes from a run completed before its last release (a release
-//!   is final for the evidence it saw) or a person's entry exists (never
+//!   is final for the evidence it saw), a person released it within the last
+//!   N days (`DELETE /quarantine`: the detector does not overrule a person
+//!   on the next failure; migration 0015), or a person's entry exists (never
 //!   replaced, see [`crate::quarantine`]).
 //! - An automatic entry is released after M consecutive clean runs since it
 //!   was quarantined (the counter, `quarantine.clean_runs`, migration 0013,
@@ -110,21 +112,28 @@ pub(crate) async fn count_clean_runs(
     Ok(())
 }
 
-/// Notes that `test_id` of `project` was just released: evidence from runs
-/// completed until now never quarantines it again by itself. Part of the
+/// Notes that `test_id` of `project` was just released (`by_person`: by a
+/// person's `DELETE /quarantine`): evidence from runs completed until now
+/// never quarantines it again by itself, and after a person's release no
+/// evidence does for the automatic period ([`decide`]). Part of the
 /// release's transaction.
 pub(crate) async fn note_release(
     conn: &mut SqliteConnection,
     project: &str,
     test_id: &str,
+    by_person: bool,
+    now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO quarantine_released (project, test_id, after_seq) \
-         SELECT ?1, ?2, value FROM rollup_state WHERE name = 'seq' \
-         ON CONFLICT (project, test_id) DO UPDATE SET after_seq = excluded.after_seq",
+        "INSERT INTO quarantine_released (project, test_id, after_seq, by_person, released_at) \
+         SELECT ?1, ?2, value, ?3, ?4 FROM rollup_state WHERE name = 'seq' \
+         ON CONFLICT (project, test_id) DO UPDATE SET after_seq = excluded.after_seq, \
+         by_person = excluded.by_person, released_at = excluded.released_at",
     )
     .bind(project)
     .bind(test_id)
+    .bind(by_person)
+    .bind(to_millis(now))
     .execute(conn)
     .await?;
     Ok(())
@@ -199,18 +208,24 @@ pub async fn decide(
     .bind(i64::from(settings.release_after_clean_runs.max(1)))
     .fetch_all(pool)
     .await?;
-    // The run's tracked tests not quarantined now, with their last release.
+    // The run's tracked tests not quarantined now and not held off by a
+    // person's release within the automatic period, with their last release.
+    let held_since = TimeDelta::try_days(i64::from(settings.days))
+        .and_then(|d| now.checked_sub_signed(d))
+        .map_or(i64::MIN, to_millis);
     let candidates: Vec<(String, i64)> = sqlx::query_as(
         "SELECT t.test_id, COALESCE(r.after_seq, -1) FROM verdicts v \
          JOIN tracked_tests t ON t.key = v.key \
          LEFT JOIN quarantine_released r ON r.project = t.project AND r.test_id = t.test_id \
          WHERE v.seq = ?1 AND t.project = ?2 AND NOT EXISTS (SELECT 1 FROM quarantine q \
            WHERE q.project = t.project AND q.test_id = t.test_id \
-             AND (q.expires_at IS NULL OR q.expires_at > ?3))",
+             AND (q.expires_at IS NULL OR q.expires_at > ?3)) \
+           AND NOT (COALESCE(r.by_person, 0) = 1 AND COALESCE(r.released_at, 0) > ?4)",
     )
     .bind(seq)
     .bind(&project)
     .bind(to_millis(now))
+    .bind(held_since)
     .fetch_all(pool)
     .await?;
     let mut quarantine = Vec::new();

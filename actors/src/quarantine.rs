@@ -74,6 +74,9 @@ pub struct Release {
     /// Test id.
     pub test_id: String,
     /// Release only an automatic entry (a person's stays, reply `false`).
+    /// `false` is a person's release (`DELETE /quarantine`), which also holds
+    /// automatic quarantine off the test for its period
+    /// ([`crate::auto_quarantine`]).
     pub only_auto: bool,
 }
 
@@ -204,7 +207,14 @@ impl Handler<Release> for Writer {
             .await?;
             let now = chrono::Utc::now();
             if let Some((reason, expires_at)) = &gone {
-                crate::auto_quarantine::note_release(&mut tx, &msg.project, &msg.test_id).await?;
+                crate::auto_quarantine::note_release(
+                    &mut tx,
+                    &msg.project,
+                    &msg.test_id,
+                    !msg.only_auto,
+                    now,
+                )
+                .await?;
                 if expires_at.is_none_or(|at| at > to_millis(now)) {
                     webhooks::on_released(&mut tx, &hooks, &msg.project, &msg.test_id, reason, now)
                         .await?;

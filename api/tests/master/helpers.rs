@@ -146,6 +146,17 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .delete(format!("{}{path}", self.base()))
+            .send()
+            .await
+            .expect("DELETE reaches the master");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// Polls `GET /results/{id}` until the run is there, and `/trend` until
     /// the aggregates have it too (they hear of a run just after its commit).
     pub async fn wait_run(&self, run_id: &str) -> Value {

@@ -297,4 +297,35 @@ async fn flaky_tests_are_quarantined_automatically_and_released_after_clean_runs
         (&left[0]["test_id"], &left[0]["reason"]),
         (&json!("t::manual"), &json!("by hand"))
     );
+
+    // A person's release holds the detector off: new evidence for a test a
+    // person released does not quarantine it again within the period, while
+    // another test's does (so the run was judged).
+    let retried = run_of(3, &[("t::again", Passed, true)]);
+    publish_direct(&app.nats.url(), &[retried], true).await;
+    app.wait_run("auto-00003").await;
+    ptp_test_support::eventually(DEADLINE, "t::again quarantined", || async {
+        listed(&app)
+            .await
+            .iter()
+            .any(|e| e["test_id"] == "t::again")
+            .then_some(())
+    })
+    .await;
+    let (status, body) = app.delete("/quarantine/synthetic/t::again").await;
+    assert_eq!(status, 200, "{body}");
+    let retried = run_of(4, &[("t::again", Passed, true), ("t::other", Passed, true)]);
+    publish_direct(&app.nats.url(), &[retried], true).await;
+    app.wait_run("auto-00004").await;
+    let now = ptp_test_support::eventually(DEADLINE, "t::other quarantined", || async {
+        let l = listed(&app).await;
+        l.iter().any(|e| e["test_id"] == "t::other").then_some(l)
+    })
+    .await;
+    let ids: BTreeSet<String> = ids_in(&Value::Array(now), "test_id");
+    assert_eq!(
+        ids,
+        set(&["t::manual", "t::other"]),
+        "t::again stays released"
+    );
 }

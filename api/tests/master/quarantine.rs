@@ -41,17 +41,6 @@ async fn bucket(app: &TestApp, project: &str) -> Option<ptp_nats::quarantine::Qu
         .expect("the bucket exists and holds a valid list")
 }
 
-async fn delete(app: &TestApp, path: &str) -> (u16, Value) {
-    let r = app
-        .http
-        .delete(format!("{}{path}", app.base()))
-        .send()
-        .await
-        .expect("DELETE reaches the master");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 fn ids(list: &Option<ptp_nats::quarantine::QuarantineList>) -> Vec<String> {
     list.iter()
         .flat_map(|l| l.tests.iter().map(|t| t.test_id.clone()))
@@ -120,11 +109,11 @@ async fn quarantine_through_the_api_turns_the_agents_build_green_and_release_red
         "/quarantine/demo/{}",
         broken.replace('%', "%25").replace('/', "%2F")
     );
-    let (status, body) = delete(&app, &path).await;
+    let (status, body) = app.delete(&path).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "released");
     assert_eq!(ids(&bucket(&app, "demo").await), Vec::<String>::new());
-    let (status, body) = delete(&app, &path).await;
+    let (status, body) = app.delete(&path).await;
     assert_eq!(status, 404, "released twice: {body}");
 
     let (_, spec) = app.get("/openapi.json").await;
