@@ -83,8 +83,9 @@ pub(crate) async fn count_clean_runs(
     // test_id, count, worst outcome, any retried case.
     let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT q.test_id, q.clean_runs, MIN(c.outcome), MAX(c.flaky) FROM quarantine q \
-         CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
-         WHERE q.project = ? AND q.auto = 1 AND c.run_id = ? AND c.test_id = q.test_id \
+         CROSS JOIN tests t CROSS JOIN cases c INDEXED BY cases_by_run_test \
+         WHERE q.project = ? AND q.auto = 1 AND t.test_id = q.test_id \
+           AND c.run_key = (SELECT run_key FROM run_keys WHERE run_id = ?) AND c.test_key = t.test_key \
            AND c.outcome IN (0, 1, 3) \
          GROUP BY q.test_id",
     )

@@ -81,7 +81,7 @@ impl DbOptions {
         }
     }
 
-    fn connect_options(&self) -> SqliteConnectOptions {
+    pub(crate) fn connect_options(&self) -> SqliteConnectOptions {
         // `filename` takes the path as-is; from_str would parse URL syntax.
         SqliteConnectOptions::new()
             .filename(&self.path)

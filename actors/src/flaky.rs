@@ -34,7 +34,7 @@
 //! verdicts are then read run by run from those rows. For runs
 //! that completed before a candidate was tracked (and runs stored before
 //! migration 0007), its verdict is read from the cases as before: one probe
-//! of `test_cases_by_run_test` per (candidate, run), the join order forced
+//! of `cases_by_run_test` per (candidate, run), the join order forced
 //! with `CROSS JOIN` (without statistics SQLite would rather read every case
 //! of the window's runs). Both paths give the same verdicts; the property
 //! test (`props.rs`) checks it on random histories. The kept rows are read
@@ -451,13 +451,15 @@ pub(crate) async fn find_flaky_from(
              CROSS JOIN verdicts v JOIN tracked_tests t ON t.key = v.key \
              WHERE {kept} AND v.seq = s.seq AND (v.failed OR v.retried) \
            UNION \
-           SELECT s.project, c.test_id FROM scope s \
-             CROSS JOIN test_cases c INDEXED BY test_cases_by_run \
-             WHERE (NOT {kept} OR s.seq IS NULL) AND c.run_id = s.run_id AND c.outcome IN (0, 1) \
+           SELECT s.project, t.test_id FROM scope s \
+             CROSS JOIN run_keys k CROSS JOIN cases c CROSS JOIN tests t \
+             WHERE (NOT {kept} OR s.seq IS NULL) AND k.run_id = s.run_id \
+               AND c.run_key = k.run_key AND c.outcome IN (0, 1) AND t.test_key = c.test_key \
            UNION \
-           SELECT s.project, c.test_id FROM scope s \
-             CROSS JOIN test_cases c INDEXED BY test_cases_retried \
-             WHERE (NOT {kept} OR s.seq IS NULL) AND c.run_id = s.run_id AND c.flaky = 1), \
+           SELECT s.project, t.test_id FROM scope s \
+             CROSS JOIN run_keys k CROSS JOIN cases c INDEXED BY cases_retried CROSS JOIN tests t \
+             WHERE (NOT {kept} OR s.seq IS NULL) AND k.run_id = s.run_id \
+               AND c.run_key = k.run_key AND c.flaky = 1 AND t.test_key = c.test_key), \
          cand AS (SELECT project, test_id FROM cand0 WHERE 1 = 1"
     ));
     push_filter(&mut q, &w.tests, "project", "test_id");
@@ -479,14 +481,17 @@ pub(crate) async fn find_flaky_from(
     q.push(format_args!(
         " \
            UNION ALL \
-           SELECT s.project, c.test_id, s.n, MIN(c.outcome) <= 1, SUM(c.flaky) > 0 \
+           SELECT s.project, ck.test_id, s.n, MIN(c.outcome) <= 1, SUM(c.flaky) > 0 \
            FROM ck \
+           CROSS JOIN tests t \
            CROSS JOIN scope s \
-           CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
-           WHERE s.project = ck.project AND c.run_id = s.run_id AND c.test_id = ck.test_id \
+           CROSS JOIN run_keys k \
+           CROSS JOIN cases c INDEXED BY cases_by_run_test \
+           WHERE t.test_id = ck.test_id AND s.project = ck.project AND k.run_id = s.run_id \
+             AND c.run_key = k.run_key AND c.test_key = t.test_key \
              AND c.outcome IN (0, 1, 3) AND s.started_at > COALESCE(ck.cleared_at, -1) \
              AND (ck.since_seq IS NULL OR s.seq IS NULL OR s.seq < ck.since_seq) \
-           GROUP BY s.project, c.test_id, s.n) \
+           GROUP BY s.project, ck.test_id, s.n) \
          SELECT project, test_id, group_concat(n || ',' || failed || ',' || retried, ';') AS obs \
          FROM seen GROUP BY project, test_id"
     ));
@@ -559,8 +564,10 @@ async fn last_message(
     failed.sort_by(|a, b| (b.started_at, &b.run_id).cmp(&(a.started_at, &a.run_id)));
     for o in failed {
         let m: Option<(Option<String>,)> = sqlx::query_as(
-            "SELECT substr(c.message, 1, 300) FROM test_cases c INDEXED BY test_cases_by_run_test \
-             WHERE c.run_id = ? AND c.test_id = ? AND c.outcome IN (0, 1) \
+            "SELECT (SELECT substr(body, 1, 300) FROM texts WHERE text_key = c.message_key) \
+             FROM run_keys k CROSS JOIN cases c INDEXED BY cases_by_run_test \
+             WHERE k.run_id = ? AND c.run_key = k.run_key \
+               AND c.test_key IN (SELECT test_key FROM tests WHERE test_id = ?) AND c.outcome IN (0, 1) \
              ORDER BY c.outcome, c.chunk, c.idx LIMIT 1",
         )
         .bind(&o.run_id)

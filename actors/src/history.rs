@@ -3,8 +3,9 @@
 //! - [`test_history`]: a test's outcome, duration, run, commit and worker in
 //!   each run that had it, newest first: the newest [`HISTORY_LOOKBACK`]
 //!   runs matching the filters are probed for the test through
-//!   `test_cases_by_run_test` (an index keyed by run first, so storing a
-//!   run's cases stays a local insert; see migration 0004).
+//!   `cases_by_run_test`, by the run's and the test's integer keys (an
+//!   index keyed by run first, so storing a run's cases stays a local
+//!   insert; see migrations 0004 and 0014).
 //!   A test recorded several times in one run (pytest writes a failure and a
 //!   teardown error as two cases) is one entry: its worst outcome, its summed
 //!   duration and the failure message.
@@ -99,11 +100,14 @@ pub async fn test_history(
     q.push(
         ") SELECT r.run_id, r.started_at, r.project, r.branch, r.commit_sha, r.worker_id, \
                 MIN(c.outcome) AS outcome, SUM(c.duration_secs) AS secs, SUM(c.retries) AS retries, \
-                SUM(c.flaky) AS flaky, substr(c.message, 1, 500) AS message \
-         FROM recent r CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
-         WHERE c.run_id = r.run_id AND c.test_id = ",
+                SUM(c.flaky) AS flaky, \
+                (SELECT substr(body, 1, 500) FROM texts WHERE text_key = c.message_key) AS message \
+         FROM recent r CROSS JOIN run_keys k CROSS JOIN cases c INDEXED BY cases_by_run_test \
+         WHERE k.run_id = r.run_id AND c.run_key = k.run_key \
+           AND c.test_key IN (SELECT test_key FROM tests WHERE test_id = ",
     );
     q.push_bind(test_id.to_string());
+    q.push(")");
     q.push(" GROUP BY r.run_id ORDER BY r.started_at DESC, r.run_id DESC LIMIT ")
         .push_bind(i64::from(limit));
     let rows = q.build().fetch_all(pool).await?;

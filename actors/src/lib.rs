@@ -8,6 +8,8 @@
 //! - [`format`]: the one form of times and rates in every answer.
 //! - [`db`]: opening SQLite (WAL) and running the embedded migrations.
 //! - [`writer`]: the one writer; batches, idempotence, completion of runs.
+//! - `interning`: the compact layout of the cases (integer keys for runs,
+//!   tests and texts) and the writer's batch interning.
 //! - [`rollups`]: derived state the writer keeps in the store with the
 //!   data (worker statistics, failure counts) and the reads of it.
 //! - [`aggregates`]: heartbeats in memory, merged with the stored workers.
@@ -41,6 +43,7 @@ pub mod db;
 pub mod flaky;
 pub mod format;
 pub mod history;
+mod interning;
 mod json_rows;
 pub mod maintenance;
 pub mod model;

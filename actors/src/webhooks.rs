@@ -274,16 +274,20 @@ pub(crate) async fn on_run_completed(
     let mut newly_failing: Vec<(String, Option<String>)> = Vec::new();
     if failed && (routes.wants(EventType::RunFailed) || routes.wants(EventType::TestNewlyFailing)) {
         newly_failing = sqlx::query_as(
-            "SELECT f.test_id, (SELECT substr(c.message, 1, 300) FROM test_cases c \
-                 INDEXED BY test_cases_by_run_test WHERE c.run_id = ?1 AND c.test_id = f.test_id \
+            "SELECT f.test_id, \
+               (SELECT (SELECT substr(body, 1, 300) FROM texts WHERE text_key = c.message_key) \
+                 FROM cases c INDEXED BY cases_by_run_test \
+                 WHERE c.run_key = (SELECT run_key FROM run_keys WHERE run_id = ?1) \
+                 AND c.test_key IN (SELECT test_key FROM tests WHERE test_id = f.test_id) \
                  AND c.outcome IN (0, 1) ORDER BY c.outcome, c.chunk, c.idx LIMIT 1) \
              FROM (SELECT DISTINCT test_id FROM test_cases WHERE run_id = ?1 AND outcome IN (0, 1) \
                    ORDER BY test_id LIMIT ?5) f \
              WHERE (SELECT MIN(c.outcome) FROM (SELECT run_id, seq FROM runs \
                         WHERE project = ?2 AND branch = ?3 AND seq < ?4 \
                         ORDER BY seq DESC LIMIT ?6) p \
-                    CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
-                    WHERE c.run_id = p.run_id AND c.test_id = f.test_id \
+                    CROSS JOIN run_keys k CROSS JOIN cases c INDEXED BY cases_by_run_test \
+                    WHERE k.run_id = p.run_id AND c.run_key = k.run_key \
+                    AND c.test_key IN (SELECT test_key FROM tests WHERE test_id = f.test_id) \
                     GROUP BY p.seq ORDER BY p.seq DESC LIMIT 1) = 3 \
              ORDER BY f.test_id",
         )
@@ -334,13 +338,18 @@ pub(crate) async fn on_run_completed(
     }
     if routes.wants(EventType::TestNewlyFlaky) {
         let flaky: Vec<(String,)> = sqlx::query_as(
-            "SELECT c.test_id FROM test_cases c INDEXED BY test_cases_retried \
-             WHERE c.run_id = ?1 AND c.flaky = 1 GROUP BY c.test_id HAVING MIN(c.outcome) > 1 \
+            "SELECT t.test_id FROM run_keys k CROSS JOIN cases c INDEXED BY cases_retried \
+             CROSS JOIN tests t \
+             WHERE k.run_id = ?1 AND c.run_key = k.run_key AND c.flaky = 1 \
+               AND t.test_key = c.test_key \
+             GROUP BY t.test_id HAVING MIN(c.outcome) > 1 \
              AND NOT EXISTS (SELECT 1 FROM (SELECT run_id FROM runs \
                    WHERE project = ?2 AND branch = ?3 AND seq < ?4 ORDER BY seq DESC LIMIT ?5) p \
-                 CROSS JOIN test_cases r INDEXED BY test_cases_retried \
-                 WHERE r.run_id = p.run_id AND r.flaky = 1 AND r.test_id = c.test_id) \
-             ORDER BY c.test_id LIMIT ?6",
+                 CROSS JOIN run_keys pk CROSS JOIN cases r INDEXED BY cases_retried \
+                 CROSS JOIN tests rt \
+                 WHERE pk.run_id = p.run_id AND r.run_key = pk.run_key AND r.flaky = 1 \
+                   AND rt.test_key = r.test_key AND rt.test_id = t.test_id) \
+             ORDER BY t.test_id LIMIT ?6",
         )
         .bind(&run.run_id)
         .bind(&run.project)

@@ -31,9 +31,9 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, to_millis};
 use crate::supervise::Faults;
 use crate::version::{Changed, DataVersion};
-use crate::{auto_quarantine, clusters, flaky, owners, rollups, webhooks};
+use crate::{auto_quarantine, clusters, flaky, interning, owners, rollups, webhooks};
 
-/// Rows per multi-row `INSERT` into `test_cases` (17 binds a row, under
+/// Rows per multi-row `INSERT` into `cases` (14 binds a row, under
 /// SQLite's 32,766-variable limit).
 const CASE_ROWS_PER_STATEMENT: usize = 1900;
 
@@ -246,8 +246,9 @@ impl PruneReport {
     }
 }
 
-/// Retention, step 2: give the freed pages back to the file system
-/// (incremental vacuum, WAL truncated). Replies with the file size before
+/// Retention, step 2: delete the tests and texts no case refers to any
+/// more (see `interning`), then give the freed pages back to the file
+/// system (incremental vacuum, WAL truncated). Replies with the file size before
 /// and after, in bytes.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(u64, u64), StoreError>")]
@@ -330,11 +331,7 @@ async fn prune_slice(
             rollups::remove_run(&mut tx, run_id).await?;
             flaky::forget_evidence(&mut tx, run_id).await?;
         }
-        report.cases += sqlx::query("DELETE FROM test_cases WHERE run_id = ?")
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        report.cases += interning::delete_cases(&mut tx, run_id).await?;
         for sql in [
             "DELETE FROM run_chunks WHERE run_id = ?",
             "DELETE FROM pending_runs WHERE run_id = ?",
@@ -387,8 +384,10 @@ impl Handler<ClearFlaky> for Writer {
         let pool = self.pool.clone();
         AtomicResponse::new(Box::pin(self.write(async move {
             let known: Option<(i64,)> = sqlx::query_as(
-                "SELECT 1 FROM runs r CROSS JOIN test_cases c INDEXED BY test_cases_by_run_test \
-                     WHERE r.project = ? AND c.run_id = r.run_id AND c.test_id = ? LIMIT 1",
+                "SELECT 1 FROM runs r CROSS JOIN run_keys k \
+                     CROSS JOIN cases c INDEXED BY cases_by_run_test \
+                     WHERE r.project = ? AND k.run_id = r.run_id AND c.run_key = k.run_key \
+                       AND c.test_key IN (SELECT test_key FROM tests WHERE test_id = ?) LIMIT 1",
             )
             .bind(&msg.project)
             .bind(&msg.test_id)
@@ -481,8 +480,8 @@ async fn expire_incomplete(
                  was dropped: publish the run again (ptp-agent upload) to store it"
             ),
         };
+        interning::delete_cases(&mut tx, run_id).await?;
         for sql in [
-            "DELETE FROM test_cases WHERE run_id = ?",
             "DELETE FROM run_chunks WHERE run_id = ?",
             "DELETE FROM pending_runs WHERE run_id = ?",
         ] {
@@ -513,9 +512,14 @@ async fn file_bytes(conn: &mut SqliteConnection) -> Result<u64, sqlx::Error> {
     Ok((pages.max(0) * size.max(0)) as u64)
 }
 
-/// Frees the pages pruning left empty. Databases made before incremental
-/// auto-vacuum was the default are converted once with a full `VACUUM`.
+/// Deletes orphaned tests and texts, then frees the pages pruning left
+/// empty. Databases made before incremental auto-vacuum was the default are
+/// converted once with a full `VACUUM`.
 async fn reclaim(pool: &SqlitePool) -> Result<Sizes, StoreError> {
+    let mut tx = pool.begin().await?;
+    let (tests, texts) = interning::drop_orphans(&mut tx).await?;
+    tx.commit().await?;
+    tracing::debug!(tests, texts, "orphaned tests and texts deleted");
     let mut conn = pool.acquire().await?;
     let before = file_bytes(&mut conn).await?;
     let (mode,): (i64,) = sqlx::query_as("PRAGMA auto_vacuum")
@@ -734,30 +738,53 @@ async fn insert_cases(
             })
         })
         .collect();
+    // Intern what repeats: the batch's distinct runs, tests and texts.
+    let mut runs = interning::Distinct::new();
+    let mut tests = interning::Distinct::new();
+    let mut texts = interning::Distinct::new();
+    let owners: Vec<Option<String>> = rows
+        .iter()
+        .map(|(_, _, _, c)| owners::to_column(&c.owners))
+        .collect();
+    let mut at = Vec::with_capacity(rows.len());
+    for ((run_id, _, _, c), owners) in rows.iter().zip(&owners) {
+        let mut text = [None; 4];
+        let bodies = [&c.message, &c.traceback, &c.output, owners];
+        for (slot, body) in text.iter_mut().zip(bodies) {
+            *slot = body.as_deref().map(|b| texts.add(b));
+        }
+        let test = (
+            c.test_id.as_str(),
+            c.file.as_deref(),
+            c.classname.as_deref(),
+            c.name.as_str(),
+        );
+        at.push((runs.add(*run_id), tests.add(test), text));
+    }
+    let run_keys = interning::run_keys(&mut *conn, &runs.values).await?;
+    let test_keys = interning::test_keys(&mut *conn, &tests.values).await?;
+    let text_keys = interning::text_keys(&mut *conn, &texts.values).await?;
+    let key = |keys: &[i64], i: usize| keys.get(i).copied();
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "INSERT INTO test_cases (run_id, chunk, idx, test_id, file, classname, name, outcome, \
-         duration_secs, message, traceback, output, retries, flaky, sig, owners, quarantined) ",
+        "INSERT INTO cases (run_key, outcome, chunk, idx, test_key, duration_secs, retries, \
+         flaky, quarantined, sig, message_key, traceback_key, output_key, owners_key) ",
     );
     qb.push_values(
-        rows.iter().zip(&keys),
-        |mut b, ((run_id, chunk, idx, c), key)| {
-            b.push_bind(run_id.to_string())
+        rows.iter().zip(&keys).zip(&at),
+        |mut b, (((_, chunk, idx, c), sig), (run, test, text))| {
+            b.push_bind(key(&run_keys, *run))
+                .push_bind(c.outcome.code())
                 .push_bind(*chunk)
                 .push_bind(*idx as i64)
-                .push_bind(c.test_id.clone())
-                .push_bind(c.file.clone())
-                .push_bind(c.classname.clone())
-                .push_bind(c.name.clone())
-                .push_bind(c.outcome.code())
+                .push_bind(key(&test_keys, *test))
                 .push_bind(c.duration_secs)
-                .push_bind(c.message.clone())
-                .push_bind(c.traceback.clone())
-                .push_bind(c.output.clone())
                 .push_bind(c.retries)
                 .push_bind(c.flaky)
-                .push_bind(*key)
-                .push_bind(owners::to_column(&c.owners))
-                .push_bind(c.quarantined);
+                .push_bind(c.quarantined)
+                .push_bind(*sig);
+            for t in text {
+                b.push_bind(t.and_then(|i| key(&text_keys, i)));
+            }
         },
     );
     qb.build().execute(&mut *conn).await?;
@@ -807,7 +834,8 @@ async fn try_complete(
     }
     let run: Result<RunRecord, _> = serde_json::from_str(&info);
     let by_outcome: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT outcome, COUNT(*) FROM test_cases WHERE run_id = ? GROUP BY outcome",
+        "SELECT outcome, COUNT(*) FROM cases \
+         WHERE run_key = (SELECT run_key FROM run_keys WHERE run_id = ?) GROUP BY outcome",
     )
     .bind(run_id)
     .fetch_all(&mut *conn)
@@ -827,10 +855,7 @@ async fn try_complete(
     let mut run = match verdict {
         Ok(run) => run,
         Err(reason) => {
-            sqlx::query("DELETE FROM test_cases WHERE run_id = ?")
-                .bind(run_id)
-                .execute(&mut *conn)
-                .await?;
+            interning::delete_cases(&mut *conn, run_id).await?;
             let rejection = Rejection {
                 received_at: crate::model::from_millis(now),
                 subject: None,

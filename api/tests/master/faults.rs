@@ -370,7 +370,7 @@ async fn a_poison_message_is_dead_lettered_and_blocks_nothing() {
     .await
     .expect("second connection");
     sqlx::query(
-        "CREATE TRIGGER poison BEFORE INSERT ON test_cases \
+        "CREATE TRIGGER poison BEFORE INSERT ON tests \
          WHEN NEW.test_id = 'tests/test_poison.py::test_it' \
          BEGIN SELECT RAISE(ABORT, 'this row is poison'); END",
     )
