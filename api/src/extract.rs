@@ -1,5 +1,14 @@
 //! Extractors that turn axum's rejections into [`ApiError`]s, so a bad query
 //! string or body gets the same JSON error shape as everything else.
+//!
+//! Shape: thin wrappers over axum's `Query`, `Json` and `Path`, each with
+//! one mapping from rejection to error; handlers use these, never axum's.
+//! A body refused by the in-flight budget ([`crate::limits`]) is found
+//! among the body's errors here, so the budget knows no extractor.
+//!
+//! Guarantees: every refusal is the JSON error shape with a sentence naming
+//! what to change (the parameter, the size limit, the encoding); a body
+//! over the budget is a 503 with `Retry-After`, not a 400.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -143,3 +152,82 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct NoQuery {}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::http::{StatusCode, header};
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    use super::Json;
+    use crate::limits::{BodyBudget, charge_bodies};
+
+    /// A chunked body is charged chunk by chunk ([`crate::limits`]): one
+    /// that does not fit ends, through [`Json`], in 503 with Retry-After;
+    /// one that fits is served; every charge is given back afterwards.
+    #[tokio::test]
+    async fn chunked_bodies_are_charged_as_they_arrive() {
+        let budget = Arc::new(BodyBudget::new(1, 1024 * 1024));
+        let app = Router::new()
+            .route(
+                "/",
+                post(|Json(v): Json<serde_json::Value>| async move {
+                    v.as_str().map(str::len).unwrap_or(0).to_string()
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                budget.clone(),
+                charge_bodies,
+            ));
+        let chunked = |bytes: usize| {
+            let json = format!("\"{}\"", "x".repeat(bytes - 2)).into_bytes();
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                json.chunks(8 * 1024).map(|c| Ok(c.to_vec())).collect();
+            Request::post("/")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(futures::stream::iter(chunks)))
+                .expect("request")
+        };
+        // 1 MiB budget at 10× admits ~100 KiB of body.
+        let r = app
+            .clone()
+            .oneshot(chunked(200 * 1024))
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.headers().contains_key(header::RETRY_AFTER));
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON error");
+        assert_eq!(v["error"], "unavailable");
+        assert!(
+            v["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("PTP_MAX_INFLIGHT_BODY_MB")),
+            "{v}"
+        );
+        assert_eq!(
+            budget.available_kib(),
+            1024,
+            "the refused body's charge is back"
+        );
+
+        let r = app
+            .clone()
+            .oneshot(chunked(50 * 1024))
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            budget.available_kib(),
+            1024,
+            "the served body's charge is back"
+        );
+    }
+}

@@ -68,7 +68,7 @@ pub use state::AppState;
         routes::insights::slow_tests,
         routes::health::health,
         routes::health::rejected,
-        metrics::metrics,
+        routes::metrics::metrics,
         routes::agent::check,
         routes::agent::post_message,
         routes::quarantine::post_quarantine,
@@ -130,7 +130,7 @@ pub fn app(state: AppState, config: &Config) -> Router {
         .merge(routes::health::router())
         .merge(routes::agent::router())
         .merge(routes::quarantine::router())
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(routes::metrics::metrics))
         .with_state(state.clone());
     api.route(
         "/openapi.json",

@@ -63,7 +63,8 @@ pub struct BodyBudget {
 }
 
 /// The error a chunked body ends with when its next chunk does not fit the
-/// budget; [`crate::extract::Json`] turns it into [`ApiError::Overloaded`].
+/// budget; the JSON extractor finds it among the body's errors and answers
+/// [`ApiError::Overloaded`] ([`BodyBudgetExceeded::to_api_error`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct BodyBudgetExceeded(String);
@@ -305,80 +306,5 @@ impl HttpBody for PermitBody {
             hint.set_upper(upper + pending);
         }
         hint
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::Router;
-    use axum::http::{StatusCode, header};
-    use axum::routing::post;
-    use tower::ServiceExt;
-
-    /// A chunked body is charged chunk by chunk: one that does not fit ends
-    /// in 503 with Retry-After, one that fits is served, and every charge is
-    /// given back afterwards.
-    #[tokio::test]
-    async fn chunked_bodies_are_charged_as_they_arrive() {
-        let budget = Arc::new(BodyBudget::new(1, 1024 * 1024));
-        let app = Router::new()
-            .route(
-                "/",
-                post(
-                    |crate::extract::Json(v): crate::extract::Json<serde_json::Value>| async move {
-                        v.as_str().map(str::len).unwrap_or(0).to_string()
-                    },
-                ),
-            )
-            .layer(axum::middleware::from_fn_with_state(
-                budget.clone(),
-                charge_bodies,
-            ));
-        let chunked = |bytes: usize| {
-            let json = format!("\"{}\"", "x".repeat(bytes - 2)).into_bytes();
-            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-                json.chunks(8 * 1024).map(|c| Ok(c.to_vec())).collect();
-            Request::post("/")
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from_stream(futures::stream::iter(chunks)))
-                .expect("request")
-        };
-        // 1 MiB budget at 10× admits ~100 KiB of body.
-        let r = app
-            .clone()
-            .oneshot(chunked(200 * 1024))
-            .await
-            .expect("answer");
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(r.headers().contains_key(header::RETRY_AFTER));
-        let body = axum::body::to_bytes(r.into_body(), 1 << 20)
-            .await
-            .expect("body");
-        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON error");
-        assert_eq!(v["error"], "unavailable");
-        assert!(
-            v["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("PTP_MAX_INFLIGHT_BODY_MB")),
-            "{v}"
-        );
-        assert_eq!(
-            budget.available_kib(),
-            1024,
-            "the refused body's charge is back"
-        );
-
-        let r = app
-            .clone()
-            .oneshot(chunked(50 * 1024))
-            .await
-            .expect("answer");
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(
-            budget.available_kib(),
-            1024,
-            "the served body's charge is back"
-        );
     }
 }

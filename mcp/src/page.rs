@@ -22,8 +22,8 @@
 //!   [`report::content_security_policy`] (nothing loads, no script runs,
 //!   only the template's own styles apply), `X-Content-Type-Options:
 //!   nosniff`, `Cache-Control: no-store` and `Referrer-Policy: no-referrer`.
-//! - The page sits behind the same `Host` and token checks as `/mcp`
-//!   ([`crate::transport`]); it only reads.
+//! - The page sits behind the same `Host` and token checks as `/mcp` (the
+//!   transport mounts it; this module does not know it); it only reads.
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -33,13 +33,13 @@ use rmcp::model::JsonObject;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::answer::{MAX_ERROR_CHARS, ToolError};
 use crate::args::echo;
 use crate::master::MasterError;
 use crate::report;
+use crate::server::PtpMcp;
 use crate::text::trim_end;
-use crate::tools::{
-    MAX_ERROR_CHARS, PtpMcp, REPORT_RUNS_DEFAULT, REPORT_RUNS_MAX, ReportScope, ToolError,
-};
+use crate::tools::report::{REPORT_RUNS_DEFAULT, REPORT_RUNS_MAX, ReportScope};
 
 /// Longest query string accepted, in bytes: three values of 512 bytes
 /// (the names' limit), each percent-encoded to at most three times that,

@@ -48,7 +48,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::jsonrpc::{self, Verdict};
-use crate::tools::PtpMcp;
+use crate::server::PtpMcp;
 
 /// Buffer of the in-memory pipes between the stdio pump and rmcp.
 const PIPE_BYTES: usize = 64 * 1024;

@@ -5,6 +5,7 @@ pub mod analytics;
 pub mod compare;
 pub mod health;
 pub mod insights;
+pub mod metrics;
 pub(crate) mod paging;
 pub mod quarantine;
 pub mod results;

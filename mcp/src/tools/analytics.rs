@@ -1,7 +1,8 @@
-//! The analytics tools: `get_flaky_tests`, `get_test_history`,
-//! `get_failure_clusters`, `get_slow_tests`, `get_quarantine`.
+//! The analytics tools: `get_failure_stats`, `get_flaky_tests`,
+//! `get_test_history`, `get_failure_clusters`, `get_slow_tests`,
+//! `get_quarantine`.
 //!
-//! Each is one read of the master's analytics API (`/flaky`,
+//! Each is one read of the master's analytics API (`/failures/stats`, `/flaky`,
 //! `/tests/{id}/history`, `/failures/clusters`, `/tests/slow`,
 //! `/quarantine`), checked
 //! before it is sent and compacted after: messages trimmed, run lists cut,
@@ -12,12 +13,34 @@
 use rmcp::model::{CallToolResult, JsonObject};
 use rmcp::{ErrorData, tool, tool_router};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::answer::{ToolError, ToolResult, bounded, finish, json_answer, parse, time};
 use crate::args::{given, input_schema};
+use crate::master::RunFilter;
+use crate::server::PtpMcp;
 use crate::text::trim_end;
-use crate::tools::{PtpMcp, ToolError, ToolResult, bounded, finish, json_answer, parse};
+
+/// Arguments of `get_failure_stats`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailureStatsArgs {
+    /// Only tests of this project.
+    pub project: Option<String>,
+    /// Only failures in runs of this branch (e.g. "main").
+    pub branch: Option<String>,
+    /// Only failures in runs of this CI worker.
+    pub worker_id: Option<String>,
+    /// Only tests of this owner, exactly as CODEOWNERS names it (e.g. "@acme/cart" or "qa@example.com"), by the owners the newest run named.
+    pub owner: Option<String>,
+    /// Window: the last N days, 1 to 3650. Default: all stored runs.
+    #[schemars(range(min = 1, max = 3650))]
+    pub days: Option<i64>,
+    /// Most tests listed, most failures first: 1 to 500. Default 20.
+    #[schemars(range(min = 1, max = 500))]
+    pub limit: Option<i64>,
+}
 
 /// The window shared by the analytics tools.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -89,6 +112,12 @@ pub struct QuarantineArgs {
     #[schemars(range(min = 1, max = 100))]
     pub limit: Option<i64>,
 }
+
+const FAILURE_STATS_DESC: &str = "The tests that failed most often in a window (the last `days` \
+days, or all stored runs), most failures first, with the count, when each last failed, its last \
+message and run; narrow it to a branch or a worker. Use it to find flaky or chronically broken \
+tests and to prioritise fixes. Prefer get_failures for the full tracebacks of one run, and \
+compare_runs for what one run broke compared to another.";
 
 const QUARANTINE_DESC: &str = "A project's quarantined tests: tests whose failures do not fail \
 the build (the agent exits 0 when they are the only failures; their real outcomes are still \
@@ -171,8 +200,17 @@ fn trimmed(v: &Value, n: usize) -> Value {
     }
 }
 
-#[tool_router(router = insights_tool_router, vis = "pub(crate)")]
+#[tool_router(router = analytics_tool_router, vis = "pub(crate)")]
 impl PtpMcp {
+    #[tool(
+        description = FAILURE_STATS_DESC,
+        input_schema = input_schema::<FailureStatsArgs>(),
+        annotations(title = "Most frequent failures", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_failure_stats(&self, args: JsonObject) -> Result<CallToolResult, ErrorData> {
+        Ok(finish("get_failure_stats", self.failure_stats(args)).await)
+    }
+
     #[tool(
         description = FLAKY_DESC,
         input_schema = input_schema::<WindowArgs>(),
@@ -220,6 +258,59 @@ impl PtpMcp {
 }
 
 impl PtpMcp {
+    async fn failure_stats(&self, args: JsonObject) -> ToolResult {
+        let a: FailureStatsArgs = parse("get_failure_stats", args)?;
+        let limit = bounded("limit", a.limit, 20, 1, 500)?;
+        let days = match a.days {
+            None => None,
+            Some(d) => Some(bounded("days", Some(d), 7, 1, 3650)?),
+        };
+        let filter = RunFilter {
+            project: given(a.project),
+            branch: given(a.branch),
+            worker_id: given(a.worker_id),
+            status: None,
+        };
+        let stats = self
+            .master
+            .failure_stats(&filter, &given(a.owner), days, limit)
+            .await?;
+        let project = filter.project.clone();
+        #[derive(Serialize)]
+        struct Line {
+            test_id: String,
+            project: String,
+            fail_count: u64,
+            last_failed_at: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            last_message: Option<String>,
+            last_run_id: String,
+        }
+        #[derive(Serialize)]
+        struct Answer {
+            window: String,
+            project: String,
+            shown: usize,
+            tests: Vec<Line>,
+        }
+        json_answer(&Answer {
+            window: days.map_or_else(|| "all stored runs".into(), |d| format!("last {d} days")),
+            project: project.unwrap_or_else(|| "all projects".into()),
+            shown: stats.len(),
+            tests: stats
+                .iter()
+                .map(|s| Line {
+                    test_id: trim_end(&s.test_id, 500),
+                    project: s.project.clone(),
+                    fail_count: s.fail_count,
+                    last_failed_at: time(&s.last_failed_at),
+                    last_message: s.last_message.as_deref().map(|m| trim_end(m, 300)),
+                    last_run_id: s.last_run_id.clone(),
+                })
+                .collect(),
+        })
+    }
+
     async fn quarantine(&self, args: JsonObject) -> ToolResult {
         let a: QuarantineArgs = parse("get_quarantine", args)?;
         let Some(project) = given(Some(a.project)) else {

@@ -19,6 +19,14 @@
 //!   60,000-case run stays well under a few hundred kilobytes.
 //! - Colour is never the only signal: statuses carry a word and a symbol,
 //!   chart points a shape.
+//!
+//! Parts: [`policy`] (the marker and the served page's CSP), [`format`]
+//! (badges, percentages, durations), [`chart`] (the SVG trend); this module
+//! holds the input, the view and [`render`].
+
+mod chart;
+mod format;
+mod policy;
 
 use askama::Template;
 use chrono::{DateTime, Utc};
@@ -27,62 +35,10 @@ use crate::master::{
     Case, ClusterReport, FailureStat, FlakyReport, Run, RunDetail, RunFilter, Worker,
 };
 use crate::text::{short, trim_end, trim_middle};
-
-/// What `templates/report.html` writes in its `<head>`, within the first
-/// [`MARKER_WITHIN`] bytes after `<!doctype html>`: how `get_report` tells a
-/// report it wrote (which it may replace) from any other file.
-pub const GENERATOR_MARKER: &str = r#"<meta name="generator" content="ptp-mcp">"#;
-/// Bytes from the start of a file within which [`GENERATOR_MARKER`] must be.
-pub const MARKER_WITHIN: usize = 512;
-
-/// Whether `head` (the first [`MARKER_WITHIN`] bytes of a file, or fewer)
-/// starts like a report this module renders.
-pub fn is_report(head: &[u8]) -> bool {
-    let head = &head[..head.len().min(MARKER_WITHIN)];
-    head.starts_with(b"<!doctype html>")
-        && head
-            .windows(GENERATOR_MARKER.len())
-            .any(|w| w == GENERATOR_MARKER.as_bytes())
-}
-
-/// The template the report renders; its `<style>` block is the only style
-/// [`content_security_policy`] allows.
-const TEMPLATE: &str = include_str!("../templates/report.html");
-
-/// The `Content-Security-Policy` a report is served with (the `/report`
-/// page): nothing is loaded from anywhere (`default-src 'none'`), so no
-/// script runs, inline or not; the one style allowed is the template's own
-/// `<style>` block, by its SHA-256 (its text has no template tags, so every
-/// rendered report carries it byte for byte); no base URL, no form
-/// targets, no framing by other pages.
-pub fn content_security_policy() -> &'static str {
-    static POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let style = match style_block(TEMPLATE) {
-            Some(css) => {
-                use base64::Engine;
-                use sha2::Digest;
-                let digest = sha2::Sha256::digest(css.as_bytes());
-                format!(
-                    "'sha256-{}'",
-                    base64::engine::general_purpose::STANDARD.encode(digest)
-                )
-            }
-            None => "'none'".to_string(),
-        };
-        format!(
-            "default-src 'none'; style-src {style}; base-uri 'none'; form-action 'none'; \
-             frame-ancestors 'none'"
-        )
-    });
-    &POLICY
-}
-
-/// The text of the first `<style>` element of `html`.
-fn style_block(html: &str) -> Option<&str> {
-    let start = html.find("<style>")? + "<style>".len();
-    let len = html[start..].find("</style>")?;
-    Some(&html[start..start + len])
-}
+use chart::{Chart, chart};
+use format::{Badge, outcome_badge, run_badge, when, worker_badge};
+pub use format::{pct, secs};
+pub use policy::{GENERATOR_MARKER, MARKER_WITHIN, content_security_policy, is_report};
 
 /// Failures of the latest run shown in full (message and traceback).
 pub const FAILURES_SHOWN: usize = 50;
@@ -126,84 +82,6 @@ pub struct ReportInput<'a> {
     pub generated_at: DateTime<Utc>,
 }
 
-/// A run status as shown: a word, a symbol and a CSS class from a fixed set.
-#[derive(Clone)]
-struct Badge {
-    class: &'static str,
-    symbol: &'static str,
-    word: String,
-}
-
-fn run_badge(status: &str) -> Badge {
-    let (class, symbol) = match status {
-        "passed" => ("ok", "✔"),
-        "failed" => ("bad", "✘"),
-        "no_tests" => ("muted", "∅"),
-        _ => ("warn", "⚠"),
-    };
-    Badge {
-        class,
-        symbol,
-        word: status.replace('_', " "),
-    }
-}
-
-fn outcome_badge(outcome: &str) -> Badge {
-    let (class, symbol) = match outcome {
-        "passed" | "xpassed" => ("ok", "✔"),
-        "failed" => ("bad", "✘"),
-        "error" => ("warn", "⚠"),
-        _ => ("muted", "–"),
-    };
-    Badge {
-        class,
-        symbol,
-        word: outcome.to_string(),
-    }
-}
-
-fn worker_badge(status: &str) -> Badge {
-    let (class, symbol) = match status {
-        "running" => ("ok", "▶"),
-        "idle" => ("muted", "●"),
-        _ => ("warn", "○"),
-    };
-    Badge {
-        class,
-        symbol,
-        word: status.to_string(),
-    }
-}
-
-/// Percent with one decimal, or "n/a".
-pub fn pct(rate: Option<f64>) -> String {
-    rate.map_or_else(|| "n/a".to_string(), |r| format!("{r:.1}%"))
-}
-
-/// A duration in seconds, readable.
-pub fn secs(s: f64) -> String {
-    if !s.is_finite() {
-        return "n/a".into();
-    }
-    if s >= 3600.0 {
-        format!(
-            "{}h {:02}m",
-            (s / 3600.0) as u64,
-            ((s % 3600.0) / 60.0) as u64
-        )
-    } else if s >= 60.0 {
-        format!("{}m {:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    } else if s >= 10.0 {
-        format!("{s:.1}s")
-    } else {
-        format!("{s:.2}s")
-    }
-}
-
-fn when(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
-}
-
 struct Headline {
     badge: Badge,
     run_id: String,
@@ -223,43 +101,6 @@ struct Headline {
     commit: String,
     note: Option<String>,
     partial: bool,
-}
-
-struct ChartPoint {
-    x: String,
-    y: String,
-    /// Square for a run that did not pass, circle otherwise.
-    square: bool,
-    /// No pass rate: drawn hollow on the baseline.
-    hollow: bool,
-    class: &'static str,
-    label: String,
-}
-
-struct Tick {
-    pos: String,
-    label: String,
-}
-
-struct XLabel {
-    x: String,
-    label: String,
-    anchor: &'static str,
-}
-
-struct Chart {
-    width: u32,
-    height: u32,
-    left: u32,
-    right: u32,
-    top: u32,
-    bottom: u32,
-    lines: Vec<String>,
-    points: Vec<ChartPoint>,
-    y_ticks: Vec<Tick>,
-    x_labels: Vec<XLabel>,
-    no_rate: usize,
-    summary: String,
 }
 
 struct TrendRow {
@@ -646,233 +487,4 @@ fn by_owner(cases: &[&Case], rows: Vec<FailureRow>) -> Vec<FailureGroup> {
         });
     }
     out
-}
-
-/// The pass-rate chart: y is 0..100 %, x the runs oldest to newest, evenly
-/// spaced. Runs without a pass rate break the line and show as hollow marks
-/// on the baseline; a single run is one point in the middle.
-fn chart(runs: &[Run]) -> Chart {
-    let (width, height) = (760u32, 240u32);
-    let (left, right, top, bottom) = (48u32, 16u32, 12u32, 46u32);
-    let plot_w = f64::from(width - left - right);
-    let plot_h = f64::from(height - top - bottom);
-    let n = runs.len();
-    let x_of = |i: usize| {
-        if n <= 1 {
-            f64::from(left) + plot_w / 2.0
-        } else {
-            f64::from(left) + plot_w * i as f64 / (n - 1) as f64
-        }
-    };
-    // The y axis starts at the lowest pass rate rounded down to 10 (at most
-    // 90), so a drop from 100 % to 97 % is visible; the labels say where.
-    let lowest = runs
-        .iter()
-        .filter_map(|r| r.pass_rate.filter(|p| p.is_finite()))
-        .fold(100.0f64, f64::min);
-    let y_min = ((lowest.clamp(0.0, 100.0) / 10.0).floor() * 10.0).min(90.0);
-    let y_of = |rate: f64| {
-        f64::from(top) + plot_h * (1.0 - (rate.clamp(y_min, 100.0) - y_min) / (100.0 - y_min))
-    };
-    // Runs without a pass rate sit just under the x axis, off the scale.
-    let baseline = f64::from(top) + plot_h + 9.0;
-
-    let mut lines = Vec::new();
-    let mut current: Vec<String> = Vec::new();
-    let mut points = Vec::new();
-    let mut no_rate = 0;
-    for (i, r) in runs.iter().enumerate() {
-        let x = x_of(i);
-        let badge = run_badge(&r.status);
-        let label = format!(
-            "{} · {} · {} {} · pass rate {}",
-            when(&r.started_at),
-            r.run_id,
-            badge.symbol,
-            badge.word,
-            pct(r.pass_rate)
-        );
-        match r.pass_rate.filter(|p| p.is_finite()) {
-            Some(rate) => {
-                let y = y_of(rate);
-                current.push(format!("{x:.1},{y:.1}"));
-                points.push(ChartPoint {
-                    x: format!("{x:.1}"),
-                    y: format!("{y:.1}"),
-                    square: r.status != "passed",
-                    hollow: false,
-                    class: badge.class,
-                    label,
-                });
-            }
-            None => {
-                no_rate += 1;
-                if current.len() > 1 {
-                    lines.push(current.join(" "));
-                }
-                current.clear();
-                points.push(ChartPoint {
-                    x: format!("{x:.1}"),
-                    y: format!("{baseline:.1}"),
-                    square: false,
-                    hollow: true,
-                    class: "muted",
-                    label,
-                });
-            }
-        }
-    }
-    if current.len() > 1 {
-        lines.push(current.join(" "));
-    }
-
-    let y_ticks = (0..5)
-        .map(|i| {
-            let v = y_min + (100.0 - y_min) * f64::from(i) / 4.0;
-            Tick {
-                pos: format!("{:.1}", y_of(v)),
-                label: if v.fract() == 0.0 {
-                    format!("{v:.0}%")
-                } else {
-                    format!("{v:.1}%")
-                },
-            }
-        })
-        .collect();
-    let mut x_labels = Vec::new();
-    let date = |r: &Run| r.started_at.format("%m-%d %H:%M").to_string();
-    if let (Some(first), Some(last)) = (runs.first(), runs.last()) {
-        if n == 1 {
-            x_labels.push(XLabel {
-                x: format!("{:.1}", x_of(0)),
-                label: date(first),
-                anchor: "middle",
-            });
-        } else {
-            x_labels.push(XLabel {
-                x: format!("{:.1}", x_of(0)),
-                label: date(first),
-                anchor: "start",
-            });
-            if n >= 5 {
-                let mid = n / 2;
-                x_labels.push(XLabel {
-                    x: format!("{:.1}", x_of(mid)),
-                    label: date(&runs[mid]),
-                    anchor: "middle",
-                });
-            }
-            x_labels.push(XLabel {
-                x: format!("{:.1}", x_of(n - 1)),
-                label: date(last),
-                anchor: "end",
-            });
-        }
-    }
-    let rates: Vec<f64> = runs.iter().filter_map(|r| r.pass_rate).collect();
-    let summary = match (rates.first(), rates.last()) {
-        (Some(a), Some(b)) if rates.len() > 1 => format!(
-            "Pass rate over {n} runs went from {} to {} (lowest {}, highest {}).",
-            pct(Some(*a)),
-            pct(Some(*b)),
-            pct(rates.iter().copied().reduce(f64::min)),
-            pct(rates.iter().copied().reduce(f64::max)),
-        ),
-        (Some(a), _) => format!("One run with a pass rate: {}.", pct(Some(*a))),
-        _ => "No run in this range has a pass rate (no test reached a verdict).".to_string(),
-    };
-    Chart {
-        width,
-        height,
-        left,
-        right,
-        top,
-        bottom,
-        lines,
-        points,
-        y_ticks,
-        x_labels,
-        no_rate,
-        summary,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(id: &str, status: &str, rate: Option<f64>) -> Run {
-        serde_json::from_value(serde_json::json!({
-            "run_id": id, "project": "p", "worker_id": "w", "status": status,
-            "started_at": "2026-01-02T03:04:05Z", "pass_rate": rate, "total": 2,
-        }))
-        .expect("run")
-    }
-
-    #[test]
-    fn chart_handles_one_run_and_missing_rates() {
-        let c = chart(&[run("a", "passed", Some(100.0))]);
-        assert_eq!(c.points.len(), 1);
-        assert!(c.lines.is_empty(), "one point, no line");
-        let c = chart(&[
-            run("a", "passed", Some(100.0)),
-            run("b", "no_tests", None),
-            run("c", "failed", Some(50.0)),
-            run("d", "failed", Some(40.0)),
-        ]);
-        assert_eq!(c.no_rate, 1);
-        assert_eq!(
-            c.lines.len(),
-            1,
-            "the gap splits the line; a lone point has none"
-        );
-        assert!(c.points[1].hollow && c.points[2].square);
-        assert_eq!(
-            c.y_ticks[0].label, "40%",
-            "the axis starts at the lowest rate, rounded down"
-        );
-        let c = chart(&[
-            run("a", "passed", Some(100.0)),
-            run("b", "failed", Some(97.0)),
-        ]);
-        let labels: Vec<&str> = c.y_ticks.iter().map(|t| t.label.as_str()).collect();
-        assert_eq!(labels, ["90%", "92.5%", "95%", "97.5%", "100%"]);
-        let c = chart(&[]);
-        assert!(c.points.is_empty() && c.x_labels.is_empty());
-    }
-
-    #[test]
-    fn the_template_carries_the_marker_at_its_start() {
-        assert!(is_report(TEMPLATE.as_bytes()));
-        assert!(!is_report(b"<!doctype html><title>notes</title>"));
-        assert!(!is_report(b"root:x:0:0:root:/root:/bin/bash"));
-        let late = format!("<!doctype html>{}{GENERATOR_MARKER}", " ".repeat(600));
-        assert!(!is_report(late.as_bytes()), "too far from the start");
-    }
-
-    #[test]
-    fn the_policy_allows_the_templates_style_and_nothing_else() {
-        let policy = content_security_policy();
-        assert!(
-            policy.starts_with("default-src 'none'; style-src 'sha256-"),
-            "{policy}"
-        );
-        assert!(
-            !policy.contains("unsafe") && !policy.contains("script-src"),
-            "{policy}"
-        );
-        let css = style_block(TEMPLATE).expect("the template has a <style> block");
-        assert!(
-            !css.contains("{{") && !css.contains("{%"),
-            "no template tags in the style: it must render byte for byte"
-        );
-        assert_eq!(style_block("<p>x</p>"), None);
-    }
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(secs(0.123), "0.12s");
-        assert_eq!(secs(75.0), "1m 15s");
-        assert_eq!(secs(7322.0), "2h 02m");
-    }
 }
