@@ -195,7 +195,7 @@ impl Counts {
     /// passed + xpassed over passed + xpassed + failed + error (skips and
     /// xfails excluded); `None` when nothing reached a verdict. The one
     /// pass-rate rule: ingest stores it with every run, history reuses it,
-    /// [`crate::format::rate`] writes it.
+    /// `format::rate` writes it.
     pub fn pass_rate(&self) -> Option<f64> {
         let good = self.passed + self.xpassed;
         let ran = good + self.failed + self.error;

@@ -189,7 +189,7 @@ pub struct TestCase {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owners: Vec<String>,
     /// The test was on the project's quarantine list when the agent ran it
-    /// ([`crate::quarantine`]); its outcome is still the real one.
+    /// (the `quarantine` module of this crate); its outcome is still the real one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub quarantined: bool,
 }
