@@ -3,7 +3,7 @@
 //! the stream; every read route is fetched and every time must read
 //! `YYYY-MM-DDTHH:MM:SS.mmmZ` and every pass rate have at most two decimals.
 
-use ptp_nats::schema::{Counts, Outcome, RunInfo, RunStatus, TestCase};
+use ptp_nats::schema::{Outcome, RunInfo, TestCase};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -40,32 +40,15 @@ fn run(i: i64) -> (RunInfo, Vec<TestCase>) {
         case("test_b", Outcome::Passed),
         case("test_flip", flip),
     ];
-    let counts = Counts::of(&cases);
     let whole = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0);
     let started =
         whole - chrono::TimeDelta::seconds(1000 - i) + chrono::TimeDelta::nanoseconds(123_456_789);
-    let info = RunInfo {
-        run_id: format!("fmt-{i}"),
-        project: PROJECT.into(),
-        branch: Some("main".into()),
-        commit: Some(format!("c{i}")),
-        worker_id: "fmt-worker".into(),
-        host: None,
-        runner: Some("pytest".into()),
-        command: None,
-        started_at: started,
-        finished_at: started + chrono::TimeDelta::nanoseconds(1_987_654_321),
-        duration_secs: 1.987654321,
-        exit_code: Some(i32::from(counts.failed > 0)),
-        status: if counts.failed > 0 {
-            RunStatus::Failed
-        } else {
-            RunStatus::Passed
-        },
-        counts,
-        cases_complete: true,
-        note: None,
-    };
+    let (mut info, cases) = run_of_cases(format!("fmt-{i}"), started, cases);
+    info.project = PROJECT.into();
+    info.commit = Some(format!("c{i}"));
+    info.worker_id = "fmt-worker".into();
+    info.finished_at = started + chrono::TimeDelta::nanoseconds(1_987_654_321);
+    info.duration_secs = 1.987654321;
     (info, cases)
 }
 

@@ -276,7 +276,7 @@ pub fn synthetic_run(
     i: usize,
     cases: usize,
 ) -> (ptp_nats::schema::RunInfo, Vec<ptp_nats::schema::TestCase>) {
-    use ptp_nats::schema::{Counts, Outcome, RunInfo, RunStatus, TestCase};
+    use ptp_nats::schema::{Outcome, TestCase};
     let cases: Vec<TestCase> = (0..cases)
         .map(|c| TestCase {
             test_id: format!("tests/test_{}.py::test_{c}", c % 20),
@@ -299,13 +299,28 @@ pub fn synthetic_run(
         })
         .collect();
     let started = chrono::Utc::now() - chrono::Duration::seconds(100_000 - i as i64);
+    let (mut run, cases) = run_of_cases(format!("{tag}-{i:05}"), started, cases);
+    run.worker_id = format!("w{}", i % 7);
+    (run, cases)
+}
+
+/// A complete run `run_id` of project "synthetic" on `main`, made of
+/// `cases`, started at `started` and lasting one second, worker `w0`, no
+/// commit; counts, status and exit code follow the cases. Tests set the
+/// other fields they care about.
+pub fn run_of_cases(
+    run_id: String,
+    started: chrono::DateTime<chrono::Utc>,
+    cases: Vec<ptp_nats::schema::TestCase>,
+) -> (ptp_nats::schema::RunInfo, Vec<ptp_nats::schema::TestCase>) {
+    use ptp_nats::schema::{Counts, RunInfo, RunStatus};
     let counts = Counts::of(&cases);
     let run = RunInfo {
-        run_id: format!("{tag}-{i:05}"),
+        run_id,
         project: "synthetic".into(),
         branch: Some("main".into()),
         commit: None,
-        worker_id: format!("w{}", i % 7),
+        worker_id: "w0".into(),
         host: None,
         runner: Some("pytest".into()),
         command: None,

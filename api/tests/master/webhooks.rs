@@ -23,7 +23,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{KeyInit, Mac};
-use ptp_nats::schema::{Counts, Outcome, RunInfo, RunStatus, TestCase};
+use ptp_nats::schema::{Outcome, RunInfo, TestCase};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -218,30 +218,14 @@ fn run(id: &str, branch: &str, cases: &[(&str, Outcome)]) -> (RunInfo, Vec<TestC
             quarantined: false,
         })
         .collect();
-    let counts = Counts::of(&cases);
     let started = chrono::Utc::now();
-    let info = RunInfo {
-        run_id: id.into(),
-        project: "demo".into(),
-        branch: Some(branch.into()),
-        commit: Some(format!("c-{id}")),
-        worker_id: "w1".into(),
-        host: None,
-        runner: Some("pytest".into()),
-        command: None,
-        started_at: started,
-        finished_at: started,
-        duration_secs: 0.1,
-        exit_code: Some(i32::from(counts.failed > 0)),
-        status: if counts.failed > 0 {
-            RunStatus::Failed
-        } else {
-            RunStatus::Passed
-        },
-        counts,
-        cases_complete: true,
-        note: None,
-    };
+    let (mut info, cases) = run_of_cases(id.into(), started, cases);
+    info.project = "demo".into();
+    info.branch = Some(branch.into());
+    info.commit = Some(format!("c-{id}"));
+    info.worker_id = "w1".into();
+    info.finished_at = started;
+    info.duration_secs = 0.1;
     (info, cases)
 }
 
