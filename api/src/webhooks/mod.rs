@@ -240,8 +240,10 @@ async fn deliver_batch(
         }
         let now = Utc::now();
         if p.next_attempt_at > now {
-            let until = (p.next_attempt_at - now).to_std().unwrap_or_default();
-            return until.min(settings.poll);
+            // The target's oldest delivery is not due: nothing of this
+            // target may go before it (in order), so sleep until it is due
+            // instead of re-reading the batch every poll.
+            return (p.next_attempt_at - now).to_std().unwrap_or_default();
         }
         let error = post(t, http, &p).await.err();
         let now = Utc::now();
