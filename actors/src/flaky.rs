@@ -31,9 +31,13 @@
 //! verdict as one small row, appended with the run's other rows (keyed by
 //! the run's completion order first, so storing them stays local). A
 //! window's candidates (tests that failed or were retried in it) and their
-//! verdicts are then read run by run from those rows. For runs
-//! that completed before a candidate was tracked (and runs stored before
-//! migration 0007), its verdict is read from the cases as before: one probe
+//! verdicts are then read run by run from those rows. When a test becomes
+//! tracked, its verdicts in the project's [`BACKFILL_RUNS`] newest evidence
+//! runs before that are written too ([`backfill_evidence`], migration 0017),
+//! so a recent window is read from kept rows alone even when its tests
+//! started failing inside it. For runs that completed before that range
+//! (and runs stored before migration 0007), a candidate's verdict is read
+//! from the cases as before: one probe
 //! of `cases_by_run_test` per (candidate, run), the join order forced
 //! with `CROSS JOIN` (without statistics SQLite would rather read every case
 //! of the window's runs). Both paths give the same verdicts; the property
@@ -300,9 +304,18 @@ fn push_window(q: &mut QueryBuilder<Sqlite>, w: &Window, runs: Runs) {
 
 /// SQL true for an outage run.
 fn outage_sql() -> String {
-    format!(
-        "((passed + failed + error) >= {OUTAGE_MIN_VERDICTS} AND (failed + error) * 2 > (passed + failed + error))"
-    )
+    outage_sql_of("")
+}
+
+/// [`outage_sql`] over the columns of the runs table named `alias`
+/// (`"r."`, or `""` for an unqualified one).
+fn outage_sql_of(alias: &str) -> String {
+    let (p, f, e) = (
+        format!("{alias}passed"),
+        format!("{alias}failed"),
+        format!("{alias}error"),
+    );
+    format!("(({p} + {f} + {e}) >= {OUTAGE_MIN_VERDICTS} AND ({f} + {e}) * 2 > ({p} + {f} + {e}))")
 }
 
 /// Pushes the `scope` CTE: the window's newest `runs`, numbered from 0
@@ -342,7 +355,7 @@ pub(crate) async fn record_evidence(
     if evidence.is_none() {
         return Ok(());
     }
-    sqlx::query(
+    let newly_tracked = sqlx::query(
         "INSERT OR IGNORE INTO tracked_tests (project, test_id, since_seq) \
          SELECT DISTINCT ?1, test_id, ?2 FROM test_cases \
          WHERE run_id = ?3 AND (outcome IN (0, 1) OR flaky = 1)",
@@ -351,7 +364,11 @@ pub(crate) async fn record_evidence(
     .bind(seq)
     .bind(run_id)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected();
+    if newly_tracked > 0 {
+        backfill_evidence(conn, project, seq).await?;
+    }
     sqlx::query(
         "INSERT INTO verdicts (seq, key, failed, retried) \
          SELECT ?1, t.key, MIN(c.outcome) <= 1, SUM(c.flaky) > 0 \
@@ -363,6 +380,72 @@ pub(crate) async fn record_evidence(
     .bind(run_id)
     .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// Evidence runs of a project before a test was tracked whose verdicts for
+/// it are written when it becomes tracked ([`backfill_evidence`]). The
+/// default window ([`DEFAULT_RUNS`]) and twice that are then read from kept
+/// rows alone; a larger or branch-narrowed window that reaches further back
+/// still probes the cases for the older runs. Small in unit tests, so the
+/// property test covers both paths.
+#[cfg(not(test))]
+pub const BACKFILL_RUNS: i64 = 2 * DEFAULT_RUNS as i64;
+/// [`BACKFILL_RUNS`] in unit tests: small, so histories reach past it.
+#[cfg(test)]
+pub const BACKFILL_RUNS: i64 = 3;
+
+/// Writes, for the tests that became tracked in the run of completion order
+/// `seq` (their `since_seq` is `seq`), their verdicts in the project's
+/// [`BACKFILL_RUNS`] newest evidence runs before it, and moves their
+/// `since_seq` back to the oldest of those runs. Every evidence run of the
+/// project in `[since_seq, seq)` then has the test's verdict row (the
+/// range is by completion order, so a run that completed late is inside it
+/// and gets its row too), which is what readers take `since_seq` to mean.
+/// The verdict of a run is the one [`record_evidence`] writes: the same
+/// cases (`outcome IN (0, 1, 3)`), the same aggregate. Cost: one probe of
+/// `cases_by_run_test` per (newly tracked test, run), once in a test's life.
+async fn backfill_evidence(
+    conn: &mut SqliteConnection,
+    project: &str,
+    seq: i64,
+) -> Result<(), sqlx::Error> {
+    let evidence = format!("r.cases_complete = 1 AND NOT {}", outage_sql_of("r."));
+    let (lo,): (Option<i64>,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT MIN(seq) FROM (SELECT r.seq FROM runs r INDEXED BY runs_by_project_seq \
+         WHERE r.project = ?1 AND r.seq < ?2 AND {evidence} ORDER BY r.seq DESC LIMIT ?3)"
+    )))
+    .bind(project)
+    .bind(seq)
+    .bind(BACKFILL_RUNS)
+    .fetch_one(&mut *conn)
+    .await?;
+    let Some(lo) = lo else { return Ok(()) };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO verdicts (seq, key, failed, retried) \
+         SELECT r.seq, t.key, MIN(c.outcome) <= 1, SUM(c.flaky) > 0 \
+         FROM tracked_tests t \
+         CROSS JOIN runs r INDEXED BY runs_by_project_seq \
+         CROSS JOIN run_keys k \
+         CROSS JOIN tests tt \
+         CROSS JOIN cases c INDEXED BY cases_by_run_test \
+         WHERE t.project = ?1 AND t.since_seq = ?2 \
+           AND r.project = ?1 AND r.seq >= ?3 AND r.seq < ?2 AND {evidence} \
+           AND k.run_id = r.run_id AND tt.test_id = t.test_id \
+           AND c.run_key = k.run_key AND c.test_key = tt.test_key AND c.outcome IN (0, 1, 3) \
+         GROUP BY r.seq, t.key"
+    )))
+    .bind(project)
+    .bind(seq)
+    .bind(lo)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE tracked_tests SET since_seq = ?3 WHERE project = ?1 AND since_seq = ?2")
+        .bind(project)
+        .bind(seq)
+        .bind(lo)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

@@ -163,3 +163,79 @@ async fn a_chunk_the_run_does_not_have_is_refused() {
         ]
     );
 }
+
+/// A test that starts failing in the sixth run gets its verdicts in the
+/// project's `BACKFILL_RUNS` newest evidence runs before it, and is tracked
+/// from the oldest of them; older runs keep none (the reader probes those),
+/// and another project's runs are untouched.
+#[tokio::test]
+async fn a_newly_tracked_test_gets_its_recent_verdicts_backfilled() {
+    use crate::flaky::BACKFILL_RUNS;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (actors, pool) = start(&dir.path().join("w.sqlite")).await;
+    let good = || {
+        vec![
+            case("t::x", Outcome::Passed, None),
+            case("t::y", Outcome::Passed, None),
+        ]
+    };
+    let mut runs = Vec::new();
+    for i in 0..5 {
+        let at = t0() + Duration::minutes(i);
+        runs.push(crate::testing::run(&format!("p{i}"), "p", "w", at, good()));
+        runs.push(crate::testing::run(&format!("q{i}"), "q", "w", at, good()));
+    }
+    let bad = vec![
+        case("t::x", Outcome::Failed, Some("boom")),
+        case("t::y", Outcome::Passed, None),
+    ];
+    runs.push(crate::testing::run(
+        "p5",
+        "p",
+        "w",
+        t0() + Duration::minutes(9),
+        bad,
+    ));
+    crate::testing::store(&actors, runs).await;
+
+    let seq_of = |id: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let (s,): (i64,) = sqlx::query_as("SELECT seq FROM runs WHERE run_id = ?")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("seq");
+            s
+        }
+    };
+    let kept: Vec<(i64, bool)> = sqlx::query_as(
+        "SELECT v.seq, v.failed FROM verdicts v JOIN tracked_tests t ON t.key = v.key \
+         WHERE t.project = 'p' AND t.test_id = 't::x' ORDER BY v.seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("verdicts");
+    let mut want = Vec::new();
+    for i in (5 - BACKFILL_RUNS)..5 {
+        let id: &'static str = Box::leak(format!("p{i}").into_boxed_str());
+        want.push((seq_of(id).await, false));
+    }
+    want.push((seq_of("p5").await, true));
+    assert_eq!(kept, want, "verdicts of t::x in p's runs");
+
+    let (since,): (i64,) = sqlx::query_as(
+        "SELECT since_seq FROM tracked_tests WHERE project = 'p' AND test_id = 't::x'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("tracked");
+    assert_eq!(since, want[0].0, "tracked from the oldest backfilled run");
+    let (others,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM verdicts v JOIN tracked_tests t ON t.key = v.key WHERE t.project <> 'p' OR t.test_id <> 't::x'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(others, 0, "nothing else is tracked");
+}
