@@ -119,8 +119,10 @@ pub fn key(job: &str) -> String {
 enum Taken {
     /// Ours, at this revision.
     Yes(u64),
-    /// Held by someone else (or not reachable).
+    /// Held by someone else.
     No,
+    /// The bucket did not answer as expected (NATS away, bucket gone).
+    Failed,
 }
 
 async fn take(
@@ -155,7 +157,7 @@ async fn take(
         }
         Err(e) => {
             tracing::debug!(key, "cannot take the lease: {e}");
-            Taken::No
+            Taken::Failed
         }
     }
 }
@@ -176,6 +178,7 @@ async fn keep(
         pid: holder.pid,
         acquired_at: Utc::now(),
     };
+    let mut taken_at = Utc::now();
     let mut store: Option<jetstream::kv::Store> = None;
     // While held: the revision, and when the lease must be given up.
     let mut ours: Option<(u64, Instant)> = None;
@@ -197,11 +200,7 @@ async fn keep(
             continue;
         };
         let bytes: bytes::Bytes = match serde_json::to_vec(&LeaseValue {
-            acquired_at: if ours.is_some() {
-                value.acquired_at
-            } else {
-                Utc::now()
-            },
+            acquired_at: if ours.is_some() { taken_at } else { Utc::now() },
             ..value.clone()
         }) {
             Ok(b) => b.into(),
@@ -214,7 +213,12 @@ async fn keep(
                     _ = stop.cancelled() => return,
                     t = take(&s, &key, &holder, bytes) => t,
                 };
+                if matches!(taken, Taken::Failed) {
+                    // Opened again next time, in case the bucket was removed.
+                    store = None;
+                }
                 if let Taken::Yes(rev) = taken {
+                    taken_at = Utc::now();
                     ours = Some((rev, sent + settings.ttl));
                     held.send_replace(true);
                     tracing::info!(job, "lease taken: this master now does {job}");

@@ -312,13 +312,13 @@ impl Cluster {
     }
 
     /// Releases the leases and deregisters (call after the gated work has
-    /// stopped). The error, if any, is why this master was refused.
+    /// stopped), all at once: with NATS away each gives up after a beat.
+    /// The error, if any, is why this master was refused.
     pub async fn stop(self) -> Result<(), ClusterError> {
-        for lease in self.leases {
-            lease.release().await;
-        }
         self.stop.cancel();
-        match self.registry.await {
+        let releases = futures::future::join_all(self.leases.into_iter().map(Lease::release));
+        let (_, registry) = tokio::join!(releases, self.registry);
+        match registry {
             Ok(result) => result,
             Err(e) => Err(ClusterError::Kv(format!("the registry task failed: {e}"))),
         }

@@ -302,6 +302,8 @@ pub async fn run(
             Err(e) => {
                 tracing::warn!("masters' registry: {e}; retrying");
                 status.set_error(Some(e.to_string()));
+                // Opened again next time, in case the bucket was removed.
+                store = None;
             }
         }
         tokio::select! {
@@ -309,8 +311,17 @@ pub async fn run(
             _ = tokio::time::sleep(settings.beat()) => {}
         }
     }
-    if admitted && let Some(s) = store {
-        let deleted = tokio::time::timeout(settings.beat(), s.delete(&key)).await;
+    if admitted {
+        let deleted = tokio::time::timeout(settings.beat(), async {
+            let s = match store {
+                Some(s) => s,
+                None => open_bucket(&js, settings).await?,
+            };
+            s.delete(&key)
+                .await
+                .map_err(|e| ClusterError::Kv(e.to_string()))
+        })
+        .await;
         if !matches!(deleted, Ok(Ok(()))) {
             tracing::warn!(
                 "could not delete this master's registry entry; it vanishes after {:?}",

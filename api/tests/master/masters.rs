@@ -401,3 +401,48 @@ async fn a_lease_is_given_up_while_nats_is_away_and_taken_once_it_is_back() {
     .await;
     lease.release().await;
 }
+
+/// NATS unreachable when the master starts: it serves reads, holds no
+/// lease and prunes nothing; once NATS is back it takes the maintenance
+/// lease and prunes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_waits_for_its_lease_while_nats_is_away_and_runs_once_it_is_back() {
+    let mut app = TestApp::spawn().await;
+    let runs: Vec<_> = (0..3).map(|i| synthetic_run("lease", i, 5)).collect();
+    publish_direct(&app.nats.url(), &runs, true).await;
+    app.wait_run_count(3).await;
+    app.stop_master().await;
+
+    app.nats.stop();
+    let mut config = ptp_api::Config::for_test(app.db_path(), app.nats.url());
+    config.retention_runs = 1;
+    app.master = Some(Master::start_with(config).await);
+    let h = eventually(DEADLINE, "the master answering without NATS", || async {
+        let (status, h) = app.get("/health").await;
+        (status == 503).then_some(h)
+    })
+    .await;
+    assert_ne!(h["nats"], "connected", "{h}");
+    assert_eq!(h["masters"]["registry"], "checking", "{h}");
+    assert_eq!(h["masters"]["leases"]["maintenance"], false, "{h}");
+    let (_, listed) = app.get("/results?limit=500").await;
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(3),
+        "nothing pruned without the lease: {listed}"
+    );
+
+    app.nats.restart();
+    eventually(
+        DEADLINE,
+        "retention to run once the lease is held",
+        || async {
+            let (_, listed) = app.get("/results?limit=500").await;
+            (listed.as_array()?.len() == 1).then_some(())
+        },
+    )
+    .await;
+    let (_, h) = app.get("/health").await;
+    assert_eq!(h["masters"]["leases"]["maintenance"], true, "{h}");
+    assert_eq!(db_census(&app.db_path()).await.0, 1);
+}
