@@ -23,7 +23,9 @@
 //!   flaky detector quarantines and releases by itself.
 //! - [`retention`]: pruning old runs and reclaiming space.
 //! - [`maintenance`]: the periodic task that expires incomplete runs and
-//!   applies retention.
+//!   applies retention, while its [`gate::Gate`] is open.
+//! - [`gate`]: a permission to act that the master gives and takes back
+//!   (its leases), without this crate knowing where it comes from.
 //! - [`supervise`]: handler panics caught, logged and counted for `/health`.
 //! - [`webhooks`]: the events a write produces, stored in an outbox in the
 //!   same transaction, and the reads and writes of their delivery.
@@ -42,6 +44,7 @@ pub mod compare;
 pub mod db;
 pub mod flaky;
 pub mod format;
+pub mod gate;
 pub mod history;
 mod interning;
 mod json_rows;

@@ -10,13 +10,22 @@
 //! its own transaction, so stopping between two loses nothing). A pass that
 //! failed (the database busy, the writer restarting) is tried again after
 //! [`RETRY_FIRST`], doubling up to [`MAINTENANCE_EVERY`], not an hour later.
+//!
+//! Only while its [`Gate`] is open: the master opens it while it holds the
+//! maintenance lease, so of several masters on one store one prunes at a
+//! time. A pass due while the gate is closed waits for it (nothing is lost
+//! by waiting: what is due stays due); a gate that closes in the middle of
+//! a pass stops it after the message in hand (the writer finishes that
+//! one), and the pass is made again, whole, once the gate opens.
 
 use std::future::Future;
 use std::time::Duration;
 
 use actix::Addr;
 use chrono::{DateTime, Utc};
+use tokio::time::Instant;
 
+use crate::gate::Gate;
 use crate::retention::{self, Policy};
 use crate::writer::{ExpireIncomplete, Writer};
 
@@ -39,11 +48,29 @@ pub struct Settings {
 }
 
 /// At start and then every [`MAINTENANCE_EVERY`] until `shutdown`
-/// completes: expires incomplete runs and prunes by the retention settings.
-pub async fn run(writer: Addr<Writer>, settings: Settings, shutdown: impl Future<Output = ()>) {
+/// completes, each time once `gate` is open: expires incomplete runs and
+/// prunes by the retention settings.
+pub async fn run(
+    writer: Addr<Writer>,
+    settings: Settings,
+    mut gate: Gate,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut retry = RETRY_FIRST;
+    let mut due = Instant::now();
     loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        if !gate.is_open() {
+            tracing::debug!("maintenance is due and waits for its lease");
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = gate.opened() => {}
+        }
         let pass = async {
             let expired = expire_incomplete(&writer, settings.incomplete_after).await;
             let pruned = if settings.retention_days > 0 || settings.retention_runs > 0 {
@@ -55,6 +82,10 @@ pub async fn run(writer: Addr<Writer>, settings: Settings, shutdown: impl Future
         };
         let ok = tokio::select! {
             _ = &mut shutdown => return,
+            _ = gate.closed() => {
+                tracing::warn!("maintenance interrupted: its lease was lost; the pass runs again once the lease is held");
+                continue;
+            }
             ok = pass => ok,
         };
         let wait = if ok {
@@ -65,10 +96,7 @@ pub async fn run(writer: Addr<Writer>, settings: Settings, shutdown: impl Future
             retry = (retry * 2).min(MAINTENANCE_EVERY);
             wait
         };
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
+        due = Instant::now() + wait;
     }
 }
 

@@ -27,6 +27,14 @@ pub struct Config {
     #[arg(long, env = "PTP_MASTER_NAME")]
     pub master_name: Option<String>,
 
+    /// Seconds an entry of this master in the masters' bucket (`ptp_masters`:
+    /// its registration, its leases on maintenance and webhook delivery)
+    /// lives after its last write; written every third of it. A killed
+    /// master's leases pass to another after this long. Masters on one NATS
+    /// account must use the same value.
+    #[arg(long, env = "PTP_MASTER_TTL_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub master_ttl_secs: u64,
+
     /// Address the HTTP API listens on.
     #[arg(long, env = "PTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
@@ -185,6 +193,7 @@ impl Config {
             nats_auth: ptp_nats::NatsAuth::default(),
             listen: "127.0.0.1:0".into(),
             master_name: None,
+            master_ttl_secs: 15,
             db,
             sqlite_sync_full: false,
             stream_max_age_hours: 168,

@@ -4,21 +4,27 @@
 //! [`run`] takes a bound listener and a shutdown token, so the binary and the
 //! tests run exactly the same wiring (port 0 and a temp database in tests).
 //!
-//! Start-up order: open SQLite and migrate; start the actors (no history is
-//! read); connect to NATS (in the background: the master serves reads
-//! while NATS is away); spawn ingest, the hourly maintenance task (runs
-//! left incomplete, retention), the quarantine mirror ([`mirror`]),
-//! webhook delivery ([`webhooks`]) and, when on, automatic quarantine
+//! Start-up order: lock the SQLite file against a second master on this
+//! host ([`cluster::lock_db`]); open SQLite and migrate; start the actors
+//! (no history is read); connect to NATS (in the background: the master
+//! serves reads while NATS is away); start the masters' registry and the
+//! leases ([`cluster`]); spawn ingest (which consumes only once the
+//! registry found no other master on the stream), the hourly maintenance
+//! task (runs left incomplete, retention; while its lease is held), the
+//! quarantine mirror ([`mirror`]), webhook delivery ([`webhooks`], while
+//! its lease is held) and, when on, automatic quarantine
 //! ([`auto_quarantine`], fed by ingest);
 //! serve HTTP ([`server`]: header-read and idle timeouts; [`limits`]:
 //! memory for request bodies, large reads).
 //! Shutdown order: stop accepting HTTP and finish in-flight requests; stop
-//! pulling, finish and ack the batch in hand; drain NATS (flushes the acks);
-//! stop the actors.
+//! pulling, finish and ack the batch in hand; release the leases and
+//! deregister; drain NATS (flushes the acks); stop the actors. A master
+//! refused by the registry shuts down the same way and returns the refusal.
 
 pub mod auth;
 pub mod auto_quarantine;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -183,6 +189,7 @@ pub async fn run(
     config.check()?;
     let hook_targets = config.webhooks.targets()?;
     let hook_client = webhooks::Client::new(&config.webhooks)?;
+    let lock = cluster::lock_db(&config.db)?;
     let mut db = DbOptions::new(&config.db);
     db.synchronous_full = config.sqlite_sync_full;
     let actors = ActorSystem::start_with(
@@ -225,6 +232,16 @@ pub async fn run(
     };
     let (completed_tx, completed_rx) = auto_quarantine::channel(auto_settings).unzip();
 
+    let masters = cluster::Cluster::start(
+        js.clone(),
+        cluster::Settings {
+            ttl: Duration::from_secs(config.master_ttl_secs),
+            replicas: config.stream_replicas,
+        },
+        cluster::Registration::sqlite(config.master_name(), &lock.db),
+        shutdown.clone(),
+    );
+
     let health = Arc::new(IngestHealth::default());
     let ingest_config = IngestConfig {
         batch_max: config.ingest_batch as usize,
@@ -239,14 +256,30 @@ pub async fn run(
         ..IngestConfig::default()
     };
     let ingest_token = shutdown.child_token();
-    let ingest = tokio::spawn(ptp_ingest::run(
-        nats.clone(),
-        actors.writer.clone().recipient(),
-        actors.aggregates.clone().recipient(),
-        ingest_config,
-        health.clone(),
-        ingest_token,
-    ));
+    let ingest = tokio::spawn({
+        let (nats, registry) = (nats.clone(), masters.status.clone());
+        let writer = actors.writer.clone().recipient();
+        let heartbeats = actors.aggregates.clone().recipient();
+        let health = health.clone();
+        async move {
+            // Nothing is consumed before the registry found no other master.
+            let admitted = tokio::select! {
+                _ = ingest_token.cancelled() => false,
+                admitted = registry.admitted() => admitted,
+            };
+            if admitted {
+                ptp_ingest::run(
+                    nats,
+                    writer,
+                    heartbeats,
+                    ingest_config,
+                    health,
+                    ingest_token,
+                )
+                .await;
+            }
+        }
+    });
 
     let maintenance = tokio::spawn(ptp_actors::maintenance::run(
         actors.writer.clone(),
@@ -257,6 +290,7 @@ pub async fn run(
                 config.incomplete_after_minutes.saturating_mul(60),
             ),
         },
+        masters.gate(cluster::MAINTENANCE),
         shutdown.child_token().cancelled_owned(),
     ));
 
@@ -302,6 +336,7 @@ pub async fn run(
         },
         webhooks::Settings::from(&config.webhooks),
         hook_status.clone(),
+        masters.gate(cluster::WEBHOOKS),
         shutdown.child_token(),
     ));
 
@@ -322,6 +357,7 @@ pub async fn run(
         metrics: Arc::new(metrics::Metrics::new(config.master_name())),
         quarantine,
         webhooks: hook_status,
+        masters: masters.status.clone(),
     };
     if config.write_tokens.iter().all(|t| t.trim().is_empty()) {
         tracing::warn!(
@@ -349,6 +385,7 @@ pub async fn run(
     }
 
     let _ = webhook_delivery.await;
+    let refused = masters.stop().await;
     if let Err(e) = nats.drain().await {
         tracing::warn!("draining NATS: {e}");
     }
@@ -356,6 +393,16 @@ pub async fn run(
     tokio::task::spawn_blocking(move || actors.stop())
         .await
         .context("stopping the actors")?;
+    drop(lock);
+    match refused {
+        Err(e @ cluster::ClusterError::Refused(_)) => {
+            return Err(
+                anyhow::Error::new(e).context("this master cannot share the results stream")
+            );
+        }
+        Err(e) => tracing::warn!("masters' registry: {e}"),
+        Ok(()) => {}
+    }
     tracing::info!("ptp-master stopped");
     Ok(())
 }

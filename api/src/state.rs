@@ -10,7 +10,7 @@ use ptp_actors::Aggregates;
 use ptp_ingest::IngestHealth;
 use sqlx::SqlitePool;
 
-use crate::{cache, limits, metrics, mirror, webhooks};
+use crate::{cache, cluster, limits, metrics, mirror, webhooks};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -42,4 +42,6 @@ pub struct AppState {
     pub quarantine: Arc<mirror::QuarantineMirror>,
     /// Webhook targets and delivery counters (`/health`, `/metrics`).
     pub webhooks: Arc<webhooks::Status>,
+    /// The masters' registry and this master's leases (`/health`, `/metrics`).
+    pub masters: Arc<cluster::Status>,
 }

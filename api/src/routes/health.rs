@@ -1,5 +1,11 @@
-//! `/health` (NATS, SQLite, ingest and webhook delivery state) and
-//! `/rejected` (messages the master refused, with the reason).
+//! `/health` (NATS, SQLite, ingest, webhook delivery and the masters'
+//! registry and leases) and `/rejected` (messages the master refused, with
+//! the reason).
+//!
+//! The registry degrades `/health` until it has checked that no other
+//! master consumes the stream (ingest waits for that), when it cannot write
+//! this master's entry, and when another master appears on the stream
+//! (`crate::cluster`). Not holding a lease is normal (another master may).
 //!
 //! Webhooks degrade `/health` only when a delivery is dead (given up on or
 //! dropped, kept a week) or the oldest waiting one is older than
@@ -17,6 +23,7 @@ use ptp_actors::queries;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::cluster::Admission;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{NoQuery, Query};
 use crate::routes::bounded;
@@ -62,6 +69,44 @@ pub struct Health {
     pub actors: BTreeMap<&'static str, ActorHealth>,
     /// Webhook delivery; absent when no target is configured.
     pub webhooks: Option<WebhookHealth>,
+    /// The masters' registry and this master's leases.
+    pub masters: MastersHealth,
+}
+
+/// The masters' registry (bucket `ptp_masters`) as this master sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MastersHealth {
+    /// `checking` (ingest waits until no other master is found on the
+    /// stream; NATS away), `ok`, or `refused` (this master is stopping).
+    pub registry: &'static str,
+    /// Other masters consuming the same stream, seen at the last beat: the
+    /// runs are being split between databases until one is stopped.
+    pub other_masters: Vec<String>,
+    /// Why the registry could not be read or written last time.
+    pub error: Option<String>,
+    /// Each lease (`maintenance`, `webhooks`) and whether this master holds
+    /// it: the work behind a lease runs only on its holder.
+    pub leases: BTreeMap<&'static str, bool>,
+}
+
+impl MastersHealth {
+    fn of(st: &AppState) -> MastersHealth {
+        let m = &st.masters;
+        MastersHealth {
+            registry: match m.admission() {
+                Admission::Checking => "checking",
+                Admission::Admitted => "ok",
+                Admission::Refused(_) => "refused",
+            },
+            other_masters: m.others(),
+            error: m.error(),
+            leases: m.leases(),
+        }
+    }
+
+    fn ok(&self) -> bool {
+        self.registry == "ok" && self.other_masters.is_empty() && self.error.is_none()
+    }
 }
 
 /// The webhook outbox of the configured targets.
@@ -168,7 +213,9 @@ pub async fn health(
     })
     .collect();
     let webhooks = webhook_health(&st).await;
+    let masters = MastersHealth::of(&st);
     let ok = nats == "connected"
+        && masters.ok()
         && webhooks.as_ref().is_none_or(WebhookHealth::ok)
         && database == "ok"
         && h.consumer_error.is_none()
@@ -189,6 +236,7 @@ pub async fn health(
         last_heartbeat_refusal: h.last_heartbeat_refusal,
         actors,
         webhooks,
+        masters,
     };
     let code = if ok {
         StatusCode::OK

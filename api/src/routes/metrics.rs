@@ -9,6 +9,8 @@
 //! `dead_letters_total`, `heartbeats_refused_total`, `actor_panics_total`,
 //! `webhook_deliveries_total{result="delivered|failed|dead"}` and the
 //! `webhook_pending` / `webhook_dead` gauges (when webhooks are configured),
+//! `lease_held{job="maintenance|webhooks"}` (1 while this master holds the
+//! lease) and `other_masters` (other masters seen on the stream),
 //! and `master_info{master="..."}` naming the master that answered (every
 //! response also carries `X-Ptp-Master`).
 //!
@@ -186,6 +188,20 @@ pub async fn metrics(State(st): State<AppState>, Query(_): Query<NoQuery>) -> im
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP ptp_lease_held Whether this master holds the lease of a job (only the holder does it).\n# TYPE ptp_lease_held gauge"
+    );
+    for (job, held) in st.masters.leases() {
+        let _ = writeln!(out, "ptp_lease_held{{job=\"{job}\"}} {}", u8::from(held));
+    }
+    line(
+        &mut out,
+        "Other masters seen consuming the same stream at the last registry beat.",
+        "gauge",
+        "ptp_other_masters",
+        st.masters.others().len(),
+    );
     let _ = writeln!(
         out,
         "# HELP ptp_actor_panics_total Actor handler panics caught and recovered from.\n# TYPE ptp_actor_panics_total counter"

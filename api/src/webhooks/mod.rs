@@ -35,8 +35,12 @@
 //! roots (the platform verifier) or, with `--webhook-ca-file`, against the
 //! system's roots plus the file's ([`Client::new`]).
 //!
-//! Several masters on one store would each deliver every row: delivery
-//! would then need a lease per target (not done: one master per store).
+//! Delivery runs only while this master holds the webhook lease
+//! (`crate::cluster`, the [`Gate`] given to [`run`]), so of several
+//! masters on one store one delivers: a target task waits for the gate
+//! before each read of the outbox and checks it before each POST; a POST
+//! already sent when the lease is lost completes (at least once, as
+//! above). While NATS is away no lease is held and the outbox waits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +49,7 @@ use std::time::Duration;
 use actix::Recipient;
 use chrono::{DateTime, Utc};
 use hmac::{KeyInit, Mac};
+use ptp_actors::gate::Gate;
 use ptp_actors::webhooks::{
     self as outbox, Attempt, EventType, Pending, PruneOutbox, RecordAttempt, Route, Routes,
 };
@@ -137,7 +142,9 @@ pub struct Writer {
     pub prune: Recipient<PruneOutbox>,
 }
 
-/// Delivers every target's events until `shutdown`; see the module docs.
+/// Delivers every target's events while `gate` is open, until
+/// `shutdown`; see the module docs.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     targets: Vec<Target>,
     http: Client,
@@ -145,6 +152,7 @@ pub async fn run(
     writer: Writer,
     settings: Settings,
     status: Arc<Status>,
+    mut gate: Gate,
     shutdown: CancellationToken,
 ) {
     if targets.is_empty() {
@@ -160,10 +168,15 @@ pub async fn run(
             writer.record.clone(),
             settings.clone(),
             status.clone(),
+            gate.clone(),
             shutdown.clone(),
         ));
     }
     loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = gate.opened() => {}
+        }
         let now = Utc::now();
         let ago = |d: Duration| {
             chrono::Duration::from_std(d)
@@ -190,6 +203,7 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn deliver_target(
     t: Target,
     http: Client,
@@ -197,14 +211,19 @@ async fn deliver_target(
     record: Recipient<RecordAttempt>,
     settings: Settings,
     status: Arc<Status>,
+    mut gate: Gate,
     shutdown: CancellationToken,
 ) {
     let name = redacted(&t.url);
     while !shutdown.is_cancelled() {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = gate.opened() => {}
+        }
         let wait = match outbox::pending(&read, &t.key, BATCH).await {
             Ok(batch) => {
                 deliver_batch(
-                    &t, &name, &http, &record, &settings, &status, batch, &shutdown,
+                    &t, &name, &http, &record, &settings, &status, batch, &gate, &shutdown,
                 )
                 .await
             }
@@ -231,11 +250,12 @@ async fn deliver_batch(
     settings: &Settings,
     status: &Status,
     batch: Vec<Pending>,
+    gate: &Gate,
     shutdown: &CancellationToken,
 ) -> Duration {
     let full = batch.len() == BATCH as usize;
     for p in batch {
-        if shutdown.is_cancelled() {
+        if shutdown.is_cancelled() || !gate.is_open() {
             return settings.poll;
         }
         let now = Utc::now();

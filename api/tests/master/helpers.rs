@@ -380,6 +380,11 @@ pub struct MasterProcess {
 
 impl MasterProcess {
     pub async fn start(db: &Path, nats_url: &str) -> MasterProcess {
+        MasterProcess::start_with_env(db, nats_url, &[]).await
+    }
+
+    /// A master with more environment variables (settings).
+    pub async fn start_with_env(db: &Path, nats_url: &str, envs: &[(&str, &str)]) -> MasterProcess {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr").port()
@@ -391,6 +396,7 @@ impl MasterProcess {
             .env("RUST_LOG", "warn")
             // Redeliver a killed master's unacked batch soon, to keep tests short.
             .env("PTP_ACK_WAIT_SECS", "10")
+            .envs(envs.iter().copied())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("master binary starts");
@@ -406,6 +412,11 @@ impl MasterProcess {
         })
         .await;
         m
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn signal(&self, sig: &str) {

@@ -13,6 +13,7 @@ mod helpers;
 mod hostile;
 mod insights;
 mod limits;
+mod masters;
 mod metrics;
 mod owners;
 mod quarantine;
