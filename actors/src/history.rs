@@ -18,7 +18,7 @@
 //!   into two JSON arrays (recent, baseline) in one pass; the medians are
 //!   taken here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -26,6 +26,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::flaky::{Runs, Window, push_scope};
 use crate::model::{Counts, Outcome, from_millis};
+use crate::owners::TestSet;
 
 /// A test in one run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -250,17 +251,45 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// The pure part of [`slow_tests`]: per test, its per-run durations in the
-/// recent and baseline runs.
-pub fn judge_slow(
-    tests: Vec<(String, String, Vec<f64>, Vec<f64>)>,
+/// The judgement of a window's tests, named by a key `K` (a test key, or
+/// the test id itself) until [`SlowJudgement::finish`] names them: so only
+/// the tests that can be listed need their names read.
+#[derive(Debug)]
+pub struct SlowJudgement<K> {
+    seen: usize,
+    slowest: Vec<(K, SlowTest)>,
+    regressions: Vec<(K, Regression)>,
+}
+
+/// Descending, for sorting by a figure.
+fn desc(a: f64, b: f64) -> std::cmp::Ordering {
+    b.total_cmp(&a)
+}
+
+/// Which of `figures` can be among the first `limit` in descending order
+/// whatever the names that break ties: every one at or above the
+/// `limit`-th figure.
+fn contenders(mut all: Vec<f64>, limit: usize) -> impl Fn(f64) -> bool {
+    let cut = (limit > 0 && all.len() > limit)
+        .then(|| *all.select_nth_unstable_by(limit - 1, |a, b| desc(*a, *b)).1);
+    move |x| limit > 0 && cut.is_none_or(|c| desc(x, c) != std::cmp::Ordering::Greater)
+}
+
+/// The pure part of [`slow_tests`]: per (project, test), its per-run
+/// durations in the recent and baseline runs. The one rule of what is slow
+/// and what regressed; [`SlowJudgement::finish`] orders and cuts.
+pub fn judge_slow<K>(
+    tests: impl IntoIterator<Item = (String, K, Vec<f64>, Vec<f64>)>,
     rule: SlowRule,
-    limit: usize,
-) -> (usize, Vec<SlowTest>, usize, Vec<Regression>) {
-    let seen = tests.len();
-    let mut slowest = Vec::with_capacity(seen);
+) -> SlowJudgement<K>
+where
+    K: Clone,
+{
+    let mut seen = 0;
+    let mut slowest = Vec::new();
     let mut regressions = Vec::new();
-    for (project, test_id, mut recent, mut baseline) in tests {
+    for (project, key, mut recent, mut baseline) in tests {
+        seen += 1;
         let mut all: Vec<f64> = recent.iter().chain(&baseline).copied().collect();
         let max = all.iter().copied().fold(0.0, f64::max);
         let runs = all.len();
@@ -270,90 +299,230 @@ pub fn judge_slow(
             && r - b >= rule.min_secs
             && r >= rule.factor * b
         {
-            regressions.push(Regression {
-                project: project.clone(),
-                test_id: test_id.clone(),
-                recent_median_secs: round3(r),
-                baseline_median_secs: round3(b),
-                change_secs: round3(r - b),
-                factor: (b > 0.0).then(|| (r / b * 100.0).round() / 100.0),
-                recent_runs: rn,
-                baseline_runs: bn,
-            });
+            regressions.push((
+                key.clone(),
+                Regression {
+                    project: project.clone(),
+                    test_id: String::new(),
+                    recent_median_secs: round3(r),
+                    baseline_median_secs: round3(b),
+                    change_secs: round3(r - b),
+                    factor: (b > 0.0).then(|| (r / b * 100.0).round() / 100.0),
+                    recent_runs: rn,
+                    baseline_runs: bn,
+                },
+            ));
         }
-        slowest.push(SlowTest {
-            project,
-            test_id,
-            median_secs: round3(m),
-            max_secs: round3(max),
-            runs,
-        });
+        slowest.push((
+            key,
+            SlowTest {
+                project,
+                test_id: String::new(),
+                median_secs: round3(m),
+                max_secs: round3(max),
+                runs,
+            },
+        ));
     }
-    let by = |a: f64, b: f64| b.total_cmp(&a);
-    slowest
-        .sort_by(|a, b| by(a.median_secs, b.median_secs).then_with(|| a.test_id.cmp(&b.test_id)));
-    slowest.truncate(limit);
-    regressions
-        .sort_by(|a, b| by(a.change_secs, b.change_secs).then_with(|| a.test_id.cmp(&b.test_id)));
-    let total = regressions.len();
-    regressions.truncate(limit);
-    (seen, slowest, total, regressions)
+    SlowJudgement {
+        seen,
+        slowest,
+        regressions,
+    }
 }
 
-/// The slowest tests and the duration regressions of a window's runs.
+impl<K> SlowJudgement<K> {
+    /// The tests whose names decide the first `limit` of either list: the
+    /// slowest down to the `limit`-th median and the regressions down to
+    /// the `limit`-th change, ties at the cut included (names break them).
+    pub fn to_name(&self, limit: usize) -> Vec<&K> {
+        let slow = contenders(
+            self.slowest.iter().map(|s| s.1.median_secs).collect(),
+            limit,
+        );
+        let regressed = contenders(
+            self.regressions.iter().map(|r| r.1.change_secs).collect(),
+            limit,
+        );
+        let slow = self.slowest.iter().filter(|s| slow(s.1.median_secs));
+        let regressed = self
+            .regressions
+            .iter()
+            .filter(|r| regressed(r.1.change_secs));
+        slow.map(|s| &s.0).chain(regressed.map(|r| &r.0)).collect()
+    }
+
+    /// (tests seen, the first `limit` slowest, regressions found, the first
+    /// `limit` regressions), named by `name`: by median (change) descending,
+    /// then test id, then project. Fails with the key of a test that
+    /// [`SlowJudgement::to_name`] listed and `name` does not know.
+    pub fn finish(
+        self,
+        name: impl Fn(&K) -> Option<String>,
+        limit: usize,
+    ) -> Result<(usize, Vec<SlowTest>, usize, Vec<Regression>), K> {
+        let keep = contenders(
+            self.slowest.iter().map(|s| s.1.median_secs).collect(),
+            limit,
+        );
+        let mut slowest = Vec::new();
+        for (key, mut s) in self.slowest {
+            if keep(s.median_secs) {
+                s.test_id = name(&key).ok_or(key)?;
+                slowest.push(s);
+            }
+        }
+        slowest.sort_by(|a, b| {
+            desc(a.median_secs, b.median_secs)
+                .then_with(|| a.test_id.cmp(&b.test_id))
+                .then_with(|| a.project.cmp(&b.project))
+        });
+        slowest.truncate(limit);
+        let total = self.regressions.len();
+        let keep = contenders(
+            self.regressions.iter().map(|r| r.1.change_secs).collect(),
+            limit,
+        );
+        let mut regressions = Vec::new();
+        for (key, mut r) in self.regressions {
+            if keep(r.change_secs) {
+                r.test_id = name(&key).ok_or(key)?;
+                regressions.push(r);
+            }
+        }
+        regressions.sort_by(|a, b| {
+            desc(a.change_secs, b.change_secs)
+                .then_with(|| a.test_id.cmp(&b.test_id))
+                .then_with(|| a.project.cmp(&b.project))
+        });
+        regressions.truncate(limit);
+        Ok((self.seen, slowest, total, regressions))
+    }
+}
+
+/// A test's duration in each run of the window that counts it: (the run's
+/// number, newest first from 0; seconds), in run order.
+type PerRun = Vec<(u32, f64)>;
+
+/// The slowest tests and the duration regressions of a window's runs, from
+/// the runs' test summaries ([`crate::run_tests`]).
 pub async fn slow_tests(
     pool: &SqlitePool,
     w: &Window,
     rule: SlowRule,
     limit: usize,
 ) -> Result<SlowReport, sqlx::Error> {
-    let mut q = QueryBuilder::<Sqlite>::new("");
-    push_scope(&mut q, w, Runs::Complete);
-    q.push(
-        ", ranked AS (SELECT run_id, project, ROW_NUMBER() OVER (ORDER BY started_at DESC, run_id DESC) AS pos FROM scope), \
-         per AS (SELECT k.project, c.test_id, k.pos, SUM(c.duration_secs) AS secs \
-                 FROM ranked k JOIN test_cases c ON c.run_id = k.run_id AND c.outcome IN (0, 1, 2, 3) \
-                 WHERE 1 = 1",
-    );
-    crate::owners::push_filter(&mut q, &w.tests, "k.project", "c.test_id");
-    q.push(
-        " GROUP BY k.run_id, c.test_id) \
-         SELECT project, test_id, \
-                json_group_array(secs) FILTER (WHERE pos <= ",
-    );
-    q.push_bind(i64::from(rule.recent));
-    q.push(") AS recent, json_group_array(secs) FILTER (WHERE pos > ");
-    q.push_bind(i64::from(rule.recent));
-    q.push(
-        ") AS baseline, (SELECT COUNT(*) FROM scope) AS considered \
-         FROM per GROUP BY project, test_id",
-    );
-    let rows = q.build().fetch_all(pool).await?;
-    let mut considered = 0i64;
-    let mut tests = Vec::with_capacity(rows.len());
-    for r in rows {
-        considered = r.try_get("considered")?;
-        let parse = |col: &str| -> Result<Vec<f64>, sqlx::Error> {
-            let s: String = r.try_get(col)?;
-            serde_json::from_str::<Vec<Option<f64>>>(&s)
-                .map(|v| v.into_iter().flatten().collect())
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-        };
-        tests.push((
-            r.try_get("project")?,
-            r.try_get("test_id")?,
-            parse("recent")?,
-            parse("baseline")?,
-        ));
+    use futures::TryStreamExt;
+
+    // One read transaction: the runs, their summaries and the names agree.
+    let mut tx = pool.begin().await?;
+    let allowed = allowed_tests(&mut tx, w).await?;
+    let mut projects: Vec<String> = Vec::new();
+    let mut per: HashMap<(usize, i64), PerRun> = HashMap::new();
+    let mut considered = 0u64;
+    {
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_scope(&mut q, w, Runs::Complete);
+        q.push(
+            " SELECT s.run_id, s.project, s.n, t.tests FROM scope s              LEFT JOIN run_keys k ON k.run_id = s.run_id              LEFT JOIN run_tests t ON t.run_key = k.run_key ORDER BY s.n",
+        );
+        let mut rows = q
+            .build_query_as::<(String, String, i64, Option<Vec<u8>>)>()
+            .fetch(&mut *tx);
+        while let Some((run_id, project, n, blob)) = rows.try_next().await? {
+            considered += 1;
+            let blob = blob.ok_or_else(|| crate::run_tests::missing(&run_id))?;
+            let p = match projects.iter().position(|x| *x == project) {
+                Some(p) => p,
+                None => {
+                    projects.push(project);
+                    projects.len() - 1
+                }
+            };
+            let keep = allowed.as_ref().map(|a| a.get(&projects[p]));
+            let n = u32::try_from(n).unwrap_or(u32::MAX);
+            for t in crate::run_tests::decode_stored(&blob)? {
+                if !t.ran() || keep.is_some_and(|k| k.is_none_or(|k| !k.contains(&t.key))) {
+                    continue;
+                }
+                per.entry((p, t.key)).or_default().push((n, t.ran_secs));
+            }
+        }
     }
-    let (seen, slowest, total, regressions) = judge_slow(tests, rule, limit);
+    let split = |runs: PerRun| -> (Vec<f64>, Vec<f64>) {
+        let (recent, baseline): (PerRun, PerRun) =
+            runs.into_iter().partition(|r| r.0 < rule.recent);
+        (
+            recent.into_iter().map(|r| r.1).collect(),
+            baseline.into_iter().map(|r| r.1).collect(),
+        )
+    };
+    let project = |p: usize| projects.get(p).cloned().unwrap_or_default();
+    let (seen, slowest, total, regressions) = if crate::run_tests::aliases(&mut tx).await? {
+        // Some test id has several keys: merge by test id, summing a run's
+        // durations of one id (all names are read).
+        let names = crate::run_tests::names(&mut tx, per.keys().map(|k| k.1)).await?;
+        let mut by_id: BTreeMap<(usize, String), PerRun> = BTreeMap::new();
+        for ((p, key), runs) in per {
+            let id = names.get(&key).cloned().unwrap_or_default();
+            let into = by_id.entry((p, id)).or_default();
+            for (n, secs) in runs {
+                match into.iter_mut().find(|r| r.0 == n) {
+                    Some(r) => r.1 += secs,
+                    None => into.push((n, secs)),
+                }
+            }
+        }
+        let tests = by_id.into_iter().map(|((p, id), runs)| {
+            let (recent, baseline) = split(runs);
+            (project(p), id, recent, baseline)
+        });
+        judge_slow(tests, rule)
+            .finish(|id| Some(id.clone()), limit)
+            .map_err(|id| sqlx::Error::Protocol(format!("test {id} unnamed")))?
+    } else {
+        let tests = per.into_iter().map(|((p, key), runs)| {
+            let (recent, baseline) = split(runs);
+            (project(p), key, recent, baseline)
+        });
+        let judged = judge_slow(tests, rule);
+        let names =
+            crate::run_tests::names(&mut tx, judged.to_name(limit).into_iter().copied()).await?;
+        judged
+            .finish(|k| names.get(k).cloned(), limit)
+            .map_err(|k| sqlx::Error::Protocol(format!("test key {k} unnamed")))?
+    };
+    tx.commit().await?;
     Ok(SlowReport {
-        runs_considered: considered.max(0) as u64,
+        runs_considered: considered,
         tests_seen: seen,
         slowest,
         regressions_total: total,
         regressions,
     })
+}
+
+/// The tests of the window's owner or id filter, as keys per project;
+/// `None` for every test.
+async fn allowed_tests(
+    conn: &mut sqlx::SqliteConnection,
+    w: &Window,
+) -> Result<Option<HashMap<String, HashSet<i64>>>, sqlx::Error> {
+    if w.tests == TestSet::All {
+        return Ok(None);
+    }
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    push_scope(&mut q, w, Runs::Complete);
+    q.push(
+        " SELECT p.project, t.test_key FROM (SELECT DISTINCT project FROM scope) p          CROSS JOIN tests t WHERE 1 = 1",
+    );
+    crate::owners::push_filter(&mut q, &w.tests, "p.project", "t.test_id");
+    let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(conn).await?;
+    let mut allowed: HashMap<String, HashSet<i64>> = HashMap::new();
+    for (project, key) in rows {
+        allowed.entry(project).or_default().insert(key);
+    }
+    Ok(Some(allowed))
 }
 
 #[cfg(test)]
@@ -390,8 +559,9 @@ mod tests {
                 t("new", &[5.0], &[]),
             ],
             SlowRule::default(),
-            10,
-        );
+        )
+        .finish(|id| Some(id.clone()), 10)
+        .expect("named");
         assert_eq!(seen, 5);
         assert_eq!(total, 1);
         assert_eq!(regs[0].test_id, "slower");
