@@ -352,6 +352,7 @@ async fn check_summaries(pool: &SqlitePool, when: &str) {
         .await
         .expect("count");
     assert_eq!(summaries as usize, rows.len(), "summaries {when}");
+    drop(conn);
     let n = rows.len();
     let pairs = [(0, n.saturating_sub(1)), (n / 2, n / 3), (n / 3, n / 2)];
     for (b, h) in pairs.into_iter().filter(|_| n > 0) {

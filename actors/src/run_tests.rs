@@ -520,6 +520,65 @@ mod tests {
         }
     }
 
+    /// A test id with two identities (another file) is one test, in slow
+    /// tests and in a comparison, as when both read every case.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_test_id_with_two_identities_is_one_test() {
+        use crate::testing::{load_tests_from_cases, slow_tests_from_cases};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (actors, pool) = start(&dir.path().join("a.db")).await;
+        let mut conn = pool.acquire().await.expect("connection");
+        assert!(!aliases(&mut conn).await.expect("flag"));
+        let runs = (0..6i64)
+            .map(|i| {
+                let moved = CaseRecord {
+                    file: Some("tests/new_home.py".into()),
+                    ..timed("t::moved", Outcome::Error, 0.5 * i as f64)
+                };
+                let mut cases = vec![
+                    timed("t::moved", Outcome::Passed, 1.0),
+                    timed("t::other", Outcome::Passed, 0.3),
+                ];
+                if i % 2 == 1 {
+                    cases.push(moved);
+                }
+                run(
+                    &format!("r{i}"),
+                    "p",
+                    "w",
+                    t0() + Duration::minutes(i),
+                    cases,
+                )
+            })
+            .collect();
+        store(&actors, runs).await;
+        assert!(aliases(&mut conn).await.expect("flag"));
+        let w = Window {
+            project: Some("p".into()),
+            branch: None,
+            since: None,
+            runs: 10,
+            tests: Default::default(),
+        };
+        let rule = SlowRule {
+            recent: 2,
+            factor: 1.0,
+            min_secs: 0.0,
+        };
+        let kept = slow_tests(&pool, &w, rule, 10).await.expect("slow tests");
+        assert_eq!(kept, slow_tests_from_cases(&pool, &w, rule, 10).await);
+        assert_eq!(kept.tests_seen, 2);
+        for run_id in ["r4", "r5"] {
+            let kept = crate::compare::load_tests(&pool, run_id)
+                .await
+                .expect("load");
+            assert_eq!(kept, load_tests_from_cases(&pool, run_id).await);
+        }
+        drop(conn);
+        pool.close().await;
+        actors.stop();
+    }
+
     /// A database whose runs were stored before migration 0016 gets their
     /// summaries at the first start after it, and `/tests/slow` answers
     /// as before.
