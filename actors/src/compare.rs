@@ -5,8 +5,16 @@
 //! one run (pytest records a failure and a teardown error as two cases) counts
 //! once, with its worst outcome, its summed duration and the first failure
 //! message. The comparison itself is a pure function ([`compare`]) over the
-//! two runs' per-test summaries ([`load_tests`]), so its rules are tested
+//! two runs' per-test results ([`load_tests`]), so its rules are tested
 //! without a database.
+//!
+//! [`load_tests`] reads no passing case: a run's per-test summary
+//! ([`crate::run_tests`]: worst outcome and summed duration per test key,
+//! written with the run), the names of its tests, and the messages of its
+//! failing cases only, in the order the cases are stored (worst outcome,
+//! chunk, index), the first of a test being its message. Durations are
+//! SQLite's sum of the test's cases (the property test holds the results
+//! to reading every case).
 
 use std::collections::{BTreeMap, HashMap};
 

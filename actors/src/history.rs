@@ -14,9 +14,21 @@
 //!   the most recent runs is at least `factor` times their median over the
 //!   runs before and slower by at least `min_secs`. Medians, not means, so
 //!   one stalled run neither makes a test slow nor hides a real slowdown.
-//!   SQLite sums each test's cases per run and groups each test's durations
-//!   into two JSON arrays (recent, baseline) in one pass; the medians are
-//!   taken here.
+//!   It reads no case: the window's runs (newest first) and their per-run
+//!   test summaries ([`crate::run_tests`], one blob per run, written with
+//!   the run), merged here per (project, test key) into recent and
+//!   baseline durations. A test counts in a run when it has a case that ran
+//!   (outcome code 0..=3; skips and expected failures only: not in that
+//!   run), with the summed duration of those cases. One judge
+//!   ([`judge_slow`]) computes every figure by key; test ids are then read
+//!   only for the tests that can be listed: the first `limit` by median
+//!   (change) and every test tied with the last of them, since the lists
+//!   order ties by test id. An owner or id filter becomes a set of test
+//!   keys per project. When some test id has several keys
+//!   (`run_tests::aliases`), every key is named and merged by test id.
+//!   Cost: one decode per run and test of the window, one name lookup per
+//!   listed test; the answer equals grouping every case of the window (the
+//!   property test checks it against that query, kept in `testing.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
