@@ -25,7 +25,8 @@
 //!   (change) and every test tied with the last of them, since the lists
 //!   order ties by test id. An owner or id filter becomes a set of test
 //!   keys per project. When some test id has several keys
-//!   (`run_tests::aliases`), every key is named and merged by test id.
+//!   (`run_tests::aliases`), a run's durations of its keys are summed under
+//!   the smallest of them, so it is one test as before.
 //!   Cost: one decode per run and test of the window, one name lookup per
 //!   listed test; the answer equals grouping every case of the window (the
 //!   property test checks it against that query, kept in `testing.rs`).
@@ -412,9 +413,39 @@ impl<K> SlowJudgement<K> {
     }
 }
 
-/// A test's duration in each run of the window that counts it: (the run's
-/// number, newest first from 0; seconds), in run order.
-type PerRun = Vec<(u32, f64)>;
+/// Hashes the (project, test key) pairs [`slow_tests`] merges by: one
+/// multiply per word (the keys are integers SQLite chose, so SipHash's
+/// resistance to chosen keys buys nothing, and it cost a third of the merge).
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_i64(&mut self, v: i64) {
+        self.write_u64(v as u64);
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+/// Per (project number, test key): its durations in the recent runs and in
+/// the baseline runs.
+type Merged = HashMap<(usize, i64), (Vec<f64>, Vec<f64>), std::hash::BuildHasherDefault<KeyHasher>>;
 
 /// The slowest tests and the duration regressions of a window's runs, from
 /// the runs' test summaries ([`crate::run_tests`]).
@@ -429,14 +460,22 @@ pub async fn slow_tests(
     // One read transaction: the runs, their summaries and the names agree.
     let mut tx = pool.begin().await?;
     let allowed = allowed_tests(&mut tx, w).await?;
+    // Keys of test ids with several keys, to the smallest key of their id.
+    let canonical = if crate::run_tests::aliases(&mut tx).await? {
+        crate::run_tests::alias_keys(&mut tx).await?
+    } else {
+        HashMap::new()
+    };
     let mut projects: Vec<String> = Vec::new();
-    let mut per: HashMap<(usize, i64), PerRun> = HashMap::new();
+    let mut per = Merged::default();
     let mut considered = 0u64;
     {
         let mut q = QueryBuilder::<Sqlite>::new("");
         push_scope(&mut q, w, Runs::Complete);
         q.push(
-            " SELECT s.run_id, s.project, s.n, t.tests FROM scope s              LEFT JOIN run_keys k ON k.run_id = s.run_id              LEFT JOIN run_tests t ON t.run_key = k.run_key ORDER BY s.n",
+            " SELECT s.run_id, s.project, s.n, t.tests FROM scope s \
+             LEFT JOIN run_keys k ON k.run_id = s.run_id \
+             LEFT JOIN run_tests t ON t.run_key = k.run_key ORDER BY s.n",
         );
         let mut rows = q
             .build_query_as::<(String, String, i64, Option<Vec<u8>>)>()
@@ -452,58 +491,43 @@ pub async fn slow_tests(
                 }
             };
             let keep = allowed.as_ref().map(|a| a.get(&projects[p]));
-            let n = u32::try_from(n).unwrap_or(u32::MAX);
+            let recent = n < i64::from(rule.recent);
+            let mut add = |key: i64, secs: f64| {
+                let (r, b) = per.entry((p, key)).or_default();
+                if recent { r } else { b }.push(secs);
+            };
+            // A run's durations of an id with several keys, summed (in key
+            // order) under its smallest key.
+            let mut aliased: BTreeMap<i64, f64> = BTreeMap::new();
             for t in crate::run_tests::decode_stored(&blob)? {
                 if !t.ran() || keep.is_some_and(|k| k.is_none_or(|k| !k.contains(&t.key))) {
                     continue;
                 }
-                per.entry((p, t.key)).or_default().push((n, t.ran_secs));
+                match canonical.get(&t.key) {
+                    None => add(t.key, t.ran_secs),
+                    Some(&c) => {
+                        aliased
+                            .entry(c)
+                            .and_modify(|s| *s += t.ran_secs)
+                            .or_insert(t.ran_secs);
+                    }
+                }
+            }
+            for (key, secs) in aliased {
+                add(key, secs);
             }
         }
     }
-    let split = |runs: PerRun| -> (Vec<f64>, Vec<f64>) {
-        let (recent, baseline): (PerRun, PerRun) =
-            runs.into_iter().partition(|r| r.0 < rule.recent);
-        (
-            recent.into_iter().map(|r| r.1).collect(),
-            baseline.into_iter().map(|r| r.1).collect(),
-        )
-    };
-    let project = |p: usize| projects.get(p).cloned().unwrap_or_default();
-    let (seen, slowest, total, regressions) = if crate::run_tests::aliases(&mut tx).await? {
-        // Some test id has several keys: merge by test id, summing a run's
-        // durations of one id (all names are read).
-        let names = crate::run_tests::names(&mut tx, per.keys().map(|k| k.1)).await?;
-        let mut by_id: BTreeMap<(usize, String), PerRun> = BTreeMap::new();
-        for ((p, key), runs) in per {
-            let id = names.get(&key).cloned().unwrap_or_default();
-            let into = by_id.entry((p, id)).or_default();
-            for (n, secs) in runs {
-                match into.iter_mut().find(|r| r.0 == n) {
-                    Some(r) => r.1 += secs,
-                    None => into.push((n, secs)),
-                }
-            }
-        }
-        let tests = by_id.into_iter().map(|((p, id), runs)| {
-            let (recent, baseline) = split(runs);
-            (project(p), id, recent, baseline)
-        });
-        judge_slow(tests, rule)
-            .finish(|id| Some(id.clone()), limit)
-            .map_err(|id| sqlx::Error::Protocol(format!("test {id} unnamed")))?
-    } else {
-        let tests = per.into_iter().map(|((p, key), runs)| {
-            let (recent, baseline) = split(runs);
-            (project(p), key, recent, baseline)
-        });
-        let judged = judge_slow(tests, rule);
-        let names =
-            crate::run_tests::names(&mut tx, judged.to_name(limit).into_iter().copied()).await?;
-        judged
-            .finish(|k| names.get(k).cloned(), limit)
-            .map_err(|k| sqlx::Error::Protocol(format!("test key {k} unnamed")))?
-    };
+    let tests = per.into_iter().map(|((p, key), (recent, baseline))| {
+        let project = projects.get(p).cloned().unwrap_or_default();
+        (project, key, recent, baseline)
+    });
+    let judged = judge_slow(tests, rule);
+    let names =
+        crate::run_tests::names(&mut tx, judged.to_name(limit).into_iter().copied()).await?;
+    let (seen, slowest, total, regressions) = judged
+        .finish(|k| names.get(k).cloned(), limit)
+        .map_err(|k| sqlx::Error::Protocol(format!("test key {k} unnamed")))?;
     tx.commit().await?;
     Ok(SlowReport {
         runs_considered: considered,

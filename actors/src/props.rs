@@ -50,6 +50,9 @@ enum Did {
     FailedTwice(usize),
     /// Passed after a failed attempt.
     Retried,
+    /// Passed, and a second case of it was skipped (two cases: its
+    /// duration with and without the skip differ).
+    PassedAndSkipped,
 }
 
 const MESSAGES: [Option<&str>; 4] = [
@@ -107,6 +110,7 @@ fn did() -> impl Strategy<Value = Did> {
         1 => (0..4usize).prop_map(Did::Errored),
         1 => (0..4usize).prop_map(Did::FailedTwice),
         1 => Just(Did::Retried),
+        1 => Just(Did::PassedAndSkipped),
     ]
 }
 
@@ -165,6 +169,10 @@ fn cases(spec: &RunSpec) -> Vec<CaseRecord> {
             Did::FailedTwice(n) => {
                 out.push(failing(Outcome::Failed, n));
                 out.push(failing(Outcome::Error, n + 1));
+            }
+            Did::PassedAndSkipped => {
+                out.push(case(&id, Outcome::Passed, None));
+                out.push(case(&id, Outcome::Skipped, Some("later")));
             }
             Did::Retried => out.push(CaseRecord {
                 retries: 1,

@@ -39,7 +39,8 @@
 //! - Test ids are not in the blob: readers resolve the keys they need
 //!   ([`names`]). A test id almost always has one key; when some has
 //!   several (another file, class or name), `rollup_state.test_aliases` is
-//!   set ([`aliases`]) and readers merge by test id.
+//!   set ([`aliases`]) and readers merge by test id (slow tests under the
+//!   smallest key of the id, [`alias_keys`]).
 
 use std::collections::HashMap;
 
@@ -315,6 +316,21 @@ pub(crate) async fn mark_aliases(conn: &mut SqliteConnection) -> Result<(), sqlx
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Every key of a test id with several keys, to the smallest key of its
+/// id: O(tests), read only while [`aliases`] holds.
+pub(crate) async fn alias_keys(
+    conn: &mut SqliteConnection,
+) -> Result<HashMap<i64, i64>, sqlx::Error> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT a.test_key, (SELECT MIN(b.test_key) FROM tests b WHERE b.test_id = a.test_id) \
+         FROM tests a WHERE a.test_id IN \
+           (SELECT test_id FROM tests GROUP BY test_id HAVING COUNT(*) > 1)",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Recomputes the alias flag from `tests` (after orphans were deleted).
