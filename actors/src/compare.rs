@@ -5,15 +5,24 @@
 //! one run (pytest records a failure and a teardown error as two cases) counts
 //! once, with its worst outcome, its summed duration and the first failure
 //! message. The comparison itself is a pure function ([`compare`]) over the
-//! two runs' per-test summaries ([`load_tests`]), so its rules are tested
+//! two runs' per-test results ([`load_tests`]), so its rules are tested
 //! without a database.
+//!
+//! [`load_tests`] reads no passing case: a run's per-test summary
+//! ([`crate::run_tests`]: worst outcome and summed duration per test key,
+//! written with the run), the names of its tests, and the messages of its
+//! failing cases only, in the order the cases are stored (worst outcome,
+//! chunk, index), the first of a test being its message. Durations are
+//! SQLite's sum of the test's cases (the property test holds the results
+//! to reading every case).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use sqlx::SqlitePool;
 
 use crate::model::Outcome;
+use crate::run_tests;
 
 /// One test's result in one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,32 +175,64 @@ pub fn compare(
     }
 }
 
-/// Per-test results of a stored run.
+/// Per-test results of a stored run (empty when no such run is stored):
+/// from its test summary ([`crate::run_tests`]), the names of its tests
+/// and the messages of its failing ones only.
 pub async fn load_tests(
     pool: &SqlitePool,
     run_id: &str,
 ) -> Result<BTreeMap<String, TestResult>, sqlx::Error> {
-    let rows: Vec<(String, i64, f64, Option<String>)> = sqlx::query_as(
-        "SELECT test_id, outcome, duration_secs, message FROM test_cases WHERE run_id = ? \
-         ORDER BY outcome, chunk, idx",
-    )
-    .bind(run_id)
-    .fetch_all(pool)
-    .await?;
+    // One read transaction: the summary, the names and the messages agree.
+    let mut tx = pool.begin().await?;
+    let Some((run_key, summary)) = run_tests::of_run(&mut tx, run_id).await? else {
+        return Ok(BTreeMap::new());
+    };
+    let names = run_tests::names(&mut tx, summary.iter().map(|t| t.key)).await?;
+    let name = |key: i64| {
+        names
+            .get(&key)
+            .ok_or_else(|| sqlx::Error::Protocol(format!("test key {key} unnamed")))
+    };
+    // The first failing case of each test in the order the cases are
+    // stored (worst outcome first) has its message.
+    let mut messages: HashMap<&str, Option<String>> = HashMap::new();
+    if summary.iter().any(|t| t.worst.is_failure()) {
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT test_key, (SELECT body FROM texts WHERE text_key = c.message_key) \
+             FROM cases c WHERE run_key = ? AND outcome IN (0, 1) ORDER BY outcome, chunk, idx",
+        )
+        .bind(run_key)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (key, message) in rows {
+            messages.entry(name(key)?.as_str()).or_insert(message);
+        }
+    }
     let mut tests: BTreeMap<String, TestResult> = BTreeMap::new();
-    // Rows come worst outcome first, so the first row of a test sets its
-    // outcome and message; later ones add their duration.
-    for (test_id, code, secs, message) in rows {
-        let outcome = Outcome::from_code(code).unwrap_or(Outcome::Error);
+    // A test id with several identities (keys) is one test: its worst
+    // outcome, its durations added.
+    for t in &summary {
+        let id = name(t.key)?;
+        let message = || {
+            let m = messages.get(id.as_str()).cloned().flatten();
+            m.filter(|_| t.worst.is_failure())
+        };
         tests
-            .entry(test_id)
-            .and_modify(|t| t.duration_secs += secs)
-            .or_insert(TestResult {
-                outcome,
-                duration_secs: secs,
-                message: if outcome.is_failure() { message } else { None },
+            .entry(id.clone())
+            .and_modify(|r| {
+                r.duration_secs += t.all_secs;
+                if t.worst < r.outcome {
+                    r.outcome = t.worst;
+                    r.message = message();
+                }
+            })
+            .or_insert_with(|| TestResult {
+                outcome: t.worst,
+                duration_secs: t.all_secs,
+                message: message(),
             });
     }
+    tx.commit().await?;
     Ok(tests)
 }
 

@@ -14,11 +14,24 @@
 //!   the most recent runs is at least `factor` times their median over the
 //!   runs before and slower by at least `min_secs`. Medians, not means, so
 //!   one stalled run neither makes a test slow nor hides a real slowdown.
-//!   SQLite sums each test's cases per run and groups each test's durations
-//!   into two JSON arrays (recent, baseline) in one pass; the medians are
-//!   taken here.
+//!   It reads no case: the window's runs (newest first) and their per-run
+//!   test summaries ([`crate::run_tests`], one blob per run, written with
+//!   the run), merged here per (project, test key) into recent and
+//!   baseline durations. A test counts in a run when it has a case that ran
+//!   (outcome code 0..=3; skips and expected failures only: not in that
+//!   run), with the summed duration of those cases. One judge
+//!   ([`judge_slow`]) computes every figure by key; test ids are then read
+//!   only for the tests that can be listed: the first `limit` by median
+//!   (change) and every test tied with the last of them, since the lists
+//!   order ties by test id. An owner or id filter becomes a set of test
+//!   keys per project. When some test id has several keys
+//!   (`run_tests::aliases`), a run's durations of its keys are summed under
+//!   the smallest of them, so it is one test as before.
+//!   Cost: one decode per run and test of the window, one name lookup per
+//!   listed test; the answer equals grouping every case of the window (the
+//!   property test checks it against that query, kept in `testing.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -26,6 +39,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::flaky::{Runs, Window, push_scope};
 use crate::model::{Counts, Outcome, from_millis};
+use crate::owners::TestSet;
 
 /// A test in one run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -250,17 +264,45 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// The pure part of [`slow_tests`]: per test, its per-run durations in the
-/// recent and baseline runs.
-pub fn judge_slow(
-    tests: Vec<(String, String, Vec<f64>, Vec<f64>)>,
+/// The judgement of a window's tests, named by a key `K` (a test key, or
+/// the test id itself) until [`SlowJudgement::finish`] names them: so only
+/// the tests that can be listed need their names read.
+#[derive(Debug)]
+pub struct SlowJudgement<K> {
+    seen: usize,
+    slowest: Vec<(K, SlowTest)>,
+    regressions: Vec<(K, Regression)>,
+}
+
+/// Descending, for sorting by a figure.
+fn desc(a: f64, b: f64) -> std::cmp::Ordering {
+    b.total_cmp(&a)
+}
+
+/// Which of `figures` can be among the first `limit` in descending order
+/// whatever the names that break ties: every one at or above the
+/// `limit`-th figure.
+fn contenders(mut all: Vec<f64>, limit: usize) -> impl Fn(f64) -> bool {
+    let cut = (limit > 0 && all.len() > limit)
+        .then(|| *all.select_nth_unstable_by(limit - 1, |a, b| desc(*a, *b)).1);
+    move |x| limit > 0 && cut.is_none_or(|c| desc(x, c) != std::cmp::Ordering::Greater)
+}
+
+/// The pure part of [`slow_tests`]: per (project, test), its per-run
+/// durations in the recent and baseline runs. The one rule of what is slow
+/// and what regressed; [`SlowJudgement::finish`] orders and cuts.
+pub fn judge_slow<K>(
+    tests: impl IntoIterator<Item = (String, K, Vec<f64>, Vec<f64>)>,
     rule: SlowRule,
-    limit: usize,
-) -> (usize, Vec<SlowTest>, usize, Vec<Regression>) {
-    let seen = tests.len();
-    let mut slowest = Vec::with_capacity(seen);
+) -> SlowJudgement<K>
+where
+    K: Clone,
+{
+    let mut seen = 0;
+    let mut slowest = Vec::new();
     let mut regressions = Vec::new();
-    for (project, test_id, mut recent, mut baseline) in tests {
+    for (project, key, mut recent, mut baseline) in tests {
+        seen += 1;
         let mut all: Vec<f64> = recent.iter().chain(&baseline).copied().collect();
         let max = all.iter().copied().fold(0.0, f64::max);
         let runs = all.len();
@@ -270,90 +312,253 @@ pub fn judge_slow(
             && r - b >= rule.min_secs
             && r >= rule.factor * b
         {
-            regressions.push(Regression {
-                project: project.clone(),
-                test_id: test_id.clone(),
-                recent_median_secs: round3(r),
-                baseline_median_secs: round3(b),
-                change_secs: round3(r - b),
-                factor: (b > 0.0).then(|| (r / b * 100.0).round() / 100.0),
-                recent_runs: rn,
-                baseline_runs: bn,
-            });
+            regressions.push((
+                key.clone(),
+                Regression {
+                    project: project.clone(),
+                    test_id: String::new(),
+                    recent_median_secs: round3(r),
+                    baseline_median_secs: round3(b),
+                    change_secs: round3(r - b),
+                    factor: (b > 0.0).then(|| (r / b * 100.0).round() / 100.0),
+                    recent_runs: rn,
+                    baseline_runs: bn,
+                },
+            ));
         }
-        slowest.push(SlowTest {
-            project,
-            test_id,
-            median_secs: round3(m),
-            max_secs: round3(max),
-            runs,
-        });
+        slowest.push((
+            key,
+            SlowTest {
+                project,
+                test_id: String::new(),
+                median_secs: round3(m),
+                max_secs: round3(max),
+                runs,
+            },
+        ));
     }
-    let by = |a: f64, b: f64| b.total_cmp(&a);
-    slowest
-        .sort_by(|a, b| by(a.median_secs, b.median_secs).then_with(|| a.test_id.cmp(&b.test_id)));
-    slowest.truncate(limit);
-    regressions
-        .sort_by(|a, b| by(a.change_secs, b.change_secs).then_with(|| a.test_id.cmp(&b.test_id)));
-    let total = regressions.len();
-    regressions.truncate(limit);
-    (seen, slowest, total, regressions)
+    SlowJudgement {
+        seen,
+        slowest,
+        regressions,
+    }
 }
 
-/// The slowest tests and the duration regressions of a window's runs.
+impl<K> SlowJudgement<K> {
+    /// The tests whose names decide the first `limit` of either list: the
+    /// slowest down to the `limit`-th median and the regressions down to
+    /// the `limit`-th change, ties at the cut included (names break them).
+    pub fn to_name(&self, limit: usize) -> Vec<&K> {
+        let slow = contenders(
+            self.slowest.iter().map(|s| s.1.median_secs).collect(),
+            limit,
+        );
+        let regressed = contenders(
+            self.regressions.iter().map(|r| r.1.change_secs).collect(),
+            limit,
+        );
+        let slow = self.slowest.iter().filter(|s| slow(s.1.median_secs));
+        let regressed = self
+            .regressions
+            .iter()
+            .filter(|r| regressed(r.1.change_secs));
+        slow.map(|s| &s.0).chain(regressed.map(|r| &r.0)).collect()
+    }
+
+    /// (tests seen, the first `limit` slowest, regressions found, the first
+    /// `limit` regressions), named by `name`: by median (change) descending,
+    /// then test id, then project. Fails with the key of a test that
+    /// [`SlowJudgement::to_name`] listed and `name` does not know.
+    pub fn finish(
+        self,
+        name: impl Fn(&K) -> Option<String>,
+        limit: usize,
+    ) -> Result<(usize, Vec<SlowTest>, usize, Vec<Regression>), K> {
+        let keep = contenders(
+            self.slowest.iter().map(|s| s.1.median_secs).collect(),
+            limit,
+        );
+        let mut slowest = Vec::new();
+        for (key, mut s) in self.slowest {
+            if keep(s.median_secs) {
+                s.test_id = name(&key).ok_or(key)?;
+                slowest.push(s);
+            }
+        }
+        slowest.sort_by(|a, b| {
+            desc(a.median_secs, b.median_secs)
+                .then_with(|| a.test_id.cmp(&b.test_id))
+                .then_with(|| a.project.cmp(&b.project))
+        });
+        slowest.truncate(limit);
+        let total = self.regressions.len();
+        let keep = contenders(
+            self.regressions.iter().map(|r| r.1.change_secs).collect(),
+            limit,
+        );
+        let mut regressions = Vec::new();
+        for (key, mut r) in self.regressions {
+            if keep(r.change_secs) {
+                r.test_id = name(&key).ok_or(key)?;
+                regressions.push(r);
+            }
+        }
+        regressions.sort_by(|a, b| {
+            desc(a.change_secs, b.change_secs)
+                .then_with(|| a.test_id.cmp(&b.test_id))
+                .then_with(|| a.project.cmp(&b.project))
+        });
+        regressions.truncate(limit);
+        Ok((self.seen, slowest, total, regressions))
+    }
+}
+
+/// Hashes the (project, test key) pairs [`slow_tests`] merges by: one
+/// multiply per word (the keys are integers SQLite chose, so SipHash's
+/// resistance to chosen keys buys nothing, and it cost a third of the merge).
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_i64(&mut self, v: i64) {
+        self.write_u64(v as u64);
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+/// Per (project number, test key): its durations in the recent runs and in
+/// the baseline runs.
+type Merged = HashMap<(usize, i64), (Vec<f64>, Vec<f64>), std::hash::BuildHasherDefault<KeyHasher>>;
+
+/// The slowest tests and the duration regressions of a window's runs, from
+/// the runs' test summaries ([`crate::run_tests`]).
 pub async fn slow_tests(
     pool: &SqlitePool,
     w: &Window,
     rule: SlowRule,
     limit: usize,
 ) -> Result<SlowReport, sqlx::Error> {
-    let mut q = QueryBuilder::<Sqlite>::new("");
-    push_scope(&mut q, w, Runs::Complete);
-    q.push(
-        ", ranked AS (SELECT run_id, project, ROW_NUMBER() OVER (ORDER BY started_at DESC, run_id DESC) AS pos FROM scope), \
-         per AS (SELECT k.project, c.test_id, k.pos, SUM(c.duration_secs) AS secs \
-                 FROM ranked k JOIN test_cases c ON c.run_id = k.run_id AND c.outcome IN (0, 1, 2, 3) \
-                 WHERE 1 = 1",
-    );
-    crate::owners::push_filter(&mut q, &w.tests, "k.project", "c.test_id");
-    q.push(
-        " GROUP BY k.run_id, c.test_id) \
-         SELECT project, test_id, \
-                json_group_array(secs) FILTER (WHERE pos <= ",
-    );
-    q.push_bind(i64::from(rule.recent));
-    q.push(") AS recent, json_group_array(secs) FILTER (WHERE pos > ");
-    q.push_bind(i64::from(rule.recent));
-    q.push(
-        ") AS baseline, (SELECT COUNT(*) FROM scope) AS considered \
-         FROM per GROUP BY project, test_id",
-    );
-    let rows = q.build().fetch_all(pool).await?;
-    let mut considered = 0i64;
-    let mut tests = Vec::with_capacity(rows.len());
-    for r in rows {
-        considered = r.try_get("considered")?;
-        let parse = |col: &str| -> Result<Vec<f64>, sqlx::Error> {
-            let s: String = r.try_get(col)?;
-            serde_json::from_str::<Vec<Option<f64>>>(&s)
-                .map(|v| v.into_iter().flatten().collect())
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-        };
-        tests.push((
-            r.try_get("project")?,
-            r.try_get("test_id")?,
-            parse("recent")?,
-            parse("baseline")?,
-        ));
+    use futures::TryStreamExt;
+
+    // One read transaction: the runs, their summaries and the names agree.
+    let mut tx = pool.begin().await?;
+    let allowed = allowed_tests(&mut tx, w).await?;
+    // Keys of test ids with several keys, to the smallest key of their id.
+    let canonical = if crate::run_tests::aliases(&mut tx).await? {
+        crate::run_tests::alias_keys(&mut tx).await?
+    } else {
+        HashMap::new()
+    };
+    let mut projects: Vec<String> = Vec::new();
+    let mut per = Merged::default();
+    let mut considered = 0u64;
+    {
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_scope(&mut q, w, Runs::Complete);
+        q.push(
+            " SELECT s.run_id, s.project, s.n, t.tests FROM scope s \
+             LEFT JOIN run_keys k ON k.run_id = s.run_id \
+             LEFT JOIN run_tests t ON t.run_key = k.run_key ORDER BY s.n",
+        );
+        let mut rows = q
+            .build_query_as::<(String, String, i64, Option<Vec<u8>>)>()
+            .fetch(&mut *tx);
+        while let Some((run_id, project, n, blob)) = rows.try_next().await? {
+            considered += 1;
+            let blob = blob.ok_or_else(|| crate::run_tests::missing(&run_id))?;
+            let p = match projects.iter().position(|x| *x == project) {
+                Some(p) => p,
+                None => {
+                    projects.push(project);
+                    projects.len() - 1
+                }
+            };
+            let keep = allowed.as_ref().map(|a| a.get(&projects[p]));
+            let recent = n < i64::from(rule.recent);
+            let mut add = |key: i64, secs: f64| {
+                let (r, b) = per.entry((p, key)).or_default();
+                if recent { r } else { b }.push(secs);
+            };
+            // A run's durations of an id with several keys, summed (in key
+            // order) under its smallest key.
+            let mut aliased: BTreeMap<i64, f64> = BTreeMap::new();
+            for t in crate::run_tests::decode_stored(&blob)? {
+                if !t.ran() || keep.is_some_and(|k| k.is_none_or(|k| !k.contains(&t.key))) {
+                    continue;
+                }
+                match canonical.get(&t.key) {
+                    None => add(t.key, t.ran_secs),
+                    Some(&c) => {
+                        aliased
+                            .entry(c)
+                            .and_modify(|s| *s += t.ran_secs)
+                            .or_insert(t.ran_secs);
+                    }
+                }
+            }
+            for (key, secs) in aliased {
+                add(key, secs);
+            }
+        }
     }
-    let (seen, slowest, total, regressions) = judge_slow(tests, rule, limit);
+    let tests = per.into_iter().map(|((p, key), (recent, baseline))| {
+        let project = projects.get(p).cloned().unwrap_or_default();
+        (project, key, recent, baseline)
+    });
+    let judged = judge_slow(tests, rule);
+    let names =
+        crate::run_tests::names(&mut tx, judged.to_name(limit).into_iter().copied()).await?;
+    let (seen, slowest, total, regressions) = judged
+        .finish(|k| names.get(k).cloned(), limit)
+        .map_err(|k| sqlx::Error::Protocol(format!("test key {k} unnamed")))?;
+    tx.commit().await?;
     Ok(SlowReport {
-        runs_considered: considered.max(0) as u64,
+        runs_considered: considered,
         tests_seen: seen,
         slowest,
         regressions_total: total,
         regressions,
     })
+}
+
+/// The tests of the window's owner or id filter, as keys per project;
+/// `None` for every test.
+async fn allowed_tests(
+    conn: &mut sqlx::SqliteConnection,
+    w: &Window,
+) -> Result<Option<HashMap<String, HashSet<i64>>>, sqlx::Error> {
+    if w.tests == TestSet::All {
+        return Ok(None);
+    }
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    push_scope(&mut q, w, Runs::Complete);
+    q.push(
+        " SELECT p.project, t.test_key FROM (SELECT DISTINCT project FROM scope) p          CROSS JOIN tests t WHERE 1 = 1",
+    );
+    crate::owners::push_filter(&mut q, &w.tests, "p.project", "t.test_id");
+    let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(conn).await?;
+    let mut allowed: HashMap<String, HashSet<i64>> = HashMap::new();
+    for (project, key) in rows {
+        allowed.entry(project).or_default().insert(key);
+    }
+    Ok(Some(allowed))
 }
 
 #[cfg(test)]
@@ -390,8 +595,9 @@ mod tests {
                 t("new", &[5.0], &[]),
             ],
             SlowRule::default(),
-            10,
-        );
+        )
+        .finish(|id| Some(id.clone()), 10)
+        .expect("named");
         assert_eq!(seen, 5);
         assert_eq!(total, 1);
         assert_eq!(regs[0].test_id, "slower");

@@ -28,8 +28,8 @@
 //! through JSON, whose decoding would cut a text at a NUL character).
 //!
 //! Guarantees: a case reads back byte-identical to what was stored (the
-//! view returns exactly the old columns). A run's cases and its key go
-//! together ([`delete_cases`]). Tests and texts no case refers to any more
+//! view returns exactly the old columns). A run's cases, its test summary
+//! (`run_tests`) and its key go together ([`delete_cases`]). Tests and texts no case refers to any more
 //! are deleted by [`drop_orphans`] at the end of each prune that deleted
 //! something (a scan of `cases` per kind of key); until then, and when no
 //! retention is set, the orphans left by runs given up on or refused stay,
@@ -89,6 +89,12 @@ pub(crate) async fn test_keys(
         );
         push_list(&mut q, part.iter().map(|t| t.0));
         let rows: Vec<Row> = q.build_query_as().fetch_all(&mut *conn).await?;
+        // Every identity of these test ids came back: more rows than ids
+        // means one has several (see `run_tests::aliases`).
+        let ids: std::collections::HashSet<&str> = part.iter().map(|t| t.0).collect();
+        if rows.len() > ids.len() {
+            crate::run_tests::mark_aliases(&mut *conn).await?;
+        }
         keys.extend(rows.into_iter().map(|(id, f, c, n, k)| ((id, f, c, n), k)));
     }
     in_order(
@@ -174,11 +180,18 @@ impl<T: std::hash::Hash + Eq + Clone> Distinct<T> {
     }
 }
 
-/// Deletes the cases of `run_id` and its key; returns how many cases went.
+/// Deletes the cases of `run_id`, its test summary ([`crate::run_tests`])
+/// and its key; returns how many cases went.
 pub(crate) async fn delete_cases(
     conn: &mut SqliteConnection,
     run_id: &str,
 ) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM run_tests WHERE run_key = (SELECT run_key FROM run_keys WHERE run_id = ?)",
+    )
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await?;
     let n = sqlx::query(
         "DELETE FROM cases WHERE run_key = (SELECT run_key FROM run_keys WHERE run_id = ?)",
     )
@@ -212,6 +225,9 @@ pub(crate) async fn drop_orphans(conn: &mut SqliteConnection) -> Result<(u64, u6
     .execute(&mut *conn)
     .await?
     .rows_affected();
+    if tests > 0 {
+        crate::run_tests::recount_aliases(&mut *conn).await?;
+    }
     Ok((tests, texts))
 }
 

@@ -12,6 +12,8 @@
 //!   tests and texts) and the writer's batch interning.
 //! - [`rollups`]: derived state the writer keeps in the store with the
 //!   data (worker statistics, failure counts) and the reads of it.
+//! - [`run_tests`]: per-run test summaries (worst outcome, durations),
+//!   written with each run, that slow tests and comparisons read.
 //! - [`aggregates`]: heartbeats in memory, merged with the stored workers.
 //! - [`queries`]: reads that go straight to the read pool.
 //! - [`version`]: per-project versions of the stored data, for caches.
@@ -57,6 +59,7 @@ pub mod quarantine;
 pub mod queries;
 pub mod retention;
 pub mod rollups;
+pub mod run_tests;
 pub mod supervise;
 #[cfg(test)]
 mod testing;
@@ -116,6 +119,12 @@ impl ActorSystem {
                 let started = sys.block_on(async move {
                     let pool = db::open_writer(&db).await?;
                     rollups::ensure_built(&pool)
+                        .await
+                        .map_err(|source| DbError::Load {
+                            path: db.path.clone(),
+                            source,
+                        })?;
+                    run_tests::ensure_built(&pool)
                         .await
                         .map_err(|source| DbError::Load {
                             path: db.path.clone(),

@@ -8,7 +8,12 @@
 //! - failure clusters from the stored signatures vs signing every failure
 //!   from its text ([`crate::clusters::Signed`]);
 //! - failure statistics from the rollups vs the plain query over the runs;
-//! - every rollup row vs [`crate::rollups::rebuild`].
+//! - every rollup row vs [`crate::rollups::rebuild`];
+//! - slow tests from the per-run test summaries vs grouping every case of
+//!   the window ([`crate::testing::slow_tests_from_cases`]), every stored
+//!   summary vs one re-encoded from the run's remaining cases, and the
+//!   per-test results of runs compared vs reading their cases
+//!   ([`crate::testing::load_tests_from_cases`]).
 
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
@@ -17,11 +22,16 @@ use sqlx::SqlitePool;
 use crate::ActorSystem;
 use crate::clusters::{self, Signed};
 use crate::flaky::{self, Evidence, FlipRule, Window};
+use crate::history::{self, SlowRule};
 use crate::model::{CaseRecord, Outcome};
+use crate::owners::TestSet;
 use crate::queries::{self, FailureFilter};
 use crate::rollups::{self, Snapshot};
-use crate::testing::{case, items, prune, record, start, store, t0};
+use crate::testing::{
+    case, items, load_tests_from_cases, prune, record, slow_tests_from_cases, start, store, t0,
+};
 use crate::writer::ClearFlaky;
+use crate::{compare, run_tests};
 
 /// Tests in every generated run.
 const TESTS: usize = 6;
@@ -40,6 +50,9 @@ enum Did {
     FailedTwice(usize),
     /// Passed after a failed attempt.
     Retried,
+    /// Passed, and a second case of it was skipped (two cases: its
+    /// duration with and without the skip differ).
+    PassedAndSkipped,
 }
 
 const MESSAGES: [Option<&str>; 4] = [
@@ -69,8 +82,13 @@ struct RunSpec {
     hour: i64,
     complete: bool,
     outage: bool,
+    /// Shifts the durations of the run's cases (see [`SECONDS`]).
+    pace: usize,
     tests: Vec<Did>,
 }
+
+/// Case durations: the `i`-th case of a run takes `SECONDS[(i + pace) % 5]`.
+const SECONDS: [f64; 5] = [0.1, 0.25, 0.5, 1.7, 3.0];
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -92,6 +110,7 @@ fn did() -> impl Strategy<Value = Did> {
         1 => (0..4usize).prop_map(Did::Errored),
         1 => (0..4usize).prop_map(Did::FailedTwice),
         1 => Just(Did::Retried),
+        1 => Just(Did::PassedAndSkipped),
     ]
 }
 
@@ -103,16 +122,18 @@ fn run_spec() -> impl Strategy<Value = RunSpec> {
         0..72i64,
         proptest::bool::weighted(0.9),
         proptest::bool::weighted(0.1),
+        0..SECONDS.len(),
         proptest::collection::vec(did(), TESTS),
     )
         .prop_map(
-            |(project, branch, commit, hour, complete, outage, tests)| RunSpec {
+            |(project, branch, commit, hour, complete, outage, pace, tests)| RunSpec {
                 project,
                 branch,
                 commit,
                 hour,
                 complete,
                 outage,
+                pace,
                 tests,
             },
         )
@@ -149,12 +170,19 @@ fn cases(spec: &RunSpec) -> Vec<CaseRecord> {
                 out.push(failing(Outcome::Failed, n));
                 out.push(failing(Outcome::Error, n + 1));
             }
+            Did::PassedAndSkipped => {
+                out.push(case(&id, Outcome::Passed, None));
+                out.push(case(&id, Outcome::Skipped, Some("later")));
+            }
             Did::Retried => out.push(CaseRecord {
                 retries: 1,
                 flaky: true,
                 ..case(&id, Outcome::Passed, None)
             }),
         }
+    }
+    for (i, c) in out.iter_mut().enumerate() {
+        c.duration_secs = SECONDS[(i + spec.pace) % SECONDS.len()];
     }
     out
 }
@@ -249,6 +277,41 @@ async fn check(pool: &SqlitePool, when: &str) {
             }
         }
     }
+    check_summaries(pool, when).await;
+    let slow_rules = [
+        (SlowRule::default(), 100),
+        // Everything slower is a regression; ties at a short cut.
+        (
+            SlowRule {
+                recent: 1,
+                factor: 1.0,
+                min_secs: 0.0,
+            },
+            2,
+        ),
+    ];
+    for project in [None, Some("p0"), Some("p1")] {
+        for runs in [3, 50] {
+            for since in [None, Some(at(20))] {
+                for tests in [TestSet::All, TestSet::Ids(vec![test_id(0), test_id(3)])] {
+                    let w = Window {
+                        project: project.map(str::to_string),
+                        branch: None,
+                        since,
+                        runs,
+                        tests,
+                    };
+                    for (rule, limit) in slow_rules {
+                        let kept = history::slow_tests(pool, &w, rule, limit)
+                            .await
+                            .expect("slow tests from summaries");
+                        let plain = slow_tests_from_cases(pool, &w, rule, limit).await;
+                        assert_eq!(kept, plain, "slow tests {when}, {w:?}, {rule:?}");
+                    }
+                }
+            }
+        }
+    }
     for project in [None, Some("p0"), Some("p1")] {
         for since in [None, Some(at(13) + Duration::minutes(7)), Some(at(49))] {
             let filter = FailureFilter {
@@ -268,6 +331,58 @@ async fn check(pool: &SqlitePool, when: &str) {
             );
         }
     }
+}
+
+/// Every stored run has its test summary, equal to one encoded afresh
+/// from its remaining cases, and no summary outlives its run; runs
+/// compared read the same per-test results as from their cases.
+async fn check_summaries(pool: &SqlitePool, when: &str) {
+    let rows: Vec<(String, Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT r.run_id, k.run_key, t.tests FROM runs r \
+         LEFT JOIN run_keys k ON k.run_id = r.run_id \
+         LEFT JOIN run_tests t ON t.run_key = k.run_key ORDER BY r.started_at, r.run_id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("summaries");
+    let mut conn = pool.acquire().await.expect("connection");
+    for (run_id, key, stored) in &rows {
+        let (Some(key), Some(stored)) = (key, stored) else {
+            panic!("run {run_id} has no summary {when}");
+        };
+        let fresh = run_tests::summarize(&mut conn, *key)
+            .await
+            .expect("summarize");
+        assert_eq!(*stored, fresh, "summary of {run_id} {when}");
+    }
+    let (summaries,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM run_tests")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("count");
+    assert_eq!(summaries as usize, rows.len(), "summaries {when}");
+    drop(conn);
+    let n = rows.len();
+    let pairs = [(0, n.saturating_sub(1)), (n / 2, n / 3), (n / 3, n / 2)];
+    for (b, h) in pairs.into_iter().filter(|_| n > 0) {
+        let (base, head) = (&rows[b].0, &rows[h].0);
+        let kept = (
+            compare::load_tests(pool, base).await.expect("base"),
+            compare::load_tests(pool, head).await.expect("head"),
+        );
+        let plain = (
+            load_tests_from_cases(pool, base).await,
+            load_tests_from_cases(pool, head).await,
+        );
+        assert_eq!(kept, plain, "compare {base} {head} {when}");
+        assert_eq!(
+            compare::compare(&kept.0, &kept.1, 3, 0.1),
+            compare::compare(&plain.0, &plain.1, 3, 0.1)
+        );
+    }
+    let none = compare::load_tests(pool, "no-such-run")
+        .await
+        .expect("none");
+    assert!(none.is_empty());
 }
 
 proptest! {

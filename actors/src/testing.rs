@@ -154,3 +154,105 @@ pub(crate) async fn prune(
         }
     }
 }
+
+/// `/tests/slow` as it was answered before the test summaries: every case
+/// of the window's runs grouped by SQLite into JSON arrays. The oracle the
+/// property test holds [`crate::history::slow_tests`] to.
+pub(crate) async fn slow_tests_from_cases(
+    pool: &SqlitePool,
+    w: &crate::flaky::Window,
+    rule: crate::history::SlowRule,
+    limit: usize,
+) -> crate::history::SlowReport {
+    use sqlx::{QueryBuilder, Row, Sqlite};
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    crate::flaky::push_scope(&mut q, w, crate::flaky::Runs::Complete);
+    q.push(
+        ", ranked AS (SELECT run_id, project, ROW_NUMBER() OVER (ORDER BY started_at DESC, run_id DESC) AS pos FROM scope), \
+         per AS (SELECT k.project, c.test_id, k.pos, SUM(c.duration_secs) AS secs \
+                 FROM ranked k JOIN test_cases c ON c.run_id = k.run_id AND c.outcome IN (0, 1, 2, 3) \
+                 WHERE 1 = 1",
+    );
+    crate::owners::push_filter(&mut q, &w.tests, "k.project", "c.test_id");
+    q.push(
+        " GROUP BY k.run_id, c.test_id) \
+         SELECT project, test_id, \
+                json_group_array(secs) FILTER (WHERE pos <= ",
+    );
+    q.push_bind(i64::from(rule.recent));
+    q.push(") AS recent, json_group_array(secs) FILTER (WHERE pos > ");
+    q.push_bind(i64::from(rule.recent));
+    q.push(") AS baseline FROM per GROUP BY project, test_id");
+    let rows = q
+        .build()
+        .fetch_all(pool)
+        .await
+        .expect("slow tests from cases");
+    let mut tests = Vec::with_capacity(rows.len());
+    for r in rows {
+        let parse = |col: &str| -> Vec<f64> {
+            let s: String = r.try_get(col).expect("column");
+            serde_json::from_str::<Vec<Option<f64>>>(&s)
+                .expect("JSON array")
+                .into_iter()
+                .flatten()
+                .collect()
+        };
+        let project: String = r.try_get("project").expect("project");
+        let test_id: String = r.try_get("test_id").expect("test_id");
+        tests.push((project, test_id, parse("recent"), parse("baseline")));
+    }
+    let (considered,): (i64,) = {
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        crate::flaky::push_scope(&mut q, w, crate::flaky::Runs::Complete);
+        q.push(" SELECT COUNT(*) FROM scope");
+        q.build_query_as()
+            .fetch_one(pool)
+            .await
+            .expect("runs considered")
+    };
+    // Every test named and sorted, then cut: what the judge's naming of
+    // the contenders at the cut must come to.
+    let (seen, mut slowest, total, mut regressions) = crate::history::judge_slow(tests, rule)
+        .finish(|id| Some(id.clone()), usize::MAX)
+        .expect("named");
+    slowest.truncate(limit);
+    regressions.truncate(limit);
+    crate::history::SlowReport {
+        runs_considered: considered.max(0) as u64,
+        tests_seen: seen,
+        slowest,
+        regressions_total: total,
+        regressions,
+    }
+}
+
+/// A run's per-test results as `/compare` read them before the test
+/// summaries: every case, worst first, the first row of a test setting
+/// its outcome and message. The oracle of [`crate::compare::load_tests`].
+pub(crate) async fn load_tests_from_cases(
+    pool: &SqlitePool,
+    run_id: &str,
+) -> std::collections::BTreeMap<String, crate::compare::TestResult> {
+    let rows: Vec<(String, i64, f64, Option<String>)> = sqlx::query_as(
+        "SELECT test_id, outcome, duration_secs, message FROM test_cases WHERE run_id = ? \
+         ORDER BY outcome, chunk, idx",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+    .expect("cases");
+    let mut tests = std::collections::BTreeMap::new();
+    for (test_id, code, secs, message) in rows {
+        let outcome = Outcome::from_code(code).unwrap_or(Outcome::Error);
+        tests
+            .entry(test_id)
+            .and_modify(|t: &mut crate::compare::TestResult| t.duration_secs += secs)
+            .or_insert(crate::compare::TestResult {
+                outcome,
+                duration_secs: secs,
+                message: if outcome.is_failure() { message } else { None },
+            });
+    }
+    tests
+}

@@ -18,7 +18,8 @@
 //!   are updated in the transaction that makes a run visible and in the one
 //!   that prunes it, so they never disagree with the runs stored. So are the
 //!   current owners of its tests ([`crate::owners`]) and the clean-run
-//!   counts of its quarantined tests ([`crate::auto_quarantine`]).
+//!   counts of its quarantined tests ([`crate::auto_quarantine`]), and its
+//!   per-test summary ([`crate::run_tests`]), which goes with its cases.
 //! - A failed transaction rolls back entirely and the error goes back to the
 //!   caller, which leaves the messages unacked for redelivery.
 
@@ -31,7 +32,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, to_millis};
 use crate::supervise::Faults;
 use crate::version::{Changed, DataVersion};
-use crate::{auto_quarantine, clusters, flaky, interning, owners, rollups, webhooks};
+use crate::{auto_quarantine, clusters, flaky, interning, owners, rollups, run_tests, webhooks};
 
 /// Rows per multi-row `INSERT` into `cases` (14 binds a row, under
 /// SQLite's 32,766-variable limit).
@@ -884,6 +885,7 @@ async fn try_complete(
     run.quarantined_failures = quarantined.max(0) as u64;
     insert_run(&mut *conn, &run, digest.as_deref(), now, seq).await?;
     rollups::add_run(&mut *conn, &run, now).await?;
+    run_tests::record(&mut *conn, run_id).await?;
     owners::record_owners(&mut *conn, run_id, &run.project).await?;
     auto_quarantine::count_clean_runs(&mut *conn, run_id, &run.project).await?;
     flaky::record_evidence(&mut *conn, run_id, &run.project, seq).await?;

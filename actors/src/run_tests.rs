@@ -1,0 +1,677 @@
+//! Per-run test summaries (issue 13, item 2): what `/tests/slow` and
+//! `/compare` answer from, written with the data instead of grouping every
+//! case of a window at each question.
+//!
+//! Shape (migration 0016): `run_tests(run_key, tests)`, one row per
+//! complete run. `tests` lists each distinct test (`tests.test_key`) of the
+//! run once, sorted by key, with
+//! - its worst outcome (`MIN(outcome)`: the stored order is severity order,
+//!   see [`Outcome`]),
+//! - `ran_secs`: the summed duration of its cases with outcome codes 0..=3
+//!   (failed, error, xpassed, passed: what slow tests sum),
+//! - `all_secs`: the summed duration of all its cases (what a comparison
+//!   shows).
+//!
+//! Both sums are SQLite's `SUM` over the test's cases of the run, grouped
+//! by [`GROUP_SQL`], the one statement every writer of a summary uses.
+//!
+//! Encoding ([`encode`], [`decode`]): a format byte (1), the number of
+//! tests as a LEB128 varint, then per test the key as a varint of its
+//! difference from the previous key (from 0; wrapping, so any key order
+//! round-trips, sorted keys are short), a head byte (bits 0-2 the worst
+//! outcome code, bit 3: `ran_secs` follows, bit 4: `all_secs` follows) and
+//! the durations that follow as f64 little-endian. A duration is left out
+//! when it is +0.0 (`ran_secs`) or bit-identical to `ran_secs`
+//! (`all_secs`), so a test whose cases are all of one kind (all ran, or
+//! all skipped) takes **10 bytes** (1-byte key delta, head, one f64), one
+//! with both kinds 18, one with no duration at all 2: about 100 KB for a
+//! run of 10,000 tests, against the cases' several hundred.
+//!
+//! Guarantees:
+//! - The writer calls [`record`] in the transaction that makes a run
+//!   visible; [`crate::interning`]'s `delete_cases` deletes the row with
+//!   the run's cases, in the transaction that prunes, refuses or expires
+//!   it. So every run in `runs` has exactly its summary, equal to
+//!   [`summarize`] over its remaining cases (the property test checks it).
+//! - A start reads one row ([`ensure_built`]), except the first start
+//!   after migration 0016, which writes the summaries of the runs stored
+//!   before it, run by run (bounded memory), and logs how many.
+//! - Test ids are not in the blob: readers resolve the keys they need
+//!   ([`names`]). A test id almost always has one key; when some has
+//!   several (another file, class or name), `rollup_state.test_aliases` is
+//!   set ([`aliases`]) and readers merge by test id (slow tests under the
+//!   smallest key of the id, [`alias_keys`]).
+
+use std::collections::HashMap;
+
+use sqlx::{SqliteConnection, SqlitePool};
+
+use crate::model::Outcome;
+
+/// The format byte that opens every summary.
+const FORMAT: u8 = 1;
+const OUTCOME_BITS: u8 = 0b0_0111;
+const HAS_RAN: u8 = 0b0_1000;
+const HAS_ALL: u8 = 0b1_0000;
+
+/// The one statement grouping a run's cases (`?1`: its `run_key`) into
+/// summary rows: (test_key, worst outcome, ran seconds, all seconds),
+/// sorted by key.
+pub(crate) const GROUP_SQL: &str = "SELECT test_key, MIN(outcome), \
+     CAST(SUM(CASE WHEN outcome <= 3 THEN duration_secs END) AS REAL), \
+     CAST(SUM(duration_secs) AS REAL) \
+     FROM cases INDEXED BY cases_by_run_test WHERE run_key = ?1 \
+     GROUP BY test_key ORDER BY test_key";
+
+/// One test of a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TestSummary {
+    /// `tests.test_key`.
+    pub key: i64,
+    /// Worst outcome of its cases.
+    pub worst: Outcome,
+    /// Summed duration of its cases with outcome codes 0..=3, seconds
+    /// (0 when it has none).
+    pub ran_secs: f64,
+    /// Summed duration of all its cases, seconds.
+    pub all_secs: f64,
+}
+
+impl TestSummary {
+    /// Whether slow tests count it in its run: it has a case that ran
+    /// (outcome code 0..=3), not only skips and expected failures.
+    pub fn ran(&self) -> bool {
+        self.worst.code() <= 3
+    }
+}
+
+/// A stored summary that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The first byte is not a known format.
+    #[error("test summary of unknown format {0}")]
+    Format(u8),
+    /// It ends inside a value.
+    #[error("test summary cut short")]
+    Truncated,
+    /// A varint longer than 64 bits.
+    #[error("test summary holds an oversized varint")]
+    Varint,
+    /// An outcome code no outcome has.
+    #[error("test summary holds unknown outcome code {0}")]
+    Outcome(u8),
+    /// Bytes after the last test.
+    #[error("test summary has {0} bytes after its last test")]
+    Trailing(usize),
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Encodes `tests` (sorted by key for a short encoding; any order
+/// round-trips).
+pub fn encode(tests: &[TestSummary]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 + tests.len() * 10);
+    out.push(FORMAT);
+    put_varint(&mut out, tests.len() as u64);
+    let mut prev = 0i64;
+    for t in tests {
+        put_varint(&mut out, t.key.wrapping_sub(prev) as u64);
+        prev = t.key;
+        let ran = t.ran_secs.to_bits() != 0;
+        let all = t.all_secs.to_bits() != t.ran_secs.to_bits();
+        let mut head = t.worst.code() as u8 & OUTCOME_BITS;
+        if ran {
+            head |= HAS_RAN;
+        }
+        if all {
+            head |= HAS_ALL;
+        }
+        out.push(head);
+        if ran {
+            out.extend_from_slice(&t.ran_secs.to_le_bytes());
+        }
+        if all {
+            out.extend_from_slice(&t.all_secs.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// A cursor over an encoded summary.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.bytes.get(self.at).ok_or(DecodeError::Truncated)?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            let bits = u64::from(b & 0x7f);
+            if shift == 63 && bits > 1 {
+                return Err(DecodeError::Varint);
+            }
+            v |= bits << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::Varint)
+    }
+
+    fn f64(&mut self) -> Result<f64, DecodeError> {
+        let end = self.at + 8;
+        let raw = self.bytes.get(self.at..end).ok_or(DecodeError::Truncated)?;
+        let mut le = [0u8; 8];
+        le.copy_from_slice(raw);
+        self.at = end;
+        Ok(f64::from_le_bytes(le))
+    }
+}
+
+/// Decodes what [`encode`] wrote.
+pub fn decode(bytes: &[u8]) -> Result<Vec<TestSummary>, DecodeError> {
+    let mut r = Reader { bytes, at: 0 };
+    let format = r.byte()?;
+    if format != FORMAT {
+        return Err(DecodeError::Format(format));
+    }
+    let n = r.varint()?;
+    // Each test takes at least two bytes: never trust the count further.
+    let mut tests = Vec::with_capacity((n as usize).min(bytes.len() / 2));
+    let mut prev = 0i64;
+    for _ in 0..n {
+        let key = prev.wrapping_add(r.varint()? as i64);
+        prev = key;
+        let head = r.byte()?;
+        let code = head & OUTCOME_BITS;
+        let worst = Outcome::from_code(i64::from(code)).ok_or(DecodeError::Outcome(code))?;
+        if head & !(OUTCOME_BITS | HAS_RAN | HAS_ALL) != 0 {
+            return Err(DecodeError::Outcome(head));
+        }
+        let ran_secs = if head & HAS_RAN != 0 { r.f64()? } else { 0.0 };
+        let all_secs = if head & HAS_ALL != 0 {
+            r.f64()?
+        } else {
+            ran_secs
+        };
+        tests.push(TestSummary {
+            key,
+            worst,
+            ran_secs,
+            all_secs,
+        });
+    }
+    match bytes.len() - r.at {
+        0 => Ok(tests),
+        rest => Err(DecodeError::Trailing(rest)),
+    }
+}
+
+/// A summary read from the store, as a sqlx error when unreadable.
+pub(crate) fn decode_stored(bytes: &[u8]) -> Result<Vec<TestSummary>, sqlx::Error> {
+    decode(bytes).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// The summary of the cases stored under `run_key`, encoded
+/// ([`GROUP_SQL`]).
+pub(crate) async fn summarize(
+    conn: &mut SqliteConnection,
+    run_key: i64,
+) -> Result<Vec<u8>, sqlx::Error> {
+    let rows: Vec<(i64, i64, Option<f64>, f64)> = sqlx::query_as(GROUP_SQL)
+        .bind(run_key)
+        .fetch_all(conn)
+        .await?;
+    let mut tests = Vec::with_capacity(rows.len());
+    for (key, code, ran, all) in rows {
+        let worst = Outcome::from_code(code).ok_or_else(|| {
+            sqlx::Error::Protocol(format!("a stored case has unknown outcome code {code}"))
+        })?;
+        tests.push(TestSummary {
+            key,
+            worst,
+            ran_secs: ran.unwrap_or(0.0),
+            all_secs: all,
+        });
+    }
+    Ok(encode(&tests))
+}
+
+/// Writes the summary of run `run_id` (its cases stored), replacing any.
+/// A run without cases gets a key here (its chunks made none) and an
+/// empty summary, so every run in `runs` has one. Call in the transaction
+/// that makes the run visible.
+pub(crate) async fn record(conn: &mut SqliteConnection, run_id: &str) -> Result<(), sqlx::Error> {
+    let keys = crate::interning::run_keys(&mut *conn, &[run_id]).await?;
+    let Some(&run_key) = keys.first() else {
+        return Err(sqlx::Error::Protocol(format!("run {run_id} got no key")));
+    };
+    let blob = summarize(&mut *conn, run_key).await?;
+    sqlx::query("INSERT OR REPLACE INTO run_tests (run_key, tests) VALUES (?, ?)")
+        .bind(run_key)
+        .bind(blob)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The summary of run `run_id`: `None` when no such run is stored; an
+/// error when the run is stored without one (never, see the module docs).
+pub(crate) async fn of_run(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+) -> Result<Option<(i64, Vec<TestSummary>)>, sqlx::Error> {
+    let (stored, summary): (bool, Option<(i64, Vec<u8>)>) = {
+        let row: (bool, Option<i64>, Option<Vec<u8>>) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = ?1), k.run_key, t.tests \
+             FROM (SELECT 1) LEFT JOIN run_keys k ON k.run_id = ?1 \
+             LEFT JOIN run_tests t ON t.run_key = k.run_key",
+        )
+        .bind(run_id)
+        .fetch_one(conn)
+        .await?;
+        (row.0, row.1.zip(row.2))
+    };
+    match summary {
+        Some((key, blob)) => Ok(Some((key, decode_stored(&blob)?))),
+        None if stored => Err(missing(run_id)),
+        None => Ok(None),
+    }
+}
+
+/// The error for a stored run without a summary.
+pub(crate) fn missing(run_id: &str) -> sqlx::Error {
+    sqlx::Error::Protocol(format!("run {run_id} is stored without its test summary"))
+}
+
+/// Whether some test id has more than one key (see the module docs).
+pub(crate) async fn aliases(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    let v: Option<(i64,)> =
+        sqlx::query_as("SELECT value FROM rollup_state WHERE name = 'test_aliases'")
+            .fetch_optional(conn)
+            .await?;
+    Ok(v.is_some_and(|(v,)| v != 0))
+}
+
+/// Records that some test id now has more than one key.
+pub(crate) async fn mark_aliases(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO rollup_state (name, value) VALUES ('test_aliases', 1) \
+         ON CONFLICT (name) DO UPDATE SET value = 1",
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Every key of a test id with several keys, to the smallest key of its
+/// id: O(tests), read only while [`aliases`] holds.
+pub(crate) async fn alias_keys(
+    conn: &mut SqliteConnection,
+) -> Result<HashMap<i64, i64>, sqlx::Error> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT a.test_key, (SELECT MIN(b.test_key) FROM tests b WHERE b.test_id = a.test_id) \
+         FROM tests a WHERE a.test_id IN \
+           (SELECT test_id FROM tests GROUP BY test_id HAVING COUNT(*) > 1)",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Recomputes the alias flag from `tests` (after orphans were deleted).
+pub(crate) async fn recount_aliases(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE rollup_state SET value = \
+           EXISTS (SELECT 1 FROM tests GROUP BY test_id HAVING COUNT(*) > 1) \
+         WHERE name = 'test_aliases'",
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The test ids of `keys`; an error if one has none.
+pub(crate) async fn names(
+    conn: &mut SqliteConnection,
+    keys: impl IntoIterator<Item = i64>,
+) -> Result<HashMap<i64, String>, sqlx::Error> {
+    let keys: Vec<i64> = keys.into_iter().collect();
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // One bind whatever the count: a JSON array.
+    let list = serde_json::to_string(&keys).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT test_key, test_id FROM tests WHERE test_key IN (SELECT value FROM json_each(?))",
+    )
+    .bind(list)
+    .fetch_all(conn)
+    .await?;
+    let names: HashMap<i64, String> = rows.into_iter().collect();
+    match keys.iter().find(|k| !names.contains_key(k)) {
+        Some(k) => Err(sqlx::Error::Protocol(format!(
+            "test key {k} of a stored summary has no test"
+        ))),
+        None => Ok(names),
+    }
+}
+
+/// Runs whose summaries the first start after migration 0016 writes per
+/// transaction.
+const FILL_PAGE: i64 = 100;
+
+/// Writes the summaries of the runs stored before migration 0016 if that
+/// was never done; otherwise reads one row. Run by run, a page of runs per
+/// transaction, so memory stays bounded by one run and an interrupted fill
+/// resumes where it stopped.
+pub(crate) async fn ensure_built(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let built: Option<(i64,)> =
+        sqlx::query_as("SELECT value FROM rollup_state WHERE name = 'run_tests_built'")
+            .fetch_optional(pool)
+            .await?;
+    if built.is_some_and(|(b,)| b != 0) {
+        return Ok(());
+    }
+    tracing::info!(
+        "writing the test summaries of the runs stored before them (once, after an upgrade)"
+    );
+    let mut after = i64::MIN;
+    let mut written = 0u64;
+    loop {
+        let mut tx = pool.begin().await?;
+        let page: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT r.rowid, r.run_id FROM runs r WHERE r.rowid > ? AND NOT EXISTS \
+               (SELECT 1 FROM run_keys k JOIN run_tests t ON t.run_key = k.run_key \
+                WHERE k.run_id = r.run_id) \
+             ORDER BY r.rowid LIMIT ?",
+        )
+        .bind(after)
+        .bind(FILL_PAGE)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(&(last, _)) = page.last() else {
+            sqlx::query(
+                "INSERT INTO rollup_state (name, value) VALUES ('run_tests_built', 1) \
+                 ON CONFLICT (name) DO UPDATE SET value = 1",
+            )
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            break;
+        };
+        for (_, run_id) in &page {
+            record(&mut tx, run_id).await?;
+        }
+        tx.commit().await?;
+        written += page.len() as u64;
+        after = last;
+    }
+    tracing::info!(runs = written, "test summaries written");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::flaky::Window;
+    use crate::history::{SlowRule, slow_tests};
+    use crate::model::CaseRecord;
+    use crate::testing::{case, run, start, store, t0};
+
+    fn t(key: i64, worst: Outcome, ran: f64, all: f64) -> TestSummary {
+        TestSummary {
+            key,
+            worst,
+            ran_secs: ran,
+            all_secs: all,
+        }
+    }
+
+    #[test]
+    fn a_test_of_one_kind_takes_ten_bytes() {
+        let tests = [
+            t(1, Outcome::Passed, 0.5, 0.5),
+            t(2, Outcome::Skipped, 0.0, 0.25),
+            t(3, Outcome::Failed, 1.0, 1.5),
+            t(200, Outcome::Xfailed, 0.0, 0.0),
+        ];
+        let bytes = encode(&tests);
+        // Format, count; 10 + 10 + 18 + (2-byte delta + head).
+        assert_eq!(bytes.len(), 2 + 10 + 10 + 18 + 3);
+        assert_eq!(decode(&bytes), Ok(tests.to_vec()));
+        assert_eq!(decode(&encode(&[])), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn damaged_summaries_are_refused() {
+        let bytes = encode(&[t(7, Outcome::Error, 2.0, 2.0)]);
+        assert_eq!(decode(&[]), Err(DecodeError::Truncated));
+        assert_eq!(decode(&[9]), Err(DecodeError::Format(9)));
+        assert_eq!(
+            decode(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::Truncated)
+        );
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode(&longer), Err(DecodeError::Trailing(1)));
+        let mut bad = bytes.clone();
+        bad[3] = 6; // the head byte: outcome code 6
+        assert_eq!(decode(&bad), Err(DecodeError::Outcome(6)));
+        // A count far beyond the bytes: refused, not allocated.
+        assert_eq!(
+            decode(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+            Err(DecodeError::Truncated)
+        );
+        let mut long = vec![1u8];
+        long.extend([0xff; 11]);
+        assert_eq!(decode(&long), Err(DecodeError::Varint));
+    }
+
+    fn summary() -> impl Strategy<Value = TestSummary> {
+        (
+            any::<i64>(),
+            0..6i64,
+            prop_oneof![Just(0.0), Just(-0.0), any::<u64>().prop_map(f64::from_bits)],
+            prop_oneof![Just(0.0), any::<u64>().prop_map(f64::from_bits)],
+            any::<bool>(),
+        )
+            .prop_map(|(key, code, ran, all, same)| TestSummary {
+                key,
+                worst: Outcome::from_code(code).unwrap_or(Outcome::Error),
+                ran_secs: ran,
+                all_secs: if same { ran } else { all },
+            })
+    }
+
+    /// Bit for bit: NaNs and -0.0 included.
+    fn bits(tests: &[TestSummary]) -> Vec<(i64, Outcome, u64, u64)> {
+        tests
+            .iter()
+            .map(|t| (t.key, t.worst, t.ran_secs.to_bits(), t.all_secs.to_bits()))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn every_summary_round_trips(
+            mut tests in proptest::collection::vec(summary(), 0..50),
+            sorted in any::<bool>(),
+        ) {
+            if sorted {
+                tests.sort_by_key(|t| t.key);
+            }
+            let bytes = encode(&tests);
+            let back = decode(&bytes).expect("decodes");
+            prop_assert_eq!(bits(&back), bits(&tests));
+        }
+
+        #[test]
+        fn no_input_panics_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode(&bytes);
+        }
+    }
+
+    fn timed(test: &str, outcome: Outcome, secs: f64) -> CaseRecord {
+        CaseRecord {
+            duration_secs: secs,
+            ..case(test, outcome, None)
+        }
+    }
+
+    /// A test id with two identities (another file) is one test, in slow
+    /// tests and in a comparison, as when both read every case.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_test_id_with_two_identities_is_one_test() {
+        use crate::testing::{load_tests_from_cases, slow_tests_from_cases};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (actors, pool) = start(&dir.path().join("a.db")).await;
+        let mut conn = pool.acquire().await.expect("connection");
+        assert!(!aliases(&mut conn).await.expect("flag"));
+        let runs = (0..6i64)
+            .map(|i| {
+                let moved = CaseRecord {
+                    file: Some("tests/new_home.py".into()),
+                    ..timed("t::moved", Outcome::Error, 0.5 * i as f64)
+                };
+                let mut cases = vec![
+                    timed("t::moved", Outcome::Passed, 1.0),
+                    timed("t::other", Outcome::Passed, 0.3),
+                ];
+                if i % 2 == 1 {
+                    cases.push(moved);
+                }
+                run(
+                    &format!("r{i}"),
+                    "p",
+                    "w",
+                    t0() + Duration::minutes(i),
+                    cases,
+                )
+            })
+            .collect();
+        store(&actors, runs).await;
+        assert!(aliases(&mut conn).await.expect("flag"));
+        let w = Window {
+            project: Some("p".into()),
+            branch: None,
+            since: None,
+            runs: 10,
+            tests: Default::default(),
+        };
+        let rule = SlowRule {
+            recent: 2,
+            factor: 1.0,
+            min_secs: 0.0,
+        };
+        let kept = slow_tests(&pool, &w, rule, 10).await.expect("slow tests");
+        assert_eq!(kept, slow_tests_from_cases(&pool, &w, rule, 10).await);
+        assert_eq!(kept.tests_seen, 2);
+        for run_id in ["r4", "r5"] {
+            let kept = crate::compare::load_tests(&pool, run_id)
+                .await
+                .expect("load");
+            assert_eq!(kept, load_tests_from_cases(&pool, run_id).await);
+        }
+        drop(conn);
+        pool.close().await;
+        actors.stop();
+    }
+
+    /// A database whose runs were stored before migration 0016 gets their
+    /// summaries at the first start after it, and `/tests/slow` answers
+    /// as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_start_after_the_migration_writes_the_summaries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.db");
+        let (actors, pool) = start(&path).await;
+        let runs = (0..8i64)
+            .map(|i| {
+                let slow = if i >= 5 { 3.0 } else { 1.0 };
+                run(
+                    &format!("r{i}"),
+                    "p",
+                    "w",
+                    t0() + Duration::minutes(i),
+                    vec![
+                        timed("t::slow", Outcome::Passed, slow),
+                        timed("t::twice", Outcome::Failed, 0.25),
+                        timed("t::twice", Outcome::Skipped, 0.5),
+                        timed("t::skipped", Outcome::Skipped, 2.0),
+                    ],
+                )
+            })
+            .collect();
+        store(&actors, runs).await;
+        // A run without cases has a summary too.
+        store(
+            &actors,
+            vec![run("empty", "p", "w", t0() + Duration::minutes(9), vec![])],
+        )
+        .await;
+        let w = Window {
+            project: Some("p".into()),
+            branch: None,
+            since: None,
+            runs: 20,
+            tests: Default::default(),
+        };
+        let before = slow_tests(&pool, &w, SlowRule::default(), 10)
+            .await
+            .expect("slow tests");
+        assert_eq!(before.runs_considered, 9);
+        assert_eq!(before.tests_seen, 2, "t::skipped never ran");
+        assert_eq!(before.regressions_total, 1);
+        let read = "SELECT run_key, tests FROM run_tests ORDER BY run_key";
+        let stored: Vec<(i64, Vec<u8>)> = sqlx::query_as(read)
+            .fetch_all(&pool)
+            .await
+            .expect("summaries");
+        assert_eq!(stored.len(), 9);
+        let twice = decode(&stored[0].1).expect("decodes");
+        assert_eq!(twice.len(), 3);
+        assert_eq!(
+            (twice[1].worst, twice[1].ran_secs, twice[1].all_secs),
+            (Outcome::Failed, 0.25, 0.75)
+        );
+        // As migration 0016 leaves a database written before it.
+        for sql in [
+            "DELETE FROM run_tests",
+            "UPDATE rollup_state SET value = 0 WHERE name = 'run_tests_built'",
+        ] {
+            sqlx::query(sql).execute(&pool).await.expect(sql);
+        }
+        pool.close().await;
+        actors.stop();
+        let (actors, pool) = start(&path).await;
+        let refilled: Vec<(i64, Vec<u8>)> = sqlx::query_as(read)
+            .fetch_all(&pool)
+            .await
+            .expect("summaries");
+        assert_eq!(refilled, stored);
+        let after = slow_tests(&pool, &w, SlowRule::default(), 10)
+            .await
+            .expect("slow tests");
+        assert_eq!(after, before);
+        pool.close().await;
+        actors.stop();
+    }
+}
