@@ -66,8 +66,104 @@ pub(crate) async fn run_keys(
 /// A test's identity as `tests` keys it: (test_id, file, classname, name).
 pub(crate) type TestIdentity<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a str);
 
+/// Test identities known to be stored, with their keys, most
+/// [`KNOWN_TESTS_MAX`] of them: the writer skips the database for these
+/// ([`test_keys`]), which is most of a run's tests once a suite has run
+/// once. Filled only from batches that committed ([`KnownTests::learn`]),
+/// emptied when orphaned tests are deleted ([`KnownTests::forget_all`]),
+/// so a key in it always names a stored row. Memory: a string of the
+/// identity and a key per entry, about 250 bytes, so at most ~25 MB; when
+/// full it is emptied and refills from the next batches.
+#[derive(Debug, Default)]
+pub struct KnownTests {
+    map: HashMap<String, i64>,
+}
+
+/// Most entries in [`KnownTests`].
+pub const KNOWN_TESTS_MAX: usize = 100_000;
+
+/// Shared by the writer and its futures (locked only between awaits).
+pub(crate) type Known = std::sync::Arc<std::sync::Mutex<KnownTests>>;
+
+/// Keys of identities a batch stored or found, to learn once it commits.
+pub(crate) type Learned = Vec<(String, i64)>;
+
+impl KnownTests {
+    /// An unambiguous string for an identity (lengths, `-` for NULL).
+    fn name(t: &TestIdentity<'_>) -> String {
+        let mut s = String::with_capacity(t.0.len() + t.3.len() + 64);
+        for part in [Some(t.0), t.1, t.2, Some(t.3)] {
+            match part {
+                Some(p) => {
+                    s.push_str(&p.len().to_string());
+                    s.push(':');
+                    s.push_str(p);
+                }
+                None => s.push('-'),
+            }
+        }
+        s
+    }
+
+    /// Adds what a committed batch learned.
+    pub(crate) fn learn(&mut self, learned: Learned) {
+        if self.map.len() + learned.len() > KNOWN_TESTS_MAX {
+            self.map.clear();
+        }
+        self.map.extend(learned.into_iter().take(KNOWN_TESTS_MAX));
+    }
+
+    /// Forgets everything (tests were deleted).
+    pub(crate) fn forget_all(&mut self) {
+        self.map = HashMap::new();
+    }
+}
+
+/// Locks `known`, poisoned or not (its map is valid after any panic: each
+/// change is one call).
+pub(crate) fn lock(known: &Known) -> std::sync::MutexGuard<'_, KnownTests> {
+    known.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The key of each of `tests` (distinct), made if new, in their order.
+/// Identities in `known` are not looked up; the others are inserted if new
+/// and read back, and added to `learned` for [`KnownTests::learn`] once the
+/// caller's transaction has committed.
 pub(crate) async fn test_keys(
+    conn: &mut SqliteConnection,
+    tests: &[TestIdentity<'_>],
+    known: &Known,
+    learned: &mut Learned,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let cached: Vec<Option<i64>> = {
+        let k = lock(known);
+        tests
+            .iter()
+            .map(|t| k.map.get(&KnownTests::name(t)).copied())
+            .collect()
+    };
+    let misses: Vec<TestIdentity<'_>> = tests
+        .iter()
+        .zip(&cached)
+        .filter(|(_, c)| c.is_none())
+        .map(|(t, _)| *t)
+        .collect();
+    let found = lookup_test_keys(conn, &misses).await?;
+    learned.extend(
+        misses
+            .iter()
+            .zip(&found)
+            .map(|(t, k)| (KnownTests::name(t), *k)),
+    );
+    let mut found = found.into_iter();
+    in_order(
+        cached.into_iter().map(|c| c.or_else(|| found.next())),
+        "tests",
+    )
+}
+
+/// [`test_keys`] from the database alone.
+async fn lookup_test_keys(
     conn: &mut SqliteConnection,
     tests: &[TestIdentity<'_>],
 ) -> Result<Vec<i64>, sqlx::Error> {

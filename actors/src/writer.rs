@@ -129,6 +129,9 @@ pub struct Writer {
     faults: Faults,
     /// Which events to put in the webhook outbox, and for whom.
     pub(crate) webhooks: std::sync::Arc<webhooks::Routes>,
+    /// Test identities known to be stored (bounded; see
+    /// [`interning::KnownTests`]).
+    known: interning::Known,
 }
 
 impl Writer {
@@ -140,6 +143,7 @@ impl Writer {
             version,
             faults: Faults::default(),
             webhooks: Default::default(),
+            known: Default::default(),
         }
     }
 
@@ -205,8 +209,9 @@ impl Handler<StoreBatch> for Writer {
     fn handle(&mut self, msg: StoreBatch, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
         let hooks = self.webhooks.clone();
+        let known = self.known.clone();
         AtomicResponse::new(Box::pin(
-            self.write(async move { store_batch(&pool, &hooks, msg.0).await }),
+            self.write(async move { store_batch(&pool, &hooks, &known, msg.0).await }),
         ))
     }
 }
@@ -271,10 +276,11 @@ impl Handler<FinishPrune> for Writer {
 
     fn handle(&mut self, _msg: FinishPrune, _ctx: &mut Self::Context) -> Self::Result {
         let pool = self.pool.clone();
+        let known = self.known.clone();
         // Space given back changes nothing a reader sees.
-        AtomicResponse::new(Box::pin(
-            self.write(async move { Ok((reclaim(&pool).await?, Changed::default())) }),
-        ))
+        AtomicResponse::new(Box::pin(self.write(async move {
+            Ok((reclaim(&pool, &known).await?, Changed::default()))
+        })))
     }
 }
 
@@ -516,9 +522,12 @@ async fn file_bytes(conn: &mut SqliteConnection) -> Result<u64, sqlx::Error> {
 /// Deletes orphaned tests and texts, then frees the pages pruning left
 /// empty. Databases made before incremental auto-vacuum was the default are
 /// converted once with a full `VACUUM`.
-async fn reclaim(pool: &SqlitePool) -> Result<Sizes, StoreError> {
+async fn reclaim(pool: &SqlitePool, known: &interning::Known) -> Result<Sizes, StoreError> {
     let mut tx = pool.begin().await?;
     let (tests, texts) = interning::drop_orphans(&mut tx).await?;
+    // Before the commit: a key forgotten too early costs one lookup, a key
+    // kept after its row is gone would be a dangling reference.
+    interning::lock(known).forget_all();
     tx.commit().await?;
     tracing::debug!(tests, texts, "orphaned tests and texts deleted");
     let mut conn = pool.acquire().await?;
@@ -550,6 +559,7 @@ type Sizes = (u64, u64);
 async fn store_batch(
     pool: &SqlitePool,
     hooks: &webhooks::Routes,
+    known: &interning::Known,
     items: Vec<BatchItem>,
 ) -> Result<(BatchReport, Changed), StoreError> {
     let now = to_millis(Utc::now());
@@ -557,6 +567,7 @@ async fn store_batch(
     let mut tx = pool.begin().await?;
     let mut touched: BTreeSet<String> = BTreeSet::new();
     let mut new_cases: Vec<(&str, u32, usize, &CaseRecord)> = Vec::new();
+    let mut learned = interning::Learned::new();
 
     for item in &items {
         match item {
@@ -652,7 +663,7 @@ async fn store_batch(
     }
 
     for rows in new_cases.chunks(CASE_ROWS_PER_STATEMENT) {
-        insert_cases(&mut tx, rows).await?;
+        insert_cases(&mut tx, rows, known, &mut learned).await?;
         report.cases_inserted += rows.len();
     }
 
@@ -670,6 +681,7 @@ async fn store_batch(
     }
 
     tx.commit().await?;
+    interning::lock(known).learn(learned);
     Ok((report, changed))
 }
 
@@ -726,6 +738,8 @@ async fn insert_rejection(conn: &mut SqliteConnection, r: &Rejection) -> Result<
 async fn insert_cases(
     conn: &mut SqliteConnection,
     rows: &[(&str, u32, usize, &CaseRecord)],
+    known: &interning::Known,
+    learned: &mut interning::Learned,
 ) -> Result<(), sqlx::Error> {
     let mut signatures: HashMap<i64, clusters::Signature> = HashMap::new();
     let keys: Vec<Option<i64>> = rows
@@ -763,7 +777,7 @@ async fn insert_cases(
         at.push((runs.add(*run_id), tests.add(test), text));
     }
     let run_keys = interning::run_keys(&mut *conn, &runs.values).await?;
-    let test_keys = interning::test_keys(&mut *conn, &tests.values).await?;
+    let test_keys = interning::test_keys(&mut *conn, &tests.values, known, learned).await?;
     let text_keys = interning::text_keys(&mut *conn, &texts.values).await?;
     let key = |keys: &[i64], i: usize| keys.get(i).copied();
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(

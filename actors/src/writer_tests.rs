@@ -239,3 +239,80 @@ async fn a_newly_tracked_test_gets_its_recent_verdicts_backfilled() {
     .expect("count");
     assert_eq!(others, 0, "nothing else is tracked");
 }
+
+/// The writer remembers the keys of tests it stored; a prune that deletes
+/// orphaned tests makes it forget them, so a later run of the same tests
+/// gets keys of rows that exist (a remembered key of a deleted row would
+/// leave its cases without a test).
+#[tokio::test]
+async fn tests_stored_again_after_their_rows_were_dropped_get_live_keys() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (actors, pool) = start(&dir.path().join("w.sqlite")).await;
+    let ab = || {
+        vec![
+            case("t::a", Outcome::Passed, None),
+            case("t::b", Outcome::Failed, Some("boom")),
+        ]
+    };
+    crate::testing::store(
+        &actors,
+        vec![
+            crate::testing::run("r0", "p", "w", t0(), ab()),
+            crate::testing::run(
+                "r1",
+                "p",
+                "w",
+                t0() + Duration::minutes(1),
+                vec![case("t::c", Outcome::Passed, None)],
+            ),
+        ],
+    )
+    .await;
+    crate::testing::prune(&actors, None, Some(1)).await;
+    actors
+        .writer
+        .send(FinishPrune)
+        .await
+        .expect("writer answers")
+        .expect("reclaimed");
+    let (left,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM tests WHERE test_id IN ('t::a', 't::b')")
+            .fetch_one(&pool)
+            .await
+            .expect("count tests");
+    assert_eq!(left, 0, "the orphaned tests were dropped");
+
+    crate::testing::store(
+        &actors,
+        vec![crate::testing::run(
+            "r2",
+            "p",
+            "w",
+            t0() + Duration::minutes(2),
+            ab(),
+        )],
+    )
+    .await;
+    let (seen,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM test_cases WHERE run_id = 'r2'")
+        .fetch_one(&pool)
+        .await
+        .expect("count cases");
+    assert_eq!(seen, 2, "both cases of r2 name a stored test");
+    // And a run of the same tests once more reuses those keys.
+    crate::testing::store(
+        &actors,
+        vec![crate::testing::run(
+            "r3",
+            "p",
+            "w",
+            t0() + Duration::minutes(3),
+            ab(),
+        )],
+    )
+    .await;
+    let (tests,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tests")
+        .fetch_one(&pool)
+        .await
+        .expect("count tests");
+    assert_eq!(tests, 3, "t::a, t::b, t::c once each");
+}
