@@ -48,6 +48,7 @@
 //! ```
 
 pub mod auth;
+pub mod kv;
 pub mod percent;
 pub mod quarantine;
 pub mod schema;

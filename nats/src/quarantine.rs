@@ -120,22 +120,11 @@ pub fn key(project: &str) -> String {
 /// nats-server 2.9 understands (async-nats's own bucket creation sends
 /// newer ones that 2.9 answers in a shape the client cannot read).
 pub fn bucket_stream_config() -> jetstream::stream::Config {
-    use jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
-    Config {
-        name: format!("KV_{BUCKET}"),
-        description: Some("pytest-platform: quarantined tests per project".to_string()),
-        subjects: vec![format!("$KV.{BUCKET}.>")],
-        retention: RetentionPolicy::Limits,
-        storage: StorageType::File,
-        max_messages_per_subject: 1,
-        max_message_size: MAX_VALUE_BYTES as i32 + 1024,
-        discard: DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        num_replicas: 1,
-        ..Default::default()
-    }
+    crate::kv::bucket_stream(
+        BUCKET,
+        "pytest-platform: quarantined tests per project",
+        MAX_VALUE_BYTES as i32 + 1024,
+    )
 }
 
 /// The bucket, created if missing.

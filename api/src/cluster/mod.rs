@@ -122,24 +122,16 @@ pub enum ClusterError {
 /// The bucket's stream (`KV_ptp_masters`): one message per key, entries
 /// expire after `settings.ttl`, deletes through markers, direct gets.
 pub fn bucket_stream_config(settings: Settings) -> jetstream::stream::Config {
-    use jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
-    Config {
-        name: format!("KV_{BUCKET}"),
-        description: Some("pytest-platform: running masters and their leases".to_string()),
-        subjects: vec![format!("$KV.{BUCKET}.>")],
-        retention: RetentionPolicy::Limits,
-        storage: StorageType::File,
-        max_messages_per_subject: 1,
+    jetstream::stream::Config {
         max_age: settings.ttl,
         // Must not exceed max_age; the bucket never uses message ids.
         duplicate_window: settings.ttl,
-        max_message_size: MAX_VALUE_BYTES,
-        discard: DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
         num_replicas: settings.replicas,
-        ..Default::default()
+        ..ptp_nats::kv::bucket_stream(
+            BUCKET,
+            "pytest-platform: running masters and their leases",
+            MAX_VALUE_BYTES,
+        )
     }
 }
 

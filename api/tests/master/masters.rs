@@ -78,14 +78,19 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn metrics_text(http: &reqwest::Client, base: &str) -> String {
+/// `/metrics` of the master at `base`, `None` while it does not answer.
+async fn try_metrics_text(http: &reqwest::Client, base: &str) -> Option<String> {
     http.get(format!("{base}/metrics"))
         .send()
         .await
-        .expect("GET /metrics")
+        .ok()?
         .text()
         .await
-        .expect("text")
+        .ok()
+}
+
+async fn metrics_text(http: &reqwest::Client, base: &str) -> String {
+    try_metrics_text(http, base).await.expect("GET /metrics")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,14 +220,7 @@ async fn a_master_killed_with_sigkill_starts_again_on_its_file_within_the_ttl() 
         DEADLINE,
         "the first master holding the maintenance lease",
         || async {
-            let text = http
-                .get(format!("{}/metrics", first.base))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = try_metrics_text(&http, &first.base).await?;
             (sample(&text, "ptp_lease_held{job=\"maintenance\"}") == Some(1.0)).then_some(())
         },
     )
@@ -249,14 +247,7 @@ async fn a_master_killed_with_sigkill_starts_again_on_its_file_within_the_ttl() 
     assert_eq!(r[0]["pid"], second_pid);
     // Its predecessor's leases are taken over at once, not after the TTL.
     let text = eventually(Duration::from_secs(30), "the leases taken over", || async {
-        let text = http
-            .get(format!("{}/metrics", second.base))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = try_metrics_text(&http, &second.base).await?;
         (sample(&text, "ptp_lease_held{job=\"maintenance\"}") == Some(1.0)
             && sample(&text, "ptp_lease_held{job=\"webhooks\"}") == Some(1.0))
         .then_some(text)
