@@ -288,6 +288,73 @@ fn contenders(mut all: Vec<f64>, limit: usize) -> impl Fn(f64) -> bool {
     move |x| limit > 0 && cut.is_none_or(|c| desc(x, c) != std::cmp::Ordering::Greater)
 }
 
+/// A row of either list: what it is ordered by, and its names.
+trait Listed {
+    /// The figure the list is ordered by, descending.
+    fn figure(&self) -> f64;
+    /// Its test id, filled in once named.
+    fn test_id_mut(&mut self) -> &mut String;
+    /// Its project.
+    fn project(&self) -> &str;
+    /// Its test id.
+    fn test_id(&self) -> &str;
+}
+
+impl Listed for SlowTest {
+    fn figure(&self) -> f64 {
+        self.median_secs
+    }
+    fn test_id_mut(&mut self) -> &mut String {
+        &mut self.test_id
+    }
+    fn project(&self) -> &str {
+        &self.project
+    }
+    fn test_id(&self) -> &str {
+        &self.test_id
+    }
+}
+
+impl Listed for Regression {
+    fn figure(&self) -> f64 {
+        self.change_secs
+    }
+    fn test_id_mut(&mut self) -> &mut String {
+        &mut self.test_id
+    }
+    fn project(&self) -> &str {
+        &self.project
+    }
+    fn test_id(&self) -> &str {
+        &self.test_id
+    }
+}
+
+/// The first `limit` of `rows`, named by `name`: by figure descending,
+/// then test id, then project. Only the contenders are named; fails with
+/// the key of one `name` does not know.
+fn first<K, T: Listed>(
+    rows: Vec<(K, T)>,
+    name: &impl Fn(&K) -> Option<String>,
+    limit: usize,
+) -> Result<Vec<T>, K> {
+    let keep = contenders(rows.iter().map(|r| r.1.figure()).collect(), limit);
+    let mut listed = Vec::new();
+    for (key, mut row) in rows {
+        if keep(row.figure()) {
+            *row.test_id_mut() = name(&key).ok_or(key)?;
+            listed.push(row);
+        }
+    }
+    listed.sort_by(|a, b| {
+        desc(a.figure(), b.figure())
+            .then_with(|| a.test_id().cmp(b.test_id()))
+            .then_with(|| a.project().cmp(b.project()))
+    });
+    listed.truncate(limit);
+    Ok(listed)
+}
+
 /// The pure part of [`slow_tests`]: per (project, test), its per-run
 /// durations in the recent and baseline runs. The one rule of what is slow
 /// and what regressed; [`SlowJudgement::finish`] orders and cuts.
@@ -349,20 +416,15 @@ impl<K> SlowJudgement<K> {
     /// slowest down to the `limit`-th median and the regressions down to
     /// the `limit`-th change, ties at the cut included (names break them).
     pub fn to_name(&self, limit: usize) -> Vec<&K> {
-        let slow = contenders(
-            self.slowest.iter().map(|s| s.1.median_secs).collect(),
-            limit,
-        );
-        let regressed = contenders(
-            self.regressions.iter().map(|r| r.1.change_secs).collect(),
-            limit,
-        );
-        let slow = self.slowest.iter().filter(|s| slow(s.1.median_secs));
-        let regressed = self
-            .regressions
-            .iter()
-            .filter(|r| regressed(r.1.change_secs));
-        slow.map(|s| &s.0).chain(regressed.map(|r| &r.0)).collect()
+        fn named<K, T: Listed>(rows: &[(K, T)], limit: usize) -> impl Iterator<Item = &K> {
+            let keep = contenders(rows.iter().map(|r| r.1.figure()).collect(), limit);
+            rows.iter()
+                .filter(move |r| keep(r.1.figure()))
+                .map(|r| &r.0)
+        }
+        named(&self.slowest, limit)
+            .chain(named(&self.regressions, limit))
+            .collect()
     }
 
     /// (tests seen, the first `limit` slowest, regressions found, the first
@@ -374,41 +436,9 @@ impl<K> SlowJudgement<K> {
         name: impl Fn(&K) -> Option<String>,
         limit: usize,
     ) -> Result<(usize, Vec<SlowTest>, usize, Vec<Regression>), K> {
-        let keep = contenders(
-            self.slowest.iter().map(|s| s.1.median_secs).collect(),
-            limit,
-        );
-        let mut slowest = Vec::new();
-        for (key, mut s) in self.slowest {
-            if keep(s.median_secs) {
-                s.test_id = name(&key).ok_or(key)?;
-                slowest.push(s);
-            }
-        }
-        slowest.sort_by(|a, b| {
-            desc(a.median_secs, b.median_secs)
-                .then_with(|| a.test_id.cmp(&b.test_id))
-                .then_with(|| a.project.cmp(&b.project))
-        });
-        slowest.truncate(limit);
+        let slowest = first(self.slowest, &name, limit)?;
         let total = self.regressions.len();
-        let keep = contenders(
-            self.regressions.iter().map(|r| r.1.change_secs).collect(),
-            limit,
-        );
-        let mut regressions = Vec::new();
-        for (key, mut r) in self.regressions {
-            if keep(r.change_secs) {
-                r.test_id = name(&key).ok_or(key)?;
-                regressions.push(r);
-            }
-        }
-        regressions.sort_by(|a, b| {
-            desc(a.change_secs, b.change_secs)
-                .then_with(|| a.test_id.cmp(&b.test_id))
-                .then_with(|| a.project.cmp(&b.project))
-        });
-        regressions.truncate(limit);
+        let regressions = first(self.regressions, &name, limit)?;
         Ok((self.seen, slowest, total, regressions))
     }
 }
