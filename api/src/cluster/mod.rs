@@ -181,17 +181,34 @@ pub struct Status {
     admission: watch::Sender<Admission>,
     others: Mutex<Vec<String>>,
     error: Mutex<Option<String>>,
+    /// When the registry's writes started failing (`None` while they work).
+    failing_since: Mutex<Option<std::time::Instant>>,
+    /// The entries' TTL: failing this long, this master's entry is gone.
+    ttl: Duration,
     leases: Vec<(&'static str, watch::Receiver<bool>)>,
 }
 
 impl Status {
-    fn new(leases: Vec<(&'static str, watch::Receiver<bool>)>) -> Status {
+    fn new(leases: Vec<(&'static str, watch::Receiver<bool>)>, ttl: Duration) -> Status {
         Status {
             admission: watch::Sender::new(Admission::Checking),
             others: Mutex::new(Vec::new()),
             error: Mutex::new(None),
+            failing_since: Mutex::new(None),
+            ttl,
             leases,
         }
+    }
+
+    /// Whether the registry's writes have failed for a whole TTL, so this
+    /// master's entry has expired and another master could start unseen.
+    /// A beat or two lost while a NATS node or the bucket's leader changes
+    /// is not that: the entry outlives it, and the error is only reported.
+    pub fn entry_lost(&self) -> bool {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|t| t.elapsed() >= self.ttl)
     }
 
     /// The registry's verdict so far.
@@ -243,6 +260,15 @@ impl Status {
     }
 
     fn set_error(&self, e: Option<String>) {
+        let mut since = self
+            .failing_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *since = match (&e, *since) {
+            (None, _) => None,
+            (Some(_), Some(t)) => Some(t),
+            (Some(_), None) => Some(std::time::Instant::now()),
+        };
         *self.error.lock().unwrap_or_else(PoisonError::into_inner) = e;
     }
 }
@@ -277,6 +303,7 @@ impl Cluster {
             .collect();
         let status = Arc::new(Status::new(
             leases.iter().map(|l| (l.job(), l.held())).collect(),
+            settings.ttl,
         ));
         let stop = CancellationToken::new();
         let registry = tokio::spawn(registry::run(
@@ -314,5 +341,28 @@ impl Cluster {
             Ok(result) => result,
             Err(e) => Err(ClusterError::Kv(format!("the registry task failed: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed beat is reported at once but degrades only after a whole
+    /// TTL of failures; one success clears both.
+    #[test]
+    fn a_failed_beat_is_reported_and_the_entry_is_lost_only_after_a_ttl() {
+        let long = Status::new(Vec::new(), Duration::from_secs(3600));
+        long.set_error(Some("no stream found".into()));
+        assert_eq!(long.error().as_deref(), Some("no stream found"));
+        assert!(!long.entry_lost(), "one lost beat is not a lost entry");
+
+        let short = Status::new(Vec::new(), Duration::ZERO);
+        short.set_error(Some("first".into()));
+        short.set_error(Some("second".into()));
+        assert!(short.entry_lost(), "failing for a TTL loses the entry");
+        assert_eq!(short.error().as_deref(), Some("second"));
+        short.set_error(None);
+        assert!(!short.entry_lost() && short.error().is_none());
     }
 }

@@ -82,8 +82,12 @@ pub struct MastersHealth {
     /// Other masters consuming the same stream, seen at the last beat: the
     /// runs are being split between databases until one is stopped.
     pub other_masters: Vec<String>,
-    /// Why the registry could not be read or written last time.
+    /// Why the registry could not be read or written last time (degraded
+    /// only once it has failed for a whole TTL: this master's entry has
+    /// then expired).
     pub error: Option<String>,
+    /// Whether this master's entry has expired for failed writes.
+    pub entry_lost: bool,
     /// Each lease (`maintenance`, `webhooks`) and whether this master holds
     /// it: the work behind a lease runs only on its holder.
     pub leases: BTreeMap<&'static str, bool>,
@@ -100,12 +104,13 @@ impl MastersHealth {
             },
             other_masters: m.others(),
             error: m.error(),
+            entry_lost: m.entry_lost(),
             leases: m.leases(),
         }
     }
 
     fn ok(&self) -> bool {
-        self.registry == "ok" && self.other_masters.is_empty() && self.error.is_none()
+        self.registry == "ok" && self.other_masters.is_empty() && !self.entry_lost
     }
 }
 
