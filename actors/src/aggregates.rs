@@ -1,6 +1,6 @@
 //! The aggregates actor: what only heartbeats say about workers (running
 //! now, which run, how often they beat), merged with what the stored runs
-//! say ([`crate::rollups`]) into `/workers`.
+//! say ([`crate::read::rollups`]) into `/workers`.
 //!
 //! Everything else the API derives (trend, run counts, failure statistics)
 //! is written with the data by the writer and read from the store; this
@@ -32,7 +32,7 @@ use serde::Serialize;
 use sqlx::SqlitePool;
 
 use crate::model::from_millis;
-use crate::rollups::{self, StoredWorker};
+use crate::read::rollups::{self, StoredWorker};
 use crate::supervise::{ActorFault, Faults, guard};
 use crate::version::{DataVersion, Scope, Stamp};
 

@@ -4,7 +4,7 @@
 //! Rules (master options `--auto-quarantine-days N`, 0 = off, and
 //! `--release-after-clean-runs M`):
 //! - When a run completes, its project's tracked tests (those that ever
-//!   failed or passed on retry, [`crate::flaky`]) with a verdict in the run
+//!   failed or passed on retry, [`crate::read::flaky`]) with a verdict in the run
 //!   and not quarantined now are judged by the flaky detector over the
 //!   project's newest [`flaky::DEFAULT_RUNS`] runs, as `GET /flaky` judges
 //!   them. Each one it names is quarantined with `auto = true`, a reason
@@ -17,7 +17,7 @@
 //! - An automatic entry is released after M consecutive clean runs since it
 //!   was quarantined (the counter, `quarantine.clean_runs`, migration 0013,
 //!   is kept by the writer in the transaction that completes each run:
-//!   [`count_clean_runs`]), when the flaky verdict is cleared (`POST
+//!   `store::sqlite::clean_runs`), when the flaky verdict is cleared (`POST
 //!   /flaky/clear` releases it), or when it expires (an expired entry stops
 //!   counting at once, for the master and the agents alike).
 //!
@@ -37,12 +37,13 @@
 
 use actix::{Addr, MailboxError};
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::SqlitePool;
 
-use crate::flaky::{self, FlakyTest, FlipRule, Window};
 use crate::model::to_millis;
 use crate::owners::TestSet;
-use crate::quarantine::{Entry, Quarantine, Release};
+use crate::quarantine::Entry;
+use crate::read::flaky::{self, FlakyTest, FlipRule, Window};
+use crate::writer::{Quarantine, Release};
 use crate::writer::{StoreError, Writer};
 
 /// What automatic quarantine does.
@@ -52,91 +53,6 @@ pub struct Settings {
     pub days: u32,
     /// Consecutive clean runs that release an automatic entry (at least 1).
     pub release_after_clean_runs: u32,
-}
-
-/// A quarantined test's verdict in one run, as the clean-run count sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RunVerdict {
-    /// Passed, without failed attempts.
-    Clean,
-    /// Failed, errored, or passed only on retry.
-    Unclean,
-}
-
-/// The clean-run count after a run with `verdict`: one more after a clean
-/// run, back to 0 after an unclean one. (A run without the test, or where
-/// it was skipped, leaves the count as it is.)
-pub(crate) fn next_clean_runs(count: i64, verdict: RunVerdict) -> i64 {
-    match verdict {
-        RunVerdict::Clean => count.max(0).saturating_add(1),
-        RunVerdict::Unclean => 0,
-    }
-}
-
-/// Updates the clean-run counts of `project`'s automatic entries for run
-/// `run_id`, just made visible: part of the writer's transaction.
-pub(crate) async fn count_clean_runs(
-    conn: &mut SqliteConnection,
-    run_id: &str,
-    project: &str,
-) -> Result<(), sqlx::Error> {
-    // test_id, count, worst outcome, any retried case.
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT q.test_id, q.clean_runs, MIN(c.outcome), MAX(c.flaky) FROM quarantine q \
-         CROSS JOIN tests t CROSS JOIN cases c INDEXED BY cases_by_run_test \
-         WHERE q.project = ? AND q.auto = 1 AND t.test_id = q.test_id \
-           AND c.run_key = (SELECT run_key FROM run_keys WHERE run_id = ?) AND c.test_key = t.test_key \
-           AND c.outcome IN (0, 1, 3) \
-         GROUP BY q.test_id",
-    )
-    .bind(project)
-    .bind(run_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    for (test_id, count, worst, retried) in rows {
-        let verdict = if worst <= 1 || retried != 0 {
-            RunVerdict::Unclean
-        } else {
-            RunVerdict::Clean
-        };
-        let next = next_clean_runs(count, verdict);
-        if next != count {
-            sqlx::query("UPDATE quarantine SET clean_runs = ? WHERE project = ? AND test_id = ?")
-                .bind(next)
-                .bind(project)
-                .bind(&test_id)
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// Notes that `test_id` of `project` was just released (`by_person`: by a
-/// person's `DELETE /quarantine`): evidence from runs completed until now
-/// never quarantines it again by itself, and after a person's release no
-/// evidence does for the automatic period ([`decide`]). Part of the
-/// release's transaction.
-pub(crate) async fn note_release(
-    conn: &mut SqliteConnection,
-    project: &str,
-    test_id: &str,
-    by_person: bool,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO quarantine_released (project, test_id, after_seq, by_person, released_at) \
-         SELECT ?1, ?2, value, ?3, ?4 FROM rollup_state WHERE name = 'seq' \
-         ON CONFLICT (project, test_id) DO UPDATE SET after_seq = excluded.after_seq, \
-         by_person = excluded.by_person, released_at = excluded.released_at",
-    )
-    .bind(project)
-    .bind(test_id)
-    .bind(by_person)
-    .bind(to_millis(now))
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// What to change in a project after one of its runs.
@@ -328,6 +244,7 @@ pub async fn after_run(
 mod tests {
     use super::*;
     use crate::model::Outcome;
+    use crate::store::sqlite::clean_runs::{RunVerdict, next_clean_runs};
     use crate::testing::{case, run, start, store, t0};
 
     #[test]
@@ -475,7 +392,7 @@ mod tests {
             .await
             .expect("judged");
         assert_eq!(changed.as_deref(), Some("p"));
-        let list = crate::quarantine::active(&pool, "p", Utc::now())
+        let list = crate::read::quarantine::active(&pool, "p", Utc::now())
             .await
             .expect("list");
         let flaky = list.iter().find(|e| e.test_id == "t::flaky").expect("auto");
@@ -501,7 +418,7 @@ mod tests {
             let changed = after_run(&pool, &actors.writer, &id, settings, fits)
                 .await
                 .expect("judged");
-            let list = crate::quarantine::active(&pool, "p", Utc::now())
+            let list = crate::read::quarantine::active(&pool, "p", Utc::now())
                 .await
                 .expect("list");
             let still = list.iter().any(|e| e.test_id == "t::flaky");

@@ -1,36 +1,32 @@
-//! pytest-platform's actors: the SQLite [`writer::Writer`] and the
+//! pytest-platform's actors: the [`writer::Writer`] and the
 //! heartbeat-keeping [`aggregates::Aggregates`]. This crate knows nothing of
 //! NATS or HTTP: ingest and the API reach it through messages and the read
-//! queries in [`queries`] and [`rollups`].
+//! queries in [`read`].
 //!
 //! # Layout
-//! - [`model`]: the domain types stored and served.
-//! - [`format`]: the one form of times and rates in every answer.
-//! - [`db`]: opening SQLite (WAL) and running the embedded migrations.
-//! - [`writer`]: the one writer; batches, idempotence, completion of runs.
-//! - `interning`: the compact layout of the cases (integer keys for runs,
-//!   tests and texts) and the writer's batch interning.
-//! - [`rollups`]: derived state the writer keeps in the store with the
-//!   data (worker statistics, failure counts) and the reads of it.
-//! - [`run_tests`]: per-run test summaries (worst outcome, durations),
-//!   written with each run, that slow tests and comparisons read.
+//! Three wings, and the domain types they share. Imports go one way:
+//! `store` ← `read` ← `writer`, `aggregates`; nothing below imports what
+//! is above it.
+//! - Domain: [`model`] (the types stored and served), [`format`] (times
+//!   and rates in answers), [`signature`] (what identifies a failure),
+//!   [`owners`] (owners and the `owner=` filter), [`quarantine`] (an
+//!   entry), [`webhooks`] (events and routes), [`version`] (per-project
+//!   data versions for caches), [`supervise`], [`gate`].
+//! - [`store`]: the boundary, one trait ([`store::Store`]) with one
+//!   implementation per backend ([`store::sqlite`]): storing batches and
+//!   completing runs, the derived state written with the data (rollups,
+//!   per-run summaries, flaky evidence, owners, clean-run counts, the
+//!   webhook outbox), pruning, expiry and reclaiming space.
+//! - [`read`]: the queries the API answers from (runs and cases, rollups,
+//!   flaky tests, clusters, history and slow tests, comparisons).
+//! - [`writer`]: the writer's protocol, the one actor that writes, with its
+//!   messages and thin handlers.
 //! - [`aggregates`]: heartbeats in memory, merged with the stored workers.
-//! - [`queries`]: reads that go straight to the read pool.
-//! - [`version`]: per-project versions of the stored data, for caches.
-//! - [`compare`]: two runs compared test by test.
-//! - [`flaky`], [`clusters`], [`history`]: flaky tests, failure clusters,
-//!   per-test history and slow tests, read from the database on demand.
-//! - [`owners`]: the owners of tests (CODEOWNERS) and the `owner=` filter.
-//! - [`quarantine`], [`auto_quarantine`]: quarantined tests, and which the
-//!   flaky detector quarantines and releases by itself.
-//! - [`retention`]: pruning old runs and reclaiming space.
-//! - [`maintenance`]: the periodic task that expires incomplete runs and
-//!   applies retention, while its [`gate::Gate`] is open.
-//! - [`gate`]: a permission to act that the master gives and takes back
-//!   (its leases), without this crate knowing where it comes from.
-//! - [`supervise`]: handler panics caught, logged and counted for `/health`.
-//! - [`webhooks`]: the events a write produces, stored in an outbox in the
-//!   same transaction, and the reads and writes of their delivery.
+//! - [`auto_quarantine`]: which flaky tests quarantine and release
+//!   themselves, deciding from reads and acting through the writer.
+//! - [`retention`], [`maintenance`]: pruning old runs, and the periodic
+//!   task that expires incomplete runs and applies retention while its
+//!   [`gate::Gate`] is open.
 //!
 //! # Threading
 //! actix actors need an actix `System`, whose arbiter is a single-threaded
@@ -41,14 +37,8 @@
 
 pub mod aggregates;
 pub mod auto_quarantine;
-pub mod clusters;
-pub mod compare;
-pub mod db;
-pub mod flaky;
 pub mod format;
 pub mod gate;
-pub mod history;
-mod interning;
 mod json_rows;
 pub mod maintenance;
 pub mod model;
@@ -56,10 +46,10 @@ pub mod owners;
 #[cfg(test)]
 mod props;
 pub mod quarantine;
-pub mod queries;
+pub mod read;
 pub mod retention;
-pub mod rollups;
-pub mod run_tests;
+pub mod signature;
+pub mod store;
 pub mod supervise;
 #[cfg(test)]
 mod testing;
@@ -72,7 +62,7 @@ use std::thread::JoinHandle;
 use actix::prelude::*;
 
 pub use aggregates::{Aggregates, AggregatesConfig};
-pub use db::{DbError, DbOptions};
+pub use store::sqlite::db::{self, DbError, DbOptions};
 pub use version::DataVersion;
 pub use writer::Writer;
 
@@ -118,13 +108,13 @@ impl ActorSystem {
                 let sys = actix::System::new();
                 let started = sys.block_on(async move {
                     let pool = db::open_writer(&db).await?;
-                    rollups::ensure_built(&pool)
+                    store::sqlite::rollups::ensure_built(&pool)
                         .await
                         .map_err(|source| DbError::Load {
                             path: db.path.clone(),
                             source,
                         })?;
-                    run_tests::ensure_built(&pool)
+                    store::sqlite::run_tests::ensure_built(&pool)
                         .await
                         .map_err(|source| DbError::Load {
                             path: db.path.clone(),
@@ -136,7 +126,7 @@ impl ActorSystem {
                         ..db.clone()
                     })
                     .await?;
-                    let writer = Writer::new(pool, writer_version)
+                    let writer = Writer::new(store::sqlite::SqliteStore::new(pool), writer_version)
                         .supervised(actor_faults.clone())
                         .with_webhooks(routes)
                         .start();

@@ -5,7 +5,7 @@
 //! Shape: each stored case keeps the owners its run named (`test_cases.owners`,
 //! migration 0012, served with the case). The *current* owners of a test are
 //! derived state written with the data: `test_owners(project, test_id,
-//! owner)`, one row per owner, replaced by [`record_owners`] for every test a
+//! owner)`, one row per owner, replaced (`store::sqlite::owners`) for every test a
 //! run carries in the transaction that completes the run. So the newest
 //! completed run that had a test decides its owners (a run without owners
 //! for it removes them), and a filter reads a few index rows instead of the
@@ -19,7 +19,7 @@
 //! project nor the run has owners); `test_owners` grows with the number of
 //! owned tests, not with runs, and is not pruned with runs.
 
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Sqlite};
 
 /// Which tests a read covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,43 +82,4 @@ pub(crate) fn from_column(stored: Option<&str>) -> Result<Vec<String>, sqlx::Err
             source: format!("stored owners are not a JSON array of names: {e}").into(),
         }),
     }
-}
-
-/// Replaces the current owners of every test run `run_id` (of `project`,
-/// just completed) carries with the owners it named.
-pub(crate) async fn record_owners(
-    conn: &mut SqliteConnection,
-    run_id: &str,
-    project: &str,
-) -> Result<(), sqlx::Error> {
-    let (known, named): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM test_owners WHERE project = ?1), \
-                EXISTS (SELECT 1 FROM test_cases WHERE run_id = ?2 AND owners IS NOT NULL)",
-    )
-    .bind(project)
-    .bind(run_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    if known {
-        sqlx::query(
-            "DELETE FROM test_owners WHERE project = ?1 \
-             AND test_id IN (SELECT test_id FROM test_cases WHERE run_id = ?2)",
-        )
-        .bind(project)
-        .bind(run_id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if named {
-        sqlx::query(
-            "INSERT OR IGNORE INTO test_owners (project, test_id, owner) \
-             SELECT ?1, c.test_id, j.value FROM test_cases c, json_each(c.owners) j \
-             WHERE c.run_id = ?2 AND c.owners IS NOT NULL AND j.type = 'text'",
-        )
-        .bind(project)
-        .bind(run_id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
 }

@@ -4,11 +4,11 @@
 //! incrementally is checked against a plain recomputation from the runs
 //! that remain:
 //! - flaky tests from the kept verdicts vs from the cases only
-//!   ([`crate::flaky::Evidence`]);
+//!   ([`crate::read::flaky::Evidence`]);
 //! - failure clusters from the stored signatures vs signing every failure
-//!   from its text ([`crate::clusters::Signed`]);
+//!   from its text ([`crate::read::clusters::Signed`]);
 //! - failure statistics from the rollups vs the plain query over the runs;
-//! - every rollup row vs [`crate::rollups::rebuild`];
+//! - every rollup row vs [`crate::store::sqlite::rollups::rebuild`];
 //! - slow tests from the per-run test summaries vs grouping every case of
 //!   the window ([`crate::testing::slow_tests_from_cases`]), every stored
 //!   summary vs one re-encoded from the run's remaining cases, and the
@@ -20,18 +20,19 @@ use proptest::prelude::*;
 use sqlx::SqlitePool;
 
 use crate::ActorSystem;
-use crate::clusters::{self, Signed};
-use crate::flaky::{self, Evidence, FlipRule, Window};
-use crate::history::{self, SlowRule};
 use crate::model::{CaseRecord, Outcome};
 use crate::owners::TestSet;
-use crate::queries::{self, FailureFilter};
-use crate::rollups::{self, Snapshot};
+use crate::read::clusters::{self, Signed};
+use crate::read::compare;
+use crate::read::flaky::{self, Evidence, FlipRule, Window};
+use crate::read::history::{self, SlowRule};
+use crate::read::queries::{self, FailureFilter};
+use crate::read::rollups::{self, Snapshot};
+use crate::store::sqlite::run_tests;
 use crate::testing::{
     case, items, load_tests_from_cases, prune, record, slow_tests_from_cases, start, store, t0,
 };
 use crate::writer::ClearFlaky;
-use crate::{compare, run_tests};
 
 /// Tests in every generated run.
 const TESTS: usize = 6;

@@ -7,7 +7,7 @@
 //! batches interleave and a large prune never stalls the stream; then one
 //! [`FinishPrune`] frees the pages (incremental vacuum, WAL truncated). The
 //! rollups behind `/workers` and `/failures/stats` are updated in each
-//! slice's transaction ([`crate::rollups::remove_run`]), so they agree with
+//! slice's transaction ([`crate::store::sqlite::rollups::remove_run`]), so they agree with
 //! `/results` at every step.
 //!
 //! What goes: complete runs that *started* before the cut-off, or that are

@@ -115,7 +115,9 @@ pub(crate) async fn start(path: &std::path::Path) -> (ActorSystem, SqlitePool) {
     let actors = ActorSystem::start(db.clone(), AggregatesConfig::default())
         .await
         .expect("actors start");
-    let pool = crate::db::open_reader(&db).await.expect("read pool");
+    let pool = crate::store::sqlite::db::open_reader(&db)
+        .await
+        .expect("read pool");
     (actors, pool)
 }
 
@@ -157,16 +159,16 @@ pub(crate) async fn prune(
 
 /// `/tests/slow` as it was answered before the test summaries: every case
 /// of the window's runs grouped by SQLite into JSON arrays. The oracle the
-/// property test holds [`crate::history::slow_tests`] to.
+/// property test holds [`crate::read::history::slow_tests`] to.
 pub(crate) async fn slow_tests_from_cases(
     pool: &SqlitePool,
-    w: &crate::flaky::Window,
-    rule: crate::history::SlowRule,
+    w: &crate::read::flaky::Window,
+    rule: crate::read::history::SlowRule,
     limit: usize,
-) -> crate::history::SlowReport {
+) -> crate::read::history::SlowReport {
     use sqlx::{QueryBuilder, Row, Sqlite};
     let mut q = QueryBuilder::<Sqlite>::new("");
-    crate::flaky::push_scope(&mut q, w, crate::flaky::Runs::Complete);
+    crate::read::flaky::push_scope(&mut q, w, crate::read::flaky::Runs::Complete);
     q.push(
         ", ranked AS (SELECT run_id, project, ROW_NUMBER() OVER (ORDER BY started_at DESC, run_id DESC) AS pos FROM scope), \
          per AS (SELECT k.project, c.test_id, k.pos, SUM(c.duration_secs) AS secs \
@@ -204,7 +206,7 @@ pub(crate) async fn slow_tests_from_cases(
     }
     let (considered,): (i64,) = {
         let mut q = QueryBuilder::<Sqlite>::new("");
-        crate::flaky::push_scope(&mut q, w, crate::flaky::Runs::Complete);
+        crate::read::flaky::push_scope(&mut q, w, crate::read::flaky::Runs::Complete);
         q.push(" SELECT COUNT(*) FROM scope");
         q.build_query_as()
             .fetch_one(pool)
@@ -213,12 +215,12 @@ pub(crate) async fn slow_tests_from_cases(
     };
     // Every test named and sorted, then cut: what the judge's naming of
     // the contenders at the cut must come to.
-    let (seen, mut slowest, total, mut regressions) = crate::history::judge_slow(tests, rule)
+    let (seen, mut slowest, total, mut regressions) = crate::read::history::judge_slow(tests, rule)
         .finish(|id| Some(id.clone()), usize::MAX)
         .expect("named");
     slowest.truncate(limit);
     regressions.truncate(limit);
-    crate::history::SlowReport {
+    crate::read::history::SlowReport {
         runs_considered: considered.max(0) as u64,
         tests_seen: seen,
         slowest,
@@ -229,11 +231,11 @@ pub(crate) async fn slow_tests_from_cases(
 
 /// A run's per-test results as `/compare` read them before the test
 /// summaries: every case, worst first, the first row of a test setting
-/// its outcome and message. The oracle of [`crate::compare::load_tests`].
+/// its outcome and message. The oracle of [`crate::read::compare::load_tests`].
 pub(crate) async fn load_tests_from_cases(
     pool: &SqlitePool,
     run_id: &str,
-) -> std::collections::BTreeMap<String, crate::compare::TestResult> {
+) -> std::collections::BTreeMap<String, crate::read::compare::TestResult> {
     let rows: Vec<(String, i64, f64, Option<String>)> = sqlx::query_as(
         "SELECT test_id, outcome, duration_secs, message FROM test_cases WHERE run_id = ? \
          ORDER BY outcome, chunk, idx",
@@ -247,8 +249,8 @@ pub(crate) async fn load_tests_from_cases(
         let outcome = Outcome::from_code(code).unwrap_or(Outcome::Error);
         tests
             .entry(test_id)
-            .and_modify(|t: &mut crate::compare::TestResult| t.duration_secs += secs)
-            .or_insert(crate::compare::TestResult {
+            .and_modify(|t: &mut crate::read::compare::TestResult| t.duration_secs += secs)
+            .or_insert(crate::read::compare::TestResult {
                 outcome,
                 duration_secs: secs,
                 message: if outcome.is_failure() { message } else { None },

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use ptp_actors::auto_quarantine::{self, Settings};
-use ptp_actors::quarantine::Release;
+use ptp_actors::writer::Release;
 use sqlx::SqlitePool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

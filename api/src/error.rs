@@ -53,7 +53,7 @@ pub enum ApiError {
 impl From<ptp_actors::writer::StoreError> for ApiError {
     fn from(e: ptp_actors::writer::StoreError) -> ApiError {
         match e {
-            ptp_actors::writer::StoreError::Sqlite(e) => ApiError::Sqlx(e),
+            ptp_actors::writer::StoreError::Database(e) => ApiError::Sqlx(e),
             ptp_actors::writer::StoreError::Panicked(reason) => {
                 ApiError::Actor(ptp_actors::supervise::ActorFault {
                     actor: "writer",

@@ -22,7 +22,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
-use ptp_actors::quarantine::{self, Entry};
+use ptp_actors::quarantine::Entry;
+use ptp_actors::read::quarantine;
 use ptp_nats::quarantine::{QuarantineList, QuarantinedTest};
 use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;

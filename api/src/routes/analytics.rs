@@ -1,5 +1,5 @@
 //! Aggregate reads: `/trend`, `/workers`, `/failures/stats`. Answered from
-//! what the writer keeps with the data (`ptp_actors::rollups`: the newest
+//! what the writer keeps with the data (`ptp_actors::read::rollups`: the newest
 //! runs through an index, worker statistics, per-test failure counts) and,
 //! for `/workers`, the heartbeats the aggregates actor holds; never by
 //! scanning the history. Only failure statistics narrowed to a branch or a
@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::routing::get;
 use chrono::{DateTime, Duration, Utc};
 use ptp_actors::aggregates::{GetWorkers, WorkerStatus};
-use ptp_actors::rollups::{self, FailureStat, TrendPoint};
+use ptp_actors::read::rollups::{self, FailureStat, TrendPoint};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -269,14 +269,14 @@ pub async fn failure_stats(
         rollups::failure_stats(&st.read, q.project.as_deref(), since, &tests, limit as u32).await?
     } else {
         // Narrower: one query over the runs that match.
-        let filter = ptp_actors::queries::FailureFilter {
+        let filter = ptp_actors::read::queries::FailureFilter {
             project: q.project,
             branch: q.branch,
             worker_id: q.worker_id,
             since,
             tests,
         };
-        ptp_actors::queries::failure_stats_where(&st.read, &filter, limit as u32).await?
+        ptp_actors::read::queries::failure_stats_where(&st.read, &filter, limit as u32).await?
     };
     Ok(axum::Json(
         stats.into_iter().map(FailureStatView::from).collect(),

@@ -4,13 +4,13 @@
 //! The runs are named by id (`base`, `head`), or as the latest runs of two
 //! branches of a project (`project`, `base_branch`, `head_branch`): "what
 //! does my branch break compared to main?". The comparison rules live in
-//! `ptp_actors::compare`; this module resolves the runs and checks input.
+//! `ptp_actors::read::compare`; this module resolves the runs and checks input.
 
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use ptp_actors::compare::{self, Comparison};
-use ptp_actors::queries::{self, RunFilter};
+use ptp_actors::read::compare::{self, Comparison};
+use ptp_actors::read::queries::{self, RunFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use ptp_actors::queries;
+use ptp_actors::read::queries;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

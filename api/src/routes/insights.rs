@@ -12,16 +12,16 @@
 //!
 //! Each reads a window of recent runs (`project`, `branch`, `days`, `runs`;
 //! `owner` narrows the tests, see `ptp_actors::owners`) from the read pool through the per-test and failure-first indexes; the
-//! rules live in `ptp_actors::{flaky, clusters, history}`. This module checks
+//! rules live in `ptp_actors::read::{flaky, clusters, history}`. This module checks
 //! input and shapes answers.
 
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 use chrono::{DateTime, Duration, Utc};
-use ptp_actors::clusters::{self, ClusterReport};
-use ptp_actors::flaky::{self, FlakyReport, FlipRule, Window};
-use ptp_actors::history::{self, SlowReport, SlowRule, TestHistory};
+use ptp_actors::read::clusters::{self, ClusterReport};
+use ptp_actors::read::flaky::{self, FlakyReport, FlipRule, Window};
+use ptp_actors::read::history::{self, SlowReport, SlowRule, TestHistory};
 use ptp_actors::writer::ClearFlaky;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};

@@ -12,7 +12,7 @@
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use chrono::{DateTime, Utc};
-use ptp_actors::queries::{CaseOrder, CasePosition, RunCursor};
+use ptp_actors::read::queries::{CaseOrder, CasePosition, RunCursor};
 
 use crate::error::ApiError;
 

@@ -50,9 +50,9 @@ use actix::Recipient;
 use chrono::{DateTime, Utc};
 use hmac::{KeyInit, Mac};
 use ptp_actors::gate::Gate;
-use ptp_actors::webhooks::{
-    self as outbox, Attempt, EventType, Pending, PruneOutbox, RecordAttempt, Route, Routes,
-};
+use ptp_actors::read::webhooks::{backlog, pending};
+use ptp_actors::webhooks::{self as outbox, Attempt, EventType, Pending, Route, Routes};
+use ptp_actors::writer::{PruneOutbox, RecordAttempt};
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
@@ -97,7 +97,7 @@ pub struct Status {
 impl Status {
     /// The outbox rows of the configured targets.
     pub async fn backlog(&self, read: &SqlitePool) -> Result<outbox::Backlog, sqlx::Error> {
-        outbox::backlog(read, &self.targets).await
+        backlog(read, &self.targets).await
     }
 }
 
@@ -220,7 +220,7 @@ async fn deliver_target(
             _ = shutdown.cancelled() => break,
             _ = gate.opened() => {}
         }
-        let wait = match outbox::pending(&read, &t.key, BATCH).await {
+        let wait = match pending(&read, &t.key, BATCH).await {
             Ok(batch) => {
                 deliver_batch(
                     &t, &name, &http, &record, &settings, &status, batch, &gate, &shutdown,

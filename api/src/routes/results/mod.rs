@@ -20,7 +20,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use ptp_actors::model::{Outcome, RunStatus};
-use ptp_actors::queries::{self, RunFilter};
+use ptp_actors::read::queries::{self, RunFilter};
 use ptp_nats::schema;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};

@@ -5,8 +5,10 @@
 use chrono::Duration;
 
 use super::*;
-use crate::model::{Outcome, RunStatus};
-use crate::queries;
+use sqlx::SqlitePool;
+
+use crate::model::{CaseRecord, Outcome, RunStatus};
+use crate::read::queries;
 use crate::testing::{case, items, record, start, t0};
 
 async fn send(actors: &crate::ActorSystem, batch: Vec<BatchItem>) -> BatchReport {
@@ -170,7 +172,7 @@ async fn a_chunk_the_run_does_not_have_is_refused() {
 /// and another project's runs are untouched.
 #[tokio::test]
 async fn a_newly_tracked_test_gets_its_recent_verdicts_backfilled() {
-    use crate::flaky::BACKFILL_RUNS;
+    use crate::read::flaky::BACKFILL_RUNS;
     let dir = tempfile::tempdir().expect("temp dir");
     let (actors, pool) = start(&dir.path().join("w.sqlite")).await;
     let good = || {

@@ -9,7 +9,7 @@
 //! power loss is a concern, at a measured cost on commit.
 //!
 //! Space: files are created with `auto_vacuum=INCREMENTAL`, so retention
-//! (see [`crate::retention`]) can return pruned pages to the file system.
+//! (see `retention`) can return pruned pages to the file system.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

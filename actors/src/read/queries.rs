@@ -448,13 +448,13 @@ pub struct FailureFilter {
 
 /// The most frequently failing tests among the runs matching `f`, counted
 /// once per run, most failures first. The rollups answer the common
-/// project-wide question ([`crate::rollups::failure_stats`]); this query
+/// project-wide question ([`crate::read::rollups::failure_stats`]); this query
 /// answers the narrower ones (a branch, a worker) that they do not keep.
 pub async fn failure_stats_where(
     pool: &SqlitePool,
     f: &FailureFilter,
     limit: u32,
-) -> Result<Vec<crate::rollups::FailureStat>, sqlx::Error> {
+) -> Result<Vec<crate::read::rollups::FailureStat>, sqlx::Error> {
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
         "WITH f AS (SELECT r.project, c.test_id, r.run_id, r.started_at, c.message, \
          ROW_NUMBER() OVER (PARTITION BY r.project, c.test_id ORDER BY r.started_at DESC, r.run_id DESC, c.outcome) AS rn \
@@ -479,8 +479,8 @@ pub async fn failure_stats_where(
          FROM f GROUP BY project, test_id ORDER BY n DESC, last_at DESC, test_id, project LIMIT ",
     )
     .push_bind(i64::from(limit));
-    let rows: Vec<crate::rollups::StatRow> = qb.build_query_as().fetch_all(pool).await?;
-    Ok(rows.into_iter().map(crate::rollups::stat).collect())
+    let rows: Vec<crate::read::rollups::StatRow> = qb.build_query_as().fetch_all(pool).await?;
+    Ok(rows.into_iter().map(crate::read::rollups::stat).collect())
 }
 
 #[cfg(test)]

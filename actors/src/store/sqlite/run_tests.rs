@@ -29,7 +29,7 @@
 //!
 //! Guarantees:
 //! - The writer calls [`record`] in the transaction that makes a run
-//!   visible; [`crate::interning`]'s `delete_cases` deletes the row with
+//!   visible; [`crate::store::sqlite::interning`]'s `delete_cases` deletes the row with
 //!   the run's cases, in the transaction that prunes, refuses or expires
 //!   it. So every run in `runs` has exactly its summary, equal to
 //!   [`summarize`] over its remaining cases (the property test checks it).
@@ -256,7 +256,7 @@ pub(crate) async fn summarize(
 /// empty summary, so every run in `runs` has one. Call in the transaction
 /// that makes the run visible.
 pub(crate) async fn record(conn: &mut SqliteConnection, run_id: &str) -> Result<(), sqlx::Error> {
-    let keys = crate::interning::run_keys(&mut *conn, &[run_id]).await?;
+    let keys = crate::store::sqlite::interning::run_keys(&mut *conn, &[run_id]).await?;
     let Some(&run_key) = keys.first() else {
         return Err(sqlx::Error::Protocol(format!("run {run_id} got no key")));
     };
@@ -296,53 +296,6 @@ pub(crate) async fn of_run(
 /// The error for a stored run without a summary.
 pub(crate) fn missing(run_id: &str) -> sqlx::Error {
     sqlx::Error::Protocol(format!("run {run_id} is stored without its test summary"))
-}
-
-/// Whether some test id has more than one key (see the module docs).
-pub(crate) async fn aliases(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
-    let v: Option<(i64,)> =
-        sqlx::query_as("SELECT value FROM rollup_state WHERE name = 'test_aliases'")
-            .fetch_optional(conn)
-            .await?;
-    Ok(v.is_some_and(|(v,)| v != 0))
-}
-
-/// Records that some test id now has more than one key.
-pub(crate) async fn mark_aliases(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO rollup_state (name, value) VALUES ('test_aliases', 1) \
-         ON CONFLICT (name) DO UPDATE SET value = 1",
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Every key of a test id with several keys, to the smallest key of its
-/// id: O(tests), read only while [`aliases`] holds.
-pub(crate) async fn alias_keys(
-    conn: &mut SqliteConnection,
-) -> Result<HashMap<i64, i64>, sqlx::Error> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT a.test_key, (SELECT MIN(b.test_key) FROM tests b WHERE b.test_id = a.test_id) \
-         FROM tests a WHERE a.test_id IN \
-           (SELECT test_id FROM tests GROUP BY test_id HAVING COUNT(*) > 1)",
-    )
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().collect())
-}
-
-/// Recomputes the alias flag from `tests` (after orphans were deleted).
-pub(crate) async fn recount_aliases(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE rollup_state SET value = \
-           EXISTS (SELECT 1 FROM tests GROUP BY test_id HAVING COUNT(*) > 1) \
-         WHERE name = 'test_aliases'",
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// The test ids of `keys`; an error if one has none.
@@ -431,9 +384,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::flaky::Window;
-    use crate::history::{SlowRule, slow_tests};
     use crate::model::CaseRecord;
+    use crate::read::flaky::Window;
+    use crate::read::history::{SlowRule, slow_tests};
     use crate::testing::{case, run, start, store, t0};
 
     fn t(key: i64, worst: Outcome, ran: f64, all: f64) -> TestSummary {
@@ -544,7 +497,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let (actors, pool) = start(&dir.path().join("a.db")).await;
         let mut conn = pool.acquire().await.expect("connection");
-        assert!(!aliases(&mut conn).await.expect("flag"));
+        assert!(
+            !super::super::interning::aliases(&mut conn)
+                .await
+                .expect("flag")
+        );
         let runs = (0..6i64)
             .map(|i| {
                 let moved = CaseRecord {
@@ -568,7 +525,11 @@ mod tests {
             })
             .collect();
         store(&actors, runs).await;
-        assert!(aliases(&mut conn).await.expect("flag"));
+        assert!(
+            super::super::interning::aliases(&mut conn)
+                .await
+                .expect("flag")
+        );
         let w = Window {
             project: Some("p".into()),
             branch: None,
@@ -585,7 +546,7 @@ mod tests {
         assert_eq!(kept, slow_tests_from_cases(&pool, &w, rule, 10).await);
         assert_eq!(kept.tests_seen, 2);
         for run_id in ["r4", "r5"] {
-            let kept = crate::compare::load_tests(&pool, run_id)
+            let kept = crate::read::compare::load_tests(&pool, run_id)
                 .await
                 .expect("load");
             assert_eq!(kept, load_tests_from_cases(&pool, run_id).await);

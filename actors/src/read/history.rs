@@ -15,7 +15,7 @@
 //!   runs before and slower by at least `min_secs`. Medians, not means, so
 //!   one stalled run neither makes a test slow nor hides a real slowdown.
 //!   It reads no case: the window's runs (newest first) and their per-run
-//!   test summaries ([`crate::run_tests`], one blob per run, written with
+//!   test summaries ([`crate::store::sqlite::run_tests`], one blob per run, written with
 //!   the run), merged here per (project, test key) into recent and
 //!   baseline durations. A test counts in a run when it has a case that ran
 //!   (outcome code 0..=3; skips and expected failures only: not in that
@@ -25,7 +25,7 @@
 //!   (change) and every test tied with the last of them, since the lists
 //!   order ties by test id. An owner or id filter becomes a set of test
 //!   keys per project. When some test id has several keys
-//!   (`run_tests::aliases`), a run's durations of its keys are summed under
+//!   (`interning::aliases`), a run's durations of its keys are summed under
 //!   the smallest of them, so it is one test as before.
 //!   Cost: one decode per run and test of the window, one name lookup per
 //!   listed test; the answer equals grouping every case of the window (the
@@ -37,9 +37,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use crate::flaky::{Runs, Window, push_scope};
 use crate::model::{Counts, Outcome, from_millis};
 use crate::owners::TestSet;
+use crate::read::flaky::{Runs, Window, push_scope};
 
 /// A test in one run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -478,7 +478,7 @@ impl std::hash::Hasher for KeyHasher {
 type Merged = HashMap<(usize, i64), (Vec<f64>, Vec<f64>), std::hash::BuildHasherDefault<KeyHasher>>;
 
 /// The slowest tests and the duration regressions of a window's runs, from
-/// the runs' test summaries ([`crate::run_tests`]).
+/// the runs' test summaries ([`crate::store::sqlite::run_tests`]).
 pub async fn slow_tests(
     pool: &SqlitePool,
     w: &Window,
@@ -491,8 +491,8 @@ pub async fn slow_tests(
     let mut tx = pool.begin().await?;
     let allowed = allowed_tests(&mut tx, w).await?;
     // Keys of test ids with several keys, to the smallest key of their id.
-    let canonical = if crate::run_tests::aliases(&mut tx).await? {
-        crate::run_tests::alias_keys(&mut tx).await?
+    let canonical = if crate::store::sqlite::interning::aliases(&mut tx).await? {
+        crate::store::sqlite::interning::alias_keys(&mut tx).await?
     } else {
         HashMap::new()
     };
@@ -512,7 +512,7 @@ pub async fn slow_tests(
             .fetch(&mut *tx);
         while let Some((run_id, project, n, blob)) = rows.try_next().await? {
             considered += 1;
-            let blob = blob.ok_or_else(|| crate::run_tests::missing(&run_id))?;
+            let blob = blob.ok_or_else(|| crate::store::sqlite::run_tests::missing(&run_id))?;
             let p = match projects.iter().position(|x| *x == project) {
                 Some(p) => p,
                 None => {
@@ -529,7 +529,7 @@ pub async fn slow_tests(
             // A run's durations of an id with several keys, summed (in key
             // order) under its smallest key.
             let mut aliased: BTreeMap<i64, f64> = BTreeMap::new();
-            for t in crate::run_tests::decode_stored(&blob)? {
+            for t in crate::store::sqlite::run_tests::decode_stored(&blob)? {
                 if !t.ran() || keep.is_some_and(|k| k.is_none_or(|k| !k.contains(&t.key))) {
                     continue;
                 }
@@ -554,7 +554,8 @@ pub async fn slow_tests(
     });
     let judged = judge_slow(tests, rule);
     let names =
-        crate::run_tests::names(&mut tx, judged.to_name(limit).into_iter().copied()).await?;
+        crate::store::sqlite::run_tests::names(&mut tx, judged.to_name(limit).into_iter().copied())
+            .await?;
     let (seen, slowest, total, regressions) = judged
         .finish(|k| names.get(k).cloned(), limit)
         .map_err(|k| sqlx::Error::Protocol(format!("test key {k} unnamed")))?;

@@ -15,7 +15,7 @@
 //! too: a missing pass is not a pass. Skipped and expected-failure cases are
 //! no verdict either way.
 //!
-//! Marking a test fixed ([`crate::writer::ClearFlaky`]) hides the evidence of
+//! Marking a test fixed (`writer::ClearFlaky`) hides the evidence of
 //! runs that started before the mark; the test is flaky again only if it
 //! flips after the fix.
 //!
@@ -25,7 +25,7 @@
 //! [`Window::tests`]) (through the failure-first case index and a partial index of
 //! retried cases) and then their verdicts.
 //!
-//! Verdicts are kept by the writer ([`record_evidence`], migration 0007): a
+//! Verdicts are kept by the store (`store::sqlite::evidence`, migration 0007): a
 //! test is *tracked* from the first complete, non-outage run in which it
 //! failed or passed on retry, and from then on every such run stores its
 //! verdict as one small row, appended with the run's other rows (keyed by
@@ -33,7 +33,7 @@
 //! window's candidates (tests that failed or were retried in it) and their
 //! verdicts are then read run by run from those rows. When a test becomes
 //! tracked, its verdicts in the project's [`BACKFILL_RUNS`] newest evidence
-//! runs before that are written too ([`backfill_evidence`], migration 0017),
+//! runs before that are written too (migration 0017),
 //! so a recent window is read from kept rows alone even when its tests
 //! started failing inside it. For runs that completed before that range
 //! (and runs stored before migration 0007), a candidate's verdict is read
@@ -63,6 +63,8 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use crate::json_rows;
 use crate::model::{from_millis, to_millis};
 use crate::owners::{TestSet, push_filter};
+use crate::store::sqlite::evidence::outage_sql;
+pub use crate::store::sqlite::evidence::{BACKFILL_RUNS, DEFAULT_RUNS, OUTAGE_MIN_VERDICTS};
 
 /// A test's verdict in one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -231,10 +233,6 @@ pub fn judge(
     })
 }
 
-/// Runs a flaky judgement covers when not told (`GET /flaky`, automatic
-/// quarantine).
-pub const DEFAULT_RUNS: u32 = 50;
-
 /// Which runs to look at.
 #[derive(Debug, Clone, Default)]
 pub struct Window {
@@ -250,10 +248,6 @@ pub struct Window {
     /// considered stay the window's.
     pub tests: TestSet,
 }
-
-/// A run is an outage, not evidence, when more than half of the tests with a
-/// verdict failed and at least this many had one.
-pub const OUTAGE_MIN_VERDICTS: i64 = 5;
 
 /// The flaky tests of a window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -302,22 +296,6 @@ fn push_window(q: &mut QueryBuilder<Sqlite>, w: &Window, runs: Runs) {
     }
 }
 
-/// SQL true for an outage run.
-fn outage_sql() -> String {
-    outage_sql_of("")
-}
-
-/// [`outage_sql`] over the columns of the runs table named `alias`
-/// (`"r."`, or `""` for an unqualified one).
-fn outage_sql_of(alias: &str) -> String {
-    let (p, f, e) = (
-        format!("{alias}passed"),
-        format!("{alias}failed"),
-        format!("{alias}error"),
-    );
-    format!("(({p} + {f} + {e}) >= {OUTAGE_MIN_VERDICTS} AND ({f} + {e}) * 2 > ({p} + {f} + {e}))")
-}
-
 /// Pushes the `scope` CTE: the window's newest `runs`, numbered from 0
 /// (newest) in `n`.
 pub(crate) fn push_scope(q: &mut QueryBuilder<Sqlite>, w: &Window, runs: Runs) {
@@ -333,133 +311,6 @@ pub(crate) fn push_scope(q: &mut QueryBuilder<Sqlite>, w: &Window, runs: Runs) {
     q.push(" ORDER BY started_at DESC, run_id DESC LIMIT ")
         .push_bind(i64::from(w.runs))
         .push("))");
-}
-
-/// Records the flaky evidence of run `run_id` (just made visible with
-/// completion order `seq`): the tests it failed or retried become tracked,
-/// and every tracked test with a verdict in it gets its verdict row. Only
-/// complete runs that are not outages are evidence.
-pub(crate) async fn record_evidence(
-    conn: &mut SqliteConnection,
-    run_id: &str,
-    project: &str,
-    seq: i64,
-) -> Result<(), sqlx::Error> {
-    let evidence: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT 1 FROM runs WHERE run_id = ? AND cases_complete = 1 AND NOT {}",
-        outage_sql()
-    )))
-    .bind(run_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if evidence.is_none() {
-        return Ok(());
-    }
-    let newly_tracked = sqlx::query(
-        "INSERT OR IGNORE INTO tracked_tests (project, test_id, since_seq) \
-         SELECT DISTINCT ?1, test_id, ?2 FROM test_cases \
-         WHERE run_id = ?3 AND (outcome IN (0, 1) OR flaky = 1)",
-    )
-    .bind(project)
-    .bind(seq)
-    .bind(run_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if newly_tracked > 0 {
-        backfill_evidence(conn, project, seq).await?;
-    }
-    sqlx::query(
-        "INSERT INTO verdicts (seq, key, failed, retried) \
-         SELECT ?1, t.key, MIN(c.outcome) <= 1, SUM(c.flaky) > 0 \
-         FROM test_cases c JOIN tracked_tests t ON t.project = ?2 AND t.test_id = c.test_id \
-         WHERE c.run_id = ?3 AND c.outcome IN (0, 1, 3) GROUP BY t.key",
-    )
-    .bind(seq)
-    .bind(project)
-    .bind(run_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Evidence runs of a project before a test was tracked whose verdicts for
-/// it are written when it becomes tracked ([`backfill_evidence`]). The
-/// default window ([`DEFAULT_RUNS`]) and twice that are then read from kept
-/// rows alone; a larger or branch-narrowed window that reaches further back
-/// still probes the cases for the older runs. Small in unit tests, so the
-/// property test covers both paths.
-#[cfg(not(test))]
-pub const BACKFILL_RUNS: i64 = 2 * DEFAULT_RUNS as i64;
-/// [`BACKFILL_RUNS`] in unit tests: small, so histories reach past it.
-#[cfg(test)]
-pub const BACKFILL_RUNS: i64 = 3;
-
-/// Writes, for the tests that became tracked in the run of completion order
-/// `seq` (their `since_seq` is `seq`), their verdicts in the project's
-/// [`BACKFILL_RUNS`] newest evidence runs before it, and moves their
-/// `since_seq` back to the oldest of those runs. Every evidence run of the
-/// project in `[since_seq, seq)` then has the test's verdict row (the
-/// range is by completion order, so a run that completed late is inside it
-/// and gets its row too), which is what readers take `since_seq` to mean.
-/// The verdict of a run is the one [`record_evidence`] writes: the same
-/// cases (`outcome IN (0, 1, 3)`), the same aggregate. Cost: one probe of
-/// `cases_by_run_test` per (newly tracked test, run), once in a test's life.
-async fn backfill_evidence(
-    conn: &mut SqliteConnection,
-    project: &str,
-    seq: i64,
-) -> Result<(), sqlx::Error> {
-    let evidence = format!("r.cases_complete = 1 AND NOT {}", outage_sql_of("r."));
-    let (lo,): (Option<i64>,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT MIN(seq) FROM (SELECT r.seq FROM runs r INDEXED BY runs_by_project_seq \
-         WHERE r.project = ?1 AND r.seq < ?2 AND {evidence} ORDER BY r.seq DESC LIMIT ?3)"
-    )))
-    .bind(project)
-    .bind(seq)
-    .bind(BACKFILL_RUNS)
-    .fetch_one(&mut *conn)
-    .await?;
-    let Some(lo) = lo else { return Ok(()) };
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO verdicts (seq, key, failed, retried) \
-         SELECT r.seq, t.key, MIN(c.outcome) <= 1, SUM(c.flaky) > 0 \
-         FROM tracked_tests t \
-         CROSS JOIN runs r INDEXED BY runs_by_project_seq \
-         CROSS JOIN run_keys k \
-         CROSS JOIN tests tt \
-         CROSS JOIN cases c INDEXED BY cases_by_run_test \
-         WHERE t.project = ?1 AND t.since_seq = ?2 \
-           AND r.project = ?1 AND r.seq >= ?3 AND r.seq < ?2 AND {evidence} \
-           AND k.run_id = r.run_id AND tt.test_id = t.test_id \
-           AND c.run_key = k.run_key AND c.test_key = tt.test_key AND c.outcome IN (0, 1, 3) \
-         GROUP BY r.seq, t.key"
-    )))
-    .bind(project)
-    .bind(seq)
-    .bind(lo)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE tracked_tests SET since_seq = ?3 WHERE project = ?1 AND since_seq = ?2")
-        .bind(project)
-        .bind(seq)
-        .bind(lo)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// Forgets the verdicts of run `run_id`, about to be pruned. Its tests stay
-/// tracked: every later run still has their rows.
-pub(crate) async fn forget_evidence(
-    conn: &mut SqliteConnection,
-    run_id: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM verdicts WHERE seq = (SELECT seq FROM runs WHERE run_id = ?)")
-        .bind(run_id)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// A run of the window, by its number.

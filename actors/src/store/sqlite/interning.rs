@@ -186,10 +186,10 @@ async fn lookup_test_keys(
         push_list(&mut q, part.iter().map(|t| t.0));
         let rows: Vec<Row> = q.build_query_as().fetch_all(&mut *conn).await?;
         // Every identity of these test ids came back: more rows than ids
-        // means one has several (see `run_tests::aliases`).
+        // means one has several (see [`aliases`]).
         let ids: std::collections::HashSet<&str> = part.iter().map(|t| t.0).collect();
         if rows.len() > ids.len() {
-            crate::run_tests::mark_aliases(&mut *conn).await?;
+            mark_aliases(&mut *conn).await?;
         }
         keys.extend(rows.into_iter().map(|(id, f, c, n, k)| ((id, f, c, n), k)));
     }
@@ -276,7 +276,7 @@ impl<T: std::hash::Hash + Eq + Clone> Distinct<T> {
     }
 }
 
-/// Deletes the cases of `run_id`, its test summary ([`crate::run_tests`])
+/// Deletes the cases of `run_id`, its test summary (`run_tests`)
 /// and its key; returns how many cases went.
 pub(crate) async fn delete_cases(
     conn: &mut SqliteConnection,
@@ -322,9 +322,57 @@ pub(crate) async fn drop_orphans(conn: &mut SqliteConnection) -> Result<(u64, u6
     .await?
     .rows_affected();
     if tests > 0 {
-        crate::run_tests::recount_aliases(&mut *conn).await?;
+        recount_aliases(&mut *conn).await?;
     }
     Ok((tests, texts))
+}
+
+/// Whether some test id has more than one key (the per-run summaries and
+/// their readers then map every key of an id to its smallest).
+pub(crate) async fn aliases(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    let v: Option<(i64,)> =
+        sqlx::query_as("SELECT value FROM rollup_state WHERE name = 'test_aliases'")
+            .fetch_optional(conn)
+            .await?;
+    Ok(v.is_some_and(|(v,)| v != 0))
+}
+
+/// Records that some test id now has more than one key.
+pub(crate) async fn mark_aliases(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO rollup_state (name, value) VALUES ('test_aliases', 1) \
+         ON CONFLICT (name) DO UPDATE SET value = 1",
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Every key of a test id with several keys, to the smallest key of its
+/// id: O(tests), read only while [`aliases`] holds.
+pub(crate) async fn alias_keys(
+    conn: &mut SqliteConnection,
+) -> Result<HashMap<i64, i64>, sqlx::Error> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT a.test_key, (SELECT MIN(b.test_key) FROM tests b WHERE b.test_id = a.test_id) \
+         FROM tests a WHERE a.test_id IN \
+           (SELECT test_id FROM tests GROUP BY test_id HAVING COUNT(*) > 1)",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Recomputes the alias flag from `tests` (after orphans were deleted).
+pub(crate) async fn recount_aliases(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE rollup_state SET value = \
+           EXISTS (SELECT 1 FROM tests GROUP BY test_id HAVING COUNT(*) > 1) \
+         WHERE name = 'test_aliases'",
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -404,7 +452,9 @@ mod tests {
         .expect("old rows");
         let before = cases(&pool).await;
         pool.close().await;
-        let pool = crate::db::open_writer(&db).await.expect("migrate to 0014");
+        let pool = crate::store::sqlite::db::open_writer(&db)
+            .await
+            .expect("migrate to 0014");
         assert_eq!(cases(&pool).await, before);
         // (a.py::t, a.py, NULL), (a.py::t, '', NULL), (a.py::u, a.py, A).
         assert_eq!(count(&pool, "tests").await, 3);

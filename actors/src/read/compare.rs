@@ -9,7 +9,7 @@
 //! without a database.
 //!
 //! [`load_tests`] reads no passing case: a run's per-test summary
-//! ([`crate::run_tests`]: worst outcome and summed duration per test key,
+//! ([`crate::store::sqlite::run_tests`]: worst outcome and summed duration per test key,
 //! written with the run), the names of its tests, and the messages of its
 //! failing cases only, in the order the cases are stored (worst outcome,
 //! chunk, index), the first of a test being its message. Durations are
@@ -22,7 +22,7 @@ use serde::Serialize;
 use sqlx::SqlitePool;
 
 use crate::model::Outcome;
-use crate::run_tests;
+use crate::store::sqlite::run_tests;
 
 /// One test's result in one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,7 +176,7 @@ pub fn compare(
 }
 
 /// Per-test results of a stored run (empty when no such run is stored):
-/// from its test summary ([`crate::run_tests`]), the names of its tests
+/// from its test summary ([`crate::store::sqlite::run_tests`]), the names of its tests
 /// and the messages of its failing ones only.
 pub async fn load_tests(
     pool: &SqlitePool,

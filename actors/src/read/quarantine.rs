@@ -1,0 +1,23 @@
+//! Reads of the quarantine list (see [`crate::quarantine`]).
+
+use chrono::{DateTime, Utc};
+use sqlx::SqlitePool;
+
+use crate::quarantine::Entry;
+
+/// `project`'s entries active at `now`, by test id.
+pub async fn active(
+    pool: &SqlitePool,
+    project: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    crate::store::sqlite::quarantine::active_in(pool, project, now).await
+}
+
+/// Every project with a row (active or not), for re-mirroring at start.
+pub async fn projects(pool: &SqlitePool) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT project FROM quarantine")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|(p,)| p).collect())
+}

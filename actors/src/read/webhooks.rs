@@ -1,0 +1,87 @@
+//! The webhook outbox's reads: a target's pending deliveries and the
+//! backlog counts `/health` shows (see [`crate::webhooks`]).
+
+use sqlx::SqlitePool;
+
+use crate::model::from_millis;
+use crate::webhooks::{Backlog, EventType, Pending, StoredEvent};
+
+type PendingRow = (
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    i64,
+);
+
+/// `target`'s oldest `limit` pending deliveries, in event order.
+pub async fn pending(
+    pool: &SqlitePool,
+    target: &str,
+    limit: u32,
+) -> Result<Vec<Pending>, sqlx::Error> {
+    let rows: Vec<PendingRow> = sqlx::query_as(
+        "SELECT e.seq, e.id, e.type, e.occurred_at, e.project, e.branch, e.run_id, e.test_id, \
+                e.data, d.attempts, d.created_at, d.next_attempt_at \
+         FROM webhook_deliveries d JOIN webhook_events e ON e.seq = d.event_seq \
+         WHERE d.state = 0 AND d.target = ? ORDER BY d.event_seq LIMIT ?",
+    )
+    .bind(target)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            let kind = EventType::parse(&r.2).ok_or_else(|| {
+                sqlx::Error::Decode(format!("webhook event {}: unknown type {:?}", r.1, r.2).into())
+            })?;
+            let data = serde_json::from_str(&r.8)
+                .map_err(|e| sqlx::Error::Decode(format!("webhook event {}: {e}", r.1).into()))?;
+            Ok(Pending {
+                event: StoredEvent {
+                    seq: r.0,
+                    id: r.1,
+                    kind,
+                    occurred_at: from_millis(r.3),
+                    project: r.4,
+                    branch: r.5,
+                    run_id: r.6,
+                    test_id: r.7,
+                    data,
+                },
+                attempts: u32::try_from(r.9).unwrap_or(u32::MAX),
+                created_at: from_millis(r.10),
+                next_attempt_at: from_millis(r.11),
+            })
+        })
+        .collect()
+}
+
+/// Counts of the outbox rows of `targets`.
+pub async fn backlog(pool: &SqlitePool, targets: &[String]) -> Result<Backlog, sqlx::Error> {
+    let mut b = Backlog::default();
+    for t in targets {
+        let (pending, dead, oldest): (i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM webhook_deliveries WHERE state = 0 AND target = ?1), \
+                    (SELECT COUNT(*) FROM webhook_deliveries WHERE state = 2 AND target = ?1), \
+                    (SELECT MIN(created_at) FROM webhook_deliveries WHERE state = 0 AND target = ?1)",
+        )
+        .bind(t)
+        .fetch_one(pool)
+        .await?;
+        b.pending += pending.max(0) as u64;
+        b.dead += dead.max(0) as u64;
+        b.oldest_pending = match (b.oldest_pending, oldest.map(from_millis)) {
+            (Some(a), Some(o)) => Some(a.min(o)),
+            (a, o) => a.or(o),
+        };
+    }
+    Ok(b)
+}

@@ -1,0 +1,232 @@
+//! The store boundary: what the writer asks of a database, one
+//! implementation per backend behind the [`Store`] trait, so the writer's
+//! protocol (`writer`) and the reads (`read`) never name
+//! a dialect.
+//!
+//! Shape: the writer actor owns one store and calls it once per message;
+//! every method is one transaction that either commits whole or changes
+//! nothing, and reports which projects' data changed ([`Changed`]) so the
+//! writer can tell the caches. What a method guarantees is written on the
+//! trait; a backend that cannot keep a guarantee does not implement it.
+//! SQL lives only in the backend modules: [`sqlite`] today (the embedded
+//! default); PostgreSQL joins it behind the same trait.
+//!
+//! Layering: `store` imports only the domain types ([`crate::model`],
+//! [`crate::owners`], [`crate::signature`], [`crate::webhooks`]'s routes);
+//! `read` may use the store's layout helpers; `writer` calls the store;
+//! nothing here imports `writer`, `read` or `aggregates`.
+
+pub mod sqlite;
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{CaseRecord, Rejection, RunRecord};
+use crate::quarantine::Entry;
+use crate::version::Changed;
+use crate::webhooks::Attempt;
+
+/// One unit of work inside a batch (`writer::StoreBatch`).
+#[derive(Debug, Clone)]
+pub enum BatchItem {
+    /// A chunk of a run's test cases.
+    Chunk {
+        /// The run.
+        run_id: String,
+        /// 0-based chunk number.
+        chunk: u32,
+        /// Its cases.
+        cases: Vec<CaseRecord>,
+        /// Digest of its content: a resend has the same, another version
+        /// of the chunk under a reused run id does not.
+        digest: String,
+    },
+    /// A run's metadata and how many chunks make it.
+    Final {
+        /// The run.
+        run: Box<RunRecord>,
+        /// Number of chunks.
+        chunks: u32,
+        /// Digest of its content (times left out), as for chunks.
+        digest: String,
+    },
+    /// A message refused before reaching the writer; stored for inspection.
+    Reject(Rejection),
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Runs that became complete (visible) in this batch.
+    pub completed: Vec<String>,
+    /// Items that were already stored and changed nothing.
+    pub duplicates: usize,
+    /// Rejections stored (items refused upstream plus runs refused here).
+    pub rejected: usize,
+    /// Test case rows inserted.
+    pub cases_inserted: usize,
+}
+
+/// The writer could not commit; nothing of the batch is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused (busy, locked, disk full, I/O error, a lost
+    /// connection...).
+    #[error("database write failed: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The write panicked (a bug met by this data); its transaction was
+    /// rolled back. Counted as the data's fault, so ingest isolates the
+    /// message and eventually dead-letters it instead of retrying forever.
+    #[error("the writer failed on this data and rolled it back: {0}")]
+    Panicked(String),
+}
+
+impl StoreError {
+    /// Whether the failure is about the data written (a constraint or
+    /// trigger refused a row, a value too big or of the wrong type) rather
+    /// than about the database as a whole (busy, locked, disk full, I/O,
+    /// read-only, a broken schema, the connection).
+    ///
+    /// Ingest uses this to tell a poison message, which must be isolated and
+    /// eventually dead-lettered, from an outage, during which every message
+    /// must wait unacked.
+    pub fn blames_the_data(&self) -> bool {
+        let e = match self {
+            StoreError::Panicked(_) => return true,
+            StoreError::Database(sqlx::Error::Database(e)) => e,
+            StoreError::Database(_) => return false,
+        };
+        let Some(code) = e.code().and_then(|c| c.parse::<i32>().ok()) else {
+            return false;
+        };
+        // Primary result codes: SQLITE_TOOBIG 18, SQLITE_CONSTRAINT 19,
+        // SQLITE_MISMATCH 20, SQLITE_RANGE 25. Extended codes keep the
+        // primary code in their low byte.
+        matches!(code & 0xff, 18 | 19 | 20 | 25)
+    }
+}
+
+/// What one slice of a prune (`writer::PruneSlice`) deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Complete runs deleted.
+    pub runs: u64,
+    /// Test case rows deleted (of complete and incomplete runs).
+    pub cases: u64,
+    /// Incomplete runs (chunks or finals that never made a run) deleted.
+    pub incomplete: u64,
+    /// Rejections deleted.
+    pub rejected: u64,
+}
+
+impl PruneReport {
+    /// Whether the slice deleted nothing (the prune is done).
+    pub fn is_empty(&self) -> bool {
+        *self == PruneReport::default()
+    }
+}
+
+/// A flaky test marked fixed ([`Store::clear_flaky`]).
+#[derive(Debug, Clone)]
+pub struct Cleared {
+    /// Project.
+    pub project: String,
+    /// Test id.
+    pub test_id: String,
+    /// When it was fixed: evidence from runs started before no longer counts.
+    pub at: DateTime<Utc>,
+    /// Why, for the record (a commit, a ticket).
+    pub note: Option<String>,
+}
+
+/// What a database does for the writer. Each method is one transaction.
+///
+/// Guarantees every backend keeps (the writer's and ingest's contract):
+/// - [`Store::store_batch`] is idempotent by `(run_id, chunk)` and by
+///   `run_id`; a run becomes visible only in the transaction that stores
+///   its last missing piece and only if its counts agree with its cases,
+///   together with every rollup, summary and outbox row derived from it;
+///   it completes exactly once even when pieces of it are stored
+///   concurrently.
+/// - Pruning and expiry remove a run and everything derived from it in one
+///   transaction, so rollups never disagree with the runs stored.
+/// - An error leaves the database as it was: the caller keeps its messages
+///   unacked and retries.
+pub trait Store: Clone + Unpin + 'static {
+    /// Stores a batch (chunks, finals, rejections), completing the runs it
+    /// makes whole. `hooks` says which webhook events to put in the outbox.
+    fn store_batch(
+        &self,
+        hooks: &crate::webhooks::Routes,
+        items: Vec<BatchItem>,
+    ) -> impl Future<Output = Result<(BatchReport, Changed), StoreError>>;
+
+    /// Deletes up to `max_runs` runs started before `cutoff` or beyond the
+    /// newest `keep_runs` of their project, with their cases and derived
+    /// rows, plus incomplete runs and rejections received before `cutoff`.
+    fn prune_slice(
+        &self,
+        cutoff: Option<DateTime<Utc>>,
+        keep_runs: Option<u32>,
+        max_runs: u32,
+    ) -> impl Future<Output = Result<(PruneReport, Changed), StoreError>>;
+
+    /// After pruning: deletes what no case refers to any more and gives
+    /// space back. Returns the store's size before and after, in bytes.
+    fn reclaim(&self) -> impl Future<Output = Result<(u64, u64), StoreError>>;
+
+    /// Drops runs that will never complete (pieces received before
+    /// `before`), each recorded as a rejection saying what was missing.
+    /// Returns how many (at most 500 a call).
+    fn expire_incomplete(
+        &self,
+        before: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>>;
+
+    /// Marks a flaky test fixed; `false` (nothing stored) when the test has
+    /// no results in the project.
+    fn clear_flaky(&self, c: Cleared) -> impl Future<Output = Result<bool, StoreError>>;
+
+    /// Quarantines `entry.test_id` in `project` unless the resulting active
+    /// list breaks `fits` or a person's entry would be replaced by an
+    /// automatic one (`Ok(Err(why))`, nothing stored).
+    fn quarantine(
+        &self,
+        hooks: &crate::webhooks::Routes,
+        project: &str,
+        entry: &Entry,
+        fits: fn(&str, &[Entry]) -> Result<(), String>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Result<(), String>, StoreError>>;
+
+    /// Releases `test_id` (`only_auto`: only an automatic entry); whether
+    /// it was quarantined.
+    fn release(
+        &self,
+        hooks: &crate::webhooks::Routes,
+        project: &str,
+        test_id: &str,
+        only_auto: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>>;
+
+    /// Records an attempt at delivering webhook event `event_seq` to
+    /// `target`.
+    fn record_attempt(
+        &self,
+        target: &str,
+        event_seq: i64,
+        outcome: &Attempt,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>>;
+
+    /// Deletes delivered and dead outbox rows done before the given times,
+    /// the rows of targets not in `targets`, and events left without
+    /// deliveries; returns the deliveries deleted.
+    fn prune_outbox(
+        &self,
+        delivered_before: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
+        targets: &[String],
+    ) -> impl Future<Output = Result<u64, StoreError>>;
+}

@@ -1,0 +1,343 @@
+//! The webhook outbox's writes on SQLite: the events a write produces,
+//! inserted in the transaction that stores what they describe (see
+//! [`crate::webhooks`] for the events and the outbox's guarantees).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::SqliteConnection;
+
+use crate::model::{RunRecord, to_millis};
+use crate::quarantine::Entry;
+use crate::store::StoreError;
+use crate::webhooks::{
+    Attempt, EventType, LOOKBACK_RUNS, MAX_FAILING_CONSIDERED, MAX_TEST_EVENTS_PER_RUN, Routes,
+};
+
+/// An event about to be stored.
+struct NewEvent {
+    kind: EventType,
+    project: String,
+    branch: Option<String>,
+    run_id: Option<String>,
+    test_id: Option<String>,
+    data: serde_json::Value,
+}
+
+/// Stores `events` (in order) with one delivery per target that wants each,
+/// then applies the per-target bound once.
+async fn store_events(
+    conn: &mut SqliteConnection,
+    routes: &Routes,
+    events: Vec<NewEvent>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let at = to_millis(now);
+    let mut touched: BTreeSet<&str> = BTreeSet::new();
+    for ev in events {
+        let targets: Vec<&str> = routes.wanting(ev.kind).collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let (seq,): (i64,) = sqlx::query_as(
+            "INSERT INTO webhook_events (id, type, occurred_at, project, branch, run_id, test_id, data) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(ev.kind.as_str())
+        .bind(at)
+        .bind(&ev.project)
+        .bind(&ev.branch)
+        .bind(&ev.run_id)
+        .bind(&ev.test_id)
+        .bind(ev.data.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
+        for t in targets {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (target, event_seq, created_at, next_attempt_at) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(t)
+            .bind(seq)
+            .bind(at)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            touched.insert(t);
+        }
+    }
+    let max = routes.max_pending();
+    for target in touched {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE state = 0 AND target = ?",
+        )
+        .bind(target)
+        .fetch_one(&mut *conn)
+        .await?;
+        let over = n.saturating_sub(max);
+        if over > 0 {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET state = 2, done_at = ?1, last_error = ?2 \
+                 WHERE target = ?3 AND event_seq IN (SELECT event_seq FROM webhook_deliveries \
+                 WHERE state = 0 AND target = ?3 ORDER BY event_seq LIMIT ?4)",
+            )
+            .bind(at)
+            .bind(format!(
+                "dropped: more than {max} undelivered events for this target"
+            ))
+            .bind(target)
+            .bind(over)
+            .execute(&mut *conn)
+            .await?;
+            tracing::warn!(
+                target,
+                dropped = over,
+                max,
+                "webhook target has too many undelivered events: the oldest were dropped (marked dead)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether a run counts as failed for `run.failed`.
+fn run_failed(run: &RunRecord) -> bool {
+    run.counts.failed + run.counts.error > 0
+        || !matches!(run.status.as_str(), "passed" | "no_tests")
+}
+
+/// The events of run `run` (just made visible with completion order
+/// `seq`), stored in the caller's transaction. See the module docs.
+pub(crate) async fn on_run_completed(
+    conn: &mut SqliteConnection,
+    routes: &Routes,
+    run: &RunRecord,
+    seq: i64,
+) -> Result<(), sqlx::Error> {
+    if routes.targets.is_empty() || !routes.is_default_branch(run.branch.as_deref()) {
+        return Ok(());
+    }
+    let failed = run_failed(run);
+    let mut events = Vec::new();
+    let mut newly_failing: Vec<(String, Option<String>)> = Vec::new();
+    if failed && (routes.wants(EventType::RunFailed) || routes.wants(EventType::TestNewlyFailing)) {
+        newly_failing = sqlx::query_as(
+            "SELECT f.test_id, \
+               (SELECT (SELECT substr(body, 1, 300) FROM texts WHERE text_key = c.message_key) \
+                 FROM cases c INDEXED BY cases_by_run_test \
+                 WHERE c.run_key = (SELECT run_key FROM run_keys WHERE run_id = ?1) \
+                 AND c.test_key IN (SELECT test_key FROM tests WHERE test_id = f.test_id) \
+                 AND c.outcome IN (0, 1) ORDER BY c.outcome, c.chunk, c.idx LIMIT 1) \
+             FROM (SELECT DISTINCT test_id FROM test_cases WHERE run_id = ?1 AND outcome IN (0, 1) \
+                   ORDER BY test_id LIMIT ?5) f \
+             WHERE (SELECT MIN(c.outcome) FROM (SELECT run_id, seq FROM runs \
+                        WHERE project = ?2 AND branch = ?3 AND seq < ?4 \
+                        ORDER BY seq DESC LIMIT ?6) p \
+                    CROSS JOIN run_keys k CROSS JOIN cases c INDEXED BY cases_by_run_test \
+                    WHERE k.run_id = p.run_id AND c.run_key = k.run_key \
+                    AND c.test_key IN (SELECT test_key FROM tests WHERE test_id = f.test_id) \
+                    GROUP BY p.seq ORDER BY p.seq DESC LIMIT 1) = 3 \
+             ORDER BY f.test_id",
+        )
+        .bind(&run.run_id)
+        .bind(&run.project)
+        .bind(&run.branch)
+        .bind(seq)
+        .bind(MAX_FAILING_CONSIDERED)
+        .bind(LOOKBACK_RUNS)
+        .fetch_all(&mut *conn)
+        .await?;
+    }
+    let event = |kind, test_id: Option<String>, data| NewEvent {
+        kind,
+        project: run.project.clone(),
+        branch: run.branch.clone(),
+        run_id: Some(run.run_id.clone()),
+        test_id,
+        data,
+    };
+    if failed {
+        let c = &run.counts;
+        events.push(event(
+            EventType::RunFailed,
+            None,
+            json!({
+                "status": run.status,
+                "commit": run.commit,
+                "worker_id": run.worker_id,
+                "started_at": run.started_at,
+                "finished_at": run.finished_at,
+                "total": c.total,
+                "passed": c.passed,
+                "failed": c.failed,
+                "error": c.error,
+                "skipped": c.skipped,
+                "newly_failing": newly_failing.len(),
+                "newly_failing_listed": newly_failing.len().min(MAX_TEST_EVENTS_PER_RUN),
+            }),
+        ));
+    }
+    for (test_id, message) in newly_failing.into_iter().take(MAX_TEST_EVENTS_PER_RUN) {
+        events.push(event(
+            EventType::TestNewlyFailing,
+            Some(test_id),
+            json!({ "commit": run.commit, "message": message }),
+        ));
+    }
+    if routes.wants(EventType::TestNewlyFlaky) {
+        let flaky: Vec<(String,)> = sqlx::query_as(
+            "SELECT t.test_id FROM run_keys k CROSS JOIN cases c INDEXED BY cases_retried \
+             CROSS JOIN tests t \
+             WHERE k.run_id = ?1 AND c.run_key = k.run_key AND c.flaky = 1 \
+               AND t.test_key = c.test_key \
+             GROUP BY t.test_id HAVING MIN(c.outcome) > 1 \
+             AND NOT EXISTS (SELECT 1 FROM (SELECT run_id FROM runs \
+                   WHERE project = ?2 AND branch = ?3 AND seq < ?4 ORDER BY seq DESC LIMIT ?5) p \
+                 CROSS JOIN run_keys pk CROSS JOIN cases r INDEXED BY cases_retried \
+                 CROSS JOIN tests rt \
+                 WHERE pk.run_id = p.run_id AND r.run_key = pk.run_key AND r.flaky = 1 \
+                   AND rt.test_key = r.test_key AND rt.test_id = t.test_id) \
+             ORDER BY t.test_id LIMIT ?6",
+        )
+        .bind(&run.run_id)
+        .bind(&run.project)
+        .bind(&run.branch)
+        .bind(seq)
+        .bind(LOOKBACK_RUNS)
+        .bind(MAX_TEST_EVENTS_PER_RUN as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (test_id,) in flaky {
+            events.push(event(
+                EventType::TestNewlyFlaky,
+                Some(test_id),
+                json!({ "commit": run.commit, "reason": "passed_on_retry" }),
+            ));
+        }
+    }
+    store_events(conn, routes, events, Utc::now()).await
+}
+
+/// `test.quarantined` for `entry`, when it was not active at `now` before
+/// this change (checked by the caller before writing).
+pub(crate) async fn on_quarantined(
+    conn: &mut SqliteConnection,
+    routes: &Routes,
+    project: &str,
+    entry: &Entry,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let ev = NewEvent {
+        kind: EventType::TestQuarantined,
+        project: project.to_string(),
+        branch: None,
+        run_id: None,
+        test_id: Some(entry.test_id.clone()),
+        data: json!({
+            "reason": entry.reason,
+            "expires_at": entry.expires_at,
+            "auto": entry.auto,
+        }),
+    };
+    store_events(conn, routes, vec![ev], now).await
+}
+
+/// `test.released` for a released entry that was active.
+pub(crate) async fn on_released(
+    conn: &mut SqliteConnection,
+    routes: &Routes,
+    project: &str,
+    test_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let ev = NewEvent {
+        kind: EventType::TestReleased,
+        project: project.to_string(),
+        branch: None,
+        run_id: None,
+        test_id: Some(test_id.to_string()),
+        data: json!({ "reason": reason }),
+    };
+    store_events(conn, routes, vec![ev], now).await
+}
+
+/// [`crate::store::Store::record_attempt`].
+pub(super) async fn record_attempt(
+    pool: &sqlx::SqlitePool,
+    target: &str,
+    event_seq: i64,
+    outcome: &Attempt,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let (state, next, error) = match outcome {
+        Attempt::Delivered => (1, None, None),
+        Attempt::Retry {
+            error,
+            next_attempt_at,
+        } => (0, Some(to_millis(*next_attempt_at)), Some(error)),
+        Attempt::GiveUp { error } => (2, None, Some(error)),
+    };
+    sqlx::query(
+        "UPDATE webhook_deliveries SET state = ?1, attempts = attempts + 1, \
+         last_error = ?2, next_attempt_at = COALESCE(?3, next_attempt_at), \
+         done_at = CASE WHEN ?1 = 0 THEN NULL ELSE ?4 END \
+         WHERE target = ?5 AND event_seq = ?6 AND state = 0",
+    )
+    .bind(state)
+    .bind(error)
+    .bind(next)
+    .bind(to_millis(at))
+    .bind(target)
+    .bind(event_seq)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// [`crate::store::Store::prune_outbox`].
+pub(super) async fn prune_outbox(
+    pool: &sqlx::SqlitePool,
+    delivered_before: DateTime<Utc>,
+    dead_before: DateTime<Utc>,
+    targets: &[String],
+) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut gone = 0;
+    for (state, before) in [(1, delivered_before), (2, dead_before)] {
+        gone += sqlx::query("DELETE FROM webhook_deliveries WHERE state = ? AND done_at < ?")
+            .bind(state)
+            .bind(to_millis(before))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    let known: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT target FROM webhook_deliveries")
+        .fetch_all(&mut *tx)
+        .await?;
+    for (t,) in known {
+        if !targets.contains(&t) {
+            let n = sqlx::query("DELETE FROM webhook_deliveries WHERE target = ?")
+                .bind(&t)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tracing::warn!(
+                target = %t,
+                deliveries = n,
+                "webhook target no longer configured: its outbox rows were deleted"
+            );
+            gone += n;
+        }
+    }
+    sqlx::query(
+        "DELETE FROM webhook_events WHERE NOT EXISTS \
+         (SELECT 1 FROM webhook_deliveries d WHERE d.event_seq = webhook_events.seq)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(gone)
+}

@@ -1,0 +1,131 @@
+//! The quarantine list's writes on SQLite (see [`crate::quarantine`] for
+//! the guarantees): one transaction each, the webhook event of a change in
+//! the same one.
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{from_millis, to_millis};
+use crate::quarantine::Entry;
+use crate::store::StoreError;
+use crate::webhooks::Routes;
+
+/// [`crate::store::Store::quarantine`].
+pub(super) async fn quarantine(
+    pool: &sqlx::SqlitePool,
+    hooks: &Routes,
+    project: &str,
+    entry: &Entry,
+    fits: fn(&str, &[Entry]) -> Result<(), String>,
+    now: DateTime<Utc>,
+) -> Result<Result<(), String>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let now_ms = to_millis(now);
+    let was_active: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM quarantine WHERE project = ? AND test_id = ? \
+         AND (expires_at IS NULL OR expires_at > ?)",
+    )
+    .bind(project)
+    .bind(&entry.test_id)
+    .bind(now_ms)
+    .fetch_optional(&mut *tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM quarantine WHERE project = ? AND expires_at IS NOT NULL \
+         AND expires_at <= ?",
+    )
+    .bind(project)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    let e = entry;
+    let stored = sqlx::query(
+        "INSERT INTO quarantine (project, test_id, reason, since, expires_at, auto) \
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project, test_id) DO UPDATE SET \
+         reason = excluded.reason, since = excluded.since, \
+         expires_at = excluded.expires_at, auto = excluded.auto, clean_runs = 0 \
+         WHERE excluded.auto = 0 OR quarantine.auto = 1",
+    )
+    .bind(project)
+    .bind(&e.test_id)
+    .bind(&e.reason)
+    .bind(to_millis(e.since))
+    .bind(e.expires_at.map(to_millis))
+    .bind(e.auto)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if stored == 0 {
+        tx.rollback().await?;
+        let why = format!(
+            "'{}' is quarantined by a person in project '{}'; the automatic entry \
+             does not replace it",
+            e.test_id, project
+        );
+        return Ok(Err(why));
+    }
+    let list = active_in(&mut *tx, project, now).await?;
+    if let Err(why) = fits(project, &list) {
+        tx.rollback().await?;
+        return Ok(Err(why));
+    }
+    if was_active.is_none() {
+        super::outbox::on_quarantined(&mut tx, hooks, project, e, now).await?;
+    }
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// [`crate::store::Store::release`].
+pub(super) async fn release(
+    pool: &sqlx::SqlitePool,
+    hooks: &Routes,
+    project: &str,
+    test_id: &str,
+    only_auto: bool,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let gone: Option<(String, Option<i64>)> = sqlx::query_as(
+        "DELETE FROM quarantine WHERE project = ? AND test_id = ? AND (auto = 1 OR NOT ?) \
+         RETURNING reason, expires_at",
+    )
+    .bind(project)
+    .bind(test_id)
+    .bind(only_auto)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let now = chrono::Utc::now();
+    if let Some((reason, expires_at)) = &gone {
+        super::clean_runs::note_release(&mut tx, project, test_id, !only_auto, now).await?;
+        if expires_at.is_none_or(|at| at > to_millis(now)) {
+            super::outbox::on_released(&mut tx, hooks, project, test_id, reason, now).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(gone.is_some())
+}
+
+/// `project`'s entries active at `now`, by test id; in a transaction or not.
+pub(crate) async fn active_in<'e, E: sqlx::SqliteExecutor<'e>>(
+    db: E,
+    project: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    let rows: Vec<(String, String, i64, Option<i64>, bool)> = sqlx::query_as(
+        "SELECT test_id, reason, since, expires_at, auto FROM quarantine \
+         WHERE project = ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY test_id",
+    )
+    .bind(project)
+    .bind(to_millis(now))
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(test_id, reason, since, expires_at, auto)| Entry {
+            test_id,
+            reason,
+            since: from_millis(since),
+            expires_at: expires_at.map(from_millis),
+            auto,
+        })
+        .collect())
+}
