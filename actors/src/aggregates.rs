@@ -26,10 +26,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::read::ReadPool;
 use actix::prelude::*;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
-use sqlx::SqlitePool;
 
 use crate::model::from_millis;
 use crate::read::rollups::{self, StoredWorker};
@@ -165,7 +165,7 @@ struct Beat {
 #[derive(Debug, Default)]
 pub struct Aggregates {
     config: AggregatesConfig,
-    read: Option<SqlitePool>,
+    read: Option<ReadPool>,
     version: DataVersion,
     /// The stored workers last read, and the versions they were read at.
     stored: Option<(Stamp, std::sync::Arc<Vec<StoredWorker>>)>,
@@ -175,7 +175,7 @@ pub struct Aggregates {
 
 impl Aggregates {
     /// Aggregates that read stored workers from `read` (none when `None`).
-    pub fn new(config: AggregatesConfig, read: Option<SqlitePool>) -> Aggregates {
+    pub fn new(config: AggregatesConfig, read: Option<ReadPool>) -> Aggregates {
         Aggregates {
             config,
             read,

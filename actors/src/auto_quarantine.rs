@@ -35,6 +35,9 @@
 //! judging) is judged again in effect by the project's next run with the
 //! same tests.
 
+mod postgres;
+
+use crate::read::ReadPool;
 use actix::{Addr, MailboxError};
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::SqlitePool;
@@ -103,6 +106,19 @@ pub fn reason(f: &FlakyTest) -> String {
 /// What to change in the project of run `run_id` (just completed) at
 /// `now`; `None` when the run is unknown.
 pub async fn decide(
+    pool: &ReadPool,
+    run_id: &str,
+    settings: Settings,
+    now: DateTime<Utc>,
+) -> Result<Option<Decision>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => decide_sqlite(p, run_id, settings, now).await,
+        ReadPool::Postgres(p) => postgres::decide(p, run_id, settings, now).await,
+    }
+}
+
+/// [`decide`] on SQLite.
+pub(crate) async fn decide_sqlite(
     pool: &SqlitePool,
     run_id: &str,
     settings: Settings,
@@ -153,7 +169,8 @@ pub async fn decide(
             runs: flaky::DEFAULT_RUNS,
             tests: TestSet::Ids(candidates.iter().map(|(t, _)| t.clone()).collect()),
         };
-        let found = flaky::find_flaky(pool, &w, FlipRule::default(), candidates.len()).await?;
+        let found =
+            flaky::find_flaky_sqlite(pool, &w, FlipRule::default(), candidates.len()).await?;
         let expires_at =
             TimeDelta::try_days(i64::from(settings.days)).and_then(|d| now.checked_add_signed(d));
         for f in found.tests {
@@ -195,7 +212,7 @@ pub async fn decide(
 /// the writer; `fits` is the bound on a project's list. Answers the
 /// project when its quarantine list changed (the caller mirrors it).
 pub async fn after_run(
-    pool: &SqlitePool,
+    pool: &ReadPool,
     writer: &Addr<Writer>,
     run_id: &str,
     settings: Settings,
@@ -388,11 +405,11 @@ mod tests {
             .expect("fits");
         let (id, items) = next_run(vec![retried("t::flaky"), retried("t::manual")]);
         store(&actors, vec![items]).await;
-        let changed = after_run(&pool, &actors.writer, &id, settings, fits)
+        let changed = after_run(&pool.clone().into(), &actors.writer, &id, settings, fits)
             .await
             .expect("judged");
         assert_eq!(changed.as_deref(), Some("p"));
-        let list = crate::read::quarantine::active(&pool, "p", Utc::now())
+        let list = crate::read::quarantine::active(&pool.clone().into(), "p", Utc::now())
             .await
             .expect("list");
         let flaky = list.iter().find(|e| e.test_id == "t::flaky").expect("auto");
@@ -415,10 +432,10 @@ mod tests {
             ];
             let (id, items) = next_run(passing);
             store(&actors, vec![items]).await;
-            let changed = after_run(&pool, &actors.writer, &id, settings, fits)
+            let changed = after_run(&pool.clone().into(), &actors.writer, &id, settings, fits)
                 .await
                 .expect("judged");
-            let list = crate::read::quarantine::active(&pool, "p", Utc::now())
+            let list = crate::read::quarantine::active(&pool.clone().into(), "p", Utc::now())
                 .await
                 .expect("list");
             let still = list.iter().any(|e| e.test_id == "t::flaky");
@@ -434,7 +451,7 @@ mod tests {
         let (id, items) = next_run(vec![case("t::flaky", Outcome::Passed, None)]);
         store(&actors, vec![items]).await;
         assert_eq!(
-            after_run(&pool, &actors.writer, &id, settings, fits)
+            after_run(&pool.clone().into(), &actors.writer, &id, settings, fits)
                 .await
                 .expect("judged"),
             None
@@ -442,7 +459,7 @@ mod tests {
         // New evidence after the release quarantines it again.
         let (id, items) = next_run(vec![retried("t::flaky")]);
         store(&actors, vec![items]).await;
-        let changed = after_run(&pool, &actors.writer, &id, settings, fits)
+        let changed = after_run(&pool.clone().into(), &actors.writer, &id, settings, fits)
             .await
             .expect("judged");
         assert_eq!(changed.as_deref(), Some("p"));

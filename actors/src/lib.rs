@@ -130,7 +130,7 @@ impl ActorSystem {
                         .supervised(actor_faults.clone())
                         .with_webhooks(routes)
                         .start();
-                    let aggregates = Aggregates::new(config, Some(read))
+                    let aggregates = Aggregates::new(config, Some(read.into()))
                         .supervised(actor_faults)
                         .versioned(aggregates_version)
                         .start();

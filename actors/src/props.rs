@@ -303,7 +303,7 @@ async fn check(pool: &SqlitePool, when: &str) {
                         tests,
                     };
                     for (rule, limit) in slow_rules {
-                        let kept = history::slow_tests(pool, &w, rule, limit)
+                        let kept = history::slow_tests(&pool.clone().into(), &w, rule, limit)
                             .await
                             .expect("slow tests from summaries");
                         let plain = slow_tests_from_cases(pool, &w, rule, limit).await;
@@ -320,12 +320,18 @@ async fn check(pool: &SqlitePool, when: &str) {
                 since,
                 ..FailureFilter::default()
             };
-            let plain = queries::failure_stats_where(pool, &filter, 100)
+            let plain = queries::failure_stats_where(&pool.clone().into(), &filter, 100)
                 .await
                 .expect("plain failure stats");
-            let rolled = rollups::failure_stats(pool, project, since, &Default::default(), 100)
-                .await
-                .expect("rolled-up failure stats");
+            let rolled = rollups::failure_stats(
+                &pool.clone().into(),
+                project,
+                since,
+                &Default::default(),
+                100,
+            )
+            .await
+            .expect("rolled-up failure stats");
             assert_eq!(
                 rolled, plain,
                 "failure stats {when}, {project:?}, {since:?}"
@@ -367,8 +373,12 @@ async fn check_summaries(pool: &SqlitePool, when: &str) {
     for (b, h) in pairs.into_iter().filter(|_| n > 0) {
         let (base, head) = (&rows[b].0, &rows[h].0);
         let kept = (
-            compare::load_tests(pool, base).await.expect("base"),
-            compare::load_tests(pool, head).await.expect("head"),
+            compare::load_tests(&pool.clone().into(), base)
+                .await
+                .expect("base"),
+            compare::load_tests(&pool.clone().into(), head)
+                .await
+                .expect("head"),
         );
         let plain = (
             load_tests_from_cases(pool, base).await,
@@ -380,7 +390,7 @@ async fn check_summaries(pool: &SqlitePool, when: &str) {
             compare::compare(&plain.0, &plain.1, 3, 0.1)
         );
     }
-    let none = compare::load_tests(pool, "no-such-run")
+    let none = compare::load_tests(&pool.clone().into(), "no-such-run")
         .await
         .expect("none");
     assert!(none.is_empty());

@@ -271,12 +271,16 @@ mod tests {
         let pool = crate::store::sqlite::db::open_reader(&db)
             .await
             .expect("reader");
-        let b = backlog(&pool, &["t".into()]).await.expect("backlog");
+        let b = backlog(&pool.clone().into(), &["t".into()])
+            .await
+            .expect("backlog");
         assert_eq!((b.pending, b.dead), (2, 1));
-        let head = pending(&pool, "t", 10).await.expect("pending");
+        let head = pending(&pool.clone().into(), "t", 10)
+            .await
+            .expect("pending");
         let runs: Vec<_> = head.iter().map(|p| p.event.run_id.clone()).collect();
         assert_eq!(runs, vec![Some("bad1".into()), Some("bad2".into())]);
-        let none = backlog(&pool, &["quarantine-only".into()])
+        let none = backlog(&pool.clone().into(), &["quarantine-only".into()])
             .await
             .expect("backlog");
         assert_eq!((none.pending, none.dead), (0, 0));

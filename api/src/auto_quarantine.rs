@@ -20,8 +20,8 @@
 use std::sync::Arc;
 
 use ptp_actors::auto_quarantine::{self, Settings};
+use ptp_actors::read::ReadPool;
 use ptp_actors::writer::Release;
-use sqlx::SqlitePool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,7 @@ pub const QUEUE: usize = 256;
 /// What [`run`] needs besides the channel.
 pub struct Judge {
     /// The read pool.
-    pub read: SqlitePool,
+    pub read: ReadPool,
     /// The writer, through which every change goes.
     pub writer: actix::Addr<ptp_actors::Writer>,
     /// The agents' copy of the lists.

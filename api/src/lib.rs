@@ -205,9 +205,10 @@ pub async fn run(
     )
     .await
     .with_context(|| format!("cannot start the actors on {}", config.db.display()))?;
-    let read = ptp_actors::db::open_reader(&db)
+    let read: ptp_actors::read::ReadPool = ptp_actors::db::open_reader(&db)
         .await
-        .with_context(|| format!("cannot open {} for reading", config.db.display()))?;
+        .with_context(|| format!("cannot open {} for reading", config.db.display()))?
+        .into();
 
     let nats = config
         .nats_auth

@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use ptp_actors::quarantine::Entry;
+use ptp_actors::read::ReadPool;
 use ptp_actors::read::quarantine;
 use ptp_nats::quarantine::{QuarantineList, QuarantinedTest};
-use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 
 /// How often pending projects are retried.
@@ -68,12 +68,7 @@ pub fn fits(project: &str, entries: &[Entry]) -> Result<(), String> {
 impl QuarantineMirror {
     /// Writes `project`'s active list to the bucket; on failure marks it
     /// pending (retried by [`run`]) and keeps the error for `/health`.
-    pub async fn sync(
-        &self,
-        read: &SqlitePool,
-        js: &async_nats::jetstream::Context,
-        project: &str,
-    ) {
+    pub async fn sync(&self, read: &ReadPool, js: &async_nats::jetstream::Context, project: &str) {
         let _one = self.writing.lock().await;
         let res = match quarantine::active(read, project, Utc::now()).await {
             Ok(entries) => ptp_nats::quarantine::write(js, &to_list(project, &entries))
@@ -136,7 +131,7 @@ impl QuarantineMirror {
 /// projects every [`RETRY_EVERY`] while NATS is connected, until `stop`.
 pub async fn run(
     mirror: std::sync::Arc<QuarantineMirror>,
-    read: SqlitePool,
+    read: ReadPool,
     nats: async_nats::Client,
     js: async_nats::jetstream::Context,
     stop: CancellationToken,

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use ptp_actors::Aggregates;
+use ptp_actors::read::ReadPool;
 use ptp_ingest::IngestHealth;
-use sqlx::SqlitePool;
 
 use crate::{cache, cluster, limits, metrics, mirror, webhooks};
 
@@ -16,7 +16,7 @@ use crate::{cache, cluster, limits, metrics, mirror, webhooks};
 #[derive(Clone)]
 pub struct AppState {
     /// Read pool (reads that are not aggregates).
-    pub read: SqlitePool,
+    pub read: ReadPool,
     /// The aggregates actor.
     pub aggregates: actix::Addr<Aggregates>,
     /// The writer actor, for the few writes the API makes itself (marking a

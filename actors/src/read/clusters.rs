@@ -20,6 +20,9 @@
 //! only for the clusters it lists. Failures stored before the writer did
 //! this (migration 0007) have no key and are signed when read, as before.
 
+mod postgres;
+
+use crate::read::ReadPool;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
@@ -135,6 +138,18 @@ pub(crate) enum Signed {
 /// Groups the failures of a window's runs (outages included: an outage is
 /// exactly one big cluster).
 pub async fn clusters(
+    pool: &ReadPool,
+    w: &Window,
+    limit: usize,
+) -> Result<ClusterReport, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => clusters_sqlite(p, w, limit).await,
+        ReadPool::Postgres(p) => postgres::clusters(p, w, limit).await,
+    }
+}
+
+/// [`clusters`] on SQLite.
+pub(crate) async fn clusters_sqlite(
     pool: &SqlitePool,
     w: &Window,
     limit: usize,

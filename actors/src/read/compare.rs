@@ -16,6 +16,9 @@
 //! SQLite's sum of the test's cases (the property test holds the results
 //! to reading every case).
 
+mod postgres;
+
+use crate::read::ReadPool;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
@@ -179,6 +182,17 @@ pub fn compare(
 /// from its test summary ([`crate::store::sqlite::run_tests`]), the names of its tests
 /// and the messages of its failing ones only.
 pub async fn load_tests(
+    pool: &ReadPool,
+    run_id: &str,
+) -> Result<BTreeMap<String, TestResult>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => load_tests_sqlite(p, run_id).await,
+        ReadPool::Postgres(p) => postgres::load_tests(p, run_id).await,
+    }
+}
+
+/// [`load_tests`] on SQLite.
+pub(crate) async fn load_tests_sqlite(
     pool: &SqlitePool,
     run_id: &str,
 ) -> Result<BTreeMap<String, TestResult>, sqlx::Error> {

@@ -54,6 +54,9 @@
 //! project; each complete, non-outage run stores one row per tracked test
 //! it has a verdict for (small: two keys and two flags).
 
+mod postgres;
+
+use crate::read::ReadPool;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -344,6 +347,19 @@ pub(crate) enum Evidence {
 
 /// Finds the flaky tests of a window, most evidence first.
 pub async fn find_flaky(
+    pool: &ReadPool,
+    w: &Window,
+    rule: FlipRule,
+    limit: usize,
+) -> Result<FlakyReport, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => find_flaky_sqlite(p, w, rule, limit).await,
+        ReadPool::Postgres(p) => postgres::find_flaky(p, w, rule, limit).await,
+    }
+}
+
+/// [`find_flaky`] on SQLite.
+pub(crate) async fn find_flaky_sqlite(
     pool: &SqlitePool,
     w: &Window,
     rule: FlipRule,

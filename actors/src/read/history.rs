@@ -31,6 +31,9 @@
 //!   listed test; the answer equals grouping every case of the window (the
 //!   property test checks it against that query, kept in `testing.rs`).
 
+mod postgres;
+
+use crate::read::ReadPool;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -93,6 +96,20 @@ pub const HISTORY_LOOKBACK: u32 = 2000;
 /// The newest `limit` runs of `test_id` (narrowed to a project or branch),
 /// among the newest [`HISTORY_LOOKBACK`] runs matching the filters.
 pub async fn test_history(
+    pool: &ReadPool,
+    test_id: &str,
+    project: Option<&str>,
+    branch: Option<&str>,
+    limit: u32,
+) -> Result<TestHistory, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => test_history_sqlite(p, test_id, project, branch, limit).await,
+        ReadPool::Postgres(p) => postgres::test_history(p, test_id, project, branch, limit).await,
+    }
+}
+
+/// [`test_history`] on SQLite.
+pub(crate) async fn test_history_sqlite(
     pool: &SqlitePool,
     test_id: &str,
     project: Option<&str>,
@@ -480,6 +497,19 @@ type Merged = HashMap<(usize, i64), (Vec<f64>, Vec<f64>), std::hash::BuildHasher
 /// The slowest tests and the duration regressions of a window's runs, from
 /// the runs' test summaries ([`crate::store::sqlite::run_tests`]).
 pub async fn slow_tests(
+    pool: &ReadPool,
+    w: &Window,
+    rule: SlowRule,
+    limit: usize,
+) -> Result<SlowReport, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => slow_tests_sqlite(p, w, rule, limit).await,
+        ReadPool::Postgres(p) => postgres::slow_tests(p, w, rule, limit).await,
+    }
+}
+
+/// [`slow_tests`] on SQLite.
+pub(crate) async fn slow_tests_sqlite(
     pool: &SqlitePool,
     w: &Window,
     rule: SlowRule,

@@ -22,3 +22,46 @@ pub mod quarantine;
 pub mod queries;
 pub mod rollups;
 pub mod webhooks;
+
+use sqlx::{PgPool, SqlitePool};
+
+/// The read pool of the store the master runs on. Every read takes it and
+/// answers the same on both backends; each topic keeps its SQLite SQL in
+/// its own file and its PostgreSQL SQL in `<topic>/postgres.rs`, and the
+/// rules between (judging flakiness, merging summaries) once, for both.
+#[derive(Debug, Clone)]
+pub enum ReadPool {
+    /// The embedded default: a pool of readers of one SQLite file (WAL).
+    Sqlite(SqlitePool),
+    /// A PostgreSQL database, possibly shared by several masters.
+    Postgres(PgPool),
+}
+
+impl ReadPool {
+    /// Closes the pool's connections.
+    pub async fn close(&self) {
+        match self {
+            ReadPool::Sqlite(p) => p.close().await,
+            ReadPool::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+impl From<SqlitePool> for ReadPool {
+    fn from(p: SqlitePool) -> ReadPool {
+        ReadPool::Sqlite(p)
+    }
+}
+
+impl From<PgPool> for ReadPool {
+    fn from(p: PgPool) -> ReadPool {
+        ReadPool::Postgres(p)
+    }
+}
+
+/// The error of a read not yet ported to PostgreSQL.
+pub(crate) fn not_on_postgres(what: &str) -> sqlx::Error {
+    sqlx::Error::Configuration(
+        format!("{what} is not available on PostgreSQL yet; use a SQLite file (--db PATH)").into(),
+    )
+}

@@ -1,5 +1,8 @@
 //! Reads of the quarantine list (see [`crate::quarantine`]).
 
+mod postgres;
+
+use crate::read::ReadPool;
 use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
 
@@ -7,6 +10,18 @@ use crate::quarantine::Entry;
 
 /// `project`'s entries active at `now`, by test id.
 pub async fn active(
+    pool: &ReadPool,
+    project: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => active_sqlite(p, project, now).await,
+        ReadPool::Postgres(p) => postgres::active(p, project, now).await,
+    }
+}
+
+/// [`active`] on SQLite.
+pub(crate) async fn active_sqlite(
     pool: &SqlitePool,
     project: &str,
     now: DateTime<Utc>,
@@ -15,7 +30,15 @@ pub async fn active(
 }
 
 /// Every project with a row (active or not), for re-mirroring at start.
-pub async fn projects(pool: &SqlitePool) -> Result<Vec<String>, sqlx::Error> {
+pub async fn projects(pool: &ReadPool) -> Result<Vec<String>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => projects_sqlite(p).await,
+        ReadPool::Postgres(p) => postgres::projects(p).await,
+    }
+}
+
+/// [`projects`] on SQLite.
+pub(crate) async fn projects_sqlite(pool: &SqlitePool) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT project FROM quarantine")
         .fetch_all(pool)
         .await?;

@@ -4,6 +4,9 @@
 //! Every filter is a bound parameter; the only dynamic SQL is the choice of
 //! which fixed `AND column = ?` clauses to add.
 
+mod postgres;
+
+use crate::read::ReadPool;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
@@ -229,7 +232,18 @@ pub struct RunFilter {
 }
 
 /// Complete runs matching `f`, newest first (by start time, then run id).
-pub async fn list_runs(pool: &SqlitePool, f: &RunFilter) -> Result<Vec<RunRecord>, sqlx::Error> {
+pub async fn list_runs(pool: &ReadPool, f: &RunFilter) -> Result<Vec<RunRecord>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => list_runs_sqlite(p, f).await,
+        ReadPool::Postgres(p) => postgres::list_runs(p, f).await,
+    }
+}
+
+/// [`list_runs`] on SQLite.
+pub(crate) async fn list_runs_sqlite(
+    pool: &SqlitePool,
+    f: &RunFilter,
+) -> Result<Vec<RunRecord>, sqlx::Error> {
     let mut qb = select_runs("started_at DESC, run_id DESC");
     qb.push(" WHERE 1 = 1");
     for (column, value) in [
@@ -264,7 +278,18 @@ pub async fn list_runs(pool: &SqlitePool, f: &RunFilter) -> Result<Vec<RunRecord
 }
 
 /// One complete run.
-pub async fn get_run(pool: &SqlitePool, run_id: &str) -> Result<Option<RunRecord>, sqlx::Error> {
+pub async fn get_run(pool: &ReadPool, run_id: &str) -> Result<Option<RunRecord>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => get_run_sqlite(p, run_id).await,
+        ReadPool::Postgres(p) => postgres::get_run(p, run_id).await,
+    }
+}
+
+/// [`get_run`] on SQLite.
+pub(crate) async fn get_run_sqlite(
+    pool: &SqlitePool,
+    run_id: &str,
+) -> Result<Option<RunRecord>, sqlx::Error> {
     let mut qb = select_runs("run_id");
     qb.push(" WHERE run_id = ").push_bind(run_id.to_string());
     Ok(fetch_runs(qb, pool).await?.pop())
@@ -308,6 +333,23 @@ pub struct CasePage {
 /// The cases of a run in `order`, after `after` when given. `outcomes`
 /// restricts to those outcomes (all when empty); at most `limit` rows.
 pub async fn run_cases(
+    pool: &ReadPool,
+    run_id: &str,
+    outcomes: &[Outcome],
+    order: CaseOrder,
+    after: Option<CasePosition>,
+    limit: u32,
+) -> Result<CasePage, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => run_cases_sqlite(p, run_id, outcomes, order, after, limit).await,
+        ReadPool::Postgres(p) => {
+            postgres::run_cases(p, run_id, outcomes, order, after, limit).await
+        }
+    }
+}
+
+/// [`run_cases`] on SQLite.
+pub(crate) async fn run_cases_sqlite(
     pool: &SqlitePool,
     run_id: &str,
     outcomes: &[Outcome],
@@ -388,7 +430,18 @@ type RejectedRow = (
 );
 
 /// The most recent rejections.
-pub async fn list_rejected(pool: &SqlitePool, limit: u32) -> Result<Vec<Rejection>, sqlx::Error> {
+pub async fn list_rejected(pool: &ReadPool, limit: u32) -> Result<Vec<Rejection>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => list_rejected_sqlite(p, limit).await,
+        ReadPool::Postgres(p) => postgres::list_rejected(p, limit).await,
+    }
+}
+
+/// [`list_rejected`] on SQLite.
+pub(crate) async fn list_rejected_sqlite(
+    pool: &SqlitePool,
+    limit: u32,
+) -> Result<Vec<Rejection>, sqlx::Error> {
     let rows: Vec<RejectedRow> = sqlx::query_as(
         "SELECT received_at, subject, msg_id, run_id, reason, excerpt, payload FROM rejected \
              ORDER BY received_at DESC, id DESC LIMIT ?",
@@ -415,7 +468,18 @@ pub async fn list_rejected(pool: &SqlitePool, limit: u32) -> Result<Vec<Rejectio
 /// The content digest stored for `run_id`: of the complete run, else of
 /// its final message still waiting for chunks; `None` when neither is
 /// stored (or it was stored before digests were kept).
-pub async fn stored_digest(pool: &SqlitePool, run_id: &str) -> Result<Option<String>, sqlx::Error> {
+pub async fn stored_digest(pool: &ReadPool, run_id: &str) -> Result<Option<String>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => stored_digest_sqlite(p, run_id).await,
+        ReadPool::Postgres(p) => postgres::stored_digest(p, run_id).await,
+    }
+}
+
+/// [`stored_digest`] on SQLite.
+pub(crate) async fn stored_digest_sqlite(
+    pool: &SqlitePool,
+    run_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
     let row: Option<(Option<String>,)> = sqlx::query_as(
         "SELECT digest FROM runs WHERE run_id = ?1 \
          UNION ALL SELECT digest FROM pending_runs WHERE run_id = ?1 LIMIT 1",
@@ -427,7 +491,15 @@ pub async fn stored_digest(pool: &SqlitePool, run_id: &str) -> Result<Option<Str
 }
 
 /// A cheap query proving the database answers.
-pub async fn ping(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+pub async fn ping(pool: &ReadPool) -> Result<(), sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => ping_sqlite(p).await,
+        ReadPool::Postgres(p) => postgres::ping(p).await,
+    }
+}
+
+/// [`ping`] on SQLite.
+pub(crate) async fn ping_sqlite(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }
 
@@ -451,6 +523,18 @@ pub struct FailureFilter {
 /// project-wide question ([`crate::read::rollups::failure_stats`]); this query
 /// answers the narrower ones (a branch, a worker) that they do not keep.
 pub async fn failure_stats_where(
+    pool: &ReadPool,
+    f: &FailureFilter,
+    limit: u32,
+) -> Result<Vec<crate::read::rollups::FailureStat>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => failure_stats_where_sqlite(p, f, limit).await,
+        ReadPool::Postgres(p) => postgres::failure_stats_where(p, f, limit).await,
+    }
+}
+
+/// [`failure_stats_where`] on SQLite.
+pub(crate) async fn failure_stats_where_sqlite(
     pool: &SqlitePool,
     f: &FailureFilter,
     limit: u32,

@@ -39,7 +39,9 @@ fn ids(runs: &[RunRecord]) -> Vec<&str> {
 }
 
 async fn list(pool: &SqlitePool, f: RunFilter) -> Vec<RunRecord> {
-    list_runs(pool, &f).await.expect("list runs")
+    list_runs(&pool.clone().into(), &f)
+        .await
+        .expect("list runs")
 }
 
 #[tokio::test]
@@ -151,7 +153,7 @@ async fn every_filter_narrows_the_list() {
 #[tokio::test]
 async fn one_run_is_read_back_as_stored() {
     let (_dir, _actors, pool) = stored().await;
-    let c = get_run(&pool, "c")
+    let c = get_run(&pool.clone().into(), "c")
         .await
         .expect("read")
         .expect("c is stored");
@@ -164,5 +166,8 @@ async fn one_run_is_read_back_as_stored() {
     assert_eq!(c.pass_rate, Some(50.0));
     assert_eq!(c.started_at, t0() + Duration::minutes(2));
     assert!(c.cases_complete);
-    assert_eq!(get_run(&pool, "nope").await.expect("read"), None);
+    assert_eq!(
+        get_run(&pool.clone().into(), "nope").await.expect("read"),
+        None
+    );
 }

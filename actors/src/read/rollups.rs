@@ -25,6 +25,9 @@
 //!
 //! The SQL is SQLite's (`INDEXED BY`).
 
+mod postgres;
+
+use crate::read::ReadPool;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
@@ -151,6 +154,19 @@ const TREND_FIELDS: [&str; 14] = [
 /// The pass-rate trend of the newest `limit` runs (of a project, of a
 /// branch of it, or of all), oldest first.
 pub async fn trend(
+    pool: &ReadPool,
+    project: Option<&str>,
+    branch: Option<&str>,
+    limit: u32,
+) -> Result<Vec<TrendPoint>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => trend_sqlite(p, project, branch, limit).await,
+        ReadPool::Postgres(p) => postgres::trend(p, project, branch, limit).await,
+    }
+}
+
+/// [`trend`] on SQLite.
+pub(crate) async fn trend_sqlite(
     pool: &SqlitePool,
     project: Option<&str>,
     branch: Option<&str>,
@@ -206,6 +222,17 @@ const WORKER_FIELDS: [&str; 10] = [
 
 /// The `limit` workers with stored runs seen most recently, newest first.
 pub async fn stored_workers(
+    pool: &ReadPool,
+    limit: usize,
+) -> Result<Vec<StoredWorker>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => stored_workers_sqlite(p, limit).await,
+        ReadPool::Postgres(p) => postgres::stored_workers(p, limit).await,
+    }
+}
+
+/// [`stored_workers`] on SQLite.
+pub(crate) async fn stored_workers_sqlite(
     pool: &SqlitePool,
     limit: usize,
 ) -> Result<Vec<StoredWorker>, sqlx::Error> {
@@ -226,6 +253,20 @@ pub(crate) type StatRow = (String, String, i64, i64, Option<String>, String);
 /// test id and project: a total order, so ties come back the same on every
 /// path (the property test compares this with `failure_stats_where`).
 pub async fn failure_stats(
+    pool: &ReadPool,
+    project: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    tests: &TestSet,
+    limit: u32,
+) -> Result<Vec<FailureStat>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => failure_stats_sqlite(p, project, since, tests, limit).await,
+        ReadPool::Postgres(p) => postgres::failure_stats(p, project, since, tests, limit).await,
+    }
+}
+
+/// [`failure_stats`] on SQLite.
+pub(crate) async fn failure_stats_sqlite(
     pool: &SqlitePool,
     project: Option<&str>,
     since: Option<DateTime<Utc>>,
@@ -491,16 +532,17 @@ mod tests {
                     since,
                     ..FailureFilter::default()
                 };
-                let plain = queries::failure_stats_where(&pool, &filter, 100)
+                let plain = queries::failure_stats_where(&pool.clone().into(), &filter, 100)
                     .await
                     .expect("plain");
-                let rolled = failure_stats(&pool, project, since, &TestSet::All, 100)
-                    .await
-                    .expect("rollup");
+                let rolled =
+                    failure_stats(&pool.clone().into(), project, since, &TestSet::All, 100)
+                        .await
+                        .expect("rollup");
                 assert_eq!(rolled, plain, "since {since:?}, project {project:?}");
             }
         }
-        let top = failure_stats(&pool, Some("a"), None, &TestSet::All, 1)
+        let top = failure_stats(&pool.clone().into(), Some("a"), None, &TestSet::All, 1)
             .await
             .expect("top");
         assert_eq!(
@@ -528,14 +570,18 @@ mod tests {
         )
         .await;
         let ids = |t: Vec<TrendPoint>| t.into_iter().map(|p| p.run_id).collect::<Vec<_>>();
-        let t = trend(&pool, Some("p"), Some("main"), 2)
+        let t = trend(&pool.clone().into(), Some("p"), Some("main"), 2)
             .await
             .expect("trend");
         assert_eq!(t[1].pass_rate, Some(0.0));
         assert_eq!(ids(t), ["middle", "late"]);
-        let t = trend(&pool, Some("p"), None, 10).await.expect("trend");
+        let t = trend(&pool.clone().into(), Some("p"), None, 10)
+            .await
+            .expect("trend");
         assert_eq!(ids(t), ["early", "middle", "late"]);
-        let t = trend(&pool, None, None, 2).await.expect("trend");
+        let t = trend(&pool.clone().into(), None, None, 2)
+            .await
+            .expect("trend");
         assert_eq!(ids(t), ["late", "other"]);
         pool.close().await;
         actors.stop();

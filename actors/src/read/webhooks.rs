@@ -1,6 +1,9 @@
 //! The webhook outbox's reads: a target's pending deliveries and the
 //! backlog counts `/health` shows (see [`crate::webhooks`]).
 
+mod postgres;
+
+use crate::read::ReadPool;
 use sqlx::SqlitePool;
 
 use crate::model::from_millis;
@@ -23,6 +26,18 @@ type PendingRow = (
 
 /// `target`'s oldest `limit` pending deliveries, in event order.
 pub async fn pending(
+    pool: &ReadPool,
+    target: &str,
+    limit: u32,
+) -> Result<Vec<Pending>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => pending_sqlite(p, target, limit).await,
+        ReadPool::Postgres(p) => postgres::pending(p, target, limit).await,
+    }
+}
+
+/// [`pending`] on SQLite.
+pub(crate) async fn pending_sqlite(
     pool: &SqlitePool,
     target: &str,
     limit: u32,
@@ -65,7 +80,18 @@ pub async fn pending(
 }
 
 /// Counts of the outbox rows of `targets`.
-pub async fn backlog(pool: &SqlitePool, targets: &[String]) -> Result<Backlog, sqlx::Error> {
+pub async fn backlog(pool: &ReadPool, targets: &[String]) -> Result<Backlog, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => backlog_sqlite(p, targets).await,
+        ReadPool::Postgres(p) => postgres::backlog(p, targets).await,
+    }
+}
+
+/// [`backlog`] on SQLite.
+pub(crate) async fn backlog_sqlite(
+    pool: &SqlitePool,
+    targets: &[String],
+) -> Result<Backlog, sqlx::Error> {
     let mut b = Backlog::default();
     for t in targets {
         let (pending, dead, oldest): (i64, i64, Option<i64>) = sqlx::query_as(

@@ -29,7 +29,7 @@ async fn census(pool: &SqlitePool) -> (i64, i64, Vec<String>) {
         .fetch_one(pool)
         .await
         .expect("count cases");
-    let reasons = queries::list_rejected(pool, 100)
+    let reasons = queries::list_rejected(&pool.clone().into(), 100)
         .await
         .expect("rejections")
         .into_iter()
@@ -66,7 +66,7 @@ async fn the_same_batch_twice_stores_once() {
         (2, 0, 0)
     );
     assert_eq!(census(&pool).await, (1, 3, Vec::new()));
-    let run = queries::get_run(&pool, "r1")
+    let run = queries::get_run(&pool.clone().into(), "r1")
         .await
         .expect("read")
         .expect("stored");

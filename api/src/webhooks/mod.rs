@@ -50,11 +50,11 @@ use actix::Recipient;
 use chrono::{DateTime, Utc};
 use hmac::{KeyInit, Mac};
 use ptp_actors::gate::Gate;
+use ptp_actors::read::ReadPool;
 use ptp_actors::read::webhooks::{backlog, pending};
 use ptp_actors::webhooks::{self as outbox, Attempt, EventType, Pending, Route, Routes};
 use ptp_actors::writer::{PruneOutbox, RecordAttempt};
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
@@ -96,7 +96,7 @@ pub struct Status {
 
 impl Status {
     /// The outbox rows of the configured targets.
-    pub async fn backlog(&self, read: &SqlitePool) -> Result<outbox::Backlog, sqlx::Error> {
+    pub async fn backlog(&self, read: &ReadPool) -> Result<outbox::Backlog, sqlx::Error> {
         backlog(read, &self.targets).await
     }
 }
@@ -148,7 +148,7 @@ pub struct Writer {
 pub async fn run(
     targets: Vec<Target>,
     http: Client,
-    read: SqlitePool,
+    read: ReadPool,
     writer: Writer,
     settings: Settings,
     status: Arc<Status>,
@@ -207,7 +207,7 @@ pub async fn run(
 async fn deliver_target(
     t: Target,
     http: Client,
-    read: SqlitePool,
+    read: ReadPool,
     record: Recipient<RecordAttempt>,
     settings: Settings,
     status: Arc<Status>,

@@ -542,11 +542,13 @@ mod tests {
             factor: 1.0,
             min_secs: 0.0,
         };
-        let kept = slow_tests(&pool, &w, rule, 10).await.expect("slow tests");
+        let kept = slow_tests(&pool.clone().into(), &w, rule, 10)
+            .await
+            .expect("slow tests");
         assert_eq!(kept, slow_tests_from_cases(&pool, &w, rule, 10).await);
         assert_eq!(kept.tests_seen, 2);
         for run_id in ["r4", "r5"] {
-            let kept = crate::read::compare::load_tests(&pool, run_id)
+            let kept = crate::read::compare::load_tests(&pool.clone().into(), run_id)
                 .await
                 .expect("load");
             assert_eq!(kept, load_tests_from_cases(&pool, run_id).await);
@@ -595,7 +597,7 @@ mod tests {
             runs: 20,
             tests: Default::default(),
         };
-        let before = slow_tests(&pool, &w, SlowRule::default(), 10)
+        let before = slow_tests(&pool.clone().into(), &w, SlowRule::default(), 10)
             .await
             .expect("slow tests");
         assert_eq!(before.runs_considered, 9);
@@ -628,7 +630,7 @@ mod tests {
             .await
             .expect("summaries");
         assert_eq!(refilled, stored);
-        let after = slow_tests(&pool, &w, SlowRule::default(), 10)
+        let after = slow_tests(&pool.clone().into(), &w, SlowRule::default(), 10)
             .await
             .expect("slow tests");
         assert_eq!(after, before);
