@@ -60,6 +60,7 @@ pub mod queries;
 pub mod retention;
 pub mod rollups;
 pub mod run_tests;
+pub mod store;
 pub mod supervise;
 #[cfg(test)]
 mod testing;
