@@ -41,9 +41,10 @@ impl PgDatabase {
             .finish()
             & 0xffff_ffff;
         let name = format!("ptp_test_{}_{n}_{random:08x}", std::process::id());
+        let shown = hide_password(&admin);
         let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
             panic!(
-                "cannot reach PostgreSQL at {admin} ({e}). Set PTP_TEST_POSTGRES to the URL of a \
+                "cannot reach PostgreSQL at {shown} ({e}). Set PTP_TEST_POSTGRES to the URL of a \
                  server where this user may CREATE DATABASE (default {DEFAULT_URL}); \
                  scripts/test starts one"
             )
@@ -52,7 +53,7 @@ impl PgDatabase {
             .execute(&mut conn)
             .await
             .unwrap_or_else(|e| {
-                panic!("cannot create database {name} on PTP_TEST_POSTGRES={admin}: {e}")
+                panic!("cannot create database {name} on PTP_TEST_POSTGRES={shown}: {e}")
             });
         let _ = conn.close().await;
         let url = with_database(&admin, &name);
@@ -109,6 +110,18 @@ impl Drop for PgDatabase {
     }
 }
 
+/// `url` with the password of its user info shown as `***`.
+fn hide_password(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url.rfind('@').filter(|&at| at > start) {
+        Some(at) => match url[start..at].find(':') {
+            Some(colon) => format!("{}***{}", &url[..=start + colon], &url[at..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 /// `url` with its database (the path) replaced by `name`; the query, if
 /// any, is kept.
 fn with_database(url: &str, name: &str) -> String {
@@ -125,7 +138,16 @@ fn with_database(url: &str, name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::{hide_password, with_database};
+
+    #[test]
+    fn the_password_is_hidden() {
+        assert_eq!(
+            hide_password("postgres://u:p@ss@h:5432/x"),
+            "postgres://u:***@h:5432/x"
+        );
+        assert_eq!(hide_password("postgres://u@h/x"), "postgres://u@h/x");
+    }
 
     #[test]
     fn the_database_replaces_the_path() {
