@@ -27,7 +27,8 @@
 //! until the first has committed or rolled back; as READ COMMITTED takes a
 //! new snapshot per statement, it then sees every chunk and final the first
 //! stored, so whichever batch stores a run's last piece sees all the others
-//! and completes it. The `runs` row is inserted with
+//! and completes it. The transaction sets READ COMMITTED itself, whatever
+//! the server's default. The `runs` row is inserted with
 //! `ON CONFLICT (run_id) DO NOTHING` and counted as completed only if a row
 //! was inserted. `seq` is taken by an `UPDATE ... RETURNING` of
 //! `rollup_state`, whose row lock orders completions by commit.
@@ -206,6 +207,12 @@ pub async fn store_batch(pool: &PgPool, items: &[BatchItem]) -> Result<BatchRepo
     let now = to_millis(Utc::now());
     let mut report = BatchReport::default();
     let mut tx = pool.begin().await?;
+    // What the locks rely on (see the module docs), whatever the server's
+    // default_transaction_isolation says: under REPEATABLE READ the
+    // snapshot would be taken before the locks are granted.
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .execute(&mut *tx)
+        .await?;
     lock_runs(&mut tx, items).await?;
     let mut touched: BTreeSet<&str> = BTreeSet::new();
     let mut new_cases: Vec<(&str, u32, usize, &CaseRecord)> = Vec::new();

@@ -557,6 +557,53 @@ async fn a_nul_is_stored_as_a_replacement_character() {
     pool.close().await;
 }
 
+/// Test identities as the SQLite interning keeps them: NULL apart from
+/// '' and equal to NULL, a second identity of a test id marks the aliases;
+/// texts of any size are stored once (no B-tree entry limit on them).
+#[tokio::test]
+async fn identities_keep_null_apart_from_empty_and_texts_have_no_size_limit() {
+    let (_db, pool) = database().await;
+    // 40 kB that do not compress: a B-tree entry would refuse them.
+    let big: String = (0..5_000u64)
+        .map(|i| format!("{:08x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32))
+        .collect();
+    let mut with_null = case("t::same", Outcome::Failed, Some("boom"));
+    with_null.traceback = Some(big.clone());
+    let mut with_empty = case("t::same", Outcome::Passed, None);
+    with_empty.file = Some(String::new());
+    with_empty.output = Some(big.clone());
+    let cases = vec![with_null.clone(), with_empty];
+    let items = crate::testing::items(record("ids", "p", "w", t0(), &cases), cases);
+    assert_eq!(store(&pool, items).await.completed.len(), 1);
+    let again = vec![with_null];
+    let items = crate::testing::items(record("ids2", "p", "w", t0(), &again), again);
+    assert_eq!(store(&pool, items).await.completed.len(), 1);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM tests").await, 2);
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM texts").await, 2);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT value FROM rollup_state WHERE name = 'test_aliases'"
+        )
+        .await,
+        1
+    );
+    let rows: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT file, traceback, output FROM test_cases WHERE run_id = 'ids' ORDER BY outcome",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("cases");
+    assert_eq!(
+        rows,
+        [
+            (None, Some(big.clone()), None),
+            (Some(String::new()), None, Some(big))
+        ]
+    );
+    pool.close().await;
+}
+
 #[test]
 fn passwords_are_hidden() {
     assert_eq!(
