@@ -22,7 +22,7 @@
 //! chunks and finals of the same runs. Completion is exactly once and never
 //! missed: before it reads or writes anything, a batch takes a transaction
 //! advisory lock (`pg_advisory_xact_lock`) per run it carries, keyed by a
-//! 64-bit FNV-1a hash of the run id ([`run_lock`]), in ascending key order,
+//! 64-bit FNV-1a hash of the run id (`run_lock`), in ascending key order,
 //! so two batches with common runs cannot deadlock. The second batch waits
 //! until the first has committed or rolled back; as READ COMMITTED takes a
 //! new snapshot per statement, it then sees every chunk and final the first
