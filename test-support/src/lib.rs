@@ -1,7 +1,8 @@
 //! Dev-only helpers for pytest-platform's tests: a real `nats-server` child
 //! process per test, the path of the built binaries, the test venv's Python,
 //! polling with a deadline (tests never sleep to synchronise), and the
-//! shared parts of the fuzz targets ([`fuzz`]).
+//! shared parts of the fuzz targets ([`fuzz`]), and a PostgreSQL database
+//! per test ([`PgDatabase`]).
 //!
 //! [`NatsServer`] follows nats.rs's own test harness: the real binary with
 //! JetStream on a random port and a temp store dir, killed on drop. It can be
@@ -9,6 +10,9 @@
 //! broker away and bring it back.
 
 pub mod fuzz;
+pub mod postgres;
+
+pub use postgres::PgDatabase;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

@@ -16,13 +16,16 @@
 //! `read` may use the store's layout helpers; `writer` calls the store;
 //! nothing here imports `writer`, `read` or `aggregates`.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{CaseRecord, Rejection, RunRecord};
+use std::collections::HashMap;
+
+use crate::model::{CaseRecord, Outcome, Rejection, RunRecord};
 use crate::quarantine::Entry;
 use crate::version::Changed;
 use crate::webhooks::Attempt;
@@ -229,4 +232,59 @@ pub trait Store: Clone + Unpin + 'static {
         dead_before: DateTime<Utc>,
         targets: &[String],
     ) -> impl Future<Output = Result<u64, StoreError>>;
+}
+
+// ------------------------------------------------ rules both backends keep
+
+/// The rejection recording that `run_id` arrived again with other content
+/// (`what`: "run" or "chunk N"); `old` is empty when the stored run has no
+/// such chunk at all.
+pub(crate) fn conflict(run_id: &str, what: &str, old: &str, new: &str, now: i64) -> Rejection {
+    let old = if old.is_empty() {
+        "none (the stored run has no such chunk)"
+    } else {
+        old
+    };
+    Rejection {
+        received_at: crate::model::from_millis(now),
+        subject: None,
+        msg_id: None,
+        run_id: Some(run_id.to_string()),
+        reason: format!(
+            "conflict: run_id {run_id} was published again with different content ({what}: \
+             stored digest {old}, new digest {new}); the first version is kept. \
+             Give every run its own run_id (ptp-agent makes a new one per run)"
+        ),
+        excerpt: None,
+        payload: None,
+    }
+}
+
+pub(crate) fn check_counts(
+    run: &RunRecord,
+    seen: &HashMap<i64, u64>,
+    have_chunks: i64,
+    chunks: i64,
+) -> Result<(), String> {
+    if have_chunks > chunks {
+        return Err(format!(
+            "run declares {chunks} chunks but {have_chunks} arrived (a chunk for a run that does not have it)"
+        ));
+    }
+    for o in Outcome::ALL {
+        let declared = run.counts.get(o);
+        let stored = seen.get(&o.code()).copied().unwrap_or(0);
+        let ok = if run.cases_complete {
+            declared == stored
+        } else {
+            declared >= stored
+        };
+        if !ok {
+            return Err(format!(
+                "counts contradict the cases: the run says {declared} {}, its chunks hold {stored}",
+                o.as_str()
+            ));
+        }
+    }
+    Ok(())
 }

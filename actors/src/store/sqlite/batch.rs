@@ -9,7 +9,7 @@ use chrono::Utc;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use super::interning;
-use crate::model::{CaseRecord, Counts, Outcome, Rejection, RunRecord, to_millis};
+use crate::model::{CaseRecord, Counts, Rejection, RunRecord, to_millis};
 use crate::owners;
 use crate::store::{BatchItem, BatchReport, StoreError};
 use crate::version::Changed;
@@ -58,8 +58,11 @@ pub(super) async fn store_batch(
                         None => report.duplicates += 1,
                         Some(old) => {
                             let what = format!("chunk {chunk}");
-                            insert_rejection(&mut tx, &conflict(run_id, &what, &old, digest, now))
-                                .await?;
+                            insert_rejection(
+                                &mut tx,
+                                &crate::store::conflict(run_id, &what, &old, digest, now),
+                            )
+                            .await?;
                             report.rejected += 1;
                         }
                     }
@@ -99,7 +102,7 @@ pub(super) async fn store_batch(
                     match old.filter(|old| old != digest) {
                         None => report.duplicates += 1,
                         Some(old) => {
-                            let c = conflict(&run.run_id, "run", &old, digest, now);
+                            let c = crate::store::conflict(&run.run_id, "run", &old, digest, now);
                             insert_rejection(&mut tx, &c).await?;
                             report.rejected += 1;
                         }
@@ -147,30 +150,6 @@ pub(super) async fn store_batch(
     tx.commit().await?;
     interning::lock(known).learn(learned);
     Ok((report, changed))
-}
-
-/// The rejection recording that `run_id` arrived again with other content
-/// (`what`: "run" or "chunk N"); `old` is empty when the stored run has no
-/// such chunk at all.
-fn conflict(run_id: &str, what: &str, old: &str, new: &str, now: i64) -> Rejection {
-    let old = if old.is_empty() {
-        "none (the stored run has no such chunk)"
-    } else {
-        old
-    };
-    Rejection {
-        received_at: crate::model::from_millis(now),
-        subject: None,
-        msg_id: None,
-        run_id: Some(run_id.to_string()),
-        reason: format!(
-            "conflict: run_id {run_id} was published again with different content ({what}: \
-             stored digest {old}, new digest {new}); the first version is kept. \
-             Give every run its own run_id (ptp-agent makes a new one per run)"
-        ),
-        excerpt: None,
-        payload: None,
-    }
 }
 
 async fn run_exists(conn: &mut SqliteConnection, run_id: &str) -> Result<bool, sqlx::Error> {
@@ -331,7 +310,7 @@ async fn try_complete(
         .collect();
     let verdict = match run {
         Err(e) => Err(format!("stored run metadata is unreadable: {e}")),
-        Ok(run) => check_counts(&run, &seen, have, chunks).map(|()| run),
+        Ok(run) => crate::store::check_counts(&run, &seen, have, chunks).map(|()| run),
     };
     sqlx::query("DELETE FROM pending_runs WHERE run_id = ?")
         .bind(run_id)
@@ -377,35 +356,6 @@ async fn try_complete(
     Ok(Completion::Done {
         project: run.project,
     })
-}
-
-fn check_counts(
-    run: &RunRecord,
-    seen: &HashMap<i64, u64>,
-    have_chunks: i64,
-    chunks: i64,
-) -> Result<(), String> {
-    if have_chunks > chunks {
-        return Err(format!(
-            "run declares {chunks} chunks but {have_chunks} arrived (a chunk for a run that does not have it)"
-        ));
-    }
-    for o in Outcome::ALL {
-        let declared = run.counts.get(o);
-        let stored = seen.get(&o.code()).copied().unwrap_or(0);
-        let ok = if run.cases_complete {
-            declared == stored
-        } else {
-            declared >= stored
-        };
-        if !ok {
-            return Err(format!(
-                "counts contradict the cases: the run says {declared} {}, its chunks hold {stored}",
-                o.as_str()
-            ));
-        }
-    }
-    Ok(())
 }
 
 async fn insert_run(
