@@ -22,12 +22,14 @@ use sqlx::SqlitePool;
 use crate::ActorSystem;
 use crate::model::{CaseRecord, Outcome};
 use crate::owners::TestSet;
+use crate::read::ReadPool;
 use crate::read::clusters::{self, Signed};
 use crate::read::compare;
 use crate::read::flaky::{self, Evidence, FlipRule, Window};
 use crate::read::history::{self, SlowRule};
 use crate::read::queries::{self, FailureFilter};
 use crate::read::rollups::{self, Snapshot};
+use crate::store::postgres::copy::copy_from_sqlite;
 use crate::store::sqlite::run_tests;
 use crate::testing::{
     case, items, load_tests_from_cases, prune, record, slow_tests_from_cases, start, store, t0,
@@ -398,6 +400,38 @@ async fn check_summaries(pool: &SqlitePool, when: &str) {
 
 proptest! {
     #![proptest_config(ptp_test_support::fuzz::config(24))]
+
+    /// Every read answers the same on PostgreSQL as on SQLite, over the
+    /// same rows: the history is stored through the SQLite writer and copied
+    /// into a fresh PostgreSQL database after every prune and at the end.
+    #[test]
+    fn reads_answer_the_same_on_postgres(
+        steps in proptest::collection::vec(step(), 1..30)
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (actors, pool) = start(&dir.path().join("p.db")).await;
+            let db = ptp_test_support::PgDatabase::create().await;
+            let pg = crate::store::postgres::open(db.url(), 2).await.expect("open postgres");
+            let sqlite_reads = ReadPool::Sqlite(pool.clone());
+            let pg_reads = ReadPool::Postgres(pg.clone());
+            for (i, s) in steps.iter().enumerate() {
+                apply(&actors, i, s).await;
+                if !matches!(s, Step::Run(_)) || i + 1 == steps.len() {
+                    copy_from_sqlite(&pool, &pg).await.expect("copy into postgres");
+                    let when = format!("after step {i} ({s:?})");
+                    crate::read::parity::check(&sqlite_reads, &pg_reads, &when).await;
+                }
+            }
+            pg.close().await;
+            actors.stop();
+        });
+    }
 
     #[test]
     fn incremental_answers_equal_a_plain_recomputation(

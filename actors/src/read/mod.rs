@@ -18,6 +18,8 @@ pub mod clusters;
 pub mod compare;
 pub mod flaky;
 pub mod history;
+#[cfg(test)]
+pub(crate) mod parity;
 pub mod quarantine;
 pub mod queries;
 pub mod rollups;

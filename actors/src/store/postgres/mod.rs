@@ -772,5 +772,6 @@ async fn insert_run(
     Ok(inserted == 1)
 }
 
+pub mod copy;
 #[cfg(test)]
 mod tests;
