@@ -63,6 +63,8 @@ use actix::prelude::*;
 
 pub use aggregates::{Aggregates, AggregatesConfig};
 pub use store::sqlite::db::{self, DbError, DbOptions};
+pub use store::target::DbTarget;
+pub use store::{Backend, PgOptions, StoreOptions};
 pub use version::DataVersion;
 pub use writer::Writer;
 
@@ -85,17 +87,21 @@ impl ActorSystem {
     /// Opens and migrates the database (filling the rollups once after an
     /// upgrade; otherwise nothing of the history is read) and starts both
     /// actors on a dedicated thread. Returns once they run.
-    pub async fn start(db: DbOptions, config: AggregatesConfig) -> Result<ActorSystem, DbError> {
+    pub async fn start(
+        db: impl Into<StoreOptions>,
+        config: AggregatesConfig,
+    ) -> Result<ActorSystem, DbError> {
         ActorSystem::start_with(db, config, webhooks::Routes::default()).await
     }
 
     /// [`ActorSystem::start`], with the writer storing the webhook events
     /// `routes` asks for.
     pub async fn start_with(
-        db: DbOptions,
+        db: impl Into<StoreOptions>,
         config: AggregatesConfig,
         routes: webhooks::Routes,
     ) -> Result<ActorSystem, DbError> {
+        let db = db.into();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let version = DataVersion::default();
         let writer_version = version.clone();
@@ -107,30 +113,12 @@ impl ActorSystem {
             .spawn(move || {
                 let sys = actix::System::new();
                 let started = sys.block_on(async move {
-                    let pool = db::open_writer(&db).await?;
-                    store::sqlite::rollups::ensure_built(&pool)
-                        .await
-                        .map_err(|source| DbError::Load {
-                            path: db.path.clone(),
-                            source,
-                        })?;
-                    store::sqlite::run_tests::ensure_built(&pool)
-                        .await
-                        .map_err(|source| DbError::Load {
-                            path: db.path.clone(),
-                            source,
-                        })?;
-                    // Two connections: /workers is one short indexed read.
-                    let read = db::open_reader(&DbOptions {
-                        read_connections: 2,
-                        ..db.clone()
-                    })
-                    .await?;
-                    let writer = Writer::new(store::sqlite::SqliteStore::new(pool), writer_version)
+                    let (store, read) = store::open(&db).await?;
+                    let writer = Writer::new(store, writer_version)
                         .supervised(actor_faults.clone())
                         .with_webhooks(routes)
                         .start();
-                    let aggregates = Aggregates::new(config, Some(read.into()))
+                    let aggregates = Aggregates::new(config, Some(read))
                         .supervised(actor_faults)
                         .versioned(aggregates_version)
                         .start();

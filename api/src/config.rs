@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use ptp_actors::DbTarget;
 
 /// pytest-platform master: consumes test results from NATS JetStream, stores
 /// them in SQLite and serves the JSON API (docs at /docs).
@@ -39,9 +40,13 @@ pub struct Config {
     #[arg(long, env = "PTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
 
-    /// SQLite database file (created with its directory if missing).
-    #[arg(long, env = "PTP_DB", default_value = "./data/ptp.sqlite")]
-    pub db: PathBuf,
+    /// The store: a SQLite file path (created with its directory if
+    /// missing; the embedded default, one master), or a PostgreSQL URL
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (several masters may
+    /// share it). When neither --db nor PTP_DB is given, DATABASE_URL is used
+    /// if set.
+    #[arg(long, env = "PTP_DB", default_value = "./data/ptp.sqlite", value_parser = clap::value_parser!(DbTarget))]
+    pub db: DbTarget,
 
     /// Use SQLite synchronous=FULL instead of NORMAL: survives power loss
     /// without losing acked results, at a cost on every commit.
@@ -184,17 +189,56 @@ pub struct Config {
     pub webhooks: crate::webhooks::WebhookArgs,
 }
 
+/// The database of [`Config::for_test`]: a SQLite path or a [`DbTarget`].
+pub struct TestDb(DbTarget);
+
+impl From<PathBuf> for TestDb {
+    fn from(p: PathBuf) -> TestDb {
+        TestDb(DbTarget::Sqlite(p))
+    }
+}
+
+impl From<DbTarget> for TestDb {
+    fn from(t: DbTarget) -> TestDb {
+        TestDb(t)
+    }
+}
+
 impl Config {
+    /// The settings from the command line and the environment; exits with
+    /// clap's message on a bad value. `DATABASE_URL` is the database when
+    /// neither `--db` nor `PTP_DB` names one.
+    pub fn from_args() -> Config {
+        let matches = Config::command().get_matches();
+        let mut config = Config::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if matches.value_source("db") == Some(clap::parser::ValueSource::DefaultValue)
+            && let Some(url) = std::env::var("DATABASE_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+        {
+            match url.parse::<DbTarget>() {
+                Ok(t) => config.db = t,
+                Err(e) => Config::command()
+                    .error(
+                        clap::error::ErrorKind::ValueValidation,
+                        format!("DATABASE_URL: {e}"),
+                    )
+                    .exit(),
+            }
+        }
+        config
+    }
+
     /// Settings for tests and embedding: everything default except the
     /// database file and the NATS URL.
-    pub fn for_test(db: PathBuf, nats_url: String) -> Config {
+    pub fn for_test(db: impl Into<TestDb>, nats_url: String) -> Config {
         Config {
+            db: db.into().0,
             nats_url,
             nats_auth: ptp_nats::NatsAuth::default(),
             listen: "127.0.0.1:0".into(),
             master_name: None,
             master_ttl_secs: 15,
-            db,
             sqlite_sync_full: false,
             stream_max_age_hours: 168,
             stream_replicas: 1,

@@ -43,13 +43,14 @@ use anyhow::Context;
 use axum::Router;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use ptp_actors::{ActorSystem, AggregatesConfig, DbOptions};
+use ptp_actors::read::ReadPool;
+use ptp_actors::{ActorSystem, AggregatesConfig, DbOptions, DbTarget, PgOptions, StoreOptions};
 use ptp_ingest::{IngestConfig, IngestHealth};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-pub use config::Config;
+pub use config::{Config, TestDb};
 pub use state::AppState;
 
 /// The OpenAPI description of the API, served at `/openapi.json`.
@@ -189,11 +190,24 @@ pub async fn run(
     config.check()?;
     let hook_targets = config.webhooks.targets()?;
     let hook_client = webhooks::Client::new(&config.webhooks)?;
-    let lock = cluster::lock_db(&config.db)?;
-    let mut db = DbOptions::new(&config.db);
-    db.synchronous_full = config.sqlite_sync_full;
+    // SQLite: one master per file on this host, by the kernel's lock.
+    let lock = match &config.db {
+        DbTarget::Sqlite(path) => Some(cluster::lock_db(path)?),
+        DbTarget::Postgres(_) => None,
+    };
+    let store = match &config.db {
+        DbTarget::Sqlite(path) => {
+            let mut db = DbOptions::new(path);
+            db.synchronous_full = config.sqlite_sync_full;
+            StoreOptions::Sqlite(db)
+        }
+        DbTarget::Postgres(url) => StoreOptions::Postgres(PgOptions {
+            url: url.clone(),
+            connections: 4,
+        }),
+    };
     let actors = ActorSystem::start_with(
-        db.clone(),
+        store.clone(),
         AggregatesConfig {
             offline_after: i64::try_from(config.offline_after_minutes)
                 .ok()
@@ -204,11 +218,15 @@ pub async fn run(
         config.webhooks.routes(&hook_targets),
     )
     .await
-    .with_context(|| format!("cannot start the actors on {}", config.db.display()))?;
-    let read: ptp_actors::read::ReadPool = ptp_actors::db::open_reader(&db)
-        .await
-        .with_context(|| format!("cannot open {} for reading", config.db.display()))?
-        .into();
+    .with_context(|| format!("cannot start the actors on {}", config.db))?;
+    let read: ReadPool = match &store {
+        StoreOptions::Sqlite(db) => ptp_actors::db::open_reader(db).await.map(ReadPool::from),
+        StoreOptions::Postgres(pg) => ptp_actors::store::postgres::open(&pg.url, pg.connections)
+            .await
+            .map(ReadPool::from)
+            .map_err(ptp_actors::DbError::from),
+    }
+    .with_context(|| format!("cannot open {} for reading", config.db))?;
 
     let nats = config
         .nats_auth
@@ -239,7 +257,17 @@ pub async fn run(
             ttl: Duration::from_secs(config.master_ttl_secs),
             replicas: config.stream_replicas,
         },
-        cluster::Registration::sqlite(config.master_name(), &lock.db),
+        match (&lock, &config.db) {
+            (Some(lock), _) => cluster::Registration::sqlite(config.master_name(), &lock.db),
+            (None, db) => cluster::Registration::postgres(
+                config.master_name(),
+                db.identity(),
+                listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+            ),
+        },
         shutdown.clone(),
     );
 
@@ -366,7 +394,7 @@ pub async fn run(
         );
     }
     let addr = listener.local_addr().context("listener has no address")?;
-    tracing::info!(%addr, nats = %config.nats_url, db = %config.db.display(), "ptp-master listening");
+    tracing::info!(%addr, nats = %config.nats_url, db = %config.db, "ptp-master listening");
     server::serve(
         listener,
         app(state, &config),

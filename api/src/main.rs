@@ -1,7 +1,6 @@
 //! `ptp-master`: parse settings, bind, run until SIGINT/SIGTERM.
 
 use anyhow::Context;
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -14,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .init();
-    let config = ptp_api::Config::parse();
+    let config = ptp_api::Config::from_args();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| {

@@ -18,6 +18,11 @@
 
 pub mod postgres;
 pub mod sqlite;
+pub mod target;
+
+use crate::read::ReadPool;
+use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::db::{DbError, DbOptions};
 
 use std::future::Future;
 
@@ -232,6 +237,165 @@ pub trait Store: Clone + Unpin + 'static {
         dead_before: DateTime<Utc>,
         targets: &[String],
     ) -> impl Future<Output = Result<u64, StoreError>>;
+}
+
+// ------------------------------------------------------------ opening
+
+/// How to open a PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// The database URL.
+    pub url: String,
+    /// Connections in each pool (the writer's, the reads').
+    pub connections: u32,
+}
+
+/// Which store to open, and how.
+#[derive(Debug, Clone)]
+pub enum StoreOptions {
+    /// A SQLite file.
+    Sqlite(DbOptions),
+    /// A PostgreSQL database.
+    Postgres(PgOptions),
+}
+
+impl From<DbOptions> for StoreOptions {
+    fn from(o: DbOptions) -> StoreOptions {
+        StoreOptions::Sqlite(o)
+    }
+}
+
+impl From<PgOptions> for StoreOptions {
+    fn from(o: PgOptions) -> StoreOptions {
+        StoreOptions::Postgres(o)
+    }
+}
+
+/// The store the writer runs on, chosen at start: one variant per backend,
+/// each call handed to it.
+#[derive(Clone)]
+pub enum Backend {
+    /// The SQLite store.
+    Sqlite(SqliteStore),
+}
+
+/// Opens and migrates the store `opts` names (SQLite: the rollups and
+/// summaries filled once after an upgrade) and a small read pool for the
+/// aggregates (`/workers` is one short indexed read).
+pub(crate) async fn open(opts: &StoreOptions) -> Result<(Backend, ReadPool), DbError> {
+    match opts {
+        StoreOptions::Sqlite(db) => {
+            let pool = sqlite::db::open_writer(db).await?;
+            let load = |source| DbError::Load {
+                path: db.path.clone(),
+                source,
+            };
+            sqlite::rollups::ensure_built(&pool).await.map_err(load)?;
+            sqlite::run_tests::ensure_built(&pool).await.map_err(load)?;
+            let read = sqlite::db::open_reader(&DbOptions {
+                read_connections: 2,
+                ..db.clone()
+            })
+            .await?;
+            Ok((
+                Backend::Sqlite(SqliteStore::new(pool)),
+                ReadPool::Sqlite(read),
+            ))
+        }
+        StoreOptions::Postgres(pg) => Err(DbError::Unsupported(format!(
+            "the PostgreSQL writer is not in this build yet ({})",
+            postgres::redacted(&pg.url)
+        ))),
+    }
+}
+
+impl Store for Backend {
+    async fn store_batch(
+        &self,
+        hooks: &crate::webhooks::Routes,
+        items: Vec<BatchItem>,
+    ) -> Result<(BatchReport, Changed), StoreError> {
+        match self {
+            Backend::Sqlite(s) => s.store_batch(hooks, items).await,
+        }
+    }
+
+    async fn prune_slice(
+        &self,
+        cutoff: Option<DateTime<Utc>>,
+        keep_runs: Option<u32>,
+        max_runs: u32,
+    ) -> Result<(PruneReport, Changed), StoreError> {
+        match self {
+            Backend::Sqlite(s) => s.prune_slice(cutoff, keep_runs, max_runs).await,
+        }
+    }
+
+    async fn reclaim(&self) -> Result<(u64, u64), StoreError> {
+        match self {
+            Backend::Sqlite(s) => s.reclaim().await,
+        }
+    }
+
+    async fn expire_incomplete(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        match self {
+            Backend::Sqlite(s) => s.expire_incomplete(before).await,
+        }
+    }
+
+    async fn clear_flaky(&self, c: Cleared) -> Result<bool, StoreError> {
+        match self {
+            Backend::Sqlite(s) => s.clear_flaky(c).await,
+        }
+    }
+
+    async fn quarantine(
+        &self,
+        hooks: &crate::webhooks::Routes,
+        project: &str,
+        entry: &Entry,
+        fits: fn(&str, &[Entry]) -> Result<(), String>,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), String>, StoreError> {
+        match self {
+            Backend::Sqlite(s) => s.quarantine(hooks, project, entry, fits, now).await,
+        }
+    }
+
+    async fn release(
+        &self,
+        hooks: &crate::webhooks::Routes,
+        project: &str,
+        test_id: &str,
+        only_auto: bool,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Backend::Sqlite(s) => s.release(hooks, project, test_id, only_auto).await,
+        }
+    }
+
+    async fn record_attempt(
+        &self,
+        target: &str,
+        event_seq: i64,
+        outcome: &Attempt,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Backend::Sqlite(s) => s.record_attempt(target, event_seq, outcome, at).await,
+        }
+    }
+
+    async fn prune_outbox(
+        &self,
+        delivered_before: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
+        targets: &[String],
+    ) -> Result<u64, StoreError> {
+        match self {
+            Backend::Sqlite(s) => s.prune_outbox(delivered_before, dead_before, targets).await,
+        }
+    }
 }
 
 // ------------------------------------------------ rules both backends keep

@@ -32,7 +32,7 @@ pub mod webhooks;
 use actix::prelude::*;
 use chrono::Utc;
 
-use crate::store::sqlite::SqliteStore;
+use crate::store::Backend;
 pub use crate::store::{BatchItem, BatchReport, PruneReport, StoreError};
 use crate::store::{Cleared, Store};
 use crate::supervise::Faults;
@@ -46,8 +46,8 @@ pub use webhooks::{PruneOutbox, RecordAttempt};
 pub struct StoreBatch(pub Vec<BatchItem>);
 
 /// The writer actor. Owns the store, which it knows only through the
-/// [`Store`] trait (the SQLite store by default).
-pub struct Writer<S: Store = SqliteStore> {
+/// [`Store`] trait (by default the [`Backend`] chosen at start).
+pub struct Writer<S: Store = Backend> {
     pub(crate) store: S,
     version: DataVersion,
     faults: Faults,

@@ -180,6 +180,7 @@ pub enum Admission {
 pub struct Status {
     admission: watch::Sender<Admission>,
     others: Mutex<Vec<String>>,
+    peers: Mutex<Vec<String>>,
     error: Mutex<Option<String>>,
     /// When the registry's writes started failing (`None` while they work).
     failing_since: Mutex<Option<std::time::Instant>>,
@@ -193,6 +194,7 @@ impl Status {
         Status {
             admission: watch::Sender::new(Admission::Checking),
             others: Mutex::new(Vec::new()),
+            peers: Mutex::new(Vec::new()),
             error: Mutex::new(None),
             failing_since: Mutex::new(None),
             ttl,
@@ -235,6 +237,15 @@ impl Status {
             .clone()
     }
 
+    /// The masters sharing the stream and the PostgreSQL database with this
+    /// one, seen at the last beat.
+    pub fn peers(&self) -> Vec<String> {
+        self.peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Why the registry could not be read or written last time, if so.
     pub fn error(&self) -> Option<String> {
         self.error
@@ -257,6 +268,10 @@ impl Status {
 
     fn set_others(&self, others: Vec<String>) {
         *self.others.lock().unwrap_or_else(PoisonError::into_inner) = others;
+    }
+
+    fn set_peers(&self, peers: Vec<String>) {
+        *self.peers.lock().unwrap_or_else(PoisonError::into_inner) = peers;
     }
 
     fn set_error(&self, e: Option<String>) {

@@ -32,10 +32,15 @@ pub struct Registration {
     pub host: String,
     /// The process id.
     pub pid: u32,
-    /// The store: `sqlite`.
+    /// The store: `sqlite` or `postgres`.
     pub store: String,
-    /// The database: the SQLite file's canonical path.
+    /// The database: the SQLite file's canonical path, or PostgreSQL's
+    /// `host:port/database` (no credentials).
     pub db: String,
+    /// The address this master's API listens on (PostgreSQL masters: part
+    /// of the id, so masters on one host and database are told apart).
+    #[serde(default)]
+    pub listen: String,
     /// When this master started.
     pub started_at: DateTime<Utc>,
 }
@@ -51,18 +56,43 @@ impl Registration {
             pid: std::process::id(),
             store: "sqlite".to_string(),
             db: db.display().to_string(),
+            listen: String::new(),
             started_at: Utc::now(),
         }
     }
 
+    /// This process on the PostgreSQL database `identity`
+    /// ([`ptp_actors::DbTarget::identity`]), its API on `listen`.
+    pub fn postgres(name: String, identity: String, listen: String) -> Registration {
+        Registration {
+            store: "postgres".to_string(),
+            db: identity,
+            listen,
+            ..Registration::sqlite(name, Path::new(""))
+        }
+    }
+
+    /// Whether this master may consume the stream beside `other`: only two
+    /// masters on one PostgreSQL database share it (each run is then
+    /// stored once, in the one database, whichever master took it).
+    pub fn may_share_with(&self, other: &Registration) -> bool {
+        self.store == "postgres" && other.store == "postgres" && self.db == other.db
+    }
+
     /// The id under which this master registers and holds leases: 32 hex
-    /// digits of SHA-256(host, db). A restart on the same host and file
-    /// has the same id (see the [parent module](super)).
+    /// digits of SHA-256(host, db, listen). A restart on the same host and
+    /// file (SQLite) or host, database and address (PostgreSQL: the port is
+    /// bound, so no two live masters share it) has the same id (see the
+    /// [parent module](super)).
     pub fn id(&self) -> String {
         let mut h = Sha256::new();
         h.update(self.host.as_bytes());
         h.update([0]);
         h.update(self.db.as_bytes());
+        if !self.listen.is_empty() {
+            h.update([0]);
+            h.update(self.listen.as_bytes());
+        }
         h.finalize()
             .iter()
             .take(16)
@@ -171,6 +201,16 @@ pub struct Other {
     pub secs_since_beat: i64,
 }
 
+impl Other {
+    /// Whether it shares the stream with `me` by right (one PostgreSQL
+    /// database); an unreadable entry does not.
+    pub fn shares(&self, me: &Registration) -> bool {
+        self.registration
+            .as_ref()
+            .is_some_and(|r| me.may_share_with(r))
+    }
+}
+
 impl std::fmt::Display for Other {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.registration {
@@ -225,11 +265,12 @@ pub async fn others(
 pub fn refusal(me: &Registration, other: &Other, settings: Settings) -> String {
     format!(
         "another master consumes this NATS account's results stream: {other}. This master stores \
-         in SQLite ({}), and two masters on SQLite would each store part of the runs in their own \
-         file. Stop the other master, or give each master its own NATS server or account; \
-         sharing one stream needs one shared database, which SQLite cannot be (a shared store \
-         is not supported yet). A master that was killed leaves its entry in the {BUCKET} \
+         in {} ({}), and masters sharing a stream must share one PostgreSQL database, or each \
+         would store part of the runs in its own. Stop the other master, give each master its \
+         own NATS server or account, or point every master at the same --db \
+         postgres://USER@HOST/DB. A master that was killed leaves its entry in the {BUCKET} \
          bucket for {} s after its last beat",
+        me.store,
         me.db,
         settings.ttl.as_secs(),
     )
@@ -264,7 +305,8 @@ pub async fn run(
                 }
             };
             let found = others(&s, &key).await?;
-            if !admitted && let Some(other) = found.first() {
+            let foreign: Vec<&Other> = found.iter().filter(|o| !o.shares(&me)).collect();
+            if !admitted && let Some(other) = foreign.first() {
                 return Err(ClusterError::Refused(refusal(&me, other, settings)));
             }
             s.put(&key, value.clone())
@@ -284,15 +326,26 @@ pub async fn run(
                     tracing::info!(key = %key, "registered in {BUCKET}: no other master on this stream");
                     status.set_admission(Admission::Admitted);
                 }
-                if !found.is_empty() {
-                    for other in &found {
-                        tracing::error!(
-                            "another master consumes the same results stream: {other}; runs are being \
-                             split between two databases: stop one of them"
-                        );
-                    }
+                for other in found.iter().filter(|o| !o.shares(&me)) {
+                    tracing::error!(
+                        "another master consumes the same results stream: {other}; runs are being \
+                         split between two databases: stop one of them"
+                    );
                 }
-                status.set_others(found.iter().map(ToString::to_string).collect());
+                status.set_others(
+                    found
+                        .iter()
+                        .filter(|o| !o.shares(&me))
+                        .map(ToString::to_string)
+                        .collect(),
+                );
+                status.set_peers(
+                    found
+                        .iter()
+                        .filter(|o| o.shares(&me))
+                        .map(ToString::to_string)
+                        .collect(),
+                );
             }
             Err(ClusterError::Refused(why)) => {
                 status.set_admission(Admission::Refused(why.clone()));

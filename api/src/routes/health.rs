@@ -79,9 +79,13 @@ pub struct MastersHealth {
     /// `checking` (ingest waits until no other master is found on the
     /// stream; NATS away), `ok`, or `refused` (this master is stopping).
     pub registry: &'static str,
-    /// Other masters consuming the same stream, seen at the last beat: the
-    /// runs are being split between databases until one is stopped.
+    /// Other masters consuming the same stream on another database, seen
+    /// at the last beat: the runs are being split between databases until
+    /// one is stopped.
     pub other_masters: Vec<String>,
+    /// Masters sharing the stream and this master's PostgreSQL database,
+    /// seen at the last beat: they share the work, as meant.
+    pub peers: Vec<String>,
     /// Why the registry could not be read or written last time (degraded
     /// only once it has failed for a whole TTL: this master's entry has
     /// then expired).
@@ -103,6 +107,7 @@ impl MastersHealth {
                 Admission::Refused(_) => "refused",
             },
             other_masters: m.others(),
+            peers: m.peers(),
             error: m.error(),
             entry_lost: m.entry_lost(),
             leases: m.leases(),

@@ -202,6 +202,13 @@ pub async fn metrics(State(st): State<AppState>, Query(_): Query<NoQuery>) -> im
         "ptp_other_masters",
         st.masters.others().len(),
     );
+    line(
+        &mut out,
+        "Masters sharing the stream and this master's PostgreSQL database at the last registry beat.",
+        "gauge",
+        "ptp_peer_masters",
+        st.masters.peers().len(),
+    );
     let _ = writeln!(
         out,
         "# HELP ptp_actor_panics_total Actor handler panics caught and recovered from.\n# TYPE ptp_actor_panics_total counter"

@@ -95,7 +95,7 @@ async fn impossible_messages_are_rejected_with_reasons_and_the_stream_flows() {
         (app.consumer_backlog().await == (0, 0)).then_some(())
     })
     .await;
-    assert_eq!(db_census(&app.db_path()).await, (1, 20, 0));
+    assert_eq!(db_census(&app.store).await, (1, 20, 0));
 }
 
 /// Bodies over the size limit are refused with 413 and a message; the
@@ -187,18 +187,14 @@ async fn runs_left_incomplete_are_dropped_and_recorded() {
     );
     let (_, runs) = app.get("/results").await;
     assert_eq!(runs.as_array().map(Vec::len), Some(1), "the good run stays");
-    assert_eq!(db_census(&app.db_path()).await, (1, 5, 0));
-    let pool = read_only(&app.db_path()).await;
-    let (cases, chunks, pending): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM test_cases), (SELECT COUNT(*) FROM run_chunks), \
-         (SELECT COUNT(*) FROM pending_runs)",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("count");
-    assert_eq!(
-        (cases, chunks, pending),
-        (5, 1, 0),
-        "only the good run's rows are left"
-    );
+    assert_eq!(db_census(&app.store).await, (1, 5, 0));
+    let pool = TestPool::open(&app.store).await;
+    let counts = pool
+        .ints(
+            "SELECT (SELECT COUNT(*) FROM test_cases), (SELECT COUNT(*) FROM run_chunks), \
+             (SELECT COUNT(*) FROM pending_runs)",
+        )
+        .await;
+    pool.close().await;
+    assert_eq!(counts, [5, 1, 0], "only the good run's rows are left");
 }

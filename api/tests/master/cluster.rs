@@ -38,7 +38,8 @@ async fn stream_leader(js: &async_nats::jetstream::Context) -> Option<String> {
 async fn a_replicated_stream_loses_nothing_when_its_leader_dies() {
     let mut cluster = NatsCluster::start(3);
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = ptp_api::Config::for_test(dir.path().join("ptp.sqlite"), cluster.urls());
+    let store = TestStore::new(dir.path()).await;
+    let mut config = ptp_api::Config::for_test(store.target(), cluster.urls());
     config.stream_replicas = 3;
     let master = Master::start_with(config).await;
     let http = reqwest::Client::new();
@@ -93,7 +94,7 @@ async fn a_replicated_stream_loses_nothing_when_its_leader_dies() {
     })
     .await;
     assert_eq!(listed.len(), 12, "each run stored once");
-    let (runs_in_db, cases_in_db, inconsistent) = db_census(&dir.path().join("ptp.sqlite")).await;
+    let (runs_in_db, cases_in_db, inconsistent) = db_census(&store).await;
     assert_eq!((runs_in_db, cases_in_db, inconsistent), (12, 12 * 40, 0));
 
     cluster
@@ -110,7 +111,8 @@ async fn a_replicated_stream_loses_nothing_when_its_leader_dies() {
 async fn a_master_asking_for_more_replicas_than_nodes_says_which_setting_differs() {
     let cluster = NatsCluster::start(3);
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = ptp_api::Config::for_test(dir.path().join("ptp.sqlite"), cluster.urls());
+    let store = TestStore::new(dir.path()).await;
+    let mut config = ptp_api::Config::for_test(store.target(), cluster.urls());
     config.stream_replicas = 3;
     let master = Master::start_with(config.clone()).await;
     let http = reqwest::Client::new();

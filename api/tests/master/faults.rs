@@ -42,7 +42,7 @@ async fn master_down_while_100_agents_publish() {
     let runs = app.wait_run_count(100).await;
     assert_eq!(runs.len(), 100);
     assert!(runs.iter().all(|r| r["total"] == 3 && r["failed"] == 1));
-    let (r, c, bad) = db_census(&app.db_path()).await;
+    let (r, c, bad) = db_census(&app.store).await;
     assert_eq!((r, c, bad), (100, 300, 0));
     println!("master down: {r} runs, {c} cases, {bad} inconsistent");
     let (_, stats) = app.get("/failures/stats").await;
@@ -59,7 +59,7 @@ async fn master_sigkilled_mid_ingest_recovers_exactly_once() {
     const CASES: usize = 100;
     let nats = ptp_test_support::NatsServer::start();
     let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("ptp.sqlite");
+    let db = TestStore::new(dir.path()).await;
     let runs: Vec<_> = (0..RUNS)
         .map(|i| synthetic_run("kill9", i, CASES))
         .collect();
@@ -226,7 +226,7 @@ async fn the_same_run_published_three_times_is_stored_once() {
     let marker = synthetic_run("dup", 2, 10);
     publish_direct(&app.nats.url(), std::slice::from_ref(&marker), false).await;
     app.wait_run(&marker.0.run_id).await;
-    let (r, c, bad) = db_census(&app.db_path()).await;
+    let (r, c, bad) = db_census(&app.store).await;
     assert_eq!((r, c, bad), (2, 2510, 0));
     println!("published 3x: {r} runs, {c} cases, {bad} inconsistent");
     let (_, stats) = app.get("/failures/stats?limit=1").await;
@@ -242,8 +242,14 @@ async fn the_same_run_published_three_times_is_stored_once() {
 async fn a_locked_database_delays_but_loses_nothing() {
     use sqlx::Connection;
     let app = TestApp::spawn().await;
+    let Some(path) = app
+        .store
+        .only_sqlite("a_locked_database_delays_but_loses_nothing")
+    else {
+        return;
+    };
     let mut locker = sqlx::sqlite::SqliteConnection::connect_with(
-        &sqlx::sqlite::SqliteConnectOptions::new().filename(app.db_path()),
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(path),
     )
     .await
     .expect("second connection");
@@ -287,7 +293,7 @@ async fn sigterm_during_ingest_finishes_acks_and_exits_0() {
     const RUNS: usize = 1500;
     let nats = ptp_test_support::NatsServer::start();
     let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("ptp.sqlite");
+    let db = TestStore::new(dir.path()).await;
     let runs: Vec<_> = (0..RUNS).map(|i| synthetic_run("term", i, 100)).collect();
     publish_direct(&nats.url(), &runs, true).await;
     let master = MasterProcess::start(&db, &nats.url()).await;
@@ -350,34 +356,37 @@ async fn a_hundred_agents_at_once() {
     assert!(codes.iter().all(|c| *c == Some(0)), "{codes:?}");
     let runs = app.wait_run_count(100).await;
     assert_eq!(runs.len(), 100);
-    assert_eq!(db_census(&app.db_path()).await, (100, 300, 0));
+    assert_eq!(db_census(&app.store).await, (100, 300, 0));
     let (_, workers) = app.get("/workers").await;
     assert_eq!(workers.as_array().map(Vec::len), Some(100));
     println!("100 agents at once: 100 runs, 300 cases, 100 workers");
 }
 
-/// 9. A poison message: valid on the wire, but SQLite refuses to store it
+/// 9. A poison message: valid on the wire, but the store refuses to store it
 /// (here a real trigger aborts the insert of one test id). The other runs of
 /// the same batch are stored; the culprit is retried up to max deliveries,
 /// then kept as a dead letter with its payload; the stream keeps flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_is_dead_lettered_and_blocks_nothing() {
-    use sqlx::Connection;
     let app = TestApp::spawn().await;
-    let mut conn = sqlx::sqlite::SqliteConnection::connect_with(
-        &sqlx::sqlite::SqliteConnectOptions::new().filename(app.db_path()),
-    )
-    .await
-    .expect("second connection");
-    sqlx::query(
-        "CREATE TRIGGER poison BEFORE INSERT ON tests \
-         WHEN NEW.test_id = 'tests/test_poison.py::test_it' \
-         BEGIN SELECT RAISE(ABORT, 'this row is poison'); END",
-    )
-    .execute(&mut conn)
-    .await
-    .expect("create trigger");
-    conn.close().await.expect("close");
+    let pool = TestPool::open_writable(&app.store).await;
+    pool.execute(match &app.store {
+        TestStore::Sqlite(_) => {
+            "CREATE TRIGGER poison BEFORE INSERT ON tests \
+             WHEN NEW.test_id = 'tests/test_poison.py::test_it' \
+             BEGIN SELECT RAISE(ABORT, 'this row is poison'); END"
+        }
+        // A constraint's error code: the data's fault, as on SQLite.
+        TestStore::Postgres(_) => {
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.test_id = 'tests/test_poison.py::test_it' THEN \
+             RAISE EXCEPTION 'this row is poison' USING ERRCODE = 'check_violation'; END IF; \
+             RETURN NEW; END $$; \
+             CREATE TRIGGER poison BEFORE INSERT ON tests FOR EACH ROW EXECUTE FUNCTION poison()"
+        }
+    })
+    .await;
+    pool.close().await;
 
     let mut runs: Vec<_> = (0..40).map(|i| synthetic_run("good", i, 50)).collect();
     let mut poison = synthetic_run("poison", 0, 50);
@@ -386,7 +395,7 @@ async fn a_poison_message_is_dead_lettered_and_blocks_nothing() {
     publish_direct(&app.nats.url(), &runs, true).await;
 
     ptp_test_support::eventually(DEADLINE, "the 40 good runs", || async {
-        let (n, _, _) = db_census(&app.db_path()).await;
+        let (n, _, _) = db_census(&app.store).await;
         (n == 40).then_some(())
     })
     .await;
@@ -420,15 +429,14 @@ async fn a_poison_message_is_dead_lettered_and_blocks_nothing() {
     .await;
     let (status, _) = app.get("/results/poison-00000").await;
     assert_eq!(status, 404, "a run missing a chunk never becomes visible");
-    assert_eq!(db_census(&app.db_path()).await, (40, 2000, 0));
+    assert_eq!(db_census(&app.store).await, (40, 2000, 0));
     println!("poison: 40 good runs (2000 cases) stored; dead letter: {reason}");
     // The dead letter keeps the whole message, ready to replay.
-    let pool = read_only(&app.db_path()).await;
-    let (payload,): (Vec<u8>,) =
-        sqlx::query_as("SELECT payload FROM rejected WHERE run_id = 'poison-00000'")
-            .fetch_one(&pool)
-            .await
-            .expect("dead letter row");
+    let pool = TestPool::open(&app.store).await;
+    let payload = pool
+        .bytes("SELECT payload FROM rejected WHERE run_id = 'poison-00000'")
+        .await;
+    pool.close().await;
     match ptp_nats::schema::decode(&payload).expect("the payload decodes") {
         ptp_nats::schema::WireMessage::Cases(c) => assert_eq!(c.cases.len(), 50),
         other => panic!("expected the poisoned chunk, got {other:?}"),

@@ -1,6 +1,12 @@
 //! `TestApp`: a real nats-server child, the real master (same `run` as the
-//! binary) on port 0 with a temp SQLite file, and helpers that speak the
+//! binary) on port 0 with its own store, and helpers that speak the
 //! domain: run the agent, wait for a run, read the API.
+//!
+//! The store is a temp SQLite file, or, with `PTP_TEST_STORE=postgres`, a
+//! PostgreSQL database of the test's own on `$PTP_TEST_POSTGRES`, dropped
+//! after ([`TestStore`]): the same suite runs on both. A test of what only
+//! one store has (SQLite's file lock and pages) says so and returns early
+//! on the other ([`TestStore::only_sqlite`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -10,6 +16,54 @@ use ptp_test_support::{NatsServer, cargo_bin, eventually, python};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// The store a test's master runs on (see the module docs).
+pub enum TestStore {
+    /// A SQLite file in the test's temp dir.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database made for the test.
+    Postgres(ptp_test_support::PgDatabase),
+}
+
+impl TestStore {
+    /// The store `PTP_TEST_STORE` asks for (`sqlite`, the default, or
+    /// `postgres`), its SQLite file in `dir`.
+    pub async fn new(dir: &Path) -> TestStore {
+        match std::env::var("PTP_TEST_STORE").as_deref() {
+            Ok("postgres") => TestStore::Postgres(ptp_test_support::PgDatabase::create().await),
+            Ok("sqlite") | Err(_) => TestStore::Sqlite(dir.join("ptp.sqlite")),
+            Ok(other) => panic!("PTP_TEST_STORE={other}: use sqlite or postgres"),
+        }
+    }
+
+    /// `--db` for the master.
+    pub fn target(&self) -> ptp_actors::DbTarget {
+        match self {
+            TestStore::Sqlite(p) => ptp_actors::DbTarget::Sqlite(p.clone()),
+            TestStore::Postgres(db) => ptp_actors::DbTarget::Postgres(db.url().to_string()),
+        }
+    }
+
+    /// `PTP_DB` for a master process.
+    pub fn env_value(&self) -> String {
+        match self {
+            TestStore::Sqlite(p) => p.display().to_string(),
+            TestStore::Postgres(db) => db.url().to_string(),
+        }
+    }
+
+    /// The SQLite file; `None` on PostgreSQL, after printing that `test`
+    /// checks what only SQLite has (the caller returns).
+    pub fn only_sqlite(&self, test: &str) -> Option<&Path> {
+        match self {
+            TestStore::Sqlite(p) => Some(p),
+            TestStore::Postgres(_) => {
+                eprintln!("SKIPPED on PostgreSQL: {test} checks the SQLite file itself");
+                None
+            }
+        }
+    }
+}
 
 /// Generous deadline for things that happen in well under a second.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -46,6 +100,7 @@ impl Master {
 pub struct TestApp {
     pub nats: NatsServer,
     pub master: Option<Master>,
+    pub store: TestStore,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
 }
@@ -59,22 +114,19 @@ impl TestApp {
     pub async fn spawn_with(tweak: impl FnOnce(&mut ptp_api::Config)) -> TestApp {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config =
-            ptp_api::Config::for_test(dir.path().join("ptp.sqlite"), nats.url().to_string());
+        let store = TestStore::new(dir.path()).await;
+        let mut config = ptp_api::Config::for_test(store.target(), nats.url().to_string());
         tweak(&mut config);
         let master = Master::start_with(config).await;
         let app = TestApp {
             nats,
             master: Some(master),
+            store,
             dir,
             http: reqwest::Client::new(),
         };
         app.wait_healthy().await;
         app
-    }
-
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("ptp.sqlite")
     }
 
     pub fn spool_dir(&self) -> PathBuf {
@@ -98,7 +150,7 @@ impl TestApp {
     /// Starts the master again with the test defaults changed by `tweak`.
     pub async fn start_master_with(&mut self, tweak: impl FnOnce(&mut ptp_api::Config)) {
         assert!(self.master.is_none(), "master already running");
-        let mut config = ptp_api::Config::for_test(self.db_path(), self.nats.url());
+        let mut config = ptp_api::Config::for_test(self.store.target(), self.nats.url());
         tweak(&mut config);
         self.master = Some(Master::start_with(config).await);
         self.wait_healthy().await;
@@ -379,12 +431,16 @@ pub struct MasterProcess {
 }
 
 impl MasterProcess {
-    pub async fn start(db: &Path, nats_url: &str) -> MasterProcess {
+    pub async fn start(db: &TestStore, nats_url: &str) -> MasterProcess {
         MasterProcess::start_with_env(db, nats_url, &[]).await
     }
 
     /// A master with more environment variables (settings).
-    pub async fn start_with_env(db: &Path, nats_url: &str, envs: &[(&str, &str)]) -> MasterProcess {
+    pub async fn start_with_env(
+        db: &TestStore,
+        nats_url: &str,
+        envs: &[(&str, &str)],
+    ) -> MasterProcess {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr").port()
@@ -392,7 +448,7 @@ impl MasterProcess {
         let child = Command::new(cargo_bin("ptp-master"))
             .env("NATS_URL", nats_url)
             .env("PTP_LISTEN", format!("127.0.0.1:{port}"))
-            .env("PTP_DB", db)
+            .env("PTP_DB", db.env_value())
             .env("RUST_LOG", "warn")
             // Redeliver a killed master's unacked batch soon, to keep tests short.
             .env("PTP_ACK_WAIT_SECS", "10")
@@ -561,26 +617,39 @@ pub async fn publish_raw(nats_url: &str, msgs: &[(&'static str, Vec<u8>)]) {
     }
 }
 
-/// (runs, test case rows, runs whose stored case count differs from their total).
-pub async fn db_census(db: &Path) -> (i64, i64, i64) {
-    let pool = read_only(db).await;
-    let (runs,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM runs")
-        .fetch_one(&pool)
-        .await
-        .expect("count runs");
-    let (cases,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM test_cases c JOIN runs r ON r.run_id = c.run_id")
-            .fetch_one(&pool)
-            .await
-            .expect("count cases");
-    let (bad,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM runs r WHERE r.cases_complete = 1 AND r.total != (SELECT COUNT(*) FROM test_cases c WHERE c.run_id = r.run_id)",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("check totals");
-    pool.close().await;
-    (runs, cases, bad)
+/// (runs, test case rows, runs whose stored case count differs from their
+/// total), read from the store itself.
+pub async fn db_census(db: &TestStore) -> (i64, i64, i64) {
+    const RUNS: &str = "SELECT COUNT(*) FROM runs";
+    const CASES: &str = "SELECT COUNT(*) FROM test_cases c JOIN runs r ON r.run_id = c.run_id";
+    const BAD: &str = "SELECT COUNT(*) FROM runs r WHERE r.cases_complete = 1 AND r.total != \
+                       (SELECT COUNT(*) FROM test_cases c WHERE c.run_id = r.run_id)";
+    match db {
+        TestStore::Sqlite(path) => {
+            let pool = read_only(path).await;
+            let mut out = [0i64; 3];
+            for (slot, sql) in out.iter_mut().zip([RUNS, CASES, BAD]) {
+                let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.expect(sql);
+                *slot = n;
+            }
+            pool.close().await;
+            (out[0], out[1], out[2])
+        }
+        TestStore::Postgres(pg) => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(pg.url())
+                .await
+                .expect("connect to the test database");
+            let mut out = [0i64; 3];
+            for (slot, sql) in out.iter_mut().zip([RUNS, CASES, BAD]) {
+                let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.expect(sql);
+                *slot = n;
+            }
+            pool.close().await;
+            (out[0], out[1], out[2])
+        }
+    }
 }
 
 /// (page_count, freelist_count) of the database file.
@@ -631,4 +700,95 @@ pub async fn read_only(db: &Path) -> sqlx::SqlitePool {
         )
         .await
         .expect("open db")
+}
+
+/// A connection pool on the test's store, for the few tests that look
+/// at rows the API does not show.
+pub enum TestPool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl TestPool {
+    /// Read-only on SQLite.
+    pub async fn open(db: &TestStore) -> TestPool {
+        TestPool::connect(db, false).await
+    }
+
+    /// For a test's setup (a trigger).
+    pub async fn open_writable(db: &TestStore) -> TestPool {
+        TestPool::connect(db, true).await
+    }
+
+    async fn connect(db: &TestStore, writable: bool) -> TestPool {
+        match db {
+            TestStore::Sqlite(p) if writable => TestPool::Sqlite(
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .max_connections(1)
+                    .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(p))
+                    .await
+                    .expect("open db"),
+            ),
+            TestStore::Sqlite(p) => TestPool::Sqlite(read_only(p).await),
+            TestStore::Postgres(pg) => TestPool::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(pg.url())
+                    .await
+                    .expect("connect to the test database"),
+            ),
+        }
+    }
+
+    /// The first row of `sql`, its columns as integers.
+    pub async fn ints(&self, sql: &'static str) -> Vec<i64> {
+        use sqlx::Row;
+        match self {
+            TestPool::Sqlite(p) => {
+                let row = sqlx::query(sql).fetch_one(p).await.expect(sql);
+                (0..row.len()).map(|i| row.try_get(i).expect(sql)).collect()
+            }
+            TestPool::Postgres(p) => {
+                let row = sqlx::query(sql).fetch_one(p).await.expect(sql);
+                (0..row.len()).map(|i| row.try_get(i).expect(sql)).collect()
+            }
+        }
+    }
+
+    /// The first column of the first row of `sql`, as bytes.
+    pub async fn bytes(&self, sql: &'static str) -> Vec<u8> {
+        match self {
+            TestPool::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.expect(sql),
+            TestPool::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.expect(sql),
+        }
+    }
+
+    /// The first column of the first row of `sql`, as text.
+    pub async fn text(&self, sql: &'static str) -> String {
+        match self {
+            TestPool::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.expect(sql),
+            TestPool::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.expect(sql),
+        }
+    }
+
+    /// Runs statements (a test's setup).
+    pub async fn execute(&self, sql: &'static str) {
+        match self {
+            TestPool::Sqlite(p) => {
+                sqlx::raw_sql(sql).execute(p).await.expect(sql);
+            }
+            TestPool::Postgres(p) => {
+                sqlx::raw_sql(sql).execute(p).await.expect(sql);
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        match self {
+            TestPool::Sqlite(p) => p.close().await,
+            TestPool::Postgres(p) => p.close().await,
+        }
+    }
 }

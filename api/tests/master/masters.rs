@@ -120,7 +120,10 @@ async fn a_second_master_on_another_sqlite_file_is_refused_and_names_the_first()
         !out.status.success(),
         "the second master must fail: {stderr}"
     );
-    let first_db = app.db_path().canonicalize().expect("db exists");
+    let first_db = match &app.store {
+        TestStore::Sqlite(p) => p.canonicalize().expect("db exists"),
+        TestStore::Postgres(_) => app.store.target().identity().into(),
+    };
     for needle in [
         "master \"master-a\"",
         &first_db.display().to_string(),
@@ -183,7 +186,13 @@ async fn a_second_master_on_another_sqlite_file_is_refused_and_names_the_first()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_master_on_the_same_sqlite_file_is_refused_by_the_lock() {
     let app = TestApp::spawn().await;
-    let out = master_binary_exit(&app.db_path(), &app.nats.url(), "same-file").await;
+    let Some(path) = app
+        .store
+        .only_sqlite("a_second_master_on_the_same_sqlite_file_is_refused_by_the_lock")
+    else {
+        return;
+    };
+    let out = master_binary_exit(path, &app.nats.url(), "same-file").await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -203,7 +212,13 @@ async fn a_second_master_on_the_same_sqlite_file_is_refused_by_the_lock() {
 async fn a_master_killed_with_sigkill_starts_again_on_its_file_within_the_ttl() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("ptp.sqlite");
+    let db = TestStore::new(dir.path()).await;
+    if db
+        .only_sqlite("a_master_killed_with_sigkill_starts_again_on_its_file_within_the_ttl")
+        .is_none()
+    {
+        return;
+    }
     // A long TTL, so the killed master's entry and leases surely outlive
     // the restart: the new process must recognise them as its own.
     let envs = [("PTP_MASTER_TTL_SECS", "120")];
@@ -405,7 +420,7 @@ async fn maintenance_waits_for_its_lease_while_nats_is_away_and_runs_once_it_is_
     app.stop_master().await;
 
     app.nats.stop();
-    let mut config = ptp_api::Config::for_test(app.db_path(), app.nats.url());
+    let mut config = ptp_api::Config::for_test(app.store.target(), app.nats.url());
     config.retention_runs = 1;
     app.master = Some(Master::start_with(config).await);
     let h = eventually(DEADLINE, "the master answering without NATS", || async {
@@ -435,5 +450,5 @@ async fn maintenance_waits_for_its_lease_while_nats_is_away_and_runs_once_it_is_
     .await;
     let (_, h) = app.get("/health").await;
     assert_eq!(h["masters"]["leases"]["maintenance"], true, "{h}");
-    assert_eq!(db_census(&app.db_path()).await.0, 1);
+    assert_eq!(db_census(&app.store).await.0, 1);
 }

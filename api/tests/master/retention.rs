@@ -27,7 +27,12 @@ async fn retention_prunes_old_runs_and_gives_the_space_back() {
         (stats[0]["fail_count"] == 10).then_some(())
     })
     .await;
-    let (pages_before, _) = db_pages(&app.db_path()).await;
+    // SQLite gives pruned pages back to the file system; PostgreSQL's
+    // autovacuum reuses them in place (nothing to measure here).
+    let pages_before = match &app.store {
+        TestStore::Sqlite(path) => Some(db_pages(path).await.0),
+        TestStore::Postgres(_) => None,
+    };
 
     app.stop_master().await;
     app.start_master_with(|c| c.retention_days = 30).await;
@@ -41,7 +46,7 @@ async fn retention_prunes_old_runs_and_gives_the_space_back() {
     let mut kept = all_run_ids(&app.http, app.base()).await;
     kept.sort();
     assert_eq!(kept, ["ret-00006", "ret-00007", "ret-00008", "ret-00009"]);
-    assert_eq!(db_census(&app.db_path()).await, (4, 12_000, 0));
+    assert_eq!(db_census(&app.store).await, (4, 12_000, 0));
     let (_, stats) = app.get("/failures/stats?limit=1").await;
     assert_eq!(stats[0]["fail_count"], 4, "failure stats follow: {stats}");
     let (_, workers) = app.get("/workers").await;
@@ -52,13 +57,15 @@ async fn retention_prunes_old_runs_and_gives_the_space_back() {
         .map(|w| w["run_count"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(runs_counted, 4, "worker run counts follow: {workers}");
-    let (pages_after, free_after) = db_pages(&app.db_path()).await;
-    println!("pages before {pages_before}, after {pages_after} (free {free_after})");
-    assert!(
-        pages_after * 10 < pages_before * 6,
-        "60% of the runs went, so should well over 40% of the pages: {pages_before} -> {pages_after}"
-    );
-    assert_eq!(free_after, 0, "freed pages went back to the file system");
+    if let (Some(pages_before), TestStore::Sqlite(path)) = (pages_before, &app.store) {
+        let (pages_after, free_after) = db_pages(path).await;
+        println!("pages before {pages_before}, after {pages_after} (free {free_after})");
+        assert!(
+            pages_after * 10 < pages_before * 6,
+            "60% of the runs went, so should well over 40% of the pages: {pages_before} -> {pages_after}"
+        );
+        assert_eq!(free_after, 0, "freed pages went back to the file system");
+    }
 }
 
 /// `--retention-runs 3`: each project keeps its newest three runs, however
@@ -96,5 +103,5 @@ async fn retention_keeps_the_newest_runs_of_each_project() {
             "keep-00006"
         ]
     );
-    assert_eq!(db_census(&app.db_path()).await, (5, 250, 0));
+    assert_eq!(db_census(&app.store).await, (5, 250, 0));
 }

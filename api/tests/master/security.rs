@@ -104,7 +104,8 @@ async fn agent_credentials_publish_results_and_nothing_else() {
         ],
     );
 
-    let mut config = ptp_api::Config::for_test(dir.path().join("ptp.sqlite"), nats.url());
+    let store = TestStore::new(dir.path()).await;
+    let mut config = ptp_api::Config::for_test(store.target(), nats.url());
     config.nats_auth.nats_user = Some("master".into());
     config.nats_auth.nats_password = Some("master-pw".into());
     let master = Master::start_with(config).await;

@@ -649,12 +649,10 @@ async fn an_https_target_is_verified_and_trusted_through_the_ca_file() {
     assert!(rx.accepted().is_empty(), "{:#?}", rx.accepted());
     assert_eq!(rx.refused(), 0);
     assert_eq!(webhook_health(&app).await["pending"], 1);
-    let db = read_only(&app.db_path()).await;
-    let error: String =
-        sqlx::query_scalar("SELECT last_error FROM webhook_deliveries WHERE state = 0")
-            .fetch_one(&db)
-            .await
-            .expect("the pending delivery's last error");
+    let db = TestPool::open(&app.store).await;
+    let error = db
+        .text("SELECT last_error FROM webhook_deliveries WHERE state = 0")
+        .await;
     db.close().await;
     assert!(error.contains("certificate"), "{error}");
     assert!(!error.contains("/hook"), "no URL in errors: {error}");

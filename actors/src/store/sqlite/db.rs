@@ -55,6 +55,12 @@ pub enum DbError {
         /// Why.
         source: sqlx::Error,
     },
+    /// The store asked for cannot be used by this build.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Opening or migrating the PostgreSQL database failed.
+    #[error(transparent)]
+    Postgres(#[from] crate::store::postgres::PgOpenError),
     /// The actors' thread could not be started or died while starting.
     #[error("cannot start the actors' thread: {0}")]
     Thread(std::io::Error),
