@@ -18,6 +18,13 @@
 //!
 //! Bounds: one counter per project name seen; beyond [`MAX_PROJECTS`] names
 //! the map is cleared and the epoch bumped.
+//!
+//! Several masters on one database: each bump made here is also sent to
+//! [`DataVersion::subscribe`]rs (the master forwards them to its peers), and
+//! a peer's bump is applied with [`DataVersion::apply`], which sends nothing
+//! on, so bumps never echo. A subscriber that falls behind (more than
+//! [`BUMPS_BUFFERED`] unread) gets an error from its receiver and must treat
+//! it as [`Bump::Unknown`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,16 +33,48 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Most project counters kept (see the module docs).
 pub const MAX_PROJECTS: usize = 100_000;
 
+/// Bumps buffered for each subscriber (see the module docs).
+pub const BUMPS_BUFFERED: usize = 1024;
+
 /// The versions, shared by the writer (which bumps them) and the readers.
 #[derive(Debug, Clone, Default)]
 pub struct DataVersion(Arc<Versions>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Versions {
     epoch: AtomicU64,
     pruned: AtomicU64,
     all: AtomicU64,
     projects: Mutex<HashMap<String, u64>>,
+    bumps: tokio::sync::broadcast::Sender<Bump>,
+}
+
+impl Default for Versions {
+    fn default() -> Versions {
+        Versions {
+            epoch: AtomicU64::default(),
+            pruned: AtomicU64::default(),
+            all: AtomicU64::default(),
+            projects: Mutex::default(),
+            bumps: tokio::sync::broadcast::Sender::new(BUMPS_BUFFERED),
+        }
+    }
+}
+
+/// One bump of the versions, as peers hear of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "bump", rename_all = "snake_case")]
+pub enum Bump {
+    /// A committed write changed these projects (and deleted runs when
+    /// `pruned`).
+    Changed {
+        /// Projects whose visible data changed.
+        projects: BTreeSet<String>,
+        /// Whether complete runs were deleted.
+        pruned: bool,
+    },
+    /// A write whose effect is unknown: every stamp is stale.
+    Unknown,
 }
 
 /// What an answer read from the store depends on.
@@ -108,8 +147,38 @@ impl DataVersion {
         }
     }
 
+    /// Bumps made here from now on (see the module docs).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Bump> {
+        self.0.bumps.subscribe()
+    }
+
+    /// Applies a peer's bump, sending nothing on.
+    pub fn apply(&self, b: &Bump) {
+        match b {
+            Bump::Changed { projects, pruned } => self.bump(&Changed {
+                projects: projects.clone(),
+                pruned: *pruned,
+            }),
+            Bump::Unknown => {
+                self.0.epoch.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
     /// Records a committed write (bumps after the commit).
     pub fn changed(&self, c: &Changed) {
+        if c.projects.is_empty() && !c.pruned {
+            return;
+        }
+        self.bump(c);
+        // No subscriber is not an error: one master alone.
+        let _ = self.0.bumps.send(Bump::Changed {
+            projects: c.projects.clone(),
+            pruned: c.pruned,
+        });
+    }
+
+    fn bump(&self, c: &Changed) {
         let v = &self.0;
         if c.projects.is_empty() && !c.pruned {
             return;
@@ -134,6 +203,7 @@ impl DataVersion {
     /// every stamp taken before is stale.
     pub fn unknown(&self) {
         self.0.epoch.fetch_add(1, Ordering::AcqRel);
+        let _ = self.0.bumps.send(Bump::Unknown);
     }
 }
 
@@ -171,5 +241,36 @@ mod tests {
         );
         v.unknown();
         assert!(!runs.still_valid(&v.stamp(None), &Scope::Runs));
+    }
+
+    #[test]
+    fn bumps_reach_subscribers_and_a_peers_bump_is_not_sent_on() {
+        let v = DataVersion::default();
+        let mut rx = v.subscribe();
+        v.changed(&changed(&["a"], true));
+        v.changed(&Changed::default());
+        v.unknown();
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(Bump::Changed {
+                projects: ["a".to_string()].into(),
+                pruned: true
+            })
+        );
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(Bump::Unknown),
+            "nothing for no change"
+        );
+        let peer = DataVersion::default();
+        let b = peer.stamp(Some("a"));
+        peer.apply(&Bump::Changed {
+            projects: ["a".to_string()].into(),
+            pruned: false,
+        });
+        assert!(!b.still_valid(&peer.stamp(Some("a")), &Scope::Project("a".into())));
+        let mut peer_rx = peer.subscribe();
+        peer.apply(&Bump::Unknown);
+        assert!(peer_rx.try_recv().is_err(), "applied bumps are not sent on");
     }
 }

@@ -34,7 +34,14 @@
 //! large read holds its permit until it is sent) and the others compute
 //! their own. Memory is bounded by the
 //! capacity (when full, everything is dropped and filling starts over).
-//! Capacity 0 turns the cache off (single-flight stays). While it is on,
+//! Capacity 0 turns the cache off (single-flight stays).
+//!
+//! Several masters on one PostgreSQL database: a write made by another
+//! master reaches this one's versions as a bump on NATS (`cluster::changes`),
+//! normally within milliseconds; so that a bump lost while NATS was away
+//! cannot keep an answer stale, such a master also gives every kept answer
+//! a maximum age ([`ReadCache::with_max_age`], 1 s): every master then
+//! answers as the database does within 1 s. While it is on,
 //! `200` answers carry `X-Cache: hit` (from memory), `miss` (computed for this
 //! request) or `shared` (computed once for concurrent identical requests).
 
@@ -55,6 +62,8 @@ use ptp_actors::version::{Scope, Stamp};
 pub struct ReadCache {
     version: DataVersion,
     capacity: usize,
+    /// Kept answers older than this are not served (`None`: no limit).
+    max_age: Option<std::time::Duration>,
     inner: Mutex<Inner>,
     /// Answers being computed, by key, with the stamp they were asked at.
     flights: Mutex<HashMap<String, (Stamp, Flight)>>,
@@ -106,6 +115,7 @@ struct Entry {
     body: Bytes,
     stamp: Stamp,
     scope: Scope,
+    kept_at: std::time::Instant,
 }
 
 impl Entry {
@@ -147,15 +157,23 @@ impl ReadCache {
         ReadCache {
             version,
             capacity,
+            max_age: None,
             inner: Mutex::new(Inner::default()),
             flights: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Serves no kept answer older than `max_age` (see the module docs).
+    pub fn with_max_age(mut self, max_age: std::time::Duration) -> ReadCache {
+        self.max_age = Some(max_age);
+        self
+    }
+
     fn lookup(&self, key: &str, now: &Stamp) -> Option<Entry> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = inner.entries.get(key)?;
-        if entry.stamp.still_valid(now, &entry.scope) {
+        let young = self.max_age.is_none_or(|m| entry.kept_at.elapsed() <= m);
+        if young && entry.stamp.still_valid(now, &entry.scope) {
             return Some(entry.clone());
         }
         let size = entry.size(key);
@@ -365,6 +383,7 @@ pub async fn serve_cached(
                 body: body.clone(),
                 stamp,
                 scope,
+                kept_at: std::time::Instant::now(),
             },
         );
     }

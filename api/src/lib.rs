@@ -251,23 +251,34 @@ pub async fn run(
     };
     let (completed_tx, completed_rx) = auto_quarantine::channel(auto_settings).unzip();
 
+    let me = match (&lock, &config.db) {
+        (Some(lock), _) => cluster::Registration::sqlite(config.master_name(), &lock.db),
+        (None, db) => cluster::Registration::postgres(
+            config.master_name(),
+            db.identity(),
+            listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        ),
+    };
+    // Masters sharing a database hear of each other's writes.
+    let shared = matches!(config.db, DbTarget::Postgres(_));
+    let changes = shared.then(|| {
+        tokio::spawn(cluster::changes::run(
+            nats.clone(),
+            actors.version.clone(),
+            me.id(),
+            shutdown.child_token(),
+        ))
+    });
     let masters = cluster::Cluster::start(
         js.clone(),
         cluster::Settings {
             ttl: Duration::from_secs(config.master_ttl_secs),
             replicas: config.stream_replicas,
         },
-        match (&lock, &config.db) {
-            (Some(lock), _) => cluster::Registration::sqlite(config.master_name(), &lock.db),
-            (None, db) => cluster::Registration::postgres(
-                config.master_name(),
-                db.identity(),
-                listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default(),
-            ),
-        },
+        me.clone(),
         shutdown.clone(),
     );
 
@@ -377,10 +388,17 @@ pub async fn run(
         js,
         ingest: health,
         nats_url: config.nats_url.clone(),
-        cache: Arc::new(cache::ReadCache::new(
-            actors.version.clone(),
-            config.read_cache_mib.saturating_mul(1024 * 1024),
-        )),
+        cache: Arc::new({
+            let cache = cache::ReadCache::new(
+                actors.version.clone(),
+                config.read_cache_mib.saturating_mul(1024 * 1024),
+            );
+            if shared {
+                cache.with_max_age(cluster::changes::MAX_AGE)
+            } else {
+                cache
+            }
+        }),
         faults: actors.faults.clone(),
         large_reads: Arc::new(limits::LargeReads::new(config.max_large_reads)),
         metrics: Arc::new(metrics::Metrics::new(config.master_name())),
@@ -414,6 +432,9 @@ pub async fn run(
     }
 
     let _ = webhook_delivery.await;
+    if let Some(changes) = changes {
+        let _ = changes.await;
+    }
     let refused = masters.stop().await;
     if let Err(e) = nats.drain().await {
         tracing::warn!("draining NATS: {e}");

@@ -53,6 +53,7 @@
 //!   over its predecessor's leases at once (same id, and the lock proves
 //!   the predecessor dead).
 
+pub mod changes;
 pub mod lease;
 pub mod registry;
 
