@@ -18,6 +18,7 @@ mod metrics;
 mod owners;
 mod quarantine;
 mod retention;
+mod scale_out;
 mod security;
 mod webhooks;
 
