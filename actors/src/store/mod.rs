@@ -260,6 +260,45 @@ pub(crate) fn conflict(run_id: &str, what: &str, old: &str, new: &str, now: i64)
     }
 }
 
+/// The rejection the writer records for `run_id` itself (refused counts,
+/// an expired partial run), received at `at`.
+pub(crate) fn writer_rejection(run_id: &str, reason: String, at: DateTime<Utc>) -> Rejection {
+    Rejection {
+        received_at: at,
+        subject: None,
+        msg_id: None,
+        run_id: Some(run_id.to_string()),
+        reason,
+        excerpt: None,
+        payload: None,
+    }
+}
+
+/// Why a partial run was dropped by [`Store::expire_incomplete`]: `have`
+/// chunks arrived, its final declared `declared` (`None`: no final).
+pub(crate) fn expiry_reason(run_id: &str, have: i64, declared: Option<i64>) -> String {
+    match declared {
+        None => format!(
+            "{have} chunk(s) of run {run_id} arrived but its final message never did; \
+             the agent was probably stopped while publishing. The partial run was dropped: \
+             publish the run again (ptp-agent upload) to store it"
+        ),
+        Some(n) => format!(
+            "run {run_id} names {n} chunk(s) but only {have} arrived; the partial run \
+             was dropped: publish the run again (ptp-agent upload) to store it"
+        ),
+    }
+}
+
+/// Why [`Store::quarantine`] refused an automatic entry for a test a
+/// person quarantined.
+pub(crate) fn kept_persons_entry(project: &str, test_id: &str) -> String {
+    format!(
+        "'{test_id}' is quarantined by a person in project '{project}'; the automatic entry \
+         does not replace it"
+    )
+}
+
 pub(crate) fn check_counts(
     run: &RunRecord,
     seen: &HashMap<i64, u64>,
