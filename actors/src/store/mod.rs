@@ -94,12 +94,22 @@ impl StoreError {
     /// Ingest uses this to tell a poison message, which must be isolated and
     /// eventually dead-lettered, from an outage, during which every message
     /// must wait unacked.
+    ///
+    /// On PostgreSQL the SQLSTATE class decides: 22 (data exception: a
+    /// value out of range, an invalid text), 23 (integrity constraint
+    /// violation) and 54 (program limit exceeded: an index row too big for
+    /// a very long test id) blame the data; every other class (08
+    /// connection, 40 serialization failure and deadlock, 53 insufficient
+    /// resources, 57 operator intervention, ...) does not.
     pub fn blames_the_data(&self) -> bool {
         let e = match self {
             StoreError::Panicked(_) => return true,
             StoreError::Database(sqlx::Error::Database(e)) => e,
             StoreError::Database(_) => return false,
         };
+        if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            return matches!(pg.code().get(..2), Some("22" | "23" | "54"));
+        }
         let Some(code) = e.code().and_then(|c| c.parse::<i32>().ok()) else {
             return false;
         };

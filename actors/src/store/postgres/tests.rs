@@ -8,7 +8,7 @@ use ptp_test_support::PgDatabase;
 use sqlx::SqlitePool;
 
 use super::*;
-use crate::model::Outcome;
+use crate::model::{CaseRecord, Outcome, Rejection};
 use crate::testing::{case, record, t0};
 use crate::writer::StoreBatch;
 
@@ -19,7 +19,12 @@ async fn database() -> (PgDatabase, PgPool) {
 }
 
 async fn store(pool: &PgPool, items: Vec<BatchItem>) -> BatchReport {
-    store_batch(pool, &items).await.expect("stored")
+    let store = PgStore::new(pool.clone());
+    let (report, _) = store
+        .store_batch(&crate::webhooks::Routes::default(), items)
+        .await
+        .expect("stored");
+    report
 }
 
 /// Three chunks of three cases (a pass, a failure, a skip each) and the
