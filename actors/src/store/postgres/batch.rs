@@ -200,7 +200,10 @@ async fn run_exists(conn: &mut PgConnection, run_id: &str) -> Result<bool, sqlx:
         .is_some())
 }
 
-pub(super) async fn insert_rejection(conn: &mut PgConnection, r: &Rejection) -> Result<(), sqlx::Error> {
+pub(super) async fn insert_rejection(
+    conn: &mut PgConnection,
+    r: &Rejection,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO rejected (received_at, subject, msg_id, run_id, reason, excerpt, payload) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -307,7 +310,6 @@ async fn insert_cases(
     }
     Ok(())
 }
-
 
 enum Completion {
     NotYet,

@@ -22,7 +22,6 @@ pub(super) type TestIdentity<'a> = (
     Cow<'a, str>,
 );
 
-
 /// The key of each of `run_ids` (distinct), made if new, in their order.
 /// Only the holder of a run's advisory lock inserts its key, so no two
 /// batches race here.
@@ -147,7 +146,10 @@ fn in_order(keys: impl Iterator<Item = Option<i64>>, table: &str) -> Result<Vec<
 
 /// Deletes the cases of `run_id`, its test summary and its key; returns
 /// how many cases went.
-pub(super) async fn delete_cases(conn: &mut PgConnection, run_id: &str) -> Result<u64, sqlx::Error> {
+pub(super) async fn delete_cases(
+    conn: &mut PgConnection,
+    run_id: &str,
+) -> Result<u64, sqlx::Error> {
     sqlx::query(
         "DELETE FROM run_tests WHERE run_key = (SELECT run_key FROM run_keys WHERE run_id = $1)",
     )
@@ -167,7 +169,6 @@ pub(super) async fn delete_cases(conn: &mut PgConnection, run_id: &str) -> Resul
         .await?;
     Ok(n)
 }
-
 
 /// Deletes the tests and texts no stored case refers to (as SQLite's
 /// `drop_orphans`: an anti-join over `cases` per kind of key), and

@@ -605,12 +605,15 @@ mod tests {
                 .expect("case");
                 rows.push((key, code, idx, secs));
             }
-            rows.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+            rows.sort_by_key(|r| (r.0, r.1, r.2));
             let grouped = group(rows.iter().map(|r| (r.0, r.1, r.3))).expect("group");
             let stored = summarize(&mut conn, run_key).await.expect("summarize");
             assert_eq!(encode(&grouped), stored, "run {run_key}: {rows:?}");
             for t in &grouped {
-                let plain: f64 = rows.iter().filter(|r| r.0 == t.key).fold(0.0, |s, r| s + r.3);
+                let plain: f64 = rows
+                    .iter()
+                    .filter(|r| r.0 == t.key)
+                    .fold(0.0, |s, r| s + r.3);
                 if plain.to_bits() != t.all_secs.to_bits() {
                     plain_differs += 1;
                 }
