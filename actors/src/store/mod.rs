@@ -8,8 +8,11 @@
 //! nothing, and reports which projects' data changed ([`Changed`]) so the
 //! writer can tell the caches. What a method guarantees is written on the
 //! trait; a backend that cannot keep a guarantee does not implement it.
-//! SQL lives only in the backend modules: [`sqlite`] today (the embedded
-//! default); PostgreSQL joins it behind the same trait.
+//! SQL lives only in the backend modules: [`sqlite`] (the embedded
+//! default) and [`postgres`] ([`postgres::PgStore`], the same rows for the
+//! same calls, several masters on one database); the rules both keep are
+//! Rust, written once (below, and in the SQLite modules the PostgreSQL ones
+//! call).
 //!
 //! Layering: `store` imports only the domain types ([`crate::model`],
 //! [`crate::owners`], [`crate::signature`], [`crate::webhooks`]'s routes);

@@ -44,7 +44,7 @@
 //! new snapshot per statement, it then sees every chunk and final the first
 //! stored, so whichever batch stores a run's last piece sees all the others
 //! and completes it. Every transaction sets READ COMMITTED itself, whatever
-//! the server's default ([`begin`]). The `runs` row is inserted with
+//! the server's default (`begin`). The `runs` row is inserted with
 //! `ON CONFLICT (run_id) DO NOTHING` and counted as completed only if a row
 //! was inserted. `seq` is taken by an `UPDATE ... RETURNING` of
 //! `rollup_state`, whose row lock orders completions by commit: everything
@@ -61,7 +61,7 @@
 //! reclaiming orphans, quarantine and release) exclude batches altogether:
 //! batches hold the write gate (a two-key advisory lock, a key space apart
 //! from the runs' one-key locks) shared, those hold it exclusively, before
-//! any other lock ([`gate`]). Without it a prune or an expiry could delete
+//! any other lock (`gate`). Without it a prune or an expiry could delete
 //! the pieces of a run another master is completing, an orphan sweep could
 //! delete a test a batch has just found, and a quarantine could race the
 //! clean-run count of a completion. On SQLite the single writer gives all
