@@ -8,8 +8,11 @@
 //! nothing, and reports which projects' data changed ([`Changed`]) so the
 //! writer can tell the caches. What a method guarantees is written on the
 //! trait; a backend that cannot keep a guarantee does not implement it.
-//! SQL lives only in the backend modules: [`sqlite`] today (the embedded
-//! default); PostgreSQL joins it behind the same trait.
+//! SQL lives only in the backend modules: [`sqlite`] (the embedded
+//! default) and [`postgres`] ([`postgres::PgStore`], the same rows for the
+//! same calls, several masters on one database); the rules both keep are
+//! Rust, written once (below, and in the SQLite modules the PostgreSQL ones
+//! call).
 //!
 //! Layering: `store` imports only the domain types ([`crate::model`],
 //! [`crate::owners`], [`crate::signature`], [`crate::webhooks`]'s routes);
@@ -99,12 +102,22 @@ impl StoreError {
     /// Ingest uses this to tell a poison message, which must be isolated and
     /// eventually dead-lettered, from an outage, during which every message
     /// must wait unacked.
+    ///
+    /// On PostgreSQL the SQLSTATE class decides: 22 (data exception: a
+    /// value out of range, an invalid text), 23 (integrity constraint
+    /// violation) and 54 (program limit exceeded: an index row too big for
+    /// a very long test id) blame the data; every other class (08
+    /// connection, 40 serialization failure and deadlock, 53 insufficient
+    /// resources, 57 operator intervention, ...) does not.
     pub fn blames_the_data(&self) -> bool {
         let e = match self {
             StoreError::Panicked(_) => return true,
             StoreError::Database(sqlx::Error::Database(e)) => e,
             StoreError::Database(_) => return false,
         };
+        if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            return matches!(pg.code().get(..2), Some("22" | "23" | "54"));
+        }
         let Some(code) = e.code().and_then(|c| c.parse::<i32>().ok()) else {
             return false;
         };
@@ -422,6 +435,45 @@ pub(crate) fn conflict(run_id: &str, what: &str, old: &str, new: &str, now: i64)
         excerpt: None,
         payload: None,
     }
+}
+
+/// The rejection the writer records for `run_id` itself (refused counts,
+/// an expired partial run), received at `at`.
+pub(crate) fn writer_rejection(run_id: &str, reason: String, at: DateTime<Utc>) -> Rejection {
+    Rejection {
+        received_at: at,
+        subject: None,
+        msg_id: None,
+        run_id: Some(run_id.to_string()),
+        reason,
+        excerpt: None,
+        payload: None,
+    }
+}
+
+/// Why a partial run was dropped by [`Store::expire_incomplete`]: `have`
+/// chunks arrived, its final declared `declared` (`None`: no final).
+pub(crate) fn expiry_reason(run_id: &str, have: i64, declared: Option<i64>) -> String {
+    match declared {
+        None => format!(
+            "{have} chunk(s) of run {run_id} arrived but its final message never did; \
+             the agent was probably stopped while publishing. The partial run was dropped: \
+             publish the run again (ptp-agent upload) to store it"
+        ),
+        Some(n) => format!(
+            "run {run_id} names {n} chunk(s) but only {have} arrived; the partial run \
+             was dropped: publish the run again (ptp-agent upload) to store it"
+        ),
+    }
+}
+
+/// Why [`Store::quarantine`] refused an automatic entry for a test a
+/// person quarantined.
+pub(crate) fn kept_persons_entry(project: &str, test_id: &str) -> String {
+    format!(
+        "'{test_id}' is quarantined by a person in project '{project}'; the automatic entry \
+         does not replace it"
+    )
 }
 
 pub(crate) fn check_counts(

@@ -1,25 +1,41 @@
-//! The PostgreSQL store: opening a database ([`open`], migrations in
-//! `actors/migrations-pg`, the same schema the SQLite migrations end with)
-//! and storing the writer's batches ([`store_batch`]) with the semantics of
-//! the SQLite writer ([`crate::writer`]) and its interning
-//! (`store::sqlite::interning`).
+//! The PostgreSQL store: [`PgStore`], the [`Store`] over a PostgreSQL
+//! database ([`open`], migrations in `actors/migrations-pg`, the same
+//! schema the SQLite migrations end with), with the observable results of
+//! the SQLite store ([`crate::store::sqlite`]): the same rows in the same
+//! tables for the same calls (the parity test, `parity`, drives both with
+//! one random sequence and compares every table after every step).
+//!
+//! Layout, as on SQLite: `batch` stores batches and completes runs;
+//! `maintain` prunes, expires, reclaims and marks flaky tests fixed; the
+//! rest are the derived state written with the data, each beside the tables
+//! it keeps: `interning` (keys of runs, tests and texts), `run_tests`
+//! (per-run test summaries), `rollups`, `evidence` (flaky verdicts),
+//! `clean_runs` (automatic quarantine), `owners`, `outbox` (webhook
+//! events) and `quarantine`; [`copy`] copies a SQLite store in. Only the
+//! SQL is here: the rules both backends keep (counts, conflict and expiry
+//! texts, clean-run counting, the outage rule, summary grouping and its
+//! encoding, webhook event selection) are Rust in `store` and
+//! `store::sqlite`, called from both.
 //!
 //! Guarantees, as on SQLite:
-//! - A batch is one transaction; on error nothing of it is stored and the
-//!   caller leaves its messages unacked.
+//! - Every [`Store`] method is one transaction; on error nothing of it is
+//!   stored and the caller leaves its messages unacked.
 //! - Idempotent by `(run_id, chunk)` and by `run_id`: a resent chunk or
 //!   final is a duplicate; one with the same id but another digest is
 //!   recorded in `rejected` as a conflict with the writer's reason text.
 //! - A run gets its `runs` row (and the next `seq`) only in the transaction
 //!   that stores its last missing piece, and only if its counts agree with
-//!   its cases; otherwise its cases go and a rejection says why.
+//!   its cases; otherwise its cases go and a rejection says why. The same
+//!   transaction writes everything derived from it: rollups, its test
+//!   summary, its tests' owners, clean-run counts, flaky evidence and the
+//!   webhook outbox. Pruning takes it all out in one transaction.
 //! - Cases are interned (`run_keys`, `tests`, `texts`) and read back through
 //!   the `test_cases` view; failures carry their signature key, the
 //!   signature is stored once in `signatures`.
 //!
 //! # Several masters
-//! Two processes may call [`store_batch`] at once on one database, with
-//! chunks and finals of the same runs. Completion is exactly once and never
+//! Two processes may call the store at once on one database, with chunks
+//! and finals of the same runs. Completion is exactly once and never
 //! missed: before it reads or writes anything, a batch takes a transaction
 //! advisory lock (`pg_advisory_xact_lock`) per run it carries, keyed by a
 //! 64-bit FNV-1a hash of the run id (`run_lock`), in ascending key order,
@@ -27,50 +43,209 @@
 //! until the first has committed or rolled back; as READ COMMITTED takes a
 //! new snapshot per statement, it then sees every chunk and final the first
 //! stored, so whichever batch stores a run's last piece sees all the others
-//! and completes it. The transaction sets READ COMMITTED itself, whatever
-//! the server's default. The `runs` row is inserted with
+//! and completes it. Every transaction sets READ COMMITTED itself, whatever
+//! the server's default (`begin`). The `runs` row is inserted with
 //! `ON CONFLICT (run_id) DO NOTHING` and counted as completed only if a row
 //! was inserted. `seq` is taken by an `UPDATE ... RETURNING` of
-//! `rollup_state`, whose row lock orders completions by commit.
+//! `rollup_state`, whose row lock orders completions by commit: everything
+//! a completion derives (rollups, evidence, events: each reads what earlier
+//! completions wrote) is written after it, so completions are serialized
+//! while their batches' cases are stored in parallel.
 //!
 //! What runs share (tests, texts, signatures) is inserted with
 //! `ON CONFLICT DO NOTHING`, each kind once per batch in one sorted order
 //! (tests, then texts, then signatures), so two batches waiting on each
 //! other's new rows always wait in the same direction: no deadlock.
 //!
+//! The writes that delete or rewrite what batches read (pruning, expiry,
+//! reclaiming orphans, quarantine and release) exclude batches altogether:
+//! batches hold the write gate (a two-key advisory lock, a key space apart
+//! from the runs' one-key locks) shared, those hold it exclusively, before
+//! any other lock (`gate`). Without it a prune or an expiry could delete
+//! the pieces of a run another master is completing, an orphan sweep could
+//! delete a test a batch has just found, and a quarantine could race the
+//! clean-run count of a completion. On SQLite the single writer gives all
+//! of this for free.
+//!
 //! # Differences from SQLite
 //! - PostgreSQL `TEXT` cannot hold U+0000 (SQLite's can): every NUL in a
-//!   text this store writes (cases, runs, rejections) is stored as U+FFFD,
-//!   so a message with one is stored instead of failing its batch forever.
+//!   text this store writes (cases, runs, rejections, owners) is stored as
+//!   U+FFFD, so a message with one is stored instead of failing its batch
+//!   forever.
 //! - No cache of known test keys (the SQLite writer's `KnownTests`): every
 //!   batch looks its tests up, one statement for all of them.
-//! - Identity keys (`run_key`, `test_key`, `text_key`, `rejected.id`) have
-//!   gaps: a conflicting `ON CONFLICT DO NOTHING` and a rollback consume
-//!   values.
+//! - Identity keys (`run_key`, `test_key`, `text_key`, `rejected.id`,
+//!   `tracked_tests.key`, `webhook_events.seq`) have gaps: a conflicting
+//!   `ON CONFLICT DO NOTHING` and a rollback consume values. They are
+//!   surrogate keys: no answer depends on their values.
+//! - Summaries: PostgreSQL's `SUM` adds plainly, SQLite's compensates; the
+//!   cases are grouped in Rust with SQLite's sum
+//!   ([`crate::store::sqlite::run_tests`]'s `group`), so the blobs are
+//!   byte-identical.
+//! - Reclaiming deletes orphaned tests and texts but runs no `VACUUM`:
+//!   autovacuum makes the space of deleted rows reusable (see `maintain`).
+//! - `rollup_state.built` stays 0: a PostgreSQL database starts empty, so
+//!   there is nothing to fill the rollups from (SQLite's `ensure_built`).
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, Postgres, QueryBuilder};
+use sqlx::{Connection, Postgres, Transaction};
 
-use crate::model::{CaseRecord, Counts, Rejection, RunRecord, to_millis};
-use crate::store::sqlite::interning;
-use crate::store::{BatchItem, BatchReport};
-use crate::{owners, signature};
+use crate::model::RunRecord;
+use crate::quarantine::Entry;
+use crate::store::{BatchItem, BatchReport, Cleared, PruneReport, Store, StoreError};
+use crate::version::Changed;
+use crate::webhooks::{Attempt, Routes};
 
-/// Bound values per statement: PostgreSQL's limit (a 16-bit count).
-const MAX_BINDS: usize = 65_535;
+mod batch;
+mod clean_runs;
+pub mod copy;
+mod evidence;
+mod interning;
+mod maintain;
+mod outbox;
+mod owners;
+mod quarantine;
+mod rollups;
+mod run_tests;
 
-/// Columns bound per row of `cases`.
-const CASE_COLUMNS: usize = 14;
+#[cfg(test)]
+mod parity;
+#[cfg(test)]
+mod tests;
 
-/// Rows per multi-row `INSERT` into `cases`.
-const CASE_ROWS_PER_STATEMENT: usize = MAX_BINDS / CASE_COLUMNS;
+/// The PostgreSQL store over a pool opened by [`open`]. Cheap to clone;
+/// several stores (in one process or in several masters) may share a
+/// database (see the module docs).
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
 
-/// Rows per multi-row `INSERT` into `signatures` (4 binds a row).
-const SIGNATURE_ROWS_PER_STATEMENT: usize = MAX_BINDS / 4;
+impl PgStore {
+    /// A store over `pool` (migrated by [`open`]).
+    pub fn new(pool: PgPool) -> PgStore {
+        PgStore { pool }
+    }
+
+    /// The pool it writes through.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl Store for PgStore {
+    async fn store_batch(
+        &self,
+        hooks: &Routes,
+        items: Vec<BatchItem>,
+    ) -> Result<(BatchReport, Changed), StoreError> {
+        Ok(batch::store_batch(&self.pool, hooks, &items).await?)
+    }
+
+    async fn prune_slice(
+        &self,
+        cutoff: Option<DateTime<Utc>>,
+        keep_runs: Option<u32>,
+        max_runs: u32,
+    ) -> Result<(PruneReport, Changed), StoreError> {
+        Ok(maintain::prune_slice(&self.pool, cutoff, keep_runs, max_runs).await?)
+    }
+
+    async fn reclaim(&self) -> Result<(u64, u64), StoreError> {
+        Ok(maintain::reclaim(&self.pool).await?)
+    }
+
+    async fn expire_incomplete(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(maintain::expire_incomplete(&self.pool, before).await?)
+    }
+
+    async fn clear_flaky(&self, c: Cleared) -> Result<bool, StoreError> {
+        Ok(maintain::clear_flaky(&self.pool, c).await?)
+    }
+
+    async fn quarantine(
+        &self,
+        hooks: &Routes,
+        project: &str,
+        entry: &Entry,
+        fits: fn(&str, &[Entry]) -> Result<(), String>,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), String>, StoreError> {
+        Ok(quarantine::quarantine(&self.pool, hooks, project, entry, fits, now).await?)
+    }
+
+    async fn release(
+        &self,
+        hooks: &Routes,
+        project: &str,
+        test_id: &str,
+        only_auto: bool,
+    ) -> Result<bool, StoreError> {
+        Ok(quarantine::release(&self.pool, hooks, project, test_id, only_auto).await?)
+    }
+
+    async fn record_attempt(
+        &self,
+        target: &str,
+        event_seq: i64,
+        outcome: &Attempt,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Ok(outbox::record_attempt(&self.pool, target, event_seq, outcome, at).await?)
+    }
+
+    async fn prune_outbox(
+        &self,
+        delivered_before: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
+        targets: &[String],
+    ) -> Result<u64, StoreError> {
+        Ok(outbox::prune_outbox(&self.pool, delivered_before, dead_before, targets).await?)
+    }
+}
+
+/// Begins a transaction at READ COMMITTED, whatever the server's
+/// `default_transaction_isolation` says: the locks rely on each statement
+/// seeing what committed before it (under REPEATABLE READ the snapshot
+/// would be taken before a lock is granted).
+pub(crate) async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// How a transaction holds the write gate (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// A batch: batches run side by side.
+    Shared,
+    /// A prune, an expiry, an orphan sweep, a quarantine change: alone.
+    Exclusive,
+}
+
+/// The write gate's advisory lock key: two 32-bit keys, a key space
+/// PostgreSQL keeps apart from the one-key locks of runs (`run_lock`).
+const GATE_KEY: (i32, i32) = (0x7074_7000, 1);
+
+/// Takes the write gate for the rest of the transaction. Taken first, before
+/// any other lock.
+pub(crate) async fn gate(conn: &mut PgConnection, how: Gate) -> Result<(), sqlx::Error> {
+    let sql = match how {
+        Gate::Shared => "SELECT pg_advisory_xact_lock_shared($1, $2)",
+        Gate::Exclusive => "SELECT pg_advisory_xact_lock($1, $2)",
+    };
+    sqlx::query(sql)
+        .bind(GATE_KEY.0)
+        .bind(GATE_KEY.1)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
 
 /// Errors opening or migrating a PostgreSQL database. The URL in each is
 /// the one given with its password replaced by `***`.
@@ -187,7 +362,7 @@ pub(crate) fn run_lock(run_id: &str) -> i64 {
 }
 
 /// `s` as PostgreSQL `TEXT` can hold it: U+0000 becomes U+FFFD.
-fn pg_text(s: &str) -> Cow<'_, str> {
+pub(crate) fn pg_text(s: &str) -> Cow<'_, str> {
     if s.contains('\0') {
         Cow::Owned(s.replace('\0', "\u{FFFD}"))
     } else {
@@ -196,582 +371,32 @@ fn pg_text(s: &str) -> Cow<'_, str> {
 }
 
 /// [`pg_text`] of an optional text.
-fn pg_opt(s: &Option<String>) -> Option<Cow<'_, str>> {
+pub(crate) fn pg_opt(s: &Option<String>) -> Option<Cow<'_, str>> {
     s.as_deref().map(pg_text)
 }
 
-/// Stores `items` in one transaction with the semantics of the SQLite
-/// writer (see the module docs), and reports what it did. The derived state
-/// the SQLite writer keeps at completion is not written yet (see
-/// `try_complete`).
-pub async fn store_batch(pool: &PgPool, items: &[BatchItem]) -> Result<BatchReport, sqlx::Error> {
-    let now = to_millis(Utc::now());
-    let mut report = BatchReport::default();
-    let mut tx = pool.begin().await?;
-    // What the locks rely on (see the module docs), whatever the server's
-    // default_transaction_isolation says: under REPEATABLE READ the
-    // snapshot would be taken before the locks are granted.
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        .execute(&mut *tx)
-        .await?;
-    lock_runs(&mut tx, items).await?;
-    let mut touched: BTreeSet<&str> = BTreeSet::new();
-    let mut new_cases: Vec<(&str, u32, usize, &CaseRecord)> = Vec::new();
-
-    for item in items {
-        match item {
-            BatchItem::Chunk {
-                run_id,
-                chunk,
-                cases,
-                digest,
-            } => {
-                let run_id = run_id.as_str();
-                let stored: Option<(Option<String>,)> = sqlx::query_as(
-                    "SELECT digest FROM run_chunks WHERE run_id = $1 AND chunk = $2",
-                )
-                .bind(pg_text(run_id))
-                .bind(i64::from(*chunk))
-                .fetch_optional(&mut *tx)
-                .await?;
-                let known = match stored {
-                    Some((d,)) => Some(d),
-                    // Complete, yet without this chunk: another version.
-                    None if run_exists(&mut tx, run_id).await? => Some(Some(String::new())),
-                    None => None,
-                };
-                if let Some(old) = known {
-                    match old.filter(|old| old != digest) {
-                        None => report.duplicates += 1,
-                        Some(old) => {
-                            let what = format!("chunk {chunk}");
-                            insert_rejection(
-                                &mut tx,
-                                &crate::store::conflict(run_id, &what, &old, digest, now),
-                            )
-                            .await?;
-                            report.rejected += 1;
-                        }
-                    }
-                    continue;
-                }
-                sqlx::query(
-                    "INSERT INTO run_chunks (run_id, chunk, cases, received_at, digest) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(pg_text(run_id))
-                .bind(i64::from(*chunk))
-                .bind(cases.len() as i64)
-                .bind(now)
-                .bind(pg_text(digest))
-                .execute(&mut *tx)
-                .await?;
-                new_cases.extend(
-                    cases
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| (run_id, *chunk, i, c)),
-                );
-                touched.insert(run_id);
-            }
-            BatchItem::Final {
-                run,
-                chunks,
-                digest,
-            } => {
-                let stored: Option<(Option<String>,)> = sqlx::query_as(
-                    "SELECT digest FROM runs WHERE run_id = $1 \
-                     UNION ALL SELECT digest FROM pending_runs WHERE run_id = $1 LIMIT 1",
-                )
-                .bind(pg_text(&run.run_id))
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some((old,)) = stored {
-                    match old.filter(|old| old != digest) {
-                        None => report.duplicates += 1,
-                        Some(old) => {
-                            let c = crate::store::conflict(&run.run_id, "run", &old, digest, now);
-                            insert_rejection(&mut tx, &c).await?;
-                            report.rejected += 1;
-                        }
-                    }
-                    continue;
-                }
-                // JSON escapes U+0000, so the info needs no pg_text.
-                let info = serde_json::to_string(run).unwrap_or_default();
-                sqlx::query(
-                    "INSERT INTO pending_runs (run_id, chunks, info, received_at, digest) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(pg_text(&run.run_id))
-                .bind(i64::from(*chunks))
-                .bind(info)
-                .bind(now)
-                .bind(pg_text(digest))
-                .execute(&mut *tx)
-                .await?;
-                touched.insert(run.run_id.as_str());
-            }
-            BatchItem::Reject(r) => {
-                insert_rejection(&mut tx, r).await?;
-                report.rejected += 1;
-            }
+/// `run` as PostgreSQL stores it: every NUL of its texts as U+FFFD, so the
+/// rows derived from it (rollups, events) hold what `runs` holds.
+pub(crate) fn pg_record(mut run: RunRecord) -> RunRecord {
+    for s in [&mut run.run_id, &mut run.project, &mut run.worker_id] {
+        if s.contains('\0') {
+            *s = pg_text(s).into_owned();
         }
     }
-
-    insert_cases(&mut tx, &new_cases).await?;
-    report.cases_inserted += new_cases.len();
-
-    for run_id in touched {
-        match try_complete(&mut tx, run_id, now).await? {
-            Completion::NotYet => {}
-            Completion::Done => report.completed.push(run_id.to_string()),
-            Completion::Refused => report.rejected += 1,
+    for s in [
+        &mut run.branch,
+        &mut run.commit,
+        &mut run.host,
+        &mut run.runner,
+        &mut run.command,
+        &mut run.note,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if s.contains('\0') {
+            *s = pg_text(s).into_owned();
         }
     }
-
-    tx.commit().await?;
-    Ok(report)
+    run
 }
-
-/// Takes the advisory lock of every run `items` carries, in ascending key
-/// order (see the module docs); held until the transaction ends.
-async fn lock_runs(conn: &mut PgConnection, items: &[BatchItem]) -> Result<(), sqlx::Error> {
-    let mut keys: Vec<i64> = items
-        .iter()
-        .filter_map(|item| match item {
-            BatchItem::Chunk { run_id, .. } => Some(run_lock(run_id)),
-            BatchItem::Final { run, .. } => Some(run_lock(&run.run_id)),
-            BatchItem::Reject(_) => None,
-        })
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    if keys.is_empty() {
-        return Ok(());
-    }
-    // A function scan returns the array's elements in order, so the locks
-    // are taken in the order sorted here.
-    sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k")
-        .bind(keys)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-async fn run_exists(conn: &mut PgConnection, run_id: &str) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query("SELECT 1 FROM runs WHERE run_id = $1")
-        .bind(pg_text(run_id))
-        .fetch_optional(conn)
-        .await?
-        .is_some())
-}
-
-async fn insert_rejection(conn: &mut PgConnection, r: &Rejection) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO rejected (received_at, subject, msg_id, run_id, reason, excerpt, payload) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(to_millis(r.received_at))
-    .bind(pg_opt(&r.subject))
-    .bind(pg_opt(&r.msg_id))
-    .bind(pg_opt(&r.run_id))
-    .bind(pg_text(&r.reason))
-    .bind(pg_opt(&r.excerpt))
-    .bind(r.payload.as_deref())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// A test's identity as `tests` keys it, as PostgreSQL stores it.
-type TestIdentity<'a> = (
-    Cow<'a, str>,
-    Option<Cow<'a, str>>,
-    Option<Cow<'a, str>>,
-    Cow<'a, str>,
-);
-
-/// Inserts the cases of a batch: first the keys of their runs, tests and
-/// texts (each kind in one sorted pass, see the module docs), then the
-/// rows, then the signatures of the failures.
-async fn insert_cases(
-    conn: &mut PgConnection,
-    rows: &[(&str, u32, usize, &CaseRecord)],
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut signatures: HashMap<i64, signature::Signature> = HashMap::new();
-    let sigs: Vec<Option<i64>> = rows
-        .iter()
-        .map(|(_, _, _, c)| {
-            c.outcome.is_failure().then(|| {
-                let sig = signature::stored_signature(c.message.as_deref(), c.traceback.as_deref());
-                let key = sig.key();
-                signatures.entry(key).or_insert(sig);
-                key
-            })
-        })
-        .collect();
-    let owners: Vec<Option<String>> = rows
-        .iter()
-        .map(|(_, _, _, c)| owners::to_column(&c.owners))
-        .collect();
-    let mut runs = interning::Distinct::new();
-    let mut tests: interning::Distinct<TestIdentity<'_>> = interning::Distinct::new();
-    let mut texts = interning::Distinct::new();
-    let mut at = Vec::with_capacity(rows.len());
-    for ((run_id, _, _, c), owners) in rows.iter().zip(&owners) {
-        let mut text = [None; 4];
-        let bodies = [&c.message, &c.traceback, &c.output, owners];
-        for (slot, body) in text.iter_mut().zip(bodies) {
-            *slot = body.as_deref().map(|b| texts.add(pg_text(b)));
-        }
-        let test = (
-            pg_text(&c.test_id),
-            c.file.as_deref().map(pg_text),
-            c.classname.as_deref().map(pg_text),
-            pg_text(&c.name),
-        );
-        at.push((runs.add(pg_text(run_id)), tests.add(test), text));
-    }
-    let run_keys = run_keys(conn, &runs.values).await?;
-    let test_keys = test_keys(conn, &tests.values).await?;
-    let text_keys = text_keys(conn, &texts.values).await?;
-    let key = |keys: &[i64], i: usize| keys.get(i).copied();
-    let all: Vec<_> = rows.iter().zip(&sigs).zip(&at).collect();
-    for part in all.chunks(CASE_ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-            "INSERT INTO cases (run_key, outcome, chunk, idx, test_key, duration_secs, retries, \
-             flaky, quarantined, sig, message_key, traceback_key, output_key, owners_key) ",
-        );
-        qb.push_values(
-            part,
-            |mut b, (((_, chunk, idx, c), sig), (run, test, text))| {
-                b.push_bind(key(&run_keys, *run))
-                    .push_bind(c.outcome.code())
-                    .push_bind(i64::from(*chunk))
-                    .push_bind(*idx as i64)
-                    .push_bind(key(&test_keys, *test))
-                    .push_bind(c.duration_secs)
-                    .push_bind(i64::from(c.retries))
-                    .push_bind(i64::from(c.flaky))
-                    .push_bind(i64::from(c.quarantined))
-                    .push_bind(**sig);
-                for t in text {
-                    b.push_bind(t.and_then(|i| key(&text_keys, i)));
-                }
-            },
-        );
-        qb.build().execute(&mut *conn).await?;
-    }
-    let mut signatures: Vec<(i64, signature::Signature)> = signatures.into_iter().collect();
-    signatures.sort_unstable_by_key(|(k, _)| *k);
-    for part in signatures.chunks(SIGNATURE_ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<Postgres> =
-            QueryBuilder::new("INSERT INTO signatures (sig, exception, message, frame) ");
-        qb.push_values(part, |mut b, (key, sig)| {
-            b.push_bind(*key)
-                .push_bind(pg_opt(&sig.exception).map(Cow::into_owned))
-                .push_bind(pg_text(&sig.message).into_owned())
-                .push_bind(pg_opt(&sig.frame).map(Cow::into_owned));
-        });
-        qb.push(" ON CONFLICT (sig) DO NOTHING");
-        qb.build().execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// The key of each of `run_ids` (distinct), made if new, in their order.
-/// Only the holder of a run's advisory lock inserts its key, so no two
-/// batches race here.
-async fn run_keys(
-    conn: &mut PgConnection,
-    run_ids: &[Cow<'_, str>],
-) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO run_keys (run_id) SELECT * FROM unnest($1::text[]) ON CONFLICT DO NOTHING",
-    )
-    .bind(run_ids)
-    .execute(&mut *conn)
-    .await?;
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT run_id, run_key FROM run_keys WHERE run_id = ANY($1)")
-            .bind(run_ids)
-            .fetch_all(&mut *conn)
-            .await?;
-    let keys: HashMap<String, i64> = rows.into_iter().collect();
-    in_order(
-        run_ids.iter().map(|id| keys.get(id.as_ref()).copied()),
-        "run_keys",
-    )
-}
-
-/// The key of each of `tests` (distinct), made if new, in their order.
-/// Inserted in sorted order (see the module docs); when some test id turns
-/// out to have several identities, `rollup_state.test_aliases` is set as the
-/// SQLite interning sets it.
-async fn test_keys(
-    conn: &mut PgConnection,
-    tests: &[TestIdentity<'_>],
-) -> Result<Vec<i64>, sqlx::Error> {
-    let mut sorted: Vec<&TestIdentity<'_>> = tests.iter().collect();
-    sorted.sort_unstable();
-    let test_ids: Vec<&str> = sorted.iter().map(|t| t.0.as_ref()).collect();
-    let files: Vec<Option<&str>> = sorted.iter().map(|t| t.1.as_deref()).collect();
-    let classnames: Vec<Option<&str>> = sorted.iter().map(|t| t.2.as_deref()).collect();
-    let names: Vec<&str> = sorted.iter().map(|t| t.3.as_ref()).collect();
-    sqlx::query(
-        "INSERT INTO tests (test_id, file, classname, name) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&test_ids)
-    .bind(&files)
-    .bind(&classnames)
-    .bind(&names)
-    .execute(&mut *conn)
-    .await?;
-    let ids: BTreeSet<&str> = tests.iter().map(|t| t.0.as_ref()).collect();
-    let ids: Vec<&str> = ids.into_iter().collect();
-    type Row = (String, Option<String>, Option<String>, String, i64);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT test_id, file, classname, name, test_key FROM tests WHERE test_id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    // Every identity of these test ids came back: more rows than ids means
-    // one has several (see `run_tests::aliases`). Only a change locks the
-    // row, so batches do not queue on it once it is set.
-    if rows.len() > ids.len() {
-        sqlx::query("UPDATE rollup_state SET value = 1 WHERE name = 'test_aliases' AND value <> 1")
-            .execute(&mut *conn)
-            .await?;
-    }
-    let keys: HashMap<(String, Option<String>, Option<String>, String), i64> = rows
-        .into_iter()
-        .map(|(id, f, c, n, k)| ((id, f, c, n), k))
-        .collect();
-    in_order(
-        tests.iter().map(|t| {
-            let identity = (
-                t.0.to_string(),
-                t.1.as_deref().map(str::to_string),
-                t.2.as_deref().map(str::to_string),
-                t.3.to_string(),
-            );
-            keys.get(&identity).copied()
-        }),
-        "tests",
-    )
-}
-
-/// The key of each of `bodies` (distinct), made if new, in their order.
-/// Inserted in sorted order (see the module docs).
-async fn text_keys(
-    conn: &mut PgConnection,
-    bodies: &[Cow<'_, str>],
-) -> Result<Vec<i64>, sqlx::Error> {
-    let mut sorted: Vec<&str> = bodies.iter().map(|b| b.as_ref()).collect();
-    sorted.sort_unstable();
-    sqlx::query("INSERT INTO texts (body) SELECT * FROM unnest($1::text[]) ON CONFLICT DO NOTHING")
-        .bind(&sorted)
-        .execute(&mut *conn)
-        .await?;
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT body, text_key FROM texts WHERE body = ANY($1)")
-            .bind(&sorted)
-            .fetch_all(&mut *conn)
-            .await?;
-    let keys: HashMap<String, i64> = rows.into_iter().collect();
-    in_order(
-        bodies.iter().map(|b| keys.get(b.as_ref()).copied()),
-        "texts",
-    )
-}
-
-/// The keys found, in order; every value must have one (it was just
-/// inserted or already there).
-fn in_order(keys: impl Iterator<Item = Option<i64>>, table: &str) -> Result<Vec<i64>, sqlx::Error> {
-    keys.map(|k| {
-        k.ok_or_else(|| {
-            sqlx::Error::Protocol(format!(
-                "interning into {table}: a value just inserted has no key"
-            ))
-        })
-    })
-    .collect()
-}
-
-/// Deletes the cases of `run_id`, its test summary and its key; returns
-/// how many cases went.
-async fn delete_cases(conn: &mut PgConnection, run_id: &str) -> Result<u64, sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM run_tests WHERE run_key = (SELECT run_key FROM run_keys WHERE run_id = $1)",
-    )
-    .bind(pg_text(run_id))
-    .execute(&mut *conn)
-    .await?;
-    let n = sqlx::query(
-        "DELETE FROM cases WHERE run_key = (SELECT run_key FROM run_keys WHERE run_id = $1)",
-    )
-    .bind(pg_text(run_id))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    sqlx::query("DELETE FROM run_keys WHERE run_id = $1")
-        .bind(pg_text(run_id))
-        .execute(&mut *conn)
-        .await?;
-    Ok(n)
-}
-
-enum Completion {
-    NotYet,
-    Done,
-    Refused,
-}
-
-/// Makes `run_id` visible if its final and all its chunks are stored and
-/// the counts agree with the cases. The caller holds the run's lock.
-async fn try_complete(
-    conn: &mut PgConnection,
-    run_id: &str,
-    now: i64,
-) -> Result<Completion, sqlx::Error> {
-    let pending: Option<(i64, String, Option<String>)> =
-        sqlx::query_as("SELECT chunks, info, digest FROM pending_runs WHERE run_id = $1")
-            .bind(pg_text(run_id))
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some((chunks, info, digest)) = pending else {
-        return Ok(Completion::NotYet);
-    };
-    let (have,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM run_chunks WHERE run_id = $1")
-        .bind(pg_text(run_id))
-        .fetch_one(&mut *conn)
-        .await?;
-    if have < chunks {
-        return Ok(Completion::NotYet);
-    }
-    let run: Result<RunRecord, _> = serde_json::from_str(&info);
-    let by_outcome: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT outcome, COUNT(*) FROM cases \
-         WHERE run_key = (SELECT run_key FROM run_keys WHERE run_id = $1) GROUP BY outcome",
-    )
-    .bind(pg_text(run_id))
-    .fetch_all(&mut *conn)
-    .await?;
-    let seen: HashMap<i64, u64> = by_outcome
-        .into_iter()
-        .map(|(o, n)| (o, n.max(0) as u64))
-        .collect();
-    let verdict = match run {
-        Err(e) => Err(format!("stored run metadata is unreadable: {e}")),
-        Ok(run) => crate::store::check_counts(&run, &seen, have, chunks).map(|()| run),
-    };
-    sqlx::query("DELETE FROM pending_runs WHERE run_id = $1")
-        .bind(pg_text(run_id))
-        .execute(&mut *conn)
-        .await?;
-    let mut run = match verdict {
-        Ok(run) => run,
-        Err(reason) => {
-            delete_cases(&mut *conn, run_id).await?;
-            let rejection = Rejection {
-                received_at: crate::model::from_millis(now),
-                subject: None,
-                msg_id: None,
-                run_id: Some(run_id.to_string()),
-                reason,
-                excerpt: None,
-                payload: None,
-            };
-            insert_rejection(conn, &rejection).await?;
-            return Ok(Completion::Refused);
-        }
-    };
-    // Completion order: what the flaky evidence is keyed by. The row lock
-    // this takes orders the completions of concurrent batches by commit.
-    let (seq,): (i64,) = sqlx::query_as(
-        "UPDATE rollup_state SET value = value + 1 WHERE name = 'seq' RETURNING value",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let (quarantined,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM cases \
-         WHERE run_key = (SELECT run_key FROM run_keys WHERE run_id = $1) \
-           AND outcome IN (0, 1) AND quarantined = 1",
-    )
-    .bind(pg_text(run_id))
-    .fetch_one(&mut *conn)
-    .await?;
-    run.quarantined_failures = quarantined.max(0) as u64;
-    if !insert_run(&mut *conn, &run, digest.as_deref(), now, seq).await? {
-        // Unreachable while the run's lock is held; never count it twice.
-        tracing::warn!(run_id, "a run completed twice; the first is kept");
-        return Ok(Completion::NotYet);
-    }
-    // Not yet on PostgreSQL: the derived state the SQLite writer keeps in
-    // this transaction: rollups::add_run, run_tests::record,
-    // owners::record_owners, auto_quarantine::count_clean_runs,
-    // flaky::record_evidence, webhooks::on_run_completed.
-    Ok(Completion::Done)
-}
-
-/// Inserts the run's row; false if it was there already.
-async fn insert_run(
-    conn: &mut PgConnection,
-    r: &RunRecord,
-    digest: Option<&str>,
-    now: i64,
-    seq: i64,
-) -> Result<bool, sqlx::Error> {
-    let c: &Counts = &r.counts;
-    let inserted = sqlx::query(
-        "INSERT INTO runs (run_id, project, branch, commit_sha, worker_id, host, runner, command, \
-         started_at, finished_at, duration_secs, exit_code, status, total, passed, failed, error, \
-         skipped, xfailed, xpassed, pass_rate, cases_complete, note, received_at, digest, seq, \
-         quarantined_failures) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22, $23, $24, $25, $26, $27) \
-         ON CONFLICT (run_id) DO NOTHING",
-    )
-    .bind(pg_text(&r.run_id))
-    .bind(pg_text(&r.project))
-    .bind(pg_opt(&r.branch))
-    .bind(pg_opt(&r.commit))
-    .bind(pg_text(&r.worker_id))
-    .bind(pg_opt(&r.host))
-    .bind(pg_opt(&r.runner))
-    .bind(pg_opt(&r.command))
-    .bind(to_millis(r.started_at))
-    .bind(to_millis(r.finished_at))
-    .bind(r.duration_secs)
-    .bind(r.exit_code.map(i64::from))
-    .bind(r.status.as_str())
-    .bind(c.total as i64)
-    .bind(c.passed as i64)
-    .bind(c.failed as i64)
-    .bind(c.error as i64)
-    .bind(c.skipped as i64)
-    .bind(c.xfailed as i64)
-    .bind(c.xpassed as i64)
-    .bind(r.pass_rate)
-    .bind(i64::from(r.cases_complete))
-    .bind(pg_opt(&r.note))
-    .bind(now)
-    .bind(digest)
-    .bind(seq)
-    .bind(r.quarantined_failures as i64)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
-}
-
-pub mod copy;
-#[cfg(test)]
-mod tests;

@@ -8,7 +8,8 @@ use ptp_test_support::PgDatabase;
 use sqlx::SqlitePool;
 
 use super::*;
-use crate::model::Outcome;
+use crate::model::{CaseRecord, Outcome, Rejection};
+use crate::store::StoreError;
 use crate::testing::{case, record, t0};
 use crate::writer::StoreBatch;
 
@@ -19,7 +20,12 @@ async fn database() -> (PgDatabase, PgPool) {
 }
 
 async fn store(pool: &PgPool, items: Vec<BatchItem>) -> BatchReport {
-    store_batch(pool, &items).await.expect("stored")
+    let store = PgStore::new(pool.clone());
+    let (report, _) = store
+        .store_batch(&crate::webhooks::Routes::default(), items)
+        .await
+        .expect("stored");
+    report
 }
 
 /// Three chunks of three cases (a pass, a failure, a skip each) and the
@@ -519,6 +525,46 @@ async fn two_masters_complete_every_run_exactly_once() {
     );
     assert_eq!(count(&a, "SELECT COUNT(*) FROM tests").await, 5 * 9);
     assert_eq!(reasons(&a).await, Vec::<String>::new());
+
+    // What the completions derived, with the masters racing, equals what a
+    // SQLite store derives from the same batches stored one by one (every
+    // table whose rows do not depend on the completion order).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lite =
+        crate::store::sqlite::db::open_writer(&crate::DbOptions::new(dir.path().join("l.db")))
+            .await
+            .expect("sqlite");
+    let sequential = crate::store::sqlite::SqliteStore::new(lite.clone());
+    for round in 0..5 {
+        for batch in interleaved(round, RUNS) {
+            sequential
+                .store_batch(&crate::webhooks::Routes::default(), batch)
+                .await
+                .expect("stored on sqlite");
+        }
+    }
+    let tables = [
+        "projects",
+        "worker_stats",
+        "test_failures",
+        "test_failure_days",
+        "run_tests",
+        "cases",
+        "tests",
+        "texts",
+        "signatures",
+    ];
+    let (on_sqlite, on_pg) =
+        super::parity::snapshots(&lite, &a, &super::parity::Clock::default(), &tables).await;
+    use super::parity::Cell;
+    assert_eq!(
+        on_pg.0["projects"],
+        [vec![Cell::Text("p".into()), Cell::Int(total)]]
+    );
+    assert_eq!(on_pg.0["test_failures"].len(), 5 * 3);
+    assert_eq!(on_pg.0["run_tests"].len(), 5 * RUNS);
+    super::parity::assert_same(&on_sqlite, &on_pg, "after two masters raced");
+    lite.close().await;
     a.close().await;
     b.close().await;
 }
@@ -632,4 +678,141 @@ async fn an_unreachable_server_is_named_without_its_password() {
     );
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("refused"), "the cause is named: {text}");
+}
+
+/// The error `sql` gets from `pool`, as the store reports it.
+async fn error_of(pool: &PgPool, sql: &'static str) -> (String, StoreError) {
+    let e = sqlx::query(sql).execute(pool).await.expect_err(sql);
+    let code = match &e {
+        sqlx::Error::Database(d) => d.code().map(|c| c.to_string()).unwrap_or_default(),
+        other => format!("not a database error: {other}"),
+    };
+    (code, StoreError::Database(e))
+}
+
+/// `blames_the_data` on errors a real server gives: data exceptions (22)
+/// and integrity violations (23) blame the data (program limits, 54: see
+/// the next test), so
+/// ingest isolates the message; serialization failures and deadlocks (40),
+/// resources (53), operator intervention (57) and a lost connection do
+/// not, so every message waits. The classes a test cannot provoke on a
+/// shared server (a full disk, a deadlock's timing) are raised by the
+/// server with their SQLSTATE.
+#[tokio::test]
+async fn postgres_errors_blame_the_data_by_sqlstate_class() {
+    let (_db, pool) = database().await;
+    let data = [
+        (
+            "INSERT INTO rollup_state (name, value) VALUES ('seq', 1)",
+            "23505",
+        ),
+        (
+            "INSERT INTO projects (project, runs) VALUES (NULL, 1)",
+            "23502",
+        ),
+        ("SELECT 'many'::bigint", "22P02"),
+        ("SELECT 9223372036854775807::bigint + 1", "22003"),
+        (r#"SELECT '["\u0000"]'::jsonb"#, "22P05"),
+    ];
+    for (sql, want) in data {
+        let (code, e) = error_of(&pool, sql).await;
+        assert_eq!(code, want, "{sql}");
+        assert!(e.blames_the_data(), "{code} blames the data: {e}");
+    }
+    let outage = [
+        (
+            "DO $$ BEGIN RAISE EXCEPTION 'could not serialize' USING ERRCODE = '40001'; END $$",
+            "40001",
+        ),
+        (
+            "DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$",
+            "40P01",
+        ),
+        (
+            "DO $$ BEGIN RAISE EXCEPTION 'disk full' USING ERRCODE = '53100'; END $$",
+            "53100",
+        ),
+        (
+            "DO $$ BEGIN RAISE EXCEPTION 'shutting down' USING ERRCODE = '57P01'; END $$",
+            "57P01",
+        ),
+        ("SELECT * FROM no_such_table", "42P01"),
+    ];
+    for (sql, want) in outage {
+        let (code, e) = error_of(&pool, sql).await;
+        assert_eq!(code, want, "{sql}");
+        assert!(!e.blames_the_data(), "{code} does not blame the data: {e}");
+    }
+    // A statement cancelled by its timeout (57014), on one connection.
+    let mut tx = pool.begin().await.expect("transaction");
+    sqlx::query("SET LOCAL statement_timeout = '20ms'")
+        .execute(&mut *tx)
+        .await
+        .expect("timeout set");
+    let e = sqlx::query("SELECT pg_sleep(5)")
+        .execute(&mut *tx)
+        .await
+        .expect_err("cancelled");
+    let code = e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.to_string());
+    assert_eq!(code.as_deref(), Some("57014"));
+    assert!(!StoreError::Database(e).blames_the_data());
+    drop(tx);
+    // No server at all.
+    let e = PgConnection::connect("postgres://ptp@127.0.0.1:1/ptp")
+        .await
+        .expect_err("nothing listens there");
+    assert!(!StoreError::Database(e).blames_the_data());
+    pool.close().await;
+}
+
+/// A test id too long for the identity index (incompressible, beyond a
+/// B-tree entry) fails its batch with 54000, which blames the data; the
+/// batch stores nothing. SQLite's codes keep their meaning.
+#[tokio::test]
+async fn a_test_id_beyond_an_index_entry_blames_the_data() {
+    let (_db, pool) = database().await;
+    let long: String = (0..2_000u64)
+        .map(|i| format!("{:08x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32))
+        .collect();
+    let cases = vec![case(&long, Outcome::Passed, None)];
+    let items = crate::testing::items(record("long", "p", "w", t0(), &cases), cases);
+    let e = PgStore::new(pool.clone())
+        .store_batch(&crate::webhooks::Routes::default(), items)
+        .await
+        .expect_err("too long for the index");
+    let code = match &e {
+        StoreError::Database(d) => d
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.to_string()),
+        StoreError::Panicked(_) => None,
+    };
+    assert_eq!(code.as_deref(), Some("54000"), "{e}");
+    assert!(e.blames_the_data(), "{e}");
+    for table in ["run_chunks", "pending_runs", "cases", "tests"] {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.expect("count");
+        assert_eq!(n, 0, "{table}");
+    }
+    pool.close().await;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lite =
+        crate::store::sqlite::db::open_writer(&crate::DbOptions::new(dir.path().join("e.db")))
+            .await
+            .expect("sqlite");
+    let unique = sqlx::query("INSERT INTO rollup_state (name, value) VALUES ('seq', 1)")
+        .execute(&lite)
+        .await
+        .expect_err("unique");
+    assert!(StoreError::Database(unique).blames_the_data());
+    let missing = sqlx::query("SELECT * FROM no_such_table")
+        .execute(&lite)
+        .await
+        .expect_err("no table");
+    assert!(!StoreError::Database(missing).blames_the_data());
+    lite.close().await;
 }

@@ -320,15 +320,8 @@ async fn try_complete(
         Ok(run) => run,
         Err(reason) => {
             interning::delete_cases(&mut *conn, run_id).await?;
-            let rejection = Rejection {
-                received_at: crate::model::from_millis(now),
-                subject: None,
-                msg_id: None,
-                run_id: Some(run_id.to_string()),
-                reason,
-                excerpt: None,
-                payload: None,
-            };
+            let rejection =
+                crate::store::writer_rejection(run_id, reason, crate::model::from_millis(now));
             insert_rejection(conn, &rejection).await?;
             return Ok(Completion::Refused);
         }

@@ -17,6 +17,19 @@ pub(crate) enum RunVerdict {
     Unclean,
 }
 
+impl RunVerdict {
+    /// The verdict of a test whose cases in the run (failed, errored or
+    /// passed ones) have the worst outcome code `worst` and include a
+    /// retried one (`retried`).
+    pub(crate) fn of(worst: i64, retried: bool) -> RunVerdict {
+        if worst <= 1 || retried {
+            RunVerdict::Unclean
+        } else {
+            RunVerdict::Clean
+        }
+    }
+}
+
 /// The clean-run count after a run with `verdict`: one more after a clean
 /// run, back to 0 after an unclean one. (A run without the test, or where
 /// it was skipped, leaves the count as it is.)
@@ -48,12 +61,7 @@ pub(crate) async fn count_clean_runs(
     .fetch_all(&mut *conn)
     .await?;
     for (test_id, count, worst, retried) in rows {
-        let verdict = if worst <= 1 || retried != 0 {
-            RunVerdict::Unclean
-        } else {
-            RunVerdict::Clean
-        };
-        let next = next_clean_runs(count, verdict);
+        let next = next_clean_runs(count, RunVerdict::of(worst, retried != 0));
         if next != count {
             sqlx::query("UPDATE quarantine SET clean_runs = ? WHERE project = ? AND test_id = ?")
                 .bind(next)

@@ -19,8 +19,9 @@ pub(crate) fn outage_sql() -> String {
 }
 
 /// [`outage_sql`] over the columns of the runs table named `alias`
-/// (`"r."`, or `""` for an unqualified one).
-fn outage_sql_of(alias: &str) -> String {
+/// (`"r."`, or `""` for an unqualified one). Plain integer arithmetic:
+/// the same SQL on both backends.
+pub(crate) fn outage_sql_of(alias: &str) -> String {
     let (p, f, e) = (
         format!("{alias}passed"),
         format!("{alias}failed"),

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{SqliteConnection, SqlitePool};
 
 use super::interning;
-use crate::model::{Rejection, to_millis};
+use crate::model::to_millis;
 use crate::store::{Cleared, PruneReport, StoreError};
 use crate::version::Changed;
 
@@ -157,17 +157,7 @@ pub(super) async fn expire_incomplete(
     .fetch_all(&mut *tx)
     .await?;
     for (run_id, have, declared) in &stale {
-        let reason = match declared {
-            None => format!(
-                "{have} chunk(s) of run {run_id} arrived but its final message never did; \
-                 the agent was probably stopped while publishing. The partial run was dropped: \
-                 publish the run again (ptp-agent upload) to store it"
-            ),
-            Some(n) => format!(
-                "run {run_id} names {n} chunk(s) but only {have} arrived; the partial run \
-                 was dropped: publish the run again (ptp-agent upload) to store it"
-            ),
-        };
+        let reason = crate::store::expiry_reason(run_id, *have, *declared);
         interning::delete_cases(&mut tx, run_id).await?;
         for sql in [
             "DELETE FROM run_chunks WHERE run_id = ?",
@@ -175,15 +165,7 @@ pub(super) async fn expire_incomplete(
         ] {
             sqlx::query(sql).bind(run_id).execute(&mut *tx).await?;
         }
-        let rejection = Rejection {
-            received_at: now,
-            subject: None,
-            msg_id: None,
-            run_id: Some(run_id.clone()),
-            reason,
-            excerpt: None,
-            payload: None,
-        };
+        let rejection = crate::store::writer_rejection(run_id, reason, now);
         super::batch::insert_rejection(&mut tx, &rejection).await?;
     }
     tx.commit().await?;

@@ -17,7 +17,7 @@ pub mod db;
 pub mod evidence;
 pub(crate) mod interning;
 mod maintain;
-mod outbox;
+pub(crate) mod outbox;
 mod owners;
 pub(crate) mod quarantine;
 pub mod rollups;

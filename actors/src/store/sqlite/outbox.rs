@@ -1,6 +1,12 @@
 //! The webhook outbox's writes on SQLite: the events a write produces,
 //! inserted in the transaction that stores what they describe (see
 //! [`crate::webhooks`] for the events and the outbox's guarantees).
+//!
+//! The rules both backends keep are here as plain Rust, the SQL apart:
+//! which questions a completed run's events need ([`run_asks`]), the
+//! events made of the answers ([`run_events`], [`quarantined_event`],
+//! [`released_event`]), the columns an attempt sets ([`attempt_columns`])
+//! and the text of a dropped delivery ([`dropped_error`]).
 
 use std::collections::BTreeSet;
 
@@ -16,13 +22,37 @@ use crate::webhooks::{
 };
 
 /// An event about to be stored.
-struct NewEvent {
-    kind: EventType,
-    project: String,
-    branch: Option<String>,
-    run_id: Option<String>,
-    test_id: Option<String>,
-    data: serde_json::Value,
+pub(crate) struct NewEvent {
+    pub(crate) kind: EventType,
+    pub(crate) project: String,
+    pub(crate) branch: Option<String>,
+    pub(crate) run_id: Option<String>,
+    pub(crate) test_id: Option<String>,
+    pub(crate) data: serde_json::Value,
+}
+
+/// `last_error` of the deliveries dropped beyond a target's bound `max`.
+pub(crate) fn dropped_error(max: i64) -> String {
+    format!("dropped: more than {max} undelivered events for this target")
+}
+
+/// Logs that `over` deliveries of `target` were dropped.
+pub(crate) fn warn_dropped(target: &str, over: i64, max: i64) {
+    tracing::warn!(
+        target,
+        dropped = over,
+        max,
+        "webhook target has too many undelivered events: the oldest were dropped (marked dead)"
+    );
+}
+
+/// Logs that the rows of a target no longer configured were deleted.
+pub(crate) fn warn_unconfigured(target: &str, deliveries: u64) {
+    tracing::warn!(
+        target = %target,
+        deliveries,
+        "webhook target no longer configured: its outbox rows were deleted"
+    );
 }
 
 /// Stores `events` (in order) with one delivery per target that wants each,
@@ -84,19 +114,12 @@ async fn store_events(
                  WHERE state = 0 AND target = ?3 ORDER BY event_seq LIMIT ?4)",
             )
             .bind(at)
-            .bind(format!(
-                "dropped: more than {max} undelivered events for this target"
-            ))
+            .bind(dropped_error(max))
             .bind(target)
             .bind(over)
             .execute(&mut *conn)
             .await?;
-            tracing::warn!(
-                target,
-                dropped = over,
-                max,
-                "webhook target has too many undelivered events: the oldest were dropped (marked dead)"
-            );
+            warn_dropped(target, over, max);
         }
     }
     Ok(())
@@ -108,48 +131,41 @@ fn run_failed(run: &RunRecord) -> bool {
         || !matches!(run.status.as_str(), "passed" | "no_tests")
 }
 
-/// The events of run `run` (just made visible with completion order
-/// `seq`), stored in the caller's transaction. See the module docs.
-pub(crate) async fn on_run_completed(
-    conn: &mut SqliteConnection,
-    routes: &Routes,
-    run: &RunRecord,
-    seq: i64,
-) -> Result<(), sqlx::Error> {
+/// What the events of a completed run need asked of the store.
+pub(crate) struct RunAsks {
+    /// Its failing tests that passed before (`test.newly_failing`, and
+    /// the count in `run.failed`): at most [`MAX_FAILING_CONSIDERED`] by
+    /// test id, each with the first 300 characters of its first failure's
+    /// message, those whose newest result among the [`LOOKBACK_RUNS`] runs
+    /// of the project and branch completed before it was a pass.
+    pub(crate) newly_failing: bool,
+    /// Its tests passed on retry and retried in none of those runs
+    /// (`test.newly_flaky`), at most [`MAX_TEST_EVENTS_PER_RUN`] by test id.
+    pub(crate) newly_flaky: bool,
+}
+
+/// What to ask for run `run`'s events; `None` when it has none (no
+/// target, or not a default branch).
+pub(crate) fn run_asks(routes: &Routes, run: &RunRecord) -> Option<RunAsks> {
     if routes.targets.is_empty() || !routes.is_default_branch(run.branch.as_deref()) {
-        return Ok(());
+        return None;
     }
-    let failed = run_failed(run);
+    Some(RunAsks {
+        newly_failing: run_failed(run)
+            && (routes.wants(EventType::RunFailed) || routes.wants(EventType::TestNewlyFailing)),
+        newly_flaky: routes.wants(EventType::TestNewlyFlaky),
+    })
+}
+
+/// The events of run `run`, made of the answers to [`run_asks`] (empty
+/// when not asked): `run.failed`, its newly failing tests, its newly flaky
+/// tests, in that order.
+pub(crate) fn run_events(
+    run: &RunRecord,
+    newly_failing: Vec<(String, Option<String>)>,
+    newly_flaky: Vec<String>,
+) -> Vec<NewEvent> {
     let mut events = Vec::new();
-    let mut newly_failing: Vec<(String, Option<String>)> = Vec::new();
-    if failed && (routes.wants(EventType::RunFailed) || routes.wants(EventType::TestNewlyFailing)) {
-        newly_failing = sqlx::query_as(
-            "SELECT f.test_id, \
-               (SELECT (SELECT substr(body, 1, 300) FROM texts WHERE text_key = c.message_key) \
-                 FROM cases c INDEXED BY cases_by_run_test \
-                 WHERE c.run_key = (SELECT run_key FROM run_keys WHERE run_id = ?1) \
-                 AND c.test_key IN (SELECT test_key FROM tests WHERE test_id = f.test_id) \
-                 AND c.outcome IN (0, 1) ORDER BY c.outcome, c.chunk, c.idx LIMIT 1) \
-             FROM (SELECT DISTINCT test_id FROM test_cases WHERE run_id = ?1 AND outcome IN (0, 1) \
-                   ORDER BY test_id LIMIT ?5) f \
-             WHERE (SELECT MIN(c.outcome) FROM (SELECT run_id, seq FROM runs \
-                        WHERE project = ?2 AND branch = ?3 AND seq < ?4 \
-                        ORDER BY seq DESC LIMIT ?6) p \
-                    CROSS JOIN run_keys k CROSS JOIN cases c INDEXED BY cases_by_run_test \
-                    WHERE k.run_id = p.run_id AND c.run_key = k.run_key \
-                    AND c.test_key IN (SELECT test_key FROM tests WHERE test_id = f.test_id) \
-                    GROUP BY p.seq ORDER BY p.seq DESC LIMIT 1) = 3 \
-             ORDER BY f.test_id",
-        )
-        .bind(&run.run_id)
-        .bind(&run.project)
-        .bind(&run.branch)
-        .bind(seq)
-        .bind(MAX_FAILING_CONSIDERED)
-        .bind(LOOKBACK_RUNS)
-        .fetch_all(&mut *conn)
-        .await?;
-    }
     let event = |kind, test_id: Option<String>, data| NewEvent {
         kind,
         project: run.project.clone(),
@@ -158,7 +174,7 @@ pub(crate) async fn on_run_completed(
         test_id,
         data,
     };
-    if failed {
+    if run_failed(run) {
         let c = &run.counts;
         events.push(event(
             EventType::RunFailed,
@@ -186,8 +202,59 @@ pub(crate) async fn on_run_completed(
             json!({ "commit": run.commit, "message": message }),
         ));
     }
-    if routes.wants(EventType::TestNewlyFlaky) {
-        let flaky: Vec<(String,)> = sqlx::query_as(
+    for test_id in newly_flaky {
+        events.push(event(
+            EventType::TestNewlyFlaky,
+            Some(test_id),
+            json!({ "commit": run.commit, "reason": "passed_on_retry" }),
+        ));
+    }
+    events
+}
+
+/// The events of run `run` (just made visible with completion order
+/// `seq`), stored in the caller's transaction. See the module docs.
+pub(crate) async fn on_run_completed(
+    conn: &mut SqliteConnection,
+    routes: &Routes,
+    run: &RunRecord,
+    seq: i64,
+) -> Result<(), sqlx::Error> {
+    let Some(asks) = run_asks(routes, run) else {
+        return Ok(());
+    };
+    let mut newly_failing: Vec<(String, Option<String>)> = Vec::new();
+    if asks.newly_failing {
+        newly_failing = sqlx::query_as(
+            "SELECT f.test_id, \
+               (SELECT (SELECT substr(body, 1, 300) FROM texts WHERE text_key = c.message_key) \
+                 FROM cases c INDEXED BY cases_by_run_test \
+                 WHERE c.run_key = (SELECT run_key FROM run_keys WHERE run_id = ?1) \
+                 AND c.test_key IN (SELECT test_key FROM tests WHERE test_id = f.test_id) \
+                 AND c.outcome IN (0, 1) ORDER BY c.outcome, c.chunk, c.idx LIMIT 1) \
+             FROM (SELECT DISTINCT test_id FROM test_cases WHERE run_id = ?1 AND outcome IN (0, 1) \
+                   ORDER BY test_id LIMIT ?5) f \
+             WHERE (SELECT MIN(c.outcome) FROM (SELECT run_id, seq FROM runs \
+                        WHERE project = ?2 AND branch = ?3 AND seq < ?4 \
+                        ORDER BY seq DESC LIMIT ?6) p \
+                    CROSS JOIN run_keys k CROSS JOIN cases c INDEXED BY cases_by_run_test \
+                    WHERE k.run_id = p.run_id AND c.run_key = k.run_key \
+                    AND c.test_key IN (SELECT test_key FROM tests WHERE test_id = f.test_id) \
+                    GROUP BY p.seq ORDER BY p.seq DESC LIMIT 1) = 3 \
+             ORDER BY f.test_id",
+        )
+        .bind(&run.run_id)
+        .bind(&run.project)
+        .bind(&run.branch)
+        .bind(seq)
+        .bind(MAX_FAILING_CONSIDERED)
+        .bind(LOOKBACK_RUNS)
+        .fetch_all(&mut *conn)
+        .await?;
+    }
+    let mut newly_flaky: Vec<String> = Vec::new();
+    if asks.newly_flaky {
+        let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT t.test_id FROM run_keys k CROSS JOIN cases c INDEXED BY cases_retried \
              CROSS JOIN tests t \
              WHERE k.run_id = ?1 AND c.run_key = k.run_key AND c.flaky = 1 \
@@ -209,15 +276,38 @@ pub(crate) async fn on_run_completed(
         .bind(MAX_TEST_EVENTS_PER_RUN as i64)
         .fetch_all(&mut *conn)
         .await?;
-        for (test_id,) in flaky {
-            events.push(event(
-                EventType::TestNewlyFlaky,
-                Some(test_id),
-                json!({ "commit": run.commit, "reason": "passed_on_retry" }),
-            ));
-        }
+        newly_flaky = rows.into_iter().map(|(t,)| t).collect();
     }
+    let events = run_events(run, newly_failing, newly_flaky);
     store_events(conn, routes, events, Utc::now()).await
+}
+
+/// `test.quarantined` for `entry` of `project`.
+pub(crate) fn quarantined_event(project: &str, entry: &Entry) -> NewEvent {
+    NewEvent {
+        kind: EventType::TestQuarantined,
+        project: project.to_string(),
+        branch: None,
+        run_id: None,
+        test_id: Some(entry.test_id.clone()),
+        data: json!({
+            "reason": entry.reason,
+            "expires_at": entry.expires_at,
+            "auto": entry.auto,
+        }),
+    }
+}
+
+/// `test.released` for `test_id` of `project`, quarantined for `reason`.
+pub(crate) fn released_event(project: &str, test_id: &str, reason: &str) -> NewEvent {
+    NewEvent {
+        kind: EventType::TestReleased,
+        project: project.to_string(),
+        branch: None,
+        run_id: None,
+        test_id: Some(test_id.to_string()),
+        data: json!({ "reason": reason }),
+    }
 }
 
 /// `test.quarantined` for `entry`, when it was not active at `now` before
@@ -229,19 +319,7 @@ pub(crate) async fn on_quarantined(
     entry: &Entry,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let ev = NewEvent {
-        kind: EventType::TestQuarantined,
-        project: project.to_string(),
-        branch: None,
-        run_id: None,
-        test_id: Some(entry.test_id.clone()),
-        data: json!({
-            "reason": entry.reason,
-            "expires_at": entry.expires_at,
-            "auto": entry.auto,
-        }),
-    };
-    store_events(conn, routes, vec![ev], now).await
+    store_events(conn, routes, vec![quarantined_event(project, entry)], now).await
 }
 
 /// `test.released` for a released entry that was active.
@@ -253,15 +331,20 @@ pub(crate) async fn on_released(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let ev = NewEvent {
-        kind: EventType::TestReleased,
-        project: project.to_string(),
-        branch: None,
-        run_id: None,
-        test_id: Some(test_id.to_string()),
-        data: json!({ "reason": reason }),
-    };
+    let ev = released_event(project, test_id, reason);
     store_events(conn, routes, vec![ev], now).await
+}
+
+/// The columns an attempt sets: (state, next attempt at, last error).
+pub(crate) fn attempt_columns(outcome: &Attempt) -> (i64, Option<i64>, Option<&String>) {
+    match outcome {
+        Attempt::Delivered => (1, None, None),
+        Attempt::Retry {
+            error,
+            next_attempt_at,
+        } => (0, Some(to_millis(*next_attempt_at)), Some(error)),
+        Attempt::GiveUp { error } => (2, None, Some(error)),
+    }
 }
 
 /// [`crate::store::Store::record_attempt`].
@@ -272,14 +355,7 @@ pub(super) async fn record_attempt(
     outcome: &Attempt,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let (state, next, error) = match outcome {
-        Attempt::Delivered => (1, None, None),
-        Attempt::Retry {
-            error,
-            next_attempt_at,
-        } => (0, Some(to_millis(*next_attempt_at)), Some(error)),
-        Attempt::GiveUp { error } => (2, None, Some(error)),
-    };
+    let (state, next, error) = attempt_columns(outcome);
     sqlx::query(
         "UPDATE webhook_deliveries SET state = ?1, attempts = attempts + 1, \
          last_error = ?2, next_attempt_at = COALESCE(?3, next_attempt_at), \
@@ -324,11 +400,7 @@ pub(super) async fn prune_outbox(
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            tracing::warn!(
-                target = %t,
-                deliveries = n,
-                "webhook target no longer configured: its outbox rows were deleted"
-            );
+            warn_unconfigured(&t, n);
             gone += n;
         }
     }

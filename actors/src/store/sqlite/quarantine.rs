@@ -56,12 +56,7 @@ pub(super) async fn quarantine(
     .rows_affected();
     if stored == 0 {
         tx.rollback().await?;
-        let why = format!(
-            "'{}' is quarantined by a person in project '{}'; the automatic entry \
-             does not replace it",
-            e.test_id, project
-        );
-        return Ok(Err(why));
+        return Ok(Err(crate::store::kept_persons_entry(project, &e.test_id)));
     }
     let list = active_in(&mut *tx, project, now).await?;
     if let Err(why) = fits(project, &list) {

@@ -13,7 +13,12 @@
 //!   shows).
 //!
 //! Both sums are SQLite's `SUM` over the test's cases of the run, grouped
-//! by [`GROUP_SQL`], the one statement every writer of a summary uses.
+//! by [`GROUP_SQL`], the one statement every writer of a summary uses on
+//! SQLite. A backend whose `SUM` adds otherwise (PostgreSQL adds plainly,
+//! in whatever order its plan reads) groups the cases with [`group`]
+//! instead: the same grouping with SQLite's `SUM` ([`SqliteSum`]), so a
+//! summary is byte-identical on both (a test checks [`group`] against
+//! [`GROUP_SQL`]).
 //!
 //! Encoding ([`encode`], [`decode`]): a format byte (1), the number of
 //! tests as a LEB128 varint, then per test the key as a varint of its
@@ -62,6 +67,95 @@ pub(crate) const GROUP_SQL: &str = "SELECT test_key, MIN(outcome), \
      CAST(SUM(duration_secs) AS REAL) \
      FROM cases INDEXED BY cases_by_run_test WHERE run_key = ?1 \
      GROUP BY test_key ORDER BY test_key";
+
+/// SQLite's `SUM` over doubles, bit for bit: since 3.43 it adds with
+/// Kahan-Babuška-Neumaier compensation and adds the error term at the end
+/// unless that overflowed (infinite or NaN); no value gives NULL.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SqliteSum {
+    sum: f64,
+    err: f64,
+    n: u64,
+}
+
+impl SqliteSum {
+    /// Adds one value (SQLite's `kahanBabuskaNeumaierStep`).
+    pub(crate) fn add(&mut self, r: f64) {
+        let s = self.sum;
+        let t = s + r;
+        if s.abs() > r.abs() {
+            self.err += (s - t) + r;
+        } else {
+            self.err += (r - t) + s;
+        }
+        self.sum = t;
+        self.n += 1;
+    }
+
+    /// The sum (SQLite's `sumFinalize`): `None` when nothing was added.
+    pub(crate) fn value(&self) -> Option<f64> {
+        match self.n {
+            0 => None,
+            _ if self.err.is_finite() => Some(self.sum + self.err),
+            _ => Some(self.sum),
+        }
+    }
+}
+
+/// [`GROUP_SQL`] in Rust, for backends whose `SUM` is not SQLite's:
+/// `cases` are one run's (test_key, outcome code, duration) in the order
+/// SQLite reads them for [`GROUP_SQL`] (by test key, then outcome, chunk
+/// and index: `cases_by_run_test` with the primary key after it).
+pub(crate) fn group(
+    cases: impl IntoIterator<Item = (i64, i64, f64)>,
+) -> Result<Vec<TestSummary>, sqlx::Error> {
+    let mut tests = Vec::new();
+    let mut open: Option<(i64, i64, SqliteSum, SqliteSum)> = None;
+    for (key, code, secs) in cases {
+        match &mut open {
+            Some((k, worst, ran, all)) if *k == key => {
+                *worst = (*worst).min(code);
+                if code <= 3 {
+                    ran.add(secs);
+                }
+                all.add(secs);
+            }
+            _ => {
+                if let Some(done) = open.take() {
+                    tests.push(summary_of(done.0, done.1, done.2.value(), done.3.value())?);
+                }
+                let (mut ran, mut all) = (SqliteSum::default(), SqliteSum::default());
+                if code <= 3 {
+                    ran.add(secs);
+                }
+                all.add(secs);
+                open = Some((key, code, ran, all));
+            }
+        }
+    }
+    if let Some(done) = open {
+        tests.push(summary_of(done.0, done.1, done.2.value(), done.3.value())?);
+    }
+    Ok(tests)
+}
+
+/// One row of [`GROUP_SQL`] as a [`TestSummary`].
+fn summary_of(
+    key: i64,
+    code: i64,
+    ran: Option<f64>,
+    all: Option<f64>,
+) -> Result<TestSummary, sqlx::Error> {
+    let worst = Outcome::from_code(code).ok_or_else(|| {
+        sqlx::Error::Protocol(format!("a stored case has unknown outcome code {code}"))
+    })?;
+    Ok(TestSummary {
+        key,
+        worst,
+        ran_secs: ran.unwrap_or(0.0),
+        all_secs: all.unwrap_or(0.0),
+    })
+}
 
 /// One test of a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -236,18 +330,10 @@ pub(crate) async fn summarize(
         .bind(run_key)
         .fetch_all(conn)
         .await?;
-    let mut tests = Vec::with_capacity(rows.len());
-    for (key, code, ran, all) in rows {
-        let worst = Outcome::from_code(code).ok_or_else(|| {
-            sqlx::Error::Protocol(format!("a stored case has unknown outcome code {code}"))
-        })?;
-        tests.push(TestSummary {
-            key,
-            worst,
-            ran_secs: ran.unwrap_or(0.0),
-            all_secs: all,
-        });
-    }
+    let tests = rows
+        .into_iter()
+        .map(|(key, code, ran, all)| summary_of(key, code, ran, Some(all)))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(encode(&tests))
 }
 
@@ -480,6 +566,62 @@ mod tests {
         fn no_input_panics_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode(&bytes);
         }
+    }
+
+    /// [`group`] gives what [`GROUP_SQL`] gives, bit for bit, over seeded
+    /// random runs whose durations a plain sum adds up differently.
+    #[tokio::test]
+    async fn group_in_rust_equals_group_sql_bit_for_bit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = crate::DbOptions::new(dir.path().join("g.db"));
+        let pool = crate::store::sqlite::db::open_writer(&db)
+            .await
+            .expect("open");
+        let mut conn = pool.acquire().await.expect("connection");
+        const SECS: [f64; 9] = [0.1, 0.2, 0.3, 1.7, 3.0, 1e16, -0.0, 1e-300, 123.456];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut plain_differs = 0;
+        for run_key in 0..300i64 {
+            let mut rows = Vec::new();
+            for idx in 0..next(14) as i64 {
+                let (key, code, secs) = (next(4) as i64, next(6) as i64, SECS[next(SECS.len())]);
+                sqlx::query(
+                    "INSERT INTO cases (run_key, outcome, chunk, idx, test_key, duration_secs, \
+                     retries, flaky, quarantined) VALUES (?, ?, 0, ?, ?, ?, 0, 0, 0)",
+                )
+                .bind(run_key)
+                .bind(code)
+                .bind(idx)
+                .bind(key)
+                .bind(secs)
+                .execute(&mut *conn)
+                .await
+                .expect("case");
+                rows.push((key, code, idx, secs));
+            }
+            rows.sort_by_key(|r| (r.0, r.1, r.2));
+            let grouped = group(rows.iter().map(|r| (r.0, r.1, r.3))).expect("group");
+            let stored = summarize(&mut conn, run_key).await.expect("summarize");
+            assert_eq!(encode(&grouped), stored, "run {run_key}: {rows:?}");
+            for t in &grouped {
+                let plain: f64 = rows
+                    .iter()
+                    .filter(|r| r.0 == t.key)
+                    .fold(0.0, |s, r| s + r.3);
+                if plain.to_bits() != t.all_secs.to_bits() {
+                    plain_differs += 1;
+                }
+            }
+        }
+        assert!(plain_differs > 10, "the runs test the compensation");
+        drop(conn);
+        pool.close().await;
     }
 
     fn timed(test: &str, outcome: Outcome, secs: f64) -> CaseRecord {
