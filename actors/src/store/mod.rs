@@ -290,6 +290,8 @@ impl From<PgOptions> for StoreOptions {
 pub enum Backend {
     /// The SQLite store.
     Sqlite(SqliteStore),
+    /// The PostgreSQL store.
+    Postgres(postgres::PgStore),
 }
 
 /// Opens and migrates the store `opts` names (SQLite: the rollups and
@@ -315,10 +317,15 @@ pub(crate) async fn open(opts: &StoreOptions) -> Result<(Backend, ReadPool), DbE
                 ReadPool::Sqlite(read),
             ))
         }
-        StoreOptions::Postgres(pg) => Err(DbError::Unsupported(format!(
-            "the PostgreSQL writer is not in this build yet ({})",
-            postgres::redacted(&pg.url)
-        ))),
+        StoreOptions::Postgres(pg) => {
+            let pool = postgres::open(&pg.url, pg.connections).await?;
+            // Two connections: /workers is one short indexed read.
+            let read = postgres::open(&pg.url, 2).await?;
+            Ok((
+                Backend::Postgres(postgres::PgStore::new(pool)),
+                ReadPool::Postgres(read),
+            ))
+        }
     }
 }
 
@@ -330,6 +337,7 @@ impl Store for Backend {
     ) -> Result<(BatchReport, Changed), StoreError> {
         match self {
             Backend::Sqlite(s) => s.store_batch(hooks, items).await,
+            Backend::Postgres(s) => s.store_batch(hooks, items).await,
         }
     }
 
@@ -341,24 +349,28 @@ impl Store for Backend {
     ) -> Result<(PruneReport, Changed), StoreError> {
         match self {
             Backend::Sqlite(s) => s.prune_slice(cutoff, keep_runs, max_runs).await,
+            Backend::Postgres(s) => s.prune_slice(cutoff, keep_runs, max_runs).await,
         }
     }
 
     async fn reclaim(&self) -> Result<(u64, u64), StoreError> {
         match self {
             Backend::Sqlite(s) => s.reclaim().await,
+            Backend::Postgres(s) => s.reclaim().await,
         }
     }
 
     async fn expire_incomplete(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         match self {
             Backend::Sqlite(s) => s.expire_incomplete(before).await,
+            Backend::Postgres(s) => s.expire_incomplete(before).await,
         }
     }
 
     async fn clear_flaky(&self, c: Cleared) -> Result<bool, StoreError> {
         match self {
             Backend::Sqlite(s) => s.clear_flaky(c).await,
+            Backend::Postgres(s) => s.clear_flaky(c).await,
         }
     }
 
@@ -372,6 +384,7 @@ impl Store for Backend {
     ) -> Result<Result<(), String>, StoreError> {
         match self {
             Backend::Sqlite(s) => s.quarantine(hooks, project, entry, fits, now).await,
+            Backend::Postgres(s) => s.quarantine(hooks, project, entry, fits, now).await,
         }
     }
 
@@ -384,6 +397,7 @@ impl Store for Backend {
     ) -> Result<bool, StoreError> {
         match self {
             Backend::Sqlite(s) => s.release(hooks, project, test_id, only_auto).await,
+            Backend::Postgres(s) => s.release(hooks, project, test_id, only_auto).await,
         }
     }
 
@@ -396,6 +410,7 @@ impl Store for Backend {
     ) -> Result<(), StoreError> {
         match self {
             Backend::Sqlite(s) => s.record_attempt(target, event_seq, outcome, at).await,
+            Backend::Postgres(s) => s.record_attempt(target, event_seq, outcome, at).await,
         }
     }
 
@@ -407,6 +422,7 @@ impl Store for Backend {
     ) -> Result<u64, StoreError> {
         match self {
             Backend::Sqlite(s) => s.prune_outbox(delivered_before, dead_before, targets).await,
+            Backend::Postgres(s) => s.prune_outbox(delivered_before, dead_before, targets).await,
         }
     }
 }
