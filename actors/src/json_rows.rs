@@ -179,4 +179,3 @@ mod tests {
         assert!(err.to_string().contains("Wrong"), "{err}");
     }
 }
-
