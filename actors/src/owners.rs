@@ -19,7 +19,7 @@
 //! project nor the run has owners); `test_owners` grows with the number of
 //! owned tests, not with runs, and is not pruned with runs.
 
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Postgres, QueryBuilder, Sqlite};
 
 /// Which tests a read covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,6 +60,32 @@ pub(crate) fn push_filter(
             ))
             .push_bind(ids)
             .push("))");
+        }
+    }
+}
+
+/// [`push_filter`] on PostgreSQL: the same tests, the named ones as one
+/// array bind.
+pub(crate) fn push_filter_pg(
+    q: &mut QueryBuilder<Postgres>,
+    set: &TestSet,
+    project: &str,
+    test_id: &str,
+) {
+    match set {
+        TestSet::All => {}
+        TestSet::Owner(owner) => {
+            q.push(format_args!(
+                " AND ({project}, {test_id}) IN \
+                 (SELECT o.project, o.test_id FROM test_owners o WHERE o.owner = "
+            ))
+            .push_bind(owner.clone())
+            .push(")");
+        }
+        TestSet::Ids(ids) => {
+            q.push(format_args!(" AND {test_id} = ANY("))
+                .push_bind(ids.clone())
+                .push(")");
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::read::clusters::{self, Signed};
 use crate::read::compare;
 use crate::read::flaky::{self, Evidence, FlipRule, Window};
 use crate::read::history::{self, SlowRule};
+use crate::read::parity::core::OWNERS;
 use crate::read::queries::{self, FailureFilter};
 use crate::read::rollups::{self, Snapshot};
 use crate::store::postgres::copy::copy_from_sqlite;
@@ -159,6 +160,16 @@ fn cases(spec: &RunSpec) -> Vec<CaseRecord> {
     let mut out = Vec::new();
     for (t, did) in spec.tests.iter().enumerate() {
         let id = test_id(t);
+        // Owners change with the commit: the newest run decides.
+        let owners: Vec<String> = match (t + spec.commit) % 3 {
+            0 => vec![OWNERS[0].into()],
+            1 => vec![OWNERS[0].into(), OWNERS[1].into()],
+            _ => Vec::new(),
+        };
+        let case = |id: &str, outcome, message| CaseRecord {
+            owners: owners.clone(),
+            ..case(id, outcome, message)
+        };
         let failing = |outcome, n: usize| CaseRecord {
             traceback: traceback(n),
             ..case(&id, outcome, MESSAGES[n % 4])
@@ -415,7 +426,9 @@ proptest! {
             .expect("runtime");
         rt.block_on(async {
             let dir = tempfile::tempdir().expect("temp dir");
-            let (actors, pool) = start(&dir.path().join("p.db")).await;
+            // With webhook targets, quarantine entries, rejections and an
+            // unfinished run, which the steps do not make.
+            let (actors, pool) = crate::read::parity::core::start(&dir.path().join("p.db")).await;
             let db = ptp_test_support::PgDatabase::create().await;
             let pg = crate::store::postgres::open(db.url(), 2).await.expect("open postgres");
             let sqlite_reads = ReadPool::Sqlite(pool.clone());

@@ -15,6 +15,9 @@
 //! chunk, index), the first of a test being its message. Durations are
 //! SQLite's sum of the test's cases (the property test holds the results
 //! to reading every case).
+//!
+//! On PostgreSQL (`compare/postgres.rs`) the same three reads run in one
+//! REPEATABLE READ transaction, and the same Rust makes the results.
 
 mod postgres;
 
@@ -25,7 +28,7 @@ use serde::Serialize;
 use sqlx::SqlitePool;
 
 use crate::model::Outcome;
-use crate::store::sqlite::run_tests;
+use crate::store::sqlite::run_tests::{self, TestSummary};
 
 /// One test's result in one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,30 +205,43 @@ pub(crate) async fn load_tests_sqlite(
         return Ok(BTreeMap::new());
     };
     let names = run_tests::names(&mut tx, summary.iter().map(|t| t.key)).await?;
-    let name = |key: i64| {
-        names
-            .get(&key)
-            .ok_or_else(|| sqlx::Error::Protocol(format!("test key {key} unnamed")))
-    };
-    // The first failing case of each test in the order the cases are
-    // stored (worst outcome first) has its message.
-    let mut messages: HashMap<&str, Option<String>> = HashMap::new();
+    let mut failing = Vec::new();
     if summary.iter().any(|t| t.worst.is_failure()) {
-        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+        failing = sqlx::query_as(
             "SELECT test_key, (SELECT body FROM texts WHERE text_key = c.message_key) \
              FROM cases c WHERE run_key = ? AND outcome IN (0, 1) ORDER BY outcome, chunk, idx",
         )
         .bind(run_key)
         .fetch_all(&mut *tx)
         .await?;
-        for (key, message) in rows {
-            messages.entry(name(key)?.as_str()).or_insert(message);
-        }
+    }
+    tx.commit().await?;
+    per_test(&summary, &names, failing)
+}
+
+/// Per-test results from a run's summary, the test ids of its keys and
+/// its failing cases (test key, message) in the order the cases are stored
+/// (worst outcome, chunk, index): the rules of [`load_tests`], for both
+/// stores.
+fn per_test(
+    summary: &[TestSummary],
+    names: &HashMap<i64, String>,
+    failing: Vec<(i64, Option<String>)>,
+) -> Result<BTreeMap<String, TestResult>, sqlx::Error> {
+    let name = |key: i64| {
+        names
+            .get(&key)
+            .ok_or_else(|| sqlx::Error::Protocol(format!("test key {key} unnamed")))
+    };
+    // The first failing case of each test has its message.
+    let mut messages: HashMap<&str, Option<String>> = HashMap::new();
+    for (key, message) in failing {
+        messages.entry(name(key)?.as_str()).or_insert(message);
     }
     let mut tests: BTreeMap<String, TestResult> = BTreeMap::new();
     // A test id with several identities (keys) is one test: its worst
     // outcome, its durations added.
-    for t in &summary {
+    for t in summary {
         let id = name(t.key)?;
         let message = || {
             let m = messages.get(id.as_str()).cloned().flatten();
@@ -246,7 +262,6 @@ pub(crate) async fn load_tests_sqlite(
                 message: message(),
             });
     }
-    tx.commit().await?;
     Ok(tests)
 }
 

@@ -1,4 +1,6 @@
-//! Reads of the quarantine list (see [`crate::quarantine`]).
+//! Reads of the quarantine list (see [`crate::quarantine`]): SQLite's
+//! here (the store's own query, which its writes use too), PostgreSQL's
+//! in `quarantine/postgres.rs`.
 
 mod postgres;
 
@@ -29,7 +31,8 @@ pub(crate) async fn active_sqlite(
     crate::store::sqlite::quarantine::active_in(pool, project, now).await
 }
 
-/// Every project with a row (active or not), for re-mirroring at start.
+/// Every project with a row (active or not), for re-mirroring at start;
+/// by name.
 pub async fn projects(pool: &ReadPool) -> Result<Vec<String>, sqlx::Error> {
     match pool {
         ReadPool::Sqlite(p) => projects_sqlite(p).await,
@@ -39,8 +42,9 @@ pub async fn projects(pool: &ReadPool) -> Result<Vec<String>, sqlx::Error> {
 
 /// [`projects`] on SQLite.
 pub(crate) async fn projects_sqlite(pool: &SqlitePool) -> Result<Vec<String>, sqlx::Error> {
-    let rows: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT project FROM quarantine")
-        .fetch_all(pool)
-        .await?;
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT DISTINCT project FROM quarantine ORDER BY project")
+            .fetch_all(pool)
+            .await?;
     Ok(rows.into_iter().map(|(p,)| p).collect())
 }

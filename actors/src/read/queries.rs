@@ -44,8 +44,9 @@ const RUN_FIELDS: [&str; 24] = [
     "quarantined_failures",
 ];
 
-/// A `runs` row as [`json_rows`] hands it over.
-#[derive(Deserialize)]
+/// A `runs` row as [`json_rows`] (SQLite) or a typed row (PostgreSQL,
+/// `exit_code` cast to INT4) hands it over.
+#[derive(Deserialize, sqlx::FromRow)]
 struct RunRow {
     run_id: String,
     project: String,
@@ -59,6 +60,7 @@ struct RunRow {
     finished_at: i64,
     duration_secs: f64,
     exit_code: Option<i32>,
+    #[sqlx(try_from = "String")]
     status: RunStatus,
     total: i64,
     passed: i64,
@@ -71,6 +73,15 @@ struct RunRow {
     cases_complete: i64,
     note: Option<String>,
     quarantined_failures: i64,
+}
+
+/// A status as stored (PostgreSQL reads it as text).
+impl TryFrom<String> for RunStatus {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<RunStatus, String> {
+        RunStatus::parse(&s)
+    }
 }
 
 impl From<RunRow> for RunRecord {
@@ -126,8 +137,9 @@ const CASE_FIELDS: [&str; 15] = [
     "idx",
 ];
 
-/// A `test_cases` row as [`json_rows`] hands it over.
-#[derive(Deserialize)]
+/// A `test_cases` row as [`json_rows`] (SQLite) or a typed row
+/// (PostgreSQL) hands it over.
+#[derive(Deserialize, sqlx::FromRow)]
 struct CaseRow {
     test_id: String,
     file: Option<String>,
@@ -402,7 +414,13 @@ pub(crate) async fn run_cases_sqlite(
         .push(order_by)
         .push(" LIMIT ")
         .push_bind(i64::from(limit) + 1);
-    let mut rows: Vec<CaseRow> = json_rows::fetch(qb, pool).await?;
+    let rows: Vec<CaseRow> = json_rows::fetch(qb, pool).await?;
+    case_page(rows, limit)
+}
+
+/// The page of `limit` cases from `rows`, fetched one beyond the page:
+/// that row, when there, says another page follows.
+fn case_page(mut rows: Vec<CaseRow>, limit: u32) -> Result<CasePage, sqlx::Error> {
     let next = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
         rows.last().map(CaseRow::position)
@@ -449,20 +467,20 @@ pub(crate) async fn list_rejected_sqlite(
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(at, subject, msg_id, run_id, reason, excerpt, payload)| Rejection {
-                received_at: from_millis(at),
-                subject,
-                msg_id,
-                run_id,
-                reason,
-                excerpt,
-                payload,
-            },
-        )
-        .collect())
+    Ok(rows.into_iter().map(rejection).collect())
+}
+
+/// A `rejected` row as served.
+fn rejection((at, subject, msg_id, run_id, reason, excerpt, payload): RejectedRow) -> Rejection {
+    Rejection {
+        received_at: from_millis(at),
+        subject,
+        msg_id,
+        run_id,
+        reason,
+        excerpt,
+        payload,
+    }
 }
 
 /// The content digest stored for `run_id`: of the complete run, else of
@@ -519,7 +537,10 @@ pub struct FailureFilter {
 }
 
 /// The most frequently failing tests among the runs matching `f`, counted
-/// once per run, most failures first. The rollups answer the common
+/// once per run, most failures first (then the most recent, then by test id
+/// and project); the message is that of the newest run's first failing case
+/// in the order cases are stored (worst outcome, chunk, index), as the
+/// rollups keep it. The rollups answer the common
 /// project-wide question ([`crate::read::rollups::failure_stats`]); this query
 /// answers the narrower ones (a branch, a worker) that they do not keep.
 pub async fn failure_stats_where(
@@ -541,7 +562,8 @@ pub(crate) async fn failure_stats_where_sqlite(
 ) -> Result<Vec<crate::read::rollups::FailureStat>, sqlx::Error> {
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
         "WITH f AS (SELECT r.project, c.test_id, r.run_id, r.started_at, c.message, \
-         ROW_NUMBER() OVER (PARTITION BY r.project, c.test_id ORDER BY r.started_at DESC, r.run_id DESC, c.outcome) AS rn \
+         ROW_NUMBER() OVER (PARTITION BY r.project, c.test_id \
+         ORDER BY r.started_at DESC, r.run_id DESC, c.outcome, c.chunk, c.idx) AS rn \
          FROM runs r JOIN test_cases c ON c.run_id = r.run_id AND c.outcome IN (0, 1) WHERE 1 = 1",
     );
     if let Some(p) = &f.project {

@@ -23,7 +23,8 @@
 //!   number asked for, failure statistics read the ranked index (all time)
 //!   or the day buckets of the window plus one day of runs.
 //!
-//! The SQL is SQLite's (`INDEXED BY`).
+//! The SQL here is SQLite's; PostgreSQL's is in `rollups/postgres.rs`,
+//! over the same tables, into the same rows.
 
 mod postgres;
 
@@ -88,7 +89,7 @@ pub struct FailureStat {
 }
 
 /// What the stored runs say about a worker (heartbeats aside).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct StoredWorker {
     /// Worker id.
     pub worker_id: String,
@@ -115,8 +116,9 @@ pub struct StoredWorker {
 
 // ----------------------------------------------------------------- reads
 
-/// A `runs` row as a trend point, as [`json_rows`] hands it over.
-#[derive(Deserialize)]
+/// A `runs` row as a trend point, as [`json_rows`] (SQLite) or a typed row
+/// (PostgreSQL) hands it over.
+#[derive(Deserialize, sqlx::FromRow)]
 struct TrendRow {
     run_id: String,
     started_at: i64,
@@ -185,10 +187,13 @@ pub(crate) async fn trend_sqlite(
     qb.push(" ORDER BY started_at DESC, run_id DESC LIMIT ")
         .push_bind(i64::from(limit));
     let rows: Vec<TrendRow> = json_rows::fetch(qb, pool).await?;
-    let n = |v: i64| v.max(0) as u64;
-    Ok(rows
-        .into_iter()
-        .map(|r| TrendPoint {
+    Ok(rows.into_iter().map(TrendPoint::from).collect())
+}
+
+impl From<TrendRow> for TrendPoint {
+    fn from(r: TrendRow) -> TrendPoint {
+        let n = |v: i64| v.max(0) as u64;
+        TrendPoint {
             run_id: r.run_id,
             timestamp: from_millis(r.started_at),
             project: r.project,
@@ -203,8 +208,8 @@ pub(crate) async fn trend_sqlite(
             total: n(r.total),
             pass_rate: r.pass_rate,
             duration_secs: r.duration_secs,
-        })
-        .collect())
+        }
+    }
 }
 
 const WORKER_FIELDS: [&str; 10] = [

@@ -1,5 +1,7 @@
 //! The webhook outbox's reads: a target's pending deliveries and the
-//! backlog counts `/health` shows (see [`crate::webhooks`]).
+//! backlog counts `/health` shows (see [`crate::webhooks`]). SQLite's SQL
+//! here, PostgreSQL's in `webhooks/postgres.rs`; the rows become answers
+//! by the same Rust on both.
 
 mod postgres;
 
@@ -52,31 +54,33 @@ pub(crate) async fn pending_sqlite(
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    rows.into_iter()
-        .map(|r| {
-            let kind = EventType::parse(&r.2).ok_or_else(|| {
-                sqlx::Error::Decode(format!("webhook event {}: unknown type {:?}", r.1, r.2).into())
-            })?;
-            let data = serde_json::from_str(&r.8)
-                .map_err(|e| sqlx::Error::Decode(format!("webhook event {}: {e}", r.1).into()))?;
-            Ok(Pending {
-                event: StoredEvent {
-                    seq: r.0,
-                    id: r.1,
-                    kind,
-                    occurred_at: from_millis(r.3),
-                    project: r.4,
-                    branch: r.5,
-                    run_id: r.6,
-                    test_id: r.7,
-                    data,
-                },
-                attempts: u32::try_from(r.9).unwrap_or(u32::MAX),
-                created_at: from_millis(r.10),
-                next_attempt_at: from_millis(r.11),
-            })
-        })
-        .collect()
+    rows.into_iter().map(pending_of).collect()
+}
+
+/// A pending delivery as served; an error names an event whose stored
+/// type or data does not decode.
+fn pending_of(r: PendingRow) -> Result<Pending, sqlx::Error> {
+    let kind = EventType::parse(&r.2).ok_or_else(|| {
+        sqlx::Error::Decode(format!("webhook event {}: unknown type {:?}", r.1, r.2).into())
+    })?;
+    let data = serde_json::from_str(&r.8)
+        .map_err(|e| sqlx::Error::Decode(format!("webhook event {}: {e}", r.1).into()))?;
+    Ok(Pending {
+        event: StoredEvent {
+            seq: r.0,
+            id: r.1,
+            kind,
+            occurred_at: from_millis(r.3),
+            project: r.4,
+            branch: r.5,
+            run_id: r.6,
+            test_id: r.7,
+            data,
+        },
+        attempts: u32::try_from(r.9).unwrap_or(u32::MAX),
+        created_at: from_millis(r.10),
+        next_attempt_at: from_millis(r.11),
+    })
 }
 
 /// Counts of the outbox rows of `targets`.
@@ -102,12 +106,18 @@ pub(crate) async fn backlog_sqlite(
         .bind(t)
         .fetch_one(pool)
         .await?;
-        b.pending += pending.max(0) as u64;
-        b.dead += dead.max(0) as u64;
-        b.oldest_pending = match (b.oldest_pending, oldest.map(from_millis)) {
-            (Some(a), Some(o)) => Some(a.min(o)),
-            (a, o) => a.or(o),
-        };
+        add_target(&mut b, pending, dead, oldest);
     }
     Ok(b)
+}
+
+/// Adds one target's counts (pending, dead, oldest pending creation) to
+/// `b`.
+fn add_target(b: &mut Backlog, pending: i64, dead: i64, oldest: Option<i64>) {
+    b.pending += pending.max(0) as u64;
+    b.dead += dead.max(0) as u64;
+    b.oldest_pending = match (b.oldest_pending, oldest.map(from_millis)) {
+        (Some(a), Some(o)) => Some(a.min(o)),
+        (a, o) => a.or(o),
+    };
 }
