@@ -7,7 +7,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use ptp_actors::DbTarget;
 
 /// pytest-platform master: consumes test results from NATS JetStream, stores
-/// them in SQLite and serves the JSON API (docs at /docs).
+/// them in SQLite or PostgreSQL and serves the JSON API (docs at /docs).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ptp-master", version, about, long_about = None)]
 pub struct Config {
