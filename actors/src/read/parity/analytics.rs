@@ -1,7 +1,217 @@
-//! See [`super`]: the questions of this part, asked of both stores.
+//! See [`super`]: the analytics' questions, asked of both stores: flaky
+//! tests ([`flaky::find_flaky`]), failure clusters ([`clusters::clusters`]),
+//! a test's history ([`history::test_history`]), slow tests
+//! ([`history::slow_tests`]) and automatic quarantine's decisions
+//! ([`auto_quarantine::decide`]).
+//!
+//! Shape: each read is asked over a grid of windows (every project, one,
+//! none that exists; a branch or not; a start or not; few runs or many),
+//! with each rule, with limits that cut inside ties, and with each kind of
+//! [`TestSet`]. The generated histories carry no owners nor quarantine
+//! entries, so the check first gives both stores the same few
+//! ([`seed`]): owners for the `owner=` filter, automatic and manual
+//! entries and releases for the quarantine decisions.
 
+use chrono::{DateTime, Duration, Utc};
+
+use crate::model::to_millis;
+use crate::owners::TestSet;
 use crate::read::ReadPool;
+use crate::read::flaky::{self, FlipRule, Window};
+use crate::testing::t0;
+
+/// The owner the seeded rows name, and one nobody is.
+const OWNERS: [&str; 2] = ["@team/a", "@nobody"];
+
+fn at(hour: i64) -> DateTime<Utc> {
+    t0() + Duration::hours(hour)
+}
 
 /// Asks both stores this part's questions; panics naming the first answer
 /// that differs.
-pub(crate) async fn check(_sqlite: &ReadPool, _pg: &ReadPool, _when: &str) {}
+pub(crate) async fn check(sqlite: &ReadPool, pg: &ReadPool, when: &str) {
+    let tests = seed(sqlite, pg).await;
+    check_flaky(sqlite, pg, when, &tests).await;
+}
+
+/// Gives both stores the same owners and quarantine rows (idempotent);
+/// answers the stored test ids, sorted.
+async fn seed(sqlite: &ReadPool, pg: &ReadPool) -> Vec<String> {
+    let (ReadPool::Sqlite(s), ReadPool::Postgres(_)) = (sqlite, pg) else {
+        panic!("the parity check compares a SQLite store with a PostgreSQL one");
+    };
+    let tests: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT test_id FROM tests ORDER BY 1")
+        .fetch_all(s)
+        .await
+        .expect("test ids");
+    let tests: Vec<String> = tests.into_iter().map(|(t,)| t).collect();
+    let owned: Vec<(&str, &str)> = tests
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| match i % 3 {
+            0 => vec![("p0", t.as_str())],
+            1 => vec![("p0", t.as_str()), ("p1", t.as_str())],
+            _ => vec![],
+        })
+        .collect();
+    let late = to_millis(at(90));
+    let never = to_millis(at(10_000));
+    // (project, test, auto, clean runs, expires at)
+    let quarantined: Vec<(&str, &str, i64, i64, Option<i64>)> = tests
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| match i % 4 {
+            0 => Some(("p0", t.as_str(), 1, 3, None)),
+            1 => Some(("p1", t.as_str(), 1, 0, Some(late))),
+            2 => Some(("p1", t.as_str(), 0, 5, Some(never))),
+            _ => None,
+        })
+        .collect();
+    // (project, test, after seq, by person, released at)
+    let released: Vec<(&str, &str, i64, i64, Option<i64>)> = tests
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| match i % 3 {
+            0 => Some(("p1", t.as_str(), 4, 1, Some(late))),
+            1 => Some(("p0", t.as_str(), 6, 0, Some(late))),
+            _ => Some(("p0", t.as_str(), 2, 1, None)),
+        })
+        .collect();
+    for (pool, or_ignore, on_conflict) in [
+        (sqlite, "OR IGNORE", ""),
+        (pg, "", "ON CONFLICT DO NOTHING"),
+    ] {
+        let sql = |table_and_values: &str| {
+            format!("INSERT {or_ignore} INTO {table_and_values} {on_conflict}")
+        };
+        for &(project, test) in &owned {
+            let insert = sql("test_owners (project, test_id, owner) VALUES ($1, $2, $3)");
+            let values = [V::Text(project), V::Text(test), V::Text(OWNERS[0])];
+            exec(pool, &insert, &values).await;
+        }
+        for &(project, test, auto, clean, expires) in &quarantined {
+            let insert = sql(
+                "quarantine (project, test_id, reason, since, expires_at, auto, clean_runs) \
+                 VALUES ($1, $2, 'seeded', $3, $4, $5, $6)",
+            );
+            let values = [
+                V::Text(project),
+                V::Text(test),
+                V::Int(Some(to_millis(t0()))),
+                V::Int(expires),
+                V::Int(Some(auto)),
+                V::Int(Some(clean)),
+            ];
+            exec(pool, &insert, &values).await;
+        }
+        for &(project, test, after, by_person, released_at) in &released {
+            let insert = sql(
+                "quarantine_released (project, test_id, after_seq, by_person, released_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            );
+            let values = [
+                V::Text(project),
+                V::Text(test),
+                V::Int(Some(after)),
+                V::Int(Some(by_person)),
+                V::Int(released_at),
+            ];
+            exec(pool, &insert, &values).await;
+        }
+    }
+    tests
+}
+
+/// A value bound by [`exec`].
+enum V<'a> {
+    Text(&'a str),
+    Int(Option<i64>),
+}
+
+/// Runs one statement of [`seed`] on either store (SQLite numbers `$1`,
+/// `$2`, ... in order of appearance, as PostgreSQL does).
+async fn exec(pool: &ReadPool, sql: &str, values: &[V<'_>]) {
+    let done = match pool {
+        ReadPool::Sqlite(p) => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+            for v in values {
+                q = match v {
+                    V::Text(t) => q.bind(t.to_string()),
+                    V::Int(i) => q.bind(*i),
+                };
+            }
+            q.execute(p).await.map(|_| ())
+        }
+        ReadPool::Postgres(p) => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+            for v in values {
+                q = match v {
+                    V::Text(t) => q.bind(t.to_string()),
+                    V::Int(i) => q.bind(*i),
+                };
+            }
+            q.execute(p).await.map(|_| ())
+        }
+    };
+    done.unwrap_or_else(|e| panic!("seeding {sql}: {e}"));
+}
+
+/// The windows every windowed read is asked over.
+fn windows(tests: &[String]) -> Vec<Window> {
+    let window = |project: Option<&str>, branch: Option<&str>, since, runs, tests| Window {
+        project: project.map(str::to_string),
+        branch: branch.map(str::to_string),
+        since,
+        runs,
+        tests,
+    };
+    let mut out = Vec::new();
+    for project in [None, Some("p0")] {
+        for branch in [None, Some("b0")] {
+            for since in [None, Some(at(20))] {
+                for runs in [2, 50] {
+                    out.push(window(project, branch, since, runs, TestSet::All));
+                }
+            }
+        }
+    }
+    out.push(window(Some("nope"), None, None, 50, TestSet::All));
+    // Each kind of test set.
+    let mut ids: Vec<String> = tests.iter().step_by(2).cloned().collect();
+    ids.push("tests/none.py::missing".into());
+    for set in [
+        TestSet::Owner(OWNERS[0].into()),
+        TestSet::Owner(OWNERS[1].into()),
+        TestSet::Ids(ids),
+        TestSet::Ids(Vec::new()),
+    ] {
+        for project in [None, Some("p1")] {
+            out.push(window(project, None, None, 50, set.clone()));
+        }
+    }
+    out
+}
+
+async fn check_flaky(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[String]) {
+    let rules = [
+        FlipRule::default(),
+        FlipRule {
+            threshold: 0.5,
+            min_flips: 1,
+        },
+        FlipRule {
+            threshold: 0.75,
+            min_flips: 3,
+        },
+    ];
+    for w in windows(tests) {
+        // Each rule with a limit: all, a cut inside ties, none.
+        for (rule, limit) in rules.into_iter().zip([100, 2, 0]) {
+            let a = flaky::find_flaky(sqlite, &w, rule, limit).await;
+            let b = flaky::find_flaky(pg, &w, rule, limit).await;
+            let a = a.unwrap_or_else(|e| panic!("flaky on SQLite {when}, {w:?}: {e}"));
+            let b = b.unwrap_or_else(|e| panic!("flaky on PostgreSQL {when}, {w:?}: {e}"));
+            assert_eq!(a, b, "flaky {when}, {w:?}, {rule:?}, limit {limit}");
+        }
+    }
+}
