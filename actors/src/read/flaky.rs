@@ -54,7 +54,7 @@
 //! project; each complete, non-outage run stores one row per tracked test
 //! it has a verdict for (small: two keys and two flags).
 
-mod postgres;
+pub(crate) mod postgres;
 
 use crate::read::ReadPool;
 use std::collections::BTreeMap;

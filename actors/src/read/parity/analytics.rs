@@ -17,6 +17,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::model::to_millis;
 use crate::owners::TestSet;
 use crate::read::ReadPool;
+use crate::read::clusters;
 use crate::read::flaky::{self, FlipRule, Window};
 use crate::testing::t0;
 
@@ -32,6 +33,7 @@ fn at(hour: i64) -> DateTime<Utc> {
 pub(crate) async fn check(sqlite: &ReadPool, pg: &ReadPool, when: &str) {
     let tests = seed(sqlite, pg).await;
     check_flaky(sqlite, pg, when, &tests).await;
+    check_clusters(sqlite, pg, when, &tests).await;
 }
 
 /// Gives both stores the same owners and quarantine rows (idempotent);
@@ -212,6 +214,18 @@ async fn check_flaky(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[Stri
             let a = a.unwrap_or_else(|e| panic!("flaky on SQLite {when}, {w:?}: {e}"));
             let b = b.unwrap_or_else(|e| panic!("flaky on PostgreSQL {when}, {w:?}: {e}"));
             assert_eq!(a, b, "flaky {when}, {w:?}, {rule:?}, limit {limit}");
+        }
+    }
+}
+
+async fn check_clusters(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[String]) {
+    for w in windows(tests) {
+        for limit in [100, 1, 0] {
+            let a = clusters::clusters(sqlite, &w, limit).await;
+            let b = clusters::clusters(pg, &w, limit).await;
+            let a = a.unwrap_or_else(|e| panic!("clusters on SQLite {when}, {w:?}: {e}"));
+            let b = b.unwrap_or_else(|e| panic!("clusters on PostgreSQL {when}, {w:?}: {e}"));
+            assert_eq!(a, b, "clusters {when}, {w:?}, limit {limit}");
         }
     }
 }
