@@ -19,6 +19,7 @@ use crate::owners::TestSet;
 use crate::read::ReadPool;
 use crate::read::clusters;
 use crate::read::flaky::{self, FlipRule, Window};
+use crate::read::history::{self, SlowRule};
 use crate::testing::t0;
 
 /// The owner the seeded rows name, and one nobody is.
@@ -34,6 +35,8 @@ pub(crate) async fn check(sqlite: &ReadPool, pg: &ReadPool, when: &str) {
     let tests = seed(sqlite, pg).await;
     check_flaky(sqlite, pg, when, &tests).await;
     check_clusters(sqlite, pg, when, &tests).await;
+    check_history(sqlite, pg, when, &tests).await;
+    check_slow(sqlite, pg, when, &tests).await;
 }
 
 /// Gives both stores the same owners and quarantine rows (idempotent);
@@ -226,6 +229,59 @@ async fn check_clusters(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[S
             let a = a.unwrap_or_else(|e| panic!("clusters on SQLite {when}, {w:?}: {e}"));
             let b = b.unwrap_or_else(|e| panic!("clusters on PostgreSQL {when}, {w:?}: {e}"));
             assert_eq!(a, b, "clusters {when}, {w:?}, limit {limit}");
+        }
+    }
+}
+
+async fn check_history(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[String]) {
+    let missing = "tests/none.py::missing".to_string();
+    for test in tests.iter().chain([&missing]) {
+        for (project, branch) in [
+            (None, None),
+            (Some("p0"), None),
+            (None, Some("b0")),
+            (Some("p1"), Some("b1")),
+        ] {
+            for limit in [100, 2] {
+                let a = history::test_history(sqlite, test, project, branch, limit).await;
+                let b = history::test_history(pg, test, project, branch, limit).await;
+                let what = format!("{test}, {project:?}, {branch:?}, limit {limit}");
+                let a = a.unwrap_or_else(|e| panic!("history on SQLite {when}, {what}: {e}"));
+                let b = b.unwrap_or_else(|e| panic!("history on PostgreSQL {when}, {what}: {e}"));
+                assert_eq!(a, b, "history {when}, {what}");
+            }
+        }
+    }
+}
+
+async fn check_slow(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[String]) {
+    let rules = [
+        (SlowRule::default(), 100),
+        // Everything slower is a regression; ties at a short cut.
+        (
+            SlowRule {
+                recent: 1,
+                factor: 1.0,
+                min_secs: 0.0,
+            },
+            2,
+        ),
+        (
+            SlowRule {
+                recent: 2,
+                factor: 1.2,
+                min_secs: 0.05,
+            },
+            0,
+        ),
+    ];
+    for w in windows(tests) {
+        for (rule, limit) in rules {
+            let a = history::slow_tests(sqlite, &w, rule, limit).await;
+            let b = history::slow_tests(pg, &w, rule, limit).await;
+            let a = a.unwrap_or_else(|e| panic!("slow tests on SQLite {when}, {w:?}: {e}"));
+            let b = b.unwrap_or_else(|e| panic!("slow tests on PostgreSQL {when}, {w:?}: {e}"));
+            assert_eq!(a, b, "slow tests {when}, {w:?}, {rule:?}, limit {limit}");
         }
     }
 }
