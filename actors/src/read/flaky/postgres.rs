@@ -20,11 +20,8 @@ use super::*;
 /// as a SQLite read transaction does: the runs numbered by one statement
 /// are the runs the next one reads against.
 pub(crate) async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
 }
 
 /// Pushes ` AND <the tests of `set`>` for rows whose project and test id

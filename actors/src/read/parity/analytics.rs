@@ -14,6 +14,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::auto_quarantine::{self, Settings};
 use crate::model::to_millis;
 use crate::owners::TestSet;
 use crate::read::ReadPool;
@@ -37,6 +38,7 @@ pub(crate) async fn check(sqlite: &ReadPool, pg: &ReadPool, when: &str) {
     check_clusters(sqlite, pg, when, &tests).await;
     check_history(sqlite, pg, when, &tests).await;
     check_slow(sqlite, pg, when, &tests).await;
+    check_decide(sqlite, pg, when).await;
 }
 
 /// Gives both stores the same owners and quarantine rows (idempotent);
@@ -173,10 +175,8 @@ fn windows(tests: &[String]) -> Vec<Window> {
     let mut out = Vec::new();
     for project in [None, Some("p0")] {
         for branch in [None, Some("b0")] {
-            for since in [None, Some(at(20))] {
-                for runs in [2, 50] {
-                    out.push(window(project, branch, since, runs, TestSet::All));
-                }
+            for (since, runs) in [(None, 2), (None, 50), (Some(at(20)), 50)] {
+                out.push(window(project, branch, since, runs, TestSet::All));
             }
         }
     }
@@ -209,9 +209,10 @@ async fn check_flaky(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[Stri
             min_flips: 3,
         },
     ];
-    for w in windows(tests) {
-        // Each rule with a limit: all, a cut inside ties, none.
-        for (rule, limit) in rules.into_iter().zip([100, 2, 0]) {
+    for (i, w) in windows(tests).into_iter().enumerate() {
+        // The default rule with every test listed, and in turn a stricter
+        // or looser one with a cut inside ties or none listed.
+        for (rule, limit) in [(rules[0], 100), (rules[1 + i % 2], [2, 0][i % 2])] {
             let a = flaky::find_flaky(sqlite, &w, rule, limit).await;
             let b = flaky::find_flaky(pg, &w, rule, limit).await;
             let a = a.unwrap_or_else(|e| panic!("flaky on SQLite {when}, {w:?}: {e}"));
@@ -223,7 +224,7 @@ async fn check_flaky(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[Stri
 
 async fn check_clusters(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[String]) {
     for w in windows(tests) {
-        for limit in [100, 1, 0] {
+        for limit in [100, 1] {
             let a = clusters::clusters(sqlite, &w, limit).await;
             let b = clusters::clusters(pg, &w, limit).await;
             let a = a.unwrap_or_else(|e| panic!("clusters on SQLite {when}, {w:?}: {e}"));
@@ -282,6 +283,51 @@ async fn check_slow(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[Strin
             let a = a.unwrap_or_else(|e| panic!("slow tests on SQLite {when}, {w:?}: {e}"));
             let b = b.unwrap_or_else(|e| panic!("slow tests on PostgreSQL {when}, {w:?}: {e}"));
             assert_eq!(a, b, "slow tests {when}, {w:?}, {rule:?}, limit {limit}");
+        }
+    }
+}
+
+async fn check_decide(sqlite: &ReadPool, pg: &ReadPool, when: &str) {
+    let ReadPool::Sqlite(s) = sqlite else {
+        panic!("the parity check compares a SQLite store with a PostgreSQL one");
+    };
+    let newest: Vec<(String,)> =
+        sqlx::query_as("SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 3")
+            .fetch_all(s)
+            .await
+            .expect("newest runs");
+    let oldest: Vec<(String,)> =
+        sqlx::query_as("SELECT run_id FROM runs ORDER BY started_at, run_id LIMIT 2")
+            .fetch_all(s)
+            .await
+            .expect("oldest runs");
+    let runs = newest
+        .into_iter()
+        .chain(oldest)
+        .map(|(r,)| r)
+        .chain(["no-such-run".to_string()]);
+    let settings = [
+        Settings {
+            days: 7,
+            release_after_clean_runs: 2,
+        },
+        Settings {
+            days: 0,
+            release_after_clean_runs: 0,
+        },
+        Settings {
+            days: 30,
+            release_after_clean_runs: 5,
+        },
+    ];
+    for run_id in runs {
+        for (settings, now) in settings.into_iter().zip([at(95), at(200), at(60)]) {
+            let a = auto_quarantine::decide(sqlite, &run_id, settings, now).await;
+            let b = auto_quarantine::decide(pg, &run_id, settings, now).await;
+            let what = format!("run {run_id}, {settings:?}, at {now}");
+            let a = a.unwrap_or_else(|e| panic!("decide on SQLite {when}, {what}: {e}"));
+            let b = b.unwrap_or_else(|e| panic!("decide on PostgreSQL {when}, {what}: {e}"));
+            assert_eq!(a, b, "decide {when}, {what}");
         }
     }
 }
