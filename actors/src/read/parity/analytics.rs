@@ -78,10 +78,11 @@ async fn seed(sqlite: &ReadPool, pg: &ReadPool) -> Vec<String> {
     let released: Vec<(&str, &str, i64, i64, Option<i64>)> = tests
         .iter()
         .enumerate()
-        .filter_map(|(i, t)| match i % 3 {
+        .filter_map(|(i, t)| match i % 4 {
             0 => Some(("p1", t.as_str(), 4, 1, Some(late))),
             1 => Some(("p0", t.as_str(), 6, 0, Some(late))),
-            _ => Some(("p0", t.as_str(), 2, 1, None)),
+            2 => Some(("p0", t.as_str(), 2, 1, None)),
+            _ => None,
         })
         .collect();
     for (pool, or_ignore, on_conflict) in [
