@@ -28,6 +28,8 @@
 //! list's bound and everything hooked on those messages apply. This crate
 //! knows nothing of the agents' copy of the list: [`after_run`] answers the
 //! project whose list changed, and the caller (the master) mirrors it.
+//! The rules are written once for both backends ([`decide`]); only its
+//! few reads dispatch on the pool (PostgreSQL's SQL in `postgres`).
 //!
 //! Guarantees: a person's entry is never replaced nor released by this
 //! module; each change is one writer message (its own transaction). A run
@@ -104,8 +106,8 @@ pub fn reason(f: &FlakyTest) -> String {
 
 /// What to change in the project of run `run_id` (just completed) at
 /// `now`; `None` when the run is unknown. The rules, once for both
-/// backends; the reads they need dispatch on the pool ([`run_of`],
-/// [`releasable`], [`candidates`], [`seq_of`]).
+/// backends; the reads they need dispatch on the pool (`run_of`,
+/// `releasable`, `candidates`, `seq_of`).
 pub async fn decide(
     pool: &ReadPool,
     run_id: &str,

@@ -19,6 +19,11 @@
 //! (run, test, key) without their messages and tracebacks, and reads text
 //! only for the clusters it lists. Failures stored before the writer did
 //! this (migration 0007) have no key and are signed when read, as before.
+//!
+//! Backends: each reads the window's failures in the same order its own
+//! way (`postgres` for PostgreSQL); `Grouped` groups, orders, cuts and
+//! reports for both, and says which signatures and example messages to
+//! read.
 
 mod postgres;
 

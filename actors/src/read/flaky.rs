@@ -53,6 +53,12 @@
 //! Cost: tracked tests are those that ever failed or were retried in the
 //! project; each complete, non-outage run stores one row per tracked test
 //! it has a verdict for (small: two keys and two flags).
+//!
+//! Backends: the window is one SQL for both (`push_scope`, and the
+//! counts of what it left out); each backend reads the verdicts its own
+//! way (SQLite packed into one JSON value, PostgreSQL as typed rows, in
+//! `postgres`), and `rank` judges, orders and cuts for both, so the
+//! answers are the same (the parity test asks both).
 
 pub(crate) mod postgres;
 

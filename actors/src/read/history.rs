@@ -30,6 +30,11 @@
 //!   Cost: one decode per run and test of the window, one name lookup per
 //!   listed test; the answer equals grouping every case of the window (the
 //!   property test checks it against that query, kept in `testing.rs`).
+//!
+//! Backends: each reads its rows (`postgres` for PostgreSQL, which also
+//! holds PostgreSQL's alias and name lookups); `history_of` summarizes
+//! a history and `SlowMerge` with [`judge_slow`] decides slow tests for
+//! both.
 
 mod postgres;
 

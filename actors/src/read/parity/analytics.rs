@@ -34,11 +34,16 @@ fn at(hour: i64) -> DateTime<Utc> {
 /// that differs.
 pub(crate) async fn check(sqlite: &ReadPool, pg: &ReadPool, when: &str) {
     let tests = seed(sqlite, pg).await;
-    check_flaky(sqlite, pg, when, &tests).await;
-    check_clusters(sqlite, pg, when, &tests).await;
-    check_history(sqlite, pg, when, &tests).await;
-    check_slow(sqlite, pg, when, &tests).await;
-    check_decide(sqlite, pg, when).await;
+    // Each store answers its questions while the other does, and the reads
+    // are asked side by side: the questions are many, each a few round
+    // trips.
+    tokio::join!(
+        check_flaky(sqlite, pg, when, &tests),
+        check_clusters(sqlite, pg, when, &tests),
+        check_history(sqlite, pg, when, &tests),
+        check_slow(sqlite, pg, when, &tests),
+        check_decide(sqlite, pg, when),
+    );
 }
 
 /// Gives both stores the same owners and quarantine rows (idempotent);
@@ -214,8 +219,10 @@ async fn check_flaky(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[Stri
         // The default rule with every test listed, and in turn a stricter
         // or looser one with a cut inside ties or none listed.
         for (rule, limit) in [(rules[0], 100), (rules[1 + i % 2], [2, 0][i % 2])] {
-            let a = flaky::find_flaky(sqlite, &w, rule, limit).await;
-            let b = flaky::find_flaky(pg, &w, rule, limit).await;
+            let (a, b) = tokio::join!(
+                flaky::find_flaky(sqlite, &w, rule, limit),
+                flaky::find_flaky(pg, &w, rule, limit)
+            );
             let a = a.unwrap_or_else(|e| panic!("flaky on SQLite {when}, {w:?}: {e}"));
             let b = b.unwrap_or_else(|e| panic!("flaky on PostgreSQL {when}, {w:?}: {e}"));
             assert_eq!(a, b, "flaky {when}, {w:?}, {rule:?}, limit {limit}");
@@ -226,8 +233,10 @@ async fn check_flaky(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[Stri
 async fn check_clusters(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[String]) {
     for w in windows(tests) {
         for limit in [100, 1] {
-            let a = clusters::clusters(sqlite, &w, limit).await;
-            let b = clusters::clusters(pg, &w, limit).await;
+            let (a, b) = tokio::join!(
+                clusters::clusters(sqlite, &w, limit),
+                clusters::clusters(pg, &w, limit)
+            );
             let a = a.unwrap_or_else(|e| panic!("clusters on SQLite {when}, {w:?}: {e}"));
             let b = b.unwrap_or_else(|e| panic!("clusters on PostgreSQL {when}, {w:?}: {e}"));
             assert_eq!(a, b, "clusters {when}, {w:?}, limit {limit}");
@@ -245,8 +254,10 @@ async fn check_history(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[St
             (Some("p1"), Some("b1")),
         ] {
             for limit in [100, 2] {
-                let a = history::test_history(sqlite, test, project, branch, limit).await;
-                let b = history::test_history(pg, test, project, branch, limit).await;
+                let (a, b) = tokio::join!(
+                    history::test_history(sqlite, test, project, branch, limit),
+                    history::test_history(pg, test, project, branch, limit)
+                );
                 let what = format!("{test}, {project:?}, {branch:?}, limit {limit}");
                 let a = a.unwrap_or_else(|e| panic!("history on SQLite {when}, {what}: {e}"));
                 let b = b.unwrap_or_else(|e| panic!("history on PostgreSQL {when}, {what}: {e}"));
@@ -279,8 +290,10 @@ async fn check_slow(sqlite: &ReadPool, pg: &ReadPool, when: &str, tests: &[Strin
     ];
     for w in windows(tests) {
         for (rule, limit) in rules {
-            let a = history::slow_tests(sqlite, &w, rule, limit).await;
-            let b = history::slow_tests(pg, &w, rule, limit).await;
+            let (a, b) = tokio::join!(
+                history::slow_tests(sqlite, &w, rule, limit),
+                history::slow_tests(pg, &w, rule, limit)
+            );
             let a = a.unwrap_or_else(|e| panic!("slow tests on SQLite {when}, {w:?}: {e}"));
             let b = b.unwrap_or_else(|e| panic!("slow tests on PostgreSQL {when}, {w:?}: {e}"));
             assert_eq!(a, b, "slow tests {when}, {w:?}, {rule:?}, limit {limit}");
@@ -323,8 +336,10 @@ async fn check_decide(sqlite: &ReadPool, pg: &ReadPool, when: &str) {
     ];
     for run_id in runs {
         for (settings, now) in settings.into_iter().zip([at(95), at(200), at(60)]) {
-            let a = auto_quarantine::decide(sqlite, &run_id, settings, now).await;
-            let b = auto_quarantine::decide(pg, &run_id, settings, now).await;
+            let (a, b) = tokio::join!(
+                auto_quarantine::decide(sqlite, &run_id, settings, now),
+                auto_quarantine::decide(pg, &run_id, settings, now)
+            );
             let what = format!("run {run_id}, {settings:?}, at {now}");
             let a = a.unwrap_or_else(|e| panic!("decide on SQLite {when}, {what}: {e}"));
             let b = b.unwrap_or_else(|e| panic!("decide on PostgreSQL {when}, {what}: {e}"));
