@@ -9,7 +9,8 @@
 use sqlx::{PgConnection, PgPool, Postgres};
 
 use super::*;
-use crate::read::flaky::postgres::{push_tests, snapshot};
+use crate::owners::push_filter_pg;
+use crate::read::flaky::postgres::snapshot;
 
 /// [`super::clusters`] on PostgreSQL.
 pub(crate) async fn clusters(
@@ -27,7 +28,7 @@ pub(crate) async fn clusters(
           FROM scope s JOIN test_cases c ON c.run_id = s.run_id AND c.outcome IN (0, 1) \
           WHERE TRUE",
     );
-    push_tests(&mut q, &w.tests, "s.project", "c.test_id");
+    push_filter_pg(&mut q, &w.tests, "s.project", "c.test_id");
     q.push(" ORDER BY s.started_at DESC, s.run_id DESC, c.test_id, c.chunk, c.idx");
     type Row = (
         String,

@@ -4,9 +4,8 @@
 //! PostgreSQL row costs no thread hand-off); the judging, ordering and
 //! cutting are [`rank`]'s, shared with SQLite.
 //!
-//! Also the PostgreSQL pieces the other analytics reads share:
-//! [`snapshot`] (one consistent view for a read of several statements)
-//! and [`push_tests`] (a [`TestSet`] as SQL).
+//! Also [`snapshot`], the one consistent view the other analytics reads
+//! on PostgreSQL take for a read of several statements.
 //!
 //! Guarantees: every answer equals SQLite's on the same rows (the parity
 //! test, `read::parity::analytics`, asks both).
@@ -14,6 +13,7 @@
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::*;
+use crate::owners::push_filter_pg;
 
 /// A read-only transaction seeing one snapshot of the store for all its
 /// statements (REPEATABLE READ; a read-only one never fails to serialize),
@@ -22,34 +22,6 @@ use super::*;
 pub(crate) async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
-}
-
-/// Pushes ` AND <the tests of `set`>` for rows whose project and test id
-/// are the SQL expressions `project` and `test_id` (nothing for
-/// [`TestSet::All`]): [`crate::owners::push_filter`] on PostgreSQL, the
-/// ids as one array bind.
-pub(crate) fn push_tests(
-    q: &mut QueryBuilder<Postgres>,
-    set: &TestSet,
-    project: &str,
-    test_id: &str,
-) {
-    match set {
-        TestSet::All => {}
-        TestSet::Owner(owner) => {
-            q.push(format_args!(
-                " AND ({project}, {test_id}) IN \
-                 (SELECT o.project, o.test_id FROM test_owners o WHERE o.owner = "
-            ))
-            .push_bind(owner.clone())
-            .push(")");
-        }
-        TestSet::Ids(ids) => {
-            q.push(format_args!(" AND {test_id} = ANY("))
-                .push_bind(ids.clone())
-                .push(")");
-        }
-    }
 }
 
 /// [`super::find_flaky`] on PostgreSQL.
@@ -100,7 +72,7 @@ pub(crate) async fn find_flaky(
              WHERE s.seq IS NULL AND c.flaky = 1), \
          cand AS (SELECT project, test_id FROM cand0 WHERE TRUE",
     );
-    push_tests(&mut q, &w.tests, "project", "test_id");
+    push_filter_pg(&mut q, &w.tests, "project", "test_id");
     q.push(
         "), \
          ck AS (SELECT k.project, k.test_id, t.key, t.since_seq, f.cleared_at FROM cand k \
@@ -113,7 +85,7 @@ pub(crate) async fn find_flaky(
            WHERE t.project = s.project \
              AND s.seq >= t.since_seq AND s.started_at > COALESCE(f.cleared_at, -1)",
     );
-    push_tests(&mut q, &w.tests, "t.project", "t.test_id");
+    push_filter_pg(&mut q, &w.tests, "t.project", "t.test_id");
     q.push(
         " \
            UNION ALL \

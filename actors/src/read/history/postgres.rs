@@ -7,7 +7,7 @@
 //! [`history_of`] decide for both. What SQLite computes in SQL is computed
 //! here the same way: a test's summed duration in a run adds its cases in
 //! SQLite's order (index `cases_by_run_test`: test key, outcome, chunk,
-//! idx) with SQLite's compensated summation ([`sqlite_sum`]), and its
+//! idx) with SQLite's compensated summation (`run_tests::SqliteSum`), and its
 //! message is that of the first of its worst cases in that order (SQLite's
 //! bare column beside `MIN`).
 //!
@@ -17,25 +17,9 @@
 use sqlx::{PgConnection, PgPool, Postgres};
 
 use super::*;
-use crate::read::flaky::postgres::{push_tests, snapshot};
-
-/// SQLite's `SUM` of REAL values, in the order given: Kahan-Babuska-
-/// Neumaier compensated summation (SQLite 3.43 and later), so a sum of
-/// three or more durations rounds as SQLite's does, not as a plain
-/// left-to-right addition would.
-pub(crate) fn sqlite_sum(xs: &[f64]) -> f64 {
-    let (mut sum, mut err) = (0.0f64, 0.0f64);
-    for &x in xs {
-        let t = sum + x;
-        if sum.abs() > x.abs() {
-            err += (sum - t) + x;
-        } else {
-            err += (x - t) + sum;
-        }
-        sum = t;
-    }
-    if err.is_finite() { sum + err } else { sum }
-}
+use crate::owners::push_filter_pg;
+use crate::read::flaky::postgres::snapshot;
+use crate::store::sqlite::run_tests::SqliteSum;
 
 /// [`super::test_history`] on PostgreSQL.
 pub(crate) async fn test_history(
@@ -120,7 +104,11 @@ pub(crate) async fn test_history(
                     commit,
                     worker_id,
                     outcome,
-                    secs: sqlite_sum(&secs),
+                    secs: {
+                        let mut sum = SqliteSum::default();
+                        secs.iter().for_each(|&x| sum.add(x));
+                        sum.value().unwrap_or(0.0)
+                    },
                     retries,
                     flaky,
                     message,
@@ -184,7 +172,7 @@ async fn allowed_tests(
         " SELECT p.project, t.test_key FROM (SELECT DISTINCT project FROM scope) p \
          CROSS JOIN tests t WHERE TRUE",
     );
-    push_tests(&mut q, &w.tests, "p.project", "t.test_id");
+    push_filter_pg(&mut q, &w.tests, "p.project", "t.test_id");
     let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(conn).await?;
     let mut allowed: HashMap<String, HashSet<i64>> = HashMap::new();
     for (project, key) in rows {
@@ -237,61 +225,5 @@ pub(crate) async fn names(
             "test key {k} of a stored summary has no test"
         ))),
         None => Ok(names),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sqlite_sum;
-
-    /// SQLite's compensated sum, asked of SQLite itself: three or more
-    /// terms where a plain addition rounds differently.
-    #[tokio::test]
-    async fn sums_round_as_sqlite_sums() {
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect("sqlite::memory:")
-            .await
-            .expect("in-memory sqlite");
-        sqlx::query("CREATE TABLE t (g INTEGER, i INTEGER, x REAL)")
-            .execute(&pool)
-            .await
-            .expect("create");
-        let groups: [&[f64]; 5] = [
-            &[0.1, 0.2, 0.3],
-            &[1e16, 1.0, -1e16],
-            &[0.1, 0.25, 0.5, 1.7, 3.0, 0.1, 0.1],
-            &[3.0],
-            &[],
-        ];
-        for (g, xs) in groups.iter().enumerate() {
-            for (i, x) in xs.iter().enumerate() {
-                sqlx::query("INSERT INTO t VALUES (?, ?, ?)")
-                    .bind(g as i64)
-                    .bind(i as i64)
-                    .bind(x)
-                    .execute(&pool)
-                    .await
-                    .expect("insert");
-            }
-        }
-        for (g, xs) in groups.iter().enumerate() {
-            let (sum,): (Option<f64>,) =
-                sqlx::query_as("SELECT SUM(x) FROM (SELECT x FROM t WHERE g = ? ORDER BY i)")
-                    .bind(g as i64)
-                    .fetch_one(&pool)
-                    .await
-                    .expect("sum");
-            if !xs.is_empty() {
-                assert_eq!(
-                    sum.map(f64::to_bits),
-                    Some(sqlite_sum(xs).to_bits()),
-                    "{xs:?}"
-                );
-            }
-        }
-        // A plain addition differs on one of them: the compensation matters.
-        let plain: f64 = groups[1].iter().sum();
-        assert_ne!(plain.to_bits(), sqlite_sum(groups[1]).to_bits());
     }
 }
