@@ -28,6 +28,8 @@
 //! list's bound and everything hooked on those messages apply. This crate
 //! knows nothing of the agents' copy of the list: [`after_run`] answers the
 //! project whose list changed, and the caller (the master) mirrors it.
+//! The rules are written once for both backends ([`decide`]); only its
+//! few reads dispatch on the pool (PostgreSQL's SQL in `postgres`).
 //!
 //! Guarantees: a person's entry is never replaced nor released by this
 //! module; each change is one writer message (its own transaction). A run
@@ -40,7 +42,6 @@ mod postgres;
 use crate::read::ReadPool;
 use actix::{Addr, MailboxError};
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::SqlitePool;
 
 use crate::model::to_millis;
 use crate::owners::TestSet;
@@ -104,62 +105,25 @@ pub fn reason(f: &FlakyTest) -> String {
 }
 
 /// What to change in the project of run `run_id` (just completed) at
-/// `now`; `None` when the run is unknown.
+/// `now`; `None` when the run is unknown. The rules, once for both
+/// backends; the reads they need dispatch on the pool (`run_of`,
+/// `releasable`, `candidates`, `seq_of`).
 pub async fn decide(
     pool: &ReadPool,
     run_id: &str,
     settings: Settings,
     now: DateTime<Utc>,
 ) -> Result<Option<Decision>, sqlx::Error> {
-    match pool {
-        ReadPool::Sqlite(p) => decide_sqlite(p, run_id, settings, now).await,
-        ReadPool::Postgres(p) => postgres::decide(p, run_id, settings, now).await,
-    }
-}
-
-/// [`decide`] on SQLite.
-pub(crate) async fn decide_sqlite(
-    pool: &SqlitePool,
-    run_id: &str,
-    settings: Settings,
-    now: DateTime<Utc>,
-) -> Result<Option<Decision>, sqlx::Error> {
-    let run: Option<(String, Option<i64>)> =
-        sqlx::query_as("SELECT project, seq FROM runs WHERE run_id = ?")
-            .bind(run_id)
-            .fetch_optional(pool)
-            .await?;
-    let Some((project, Some(seq))) = run else {
+    let Some((project, Some(seq))) = run_of(pool, run_id).await? else {
         return Ok(None);
     };
-    let release: Vec<(String,)> = sqlx::query_as(
-        "SELECT test_id FROM quarantine WHERE project = ? AND auto = 1 AND clean_runs >= ? \
-         ORDER BY test_id",
-    )
-    .bind(&project)
-    .bind(i64::from(settings.release_after_clean_runs.max(1)))
-    .fetch_all(pool)
-    .await?;
+    let release = releasable(pool, &project, settings.release_after_clean_runs.max(1)).await?;
     // The run's tracked tests not quarantined now and not held off by a
     // person's release within the automatic period, with their last release.
     let held_since = TimeDelta::try_days(i64::from(settings.days))
         .and_then(|d| now.checked_sub_signed(d))
         .map_or(i64::MIN, to_millis);
-    let candidates: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT t.test_id, COALESCE(r.after_seq, -1) FROM verdicts v \
-         JOIN tracked_tests t ON t.key = v.key \
-         LEFT JOIN quarantine_released r ON r.project = t.project AND r.test_id = t.test_id \
-         WHERE v.seq = ?1 AND t.project = ?2 AND NOT EXISTS (SELECT 1 FROM quarantine q \
-           WHERE q.project = t.project AND q.test_id = t.test_id \
-             AND (q.expires_at IS NULL OR q.expires_at > ?3)) \
-           AND NOT (COALESCE(r.by_person, 0) = 1 AND COALESCE(r.released_at, 0) > ?4)",
-    )
-    .bind(seq)
-    .bind(&project)
-    .bind(to_millis(now))
-    .bind(held_since)
-    .fetch_all(pool)
-    .await?;
+    let candidates = candidates(pool, seq, &project, to_millis(now), held_since).await?;
     let mut quarantine = Vec::new();
     if !candidates.is_empty() {
         let w = Window {
@@ -169,8 +133,7 @@ pub(crate) async fn decide_sqlite(
             runs: flaky::DEFAULT_RUNS,
             tests: TestSet::Ids(candidates.iter().map(|(t, _)| t.clone()).collect()),
         };
-        let found =
-            flaky::find_flaky_sqlite(pool, &w, FlipRule::default(), candidates.len()).await?;
+        let found = flaky::find_flaky(pool, &w, FlipRule::default(), candidates.len()).await?;
         let expires_at =
             TimeDelta::try_days(i64::from(settings.days)).and_then(|d| now.checked_add_signed(d));
         for f in found.tests {
@@ -178,18 +141,13 @@ pub(crate) async fn decide_sqlite(
                 .iter()
                 .find(|(t, _)| *t == f.test_id)
                 .map_or(-1, |(_, s)| *s);
-            let newest: Option<(Option<i64>,)> = match f.evidence_runs.first() {
-                Some(run) => {
-                    sqlx::query_as("SELECT seq FROM runs WHERE run_id = ?")
-                        .bind(run)
-                        .fetch_optional(pool)
-                        .await?
-                }
+            let newest = match f.evidence_runs.first() {
+                Some(run) => seq_of(pool, run).await?,
                 None => None,
             };
             // Runs stored before completion order was kept (seq NULL) are
             // older than any release.
-            let newest = newest.and_then(|(s,)| s).unwrap_or(-1);
+            let newest = newest.unwrap_or(-1);
             if newest > released_after {
                 quarantine.push(Entry {
                     reason: reason(&f),
@@ -203,9 +161,89 @@ pub(crate) async fn decide_sqlite(
     }
     Ok(Some(Decision {
         project,
-        release: release.into_iter().map(|(t,)| t).collect(),
+        release,
         quarantine,
     }))
+}
+
+/// The project of run `run_id` and its completion order (`None` when the
+/// run is unknown).
+async fn run_of(
+    pool: &ReadPool,
+    run_id: &str,
+) -> Result<Option<(String, Option<i64>)>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => {
+            sqlx::query_as("SELECT project, seq FROM runs WHERE run_id = ?")
+                .bind(run_id)
+                .fetch_optional(p)
+                .await
+        }
+        ReadPool::Postgres(p) => postgres::run_of(p, run_id).await,
+    }
+}
+
+/// The completion order of run `run_id`: `None` when it is unknown or
+/// was stored before completion order was kept.
+async fn seq_of(pool: &ReadPool, run_id: &str) -> Result<Option<i64>, sqlx::Error> {
+    Ok(run_of(pool, run_id).await?.and_then(|(_, seq)| seq))
+}
+
+/// The automatic entries of `project` with at least `clean_runs` clean
+/// runs, by test id.
+async fn releasable(
+    pool: &ReadPool,
+    project: &str,
+    clean_runs: u32,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = match pool {
+        ReadPool::Sqlite(p) => {
+            sqlx::query_as(
+                "SELECT test_id FROM quarantine WHERE project = ? AND auto = 1 \
+                 AND clean_runs >= ? ORDER BY test_id",
+            )
+            .bind(project)
+            .bind(i64::from(clean_runs))
+            .fetch_all(p)
+            .await?
+        }
+        ReadPool::Postgres(p) => postgres::releasable(p, project, clean_runs).await?,
+    };
+    Ok(rows.into_iter().map(|(t,)| t).collect())
+}
+
+/// The tracked tests of `project` with a verdict in the run of completion
+/// order `seq`, not quarantined at `now` (epoch ms) and not released by a
+/// person after `held_since`; each with the completion order its last
+/// release came after (-1: never released), by test id.
+async fn candidates(
+    pool: &ReadPool,
+    seq: i64,
+    project: &str,
+    now: i64,
+    held_since: i64,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    match pool {
+        ReadPool::Sqlite(p) => {
+            sqlx::query_as(
+                "SELECT t.test_id, COALESCE(r.after_seq, -1) FROM verdicts v \
+                 JOIN tracked_tests t ON t.key = v.key \
+                 LEFT JOIN quarantine_released r ON r.project = t.project AND r.test_id = t.test_id \
+                 WHERE v.seq = ?1 AND t.project = ?2 AND NOT EXISTS (SELECT 1 FROM quarantine q \
+                   WHERE q.project = t.project AND q.test_id = t.test_id \
+                     AND (q.expires_at IS NULL OR q.expires_at > ?3)) \
+                   AND NOT (COALESCE(r.by_person, 0) = 1 AND COALESCE(r.released_at, 0) > ?4) \
+                 ORDER BY t.test_id",
+            )
+            .bind(seq)
+            .bind(project)
+            .bind(now)
+            .bind(held_since)
+            .fetch_all(p)
+            .await
+        }
+        ReadPool::Postgres(p) => postgres::candidates(p, seq, project, now, held_since).await,
+    }
 }
 
 /// Judges run `run_id` (just completed) and applies the decision through
@@ -263,6 +301,7 @@ mod tests {
     use crate::model::Outcome;
     use crate::store::sqlite::clean_runs::{RunVerdict, next_clean_runs};
     use crate::testing::{case, run, start, store, t0};
+    use sqlx::SqlitePool;
 
     #[test]
     fn clean_runs_count_up_and_an_unclean_run_starts_over() {

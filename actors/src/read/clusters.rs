@@ -19,6 +19,11 @@
 //! (run, test, key) without their messages and tracebacks, and reads text
 //! only for the clusters it lists. Failures stored before the writer did
 //! this (migration 0007) have no key and are signed when read, as before.
+//!
+//! Backends: each reads the window's failures in the same order its own
+//! way (`postgres` for PostgreSQL); `Grouped` groups, orders, cuts and
+//! reports for both, and says which signatures and example messages to
+//! read.
 
 mod postgres;
 
@@ -93,29 +98,44 @@ pub struct ClusterReport {
 /// A failed or errored case of the window, as read: its signature key, or
 /// its text when it has none.
 #[derive(Deserialize)]
-struct FailureRow {
-    run_id: String,
-    started_at: i64,
-    test_id: String,
-    sig: Option<i64>,
-    outcome: i64,
-    chunk: i64,
-    idx: i64,
-    message: Option<String>,
-    traceback: Option<String>,
+pub(crate) struct FailureRow {
+    /// The run.
+    pub run_id: String,
+    /// Its start, epoch milliseconds.
+    pub started_at: i64,
+    /// The test.
+    pub test_id: String,
+    /// The stored signature key, if any.
+    pub sig: Option<i64>,
+    /// Outcome code (0 or 1).
+    pub outcome: i64,
+    /// Chunk of the case.
+    pub chunk: i64,
+    /// Index of the case in its chunk.
+    pub idx: i64,
+    /// The message, read only without a stored key.
+    pub message: Option<String>,
+    /// The traceback, read only without a stored key.
+    pub traceback: Option<String>,
 }
 
 /// Where the example of a cluster is: its newest failure.
 #[derive(Clone)]
-struct At {
-    test_id: String,
-    run_id: String,
-    outcome: i64,
-    chunk: i64,
-    idx: i64,
+pub(crate) struct At {
+    /// The test.
+    pub test_id: String,
+    /// The run.
+    pub run_id: String,
+    /// The case's outcome code.
+    pub outcome: i64,
+    /// Its chunk.
+    pub chunk: i64,
+    /// Its index in the chunk.
+    pub idx: i64,
 }
 
-struct Acc {
+/// One cluster as the failures are read.
+pub(crate) struct Acc {
     count: u64,
     runs: BTreeSet<String>,
     tests: BTreeMap<String, u64>,
@@ -196,41 +216,7 @@ pub(crate) async fn clusters_signed(
     // Every read in one transaction: one snapshot of the store.
     let mut tx = pool.begin().await?;
     let rows: Vec<FailureRow> = json_rows::fetch(q, &mut *tx).await?;
-    let mut signed_here: BTreeMap<i64, Signature> = BTreeMap::new();
-    let mut by_key: BTreeMap<i64, Acc> = BTreeMap::new();
-    let mut failures = 0u64;
-    for r in rows {
-        let key = match r.sig {
-            Some(k) => k,
-            None => {
-                let sig = stored_signature(r.message.as_deref(), r.traceback.as_deref());
-                let k = sig.key();
-                signed_here.entry(k).or_insert(sig);
-                k
-            }
-        };
-        failures += 1;
-        let a = by_key.entry(key).or_insert_with(|| Acc {
-            count: 0,
-            runs: BTreeSet::new(),
-            tests: BTreeMap::new(),
-            first: r.started_at,
-            last: r.started_at,
-            // Rows come newest first: the first one is the example.
-            example: At {
-                test_id: r.test_id.clone(),
-                run_id: r.run_id.clone(),
-                outcome: r.outcome,
-                chunk: r.chunk,
-                idx: r.idx,
-            },
-        });
-        a.count += 1;
-        a.runs.insert(r.run_id);
-        *a.tests.entry(r.test_id).or_default() += 1;
-        a.first = a.first.min(r.started_at);
-        a.last = a.last.max(r.started_at);
-    }
+    let grouped = Grouped::new(rows, limit);
     let considered = {
         let mut q = QueryBuilder::<Sqlite>::new("");
         push_scope(&mut q, w, Runs::All);
@@ -238,66 +224,158 @@ pub(crate) async fn clusters_signed(
         let (n,): (i64,) = q.build_query_as().fetch_one(&mut *tx).await?;
         n.max(0) as u64
     };
-    let mut all: Vec<(i64, Acc)> = by_key.into_iter().collect();
-    all.sort_by(|(ka, a), (kb, b)| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| b.last.cmp(&a.last))
-            .then_with(|| id_of(*ka).cmp(&id_of(*kb)))
-    });
-    let total = all.len();
-    all.truncate(limit);
-    let listed: Vec<i64> = all.iter().map(|(k, _)| *k).collect();
-    let stored = signatures(&mut tx, &listed, &signed_here).await?;
-    let examples = example_messages(&mut tx, all.iter().map(|(_, a)| &a.example)).await?;
+    let stored = signatures(&mut tx, &grouped.unsigned()).await?;
+    let examples = example_messages(&mut tx, grouped.examples()).await?;
     tx.commit().await?;
-    let clusters = all
-        .into_iter()
-        .zip(examples)
-        .map(|((key, a), message)| {
-            let sig = stored
-                .get(&key)
-                .or_else(|| signed_here.get(&key))
-                .cloned()
-                .unwrap_or(Signature {
-                    exception: None,
-                    message: String::new(),
-                    frame: None,
-                });
-            let mut tests: Vec<(String, u64)> = a.tests.into_iter().collect();
-            tests.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
-            Cluster {
-                id: id_of(key),
-                exception: sig.exception,
-                message: sig.message,
-                frame: sig.frame,
-                count: a.count,
-                runs: a.runs.len() as u64,
-                tests_total: tests.len(),
-                tests: tests.into_iter().take(10).map(|(t, _)| t).collect(),
-                first_seen: from_millis(a.first),
-                last_seen: from_millis(a.last),
-                example: Example {
-                    test_id: a.example.test_id,
-                    run_id: a.example.run_id,
-                    message: message.map(|m| m.chars().take(300).collect()),
-                },
-            }
-        })
-        .collect();
-    Ok(ClusterReport {
-        runs_considered: considered,
-        failures,
-        total,
-        clusters,
-    })
+    Ok(grouped.report(considered, stored, examples))
 }
 
-/// The stored signatures of `keys` (those not signed here).
+/// A window's failures grouped by signature and ordered, biggest first:
+/// the decision both backends share, made before any text of the listed
+/// clusters is read.
+pub(crate) struct Grouped {
+    /// Failed and errored cases read.
+    failures: u64,
+    /// Clusters found.
+    total: usize,
+    /// Signatures of the failures stored without a key, signed on reading.
+    signed_here: BTreeMap<i64, Signature>,
+    /// The first `limit` clusters, by key.
+    listed: Vec<(i64, Acc)>,
+}
+
+impl Grouped {
+    /// Groups `rows` (newest first: started_at, run_id descending, then
+    /// test id, chunk, idx; the first row of a cluster is its example) and
+    /// keeps the first `limit` clusters: most failures, then the newest,
+    /// then by id.
+    pub(crate) fn new(rows: Vec<FailureRow>, limit: usize) -> Grouped {
+        let mut signed_here: BTreeMap<i64, Signature> = BTreeMap::new();
+        let mut by_key: BTreeMap<i64, Acc> = BTreeMap::new();
+        let mut failures = 0u64;
+        for r in rows {
+            let key = match r.sig {
+                Some(k) => k,
+                None => {
+                    let sig = stored_signature(r.message.as_deref(), r.traceback.as_deref());
+                    let k = sig.key();
+                    signed_here.entry(k).or_insert(sig);
+                    k
+                }
+            };
+            failures += 1;
+            let a = by_key.entry(key).or_insert_with(|| Acc {
+                count: 0,
+                runs: BTreeSet::new(),
+                tests: BTreeMap::new(),
+                first: r.started_at,
+                last: r.started_at,
+                // Rows come newest first: the first one is the example.
+                example: At {
+                    test_id: r.test_id.clone(),
+                    run_id: r.run_id.clone(),
+                    outcome: r.outcome,
+                    chunk: r.chunk,
+                    idx: r.idx,
+                },
+            });
+            a.count += 1;
+            a.runs.insert(r.run_id);
+            *a.tests.entry(r.test_id).or_default() += 1;
+            a.first = a.first.min(r.started_at);
+            a.last = a.last.max(r.started_at);
+        }
+        let mut all: Vec<(i64, Acc)> = by_key.into_iter().collect();
+        all.sort_by(|(ka, a), (kb, b)| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| b.last.cmp(&a.last))
+                .then_with(|| id_of(*ka).cmp(&id_of(*kb)))
+        });
+        let total = all.len();
+        all.truncate(limit);
+        Grouped {
+            failures,
+            total,
+            signed_here,
+            listed: all,
+        }
+    }
+
+    /// The listed clusters' keys whose signature is stored (not signed
+    /// here): the signatures to read.
+    pub(crate) fn unsigned(&self) -> Vec<i64> {
+        self.listed
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| !self.signed_here.contains_key(k))
+            .collect()
+    }
+
+    /// Where the listed clusters' examples are, in order: the messages to
+    /// read.
+    pub(crate) fn examples(&self) -> impl Iterator<Item = &At> {
+        self.listed.iter().map(|(_, a)| &a.example)
+    }
+
+    /// The report of a window of `considered` runs, with the `stored`
+    /// signatures of [`Grouped::unsigned`] and the messages of
+    /// [`Grouped::examples`], in order.
+    pub(crate) fn report(
+        self,
+        considered: u64,
+        stored: BTreeMap<i64, Signature>,
+        examples: Vec<Option<String>>,
+    ) -> ClusterReport {
+        let signed_here = self.signed_here;
+        let clusters = self
+            .listed
+            .into_iter()
+            .zip(examples)
+            .map(|((key, a), message)| {
+                let sig = stored
+                    .get(&key)
+                    .or_else(|| signed_here.get(&key))
+                    .cloned()
+                    .unwrap_or(Signature {
+                        exception: None,
+                        message: String::new(),
+                        frame: None,
+                    });
+                let mut tests: Vec<(String, u64)> = a.tests.into_iter().collect();
+                tests.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+                Cluster {
+                    id: id_of(key),
+                    exception: sig.exception,
+                    message: sig.message,
+                    frame: sig.frame,
+                    count: a.count,
+                    runs: a.runs.len() as u64,
+                    tests_total: tests.len(),
+                    tests: tests.into_iter().take(10).map(|(t, _)| t).collect(),
+                    first_seen: from_millis(a.first),
+                    last_seen: from_millis(a.last),
+                    example: Example {
+                        test_id: a.example.test_id,
+                        run_id: a.example.run_id,
+                        message: message.map(|m| m.chars().take(300).collect()),
+                    },
+                }
+            })
+            .collect();
+        ClusterReport {
+            runs_considered: considered,
+            failures: self.failures,
+            total: self.total,
+            clusters,
+        }
+    }
+}
+
+/// The stored signatures of `wanted`.
 async fn signatures(
     conn: &mut SqliteConnection,
-    keys: &[i64],
-    signed_here: &BTreeMap<i64, Signature>,
+    wanted: &[i64],
 ) -> Result<BTreeMap<i64, Signature>, sqlx::Error> {
     #[derive(Deserialize)]
     struct Row {
@@ -306,11 +384,6 @@ async fn signatures(
         message: String,
         frame: Option<String>,
     }
-    let wanted: Vec<i64> = keys
-        .iter()
-        .copied()
-        .filter(|k| !signed_here.contains_key(k))
-        .collect();
     if wanted.is_empty() {
         return Ok(BTreeMap::new());
     }

@@ -53,15 +53,21 @@
 //! Cost: tracked tests are those that ever failed or were retried in the
 //! project; each complete, non-outage run stores one row per tracked test
 //! it has a verdict for (small: two keys and two flags).
+//!
+//! Backends: the window is one SQL for both (`push_scope`, and the
+//! counts of what it left out); each backend reads the verdicts its own
+//! way (SQLite packed into one JSON value, PostgreSQL as typed rows, in
+//! `postgres`), and `rank` judges, orders and cuts for both, so the
+//! answers are the same (the parity test asks both).
 
-mod postgres;
+pub(crate) mod postgres;
 
 use crate::read::ReadPool;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Database, Encode, QueryBuilder, Sqlite, SqliteConnection, SqlitePool, Type};
 
 use crate::json_rows;
 use crate::model::{from_millis, to_millis};
@@ -282,7 +288,12 @@ pub(crate) enum Runs {
 }
 
 /// Pushes `WHERE ...` selecting the window's runs (without the outage rule).
-fn push_window(q: &mut QueryBuilder<Sqlite>, w: &Window, runs: Runs) {
+/// The SQL is the same on both backends.
+fn push_window<DB: Database>(q: &mut QueryBuilder<DB>, w: &Window, runs: Runs)
+where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
     q.push(" WHERE ");
     q.push(match runs {
         Runs::Evidence | Runs::Complete => "cases_complete = 1",
@@ -300,8 +311,12 @@ fn push_window(q: &mut QueryBuilder<Sqlite>, w: &Window, runs: Runs) {
 }
 
 /// Pushes the `scope` CTE: the window's newest `runs`, numbered from 0
-/// (newest) in `n`.
-pub(crate) fn push_scope(q: &mut QueryBuilder<Sqlite>, w: &Window, runs: Runs) {
+/// (newest) in `n`. The SQL is the same on both backends.
+pub(crate) fn push_scope<DB: Database>(q: &mut QueryBuilder<DB>, w: &Window, runs: Runs)
+where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
     q.push(
         "WITH scope AS (SELECT *, ROW_NUMBER() OVER (ORDER BY started_at DESC, run_id DESC) - 1 \
          AS n FROM (SELECT run_id, project, branch, commit_sha, started_at, worker_id, seq \
@@ -313,17 +328,22 @@ pub(crate) fn push_scope(q: &mut QueryBuilder<Sqlite>, w: &Window, runs: Runs) {
     }
     q.push(" ORDER BY started_at DESC, run_id DESC LIMIT ")
         .push_bind(i64::from(w.runs))
-        .push("))");
+        .push(") AS newest)");
 }
 
 /// A run of the window, by its number.
 #[derive(Deserialize)]
-struct ScopeRun {
-    n: usize,
-    run_id: String,
-    branch: Option<String>,
-    commit_sha: Option<String>,
-    started_at: i64,
+pub(crate) struct ScopeRun {
+    /// Its position in the scope, 0 the newest.
+    pub n: i64,
+    /// The run.
+    pub run_id: String,
+    /// Its branch.
+    pub branch: Option<String>,
+    /// Its commit.
+    pub commit_sha: Option<String>,
+    /// Its start, epoch milliseconds.
+    pub started_at: i64,
 }
 
 /// A test's verdicts in the window: `n,failed,retried` per run (`n` the
@@ -447,47 +467,26 @@ pub(crate) async fn find_flaky_from(
     ));
     let rows: Vec<VerdictRow> = json_rows::fetch(q, &mut *tx).await?;
     let bad = |what: &str| sqlx::Error::Decode(format!("flaky verdicts: {what}").into());
-    let mut tests: BTreeMap<(String, String), Vec<Observation>> = BTreeMap::new();
+    let mut verdicts = Vec::with_capacity(rows.len());
     for r in rows {
-        let mut obs = Vec::new();
+        let mut seen = Vec::new();
         for one in r.obs.split(';') {
             let mut parts = one.split(',');
             let (Some(n), Some(f), Some(t)) = (parts.next(), parts.next(), parts.next()) else {
                 return Err(bad(one));
             };
-            let run = n
-                .parse::<usize>()
-                .ok()
-                .and_then(|n| runs.get(n))
-                .ok_or_else(|| bad(one))?;
-            let failed = f == "1";
-            obs.push(Observation {
-                run_id: run.run_id.clone(),
-                branch: run.branch.clone(),
-                commit: run.commit_sha.clone(),
-                started_at: run.started_at,
-                failed,
-                retried: !failed && t == "1",
-                message: None,
+            seen.push(Verdict {
+                n: n.parse::<i64>().map_err(|_| bad(one))?,
+                failed: f == "1",
+                retried: t == "1",
             });
         }
-        tests.insert((r.project, r.test_id), obs);
+        verdicts.push(((r.project, r.test_id), seen));
     }
-    let mut found: Vec<(FlakyTest, &[Observation])> = tests
-        .iter()
-        .filter_map(|((p, t), obs)| judge(p, t, obs, rule).map(|f| (f, obs.as_slice())))
-        .collect();
-    found.sort_by(|(a, _), (b, _)| {
-        (b.reasons.len(), b.flip_rate, b.last_seen)
-            .partial_cmp(&(a.reasons.len(), a.flip_rate, a.last_seen))
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then_with(|| a.test_id.cmp(&b.test_id))
-    });
-    let total = found.len();
-    found.truncate(limit);
+    let (total, found) = rank(&runs, verdicts, rule, limit)?;
     let mut listed = Vec::with_capacity(found.len());
     for (mut f, obs) in found {
-        f.last_message = last_message(&mut tx, &f.test_id, obs).await?;
+        f.last_message = last_message(&mut tx, &f.test_id, &obs).await?;
         listed.push(f);
     }
 
@@ -502,6 +501,76 @@ pub(crate) async fn find_flaky_from(
     })
 }
 
+/// A test's verdict in the window's run numbered `n` (as read, before
+/// [`rank`] makes it an [`Observation`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Verdict {
+    /// The run's number in the scope (0: newest).
+    pub n: i64,
+    /// Whether it failed or errored in the run.
+    pub failed: bool,
+    /// Whether the run recorded it passing after failed attempts.
+    pub retried: bool,
+}
+
+/// The decision of both backends, from the window's runs (numbered, `n`
+/// their position) and each (project, test)'s verdicts: the tests
+/// [`judge`] names, most evidence first, and how many; the first `limit`
+/// listed with their observations (for [`newest_failures`]).
+#[allow(clippy::type_complexity)]
+pub(crate) fn rank(
+    runs: &[ScopeRun],
+    verdicts: impl IntoIterator<Item = ((String, String), Vec<Verdict>)>,
+    rule: FlipRule,
+    limit: usize,
+) -> Result<(usize, Vec<(FlakyTest, Vec<Observation>)>), sqlx::Error> {
+    let mut tests: BTreeMap<(String, String), Vec<Observation>> = BTreeMap::new();
+    for (test, seen) in verdicts {
+        let obs = tests.entry(test).or_default();
+        for v in seen {
+            let run = usize::try_from(v.n)
+                .ok()
+                .and_then(|n| runs.get(n))
+                .filter(|r| r.n == v.n)
+                .ok_or_else(|| {
+                    sqlx::Error::Decode(
+                        format!("flaky verdicts: run number {} is not in the window", v.n).into(),
+                    )
+                })?;
+            obs.push(Observation {
+                run_id: run.run_id.clone(),
+                branch: run.branch.clone(),
+                commit: run.commit_sha.clone(),
+                started_at: run.started_at,
+                failed: v.failed,
+                retried: !v.failed && v.retried,
+                message: None,
+            });
+        }
+    }
+    let mut found: Vec<(FlakyTest, Vec<Observation>)> = tests
+        .into_iter()
+        .filter_map(|((p, t), obs)| judge(&p, &t, &obs, rule).map(|f| (f, obs)))
+        .collect();
+    found.sort_by(|(a, _), (b, _)| {
+        (b.reasons.len(), b.flip_rate, b.last_seen)
+            .partial_cmp(&(a.reasons.len(), a.flip_rate, a.last_seen))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.test_id.cmp(&b.test_id))
+    });
+    let total = found.len();
+    found.truncate(limit);
+    Ok((total, found))
+}
+
+/// The runs of `obs` where the test failed, newest first: where its last
+/// message is looked for, in this order, until one has a message.
+pub(crate) fn newest_failures(obs: &[Observation]) -> Vec<&Observation> {
+    let mut failed: Vec<&Observation> = obs.iter().filter(|o| o.failed).collect();
+    failed.sort_by(|a, b| (b.started_at, &b.run_id).cmp(&(a.started_at, &a.run_id)));
+    failed
+}
+
 /// The message of the test's newest failure in `obs` that has one (the
 /// first 300 characters of its worst case's message, first in report
 /// order).
@@ -510,9 +579,7 @@ async fn last_message(
     test_id: &str,
     obs: &[Observation],
 ) -> Result<Option<String>, sqlx::Error> {
-    let mut failed: Vec<&Observation> = obs.iter().filter(|o| o.failed).collect();
-    failed.sort_by(|a, b| (b.started_at, &b.run_id).cmp(&(a.started_at, &a.run_id)));
-    for o in failed {
+    for o in newest_failures(obs) {
         let m: Option<(Option<String>,)> = sqlx::query_as(
             "SELECT (SELECT substr(body, 1, 300) FROM texts WHERE text_key = c.message_key) \
              FROM run_keys k CROSS JOIN cases c INDEXED BY cases_by_run_test \
@@ -531,35 +598,63 @@ async fn last_message(
     Ok(None)
 }
 
+/// The query counting the window's runs and giving the oldest start
+/// (`COUNT(*)`, `COALESCE(MIN(started_at), 0)`): the same SQL on both
+/// backends.
+pub(crate) fn scope_count_sql<DB: Database>(w: &Window) -> QueryBuilder<DB>
+where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new("");
+    push_scope(&mut q, w, Runs::Evidence);
+    q.push(" SELECT COUNT(*), COALESCE(MIN(started_at), 0) FROM scope");
+    q
+}
+
+/// The two queries counting the runs left out of a window that held `n`
+/// runs starting from `oldest` ([`scope_count_sql`]): the outages among
+/// the complete runs, and the runs that carried failures only. Among the
+/// same newest runs when the window is full; of a window holding nothing
+/// else, at most its `runs`. The same SQL on both backends.
+pub(crate) fn left_out_sql<DB: Database>(w: &Window, n: i64, oldest: i64) -> [QueryBuilder<DB>; 2]
+where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let full = n > 0 && i64::from(w.runs) == n;
+    [
+        (Runs::Complete, outage_sql(), i64::MAX),
+        (
+            Runs::All,
+            "cases_complete = 0".to_string(),
+            i64::from(w.runs),
+        ),
+    ]
+    .map(|(which, rule, at_most)| {
+        let mut q = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM (SELECT 1 FROM runs");
+        push_window(&mut q, w, which);
+        q.push(" AND ").push(rule);
+        if full {
+            q.push(" AND started_at >= ").push_bind(oldest);
+        }
+        q.push(" LIMIT ").push_bind(at_most).push(") AS left_out");
+        q
+    })
+}
+
 /// Runs in the window, and among the same newest runs the outages and the
 /// runs that carried failures only, left out.
 async fn window_counts(
     conn: &mut SqliteConnection,
     w: &Window,
 ) -> Result<(u64, u64, u64), sqlx::Error> {
-    let mut q = QueryBuilder::<Sqlite>::new("");
-    push_scope(&mut q, w, Runs::Evidence);
-    q.push(" SELECT COUNT(*), COALESCE(MIN(started_at), 0) FROM scope");
-    let (n, oldest): (i64, i64) = q.build_query_as().fetch_one(&mut *conn).await?;
-    let full = n > 0 && i64::from(w.runs) == n;
+    let (n, oldest): (i64, i64) = scope_count_sql::<Sqlite>(w)
+        .build_query_as()
+        .fetch_one(&mut *conn)
+        .await?;
     let mut left_out = [0u64; 2];
-    for (slot, which, rule, at_most) in [
-        (0, Runs::Complete, outage_sql(), i64::MAX),
-        // Of a window holding nothing else, the newest `runs`.
-        (
-            1,
-            Runs::All,
-            "cases_complete = 0".to_string(),
-            i64::from(w.runs),
-        ),
-    ] {
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM (SELECT 1 FROM runs");
-        push_window(&mut q, w, which);
-        q.push(" AND ").push(rule);
-        if full {
-            q.push(" AND started_at >= ").push_bind(oldest);
-        }
-        q.push(" LIMIT ").push_bind(at_most).push(")");
+    for (slot, mut q) in left_out_sql::<Sqlite>(w, n, oldest).into_iter().enumerate() {
         let (k,): (i64,) = q.build_query_as().fetch_one(&mut *conn).await?;
         left_out[slot] = k.max(0) as u64;
     }

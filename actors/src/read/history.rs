@@ -30,6 +30,11 @@
 //!   Cost: one decode per run and test of the window, one name lookup per
 //!   listed test; the answer equals grouping every case of the window (the
 //!   property test checks it against that query, kept in `testing.rs`).
+//!
+//! Backends: each reads its rows (`postgres` for PostgreSQL, which also
+//! holds PostgreSQL's alias and name lookups); `history_of` summarizes
+//! a history and `SlowMerge` with [`judge_slow`] decides slow tests for
+//! both.
 
 mod postgres;
 
@@ -144,26 +149,66 @@ pub(crate) async fn test_history_sqlite(
     let rows = q.build().fetch_all(pool).await?;
     let mut entries = Vec::with_capacity(rows.len());
     for r in rows {
-        let code: i64 = r.try_get("outcome")?;
-        let outcome = Outcome::from_code(code).unwrap_or(Outcome::Error);
-        entries.push(HistoryEntry {
+        entries.push(HistoryRow {
             run_id: r.try_get("run_id")?,
-            started_at: from_millis(r.try_get("started_at")?),
+            started_at: r.try_get("started_at")?,
             project: r.try_get("project")?,
             branch: r.try_get("branch")?,
             commit: r.try_get("commit_sha")?,
             worker_id: r.try_get("worker_id")?,
-            outcome,
-            duration_secs: r.try_get("secs")?,
-            retries: r.try_get::<i64, _>("retries")?.max(0) as u64,
-            flaky: outcome == Outcome::Passed && r.try_get::<i64, _>("flaky")? > 0,
-            message: if outcome.is_failure() {
-                r.try_get("message")?
-            } else {
-                None
-            },
+            outcome: r.try_get("outcome")?,
+            secs: r.try_get("secs")?,
+            retries: r.try_get("retries")?,
+            flaky: r.try_get("flaky")?,
+            message: r.try_get("message")?,
         });
     }
+    Ok(history_of(test_id, entries))
+}
+
+/// A test in one run as both backends read it: the run, and its cases
+/// there grouped (worst outcome code, summed duration, retries and
+/// flaky marks, the message of the first worst case).
+pub(crate) struct HistoryRow {
+    pub run_id: String,
+    pub started_at: i64,
+    pub project: String,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    pub worker_id: String,
+    pub outcome: i64,
+    pub secs: f64,
+    pub retries: i64,
+    pub flaky: i64,
+    pub message: Option<String>,
+}
+
+/// The history of `test_id` from its rows, newest first: the entries and
+/// their summary, the same for both backends.
+pub(crate) fn history_of(test_id: &str, rows: Vec<HistoryRow>) -> TestHistory {
+    let entries: Vec<HistoryEntry> = rows
+        .into_iter()
+        .map(|r| {
+            let outcome = Outcome::from_code(r.outcome).unwrap_or(Outcome::Error);
+            HistoryEntry {
+                run_id: r.run_id,
+                started_at: from_millis(r.started_at),
+                project: r.project,
+                branch: r.branch,
+                commit: r.commit,
+                worker_id: r.worker_id,
+                outcome,
+                duration_secs: r.secs,
+                retries: r.retries.max(0) as u64,
+                flaky: outcome == Outcome::Passed && r.flaky > 0,
+                message: if outcome.is_failure() {
+                    r.message
+                } else {
+                    None
+                },
+            }
+        })
+        .collect();
     let mut outcomes = BTreeMap::new();
     for e in &entries {
         *outcomes.entry(e.outcome.as_str()).or_default() += 1;
@@ -180,14 +225,14 @@ pub(crate) async fn test_history_sqlite(
     }
     .pass_rate();
     let mut durations: Vec<f64> = entries.iter().map(|e| e.duration_secs).collect();
-    Ok(TestHistory {
+    TestHistory {
         test_id: test_id.to_string(),
         runs: entries.len(),
         pass_rate,
         median_duration_secs: median(&mut durations),
         outcomes,
         entries,
-    })
+    }
 }
 
 /// Median of `xs` (reordered); `None` when empty.
@@ -526,9 +571,7 @@ pub(crate) async fn slow_tests_sqlite(
     } else {
         HashMap::new()
     };
-    let mut projects: Vec<String> = Vec::new();
-    let mut per = Merged::default();
-    let mut considered = 0u64;
+    let mut merge = SlowMerge::new(allowed, canonical, rule);
     {
         let mut q = QueryBuilder::<Sqlite>::new("");
         push_scope(&mut q, w, Runs::Complete);
@@ -541,55 +584,119 @@ pub(crate) async fn slow_tests_sqlite(
             .build_query_as::<(String, String, i64, Option<Vec<u8>>)>()
             .fetch(&mut *tx);
         while let Some((run_id, project, n, blob)) = rows.try_next().await? {
-            considered += 1;
-            let blob = blob.ok_or_else(|| crate::store::sqlite::run_tests::missing(&run_id))?;
-            let p = match projects.iter().position(|x| *x == project) {
-                Some(p) => p,
-                None => {
-                    projects.push(project);
-                    projects.len() - 1
-                }
-            };
-            let keep = allowed.as_ref().map(|a| a.get(&projects[p]));
-            let recent = n < i64::from(rule.recent);
-            let mut add = |key: i64, secs: f64| {
-                let (r, b) = per.entry((p, key)).or_default();
-                if recent { r } else { b }.push(secs);
-            };
-            // A run's durations of an id with several keys, summed (in key
-            // order) under its smallest key.
-            let mut aliased: BTreeMap<i64, f64> = BTreeMap::new();
-            for t in crate::store::sqlite::run_tests::decode_stored(&blob)? {
-                if !t.ran() || keep.is_some_and(|k| k.is_none_or(|k| !k.contains(&t.key))) {
-                    continue;
-                }
-                match canonical.get(&t.key) {
-                    None => add(t.key, t.ran_secs),
-                    Some(&c) => {
-                        aliased
-                            .entry(c)
-                            .and_modify(|s| *s += t.ran_secs)
-                            .or_insert(t.ran_secs);
-                    }
-                }
-            }
-            for (key, secs) in aliased {
-                add(key, secs);
-            }
+            merge.add_run(&run_id, project, n, blob.as_deref())?;
         }
     }
-    let tests = per.into_iter().map(|((p, key), (recent, baseline))| {
-        let project = projects.get(p).cloned().unwrap_or_default();
-        (project, key, recent, baseline)
-    });
-    let judged = judge_slow(tests, rule);
+    let (considered, judged) = merge.judge();
     let names =
         crate::store::sqlite::run_tests::names(&mut tx, judged.to_name(limit).into_iter().copied())
             .await?;
+    tx.commit().await?;
+    slow_report(considered, judged, &names, limit)
+}
+
+/// The merge of a window's per-run test summaries into per-test
+/// durations, recent and baseline: the rule both backends share of which
+/// tests count in a run and how a test id with several keys is one test.
+pub(crate) struct SlowMerge {
+    /// The tests of the window's test set, as keys per project (`None`:
+    /// every test).
+    allowed: Option<HashMap<String, HashSet<i64>>>,
+    /// Keys of test ids with several keys, to the smallest key of the id.
+    canonical: HashMap<i64, i64>,
+    rule: SlowRule,
+    projects: Vec<String>,
+    per: Merged,
+    considered: u64,
+}
+
+impl SlowMerge {
+    /// An empty merge.
+    pub(crate) fn new(
+        allowed: Option<HashMap<String, HashSet<i64>>>,
+        canonical: HashMap<i64, i64>,
+        rule: SlowRule,
+    ) -> SlowMerge {
+        SlowMerge {
+            allowed,
+            canonical,
+            rule,
+            projects: Vec::new(),
+            per: Merged::default(),
+            considered: 0,
+        }
+    }
+
+    /// Adds the window's run numbered `n` (0: newest) with its stored
+    /// summary; a run without one is an error naming it.
+    pub(crate) fn add_run(
+        &mut self,
+        run_id: &str,
+        project: String,
+        n: i64,
+        blob: Option<&[u8]>,
+    ) -> Result<(), sqlx::Error> {
+        self.considered += 1;
+        let blob = blob.ok_or_else(|| crate::store::sqlite::run_tests::missing(run_id))?;
+        let p = match self.projects.iter().position(|x| *x == project) {
+            Some(p) => p,
+            None => {
+                self.projects.push(project);
+                self.projects.len() - 1
+            }
+        };
+        let keep = self.allowed.as_ref().map(|a| a.get(&self.projects[p]));
+        let recent = n < i64::from(self.rule.recent);
+        let per = &mut self.per;
+        let mut add = |key: i64, secs: f64| {
+            let (r, b) = per.entry((p, key)).or_default();
+            if recent { r } else { b }.push(secs);
+        };
+        // A run's durations of an id with several keys, summed (in key
+        // order) under its smallest key.
+        let mut aliased: BTreeMap<i64, f64> = BTreeMap::new();
+        for t in crate::store::sqlite::run_tests::decode_stored(blob)? {
+            if !t.ran() || keep.is_some_and(|k| k.is_none_or(|k| !k.contains(&t.key))) {
+                continue;
+            }
+            match self.canonical.get(&t.key) {
+                None => add(t.key, t.ran_secs),
+                Some(&c) => {
+                    aliased
+                        .entry(c)
+                        .and_modify(|s| *s += t.ran_secs)
+                        .or_insert(t.ran_secs);
+                }
+            }
+        }
+        for (key, secs) in aliased {
+            add(key, secs);
+        }
+        Ok(())
+    }
+
+    /// The runs added, and the judgement of their tests ([`judge_slow`]).
+    pub(crate) fn judge(self) -> (u64, SlowJudgement<i64>) {
+        let projects = self.projects;
+        let tests = self.per.into_iter().map(|((p, key), (recent, baseline))| {
+            let project = projects.get(p).cloned().unwrap_or_default();
+            (project, key, recent, baseline)
+        });
+        (self.considered, judge_slow(tests, self.rule))
+    }
+}
+
+/// The report of a window of `considered` runs from its judgement, the
+/// tests it lists named by `names` (those of [`SlowJudgement::to_name`]).
+pub(crate) fn slow_report(
+    considered: u64,
+    judged: SlowJudgement<i64>,
+    names: &HashMap<i64, String>,
+    limit: usize,
+) -> Result<SlowReport, sqlx::Error> {
     let (seen, slowest, total, regressions) = judged
         .finish(|k| names.get(k).cloned(), limit)
         .map_err(|k| sqlx::Error::Protocol(format!("test key {k} unnamed")))?;
-    tx.commit().await?;
     Ok(SlowReport {
         runs_considered: considered,
         tests_seen: seen,

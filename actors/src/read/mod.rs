@@ -60,10 +60,3 @@ impl From<PgPool> for ReadPool {
         ReadPool::Postgres(p)
     }
 }
-
-/// The error of a read not yet ported to PostgreSQL.
-pub(crate) fn not_on_postgres(what: &str) -> sqlx::Error {
-    sqlx::Error::Configuration(
-        format!("{what} is not available on PostgreSQL yet; use a SQLite file (--db PATH)").into(),
-    )
-}
