@@ -11,8 +11,12 @@
 //! - [`quarantine`], [`webhooks`]: the active quarantine list, the webhook
 //!   outbox's pending deliveries and backlog.
 //!
-//! The SQL is SQLite's; the PostgreSQL store's reads join here behind the
-//! same functions.
+//! Both stores behind the same functions: every read takes a [`ReadPool`]
+//! and dispatches to SQLite's SQL (in the topic's file) or PostgreSQL's
+//! (`<topic>/postgres.rs`); what turns rows into an answer (judging,
+//! grouping, merging, ordering, cutting) is written once and shared. The
+//! property test in `props.rs` copies random histories into PostgreSQL and
+//! asks both stores every read (`parity`).
 
 pub mod clusters;
 pub mod compare;

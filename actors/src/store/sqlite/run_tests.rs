@@ -44,8 +44,8 @@
 //! - Test ids are not in the blob: readers resolve the keys they need
 //!   ([`names`]). A test id almost always has one key; when some has
 //!   several (another file, class or name), `rollup_state.test_aliases` is
-//!   set ([`aliases`]) and readers merge by test id (slow tests under the
-//!   smallest key of the id, [`alias_keys`]).
+//!   set ([`super::interning::aliases`]) and readers merge by test id (slow tests under the
+//!   smallest key of the id, [`super::interning::alias_keys`]).
 
 use std::collections::HashMap;
 
