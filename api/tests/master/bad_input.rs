@@ -109,8 +109,10 @@ async fn oversized_bodies_are_refused_with_413() {
         "run_id": "too-big", "worker_id": "w", "passed": 1, "total": 1,
         "padding": "x".repeat(2 * 1024 * 1024),
     });
-    let r = app
-        .http
+    // A client of its own: the master closes this connection after the 413
+    // (the body stays unread), and a pooled connection reused for the next
+    // request could meet that close mid-request (hyper's IncompleteMessage).
+    let r = reqwest::Client::new()
         .post(format!("{}/results", app.base()))
         .json(&big)
         .send()
