@@ -260,7 +260,7 @@ pub enum PgOpenError {
         source: sqlx::Error,
     },
     /// The server could not be reached or refused the connection.
-    #[error("cannot connect to PostgreSQL at {url}: {source}")]
+    #[error("cannot connect to PostgreSQL at {url}: {source}{}", hint(source))]
     Connect {
         /// The URL, password hidden.
         url: String,
@@ -275,6 +275,26 @@ pub enum PgOpenError {
         /// Why.
         source: sqlx::migrate::MigrateError,
     },
+}
+
+/// What to do about a refused connection, when the server said why.
+fn hint(e: &sqlx::Error) -> &'static str {
+    let code = match e {
+        sqlx::Error::Database(d) => d.code(),
+        _ => None,
+    };
+    match code.as_deref() {
+        // invalid_catalog_name
+        Some("3D000") => {
+            ". Create the database first (createdb -h HOST -U USER DB, or CREATE DATABASE in \
+             psql); the master creates its tables in it"
+        }
+        // invalid_password, invalid_authorization_specification
+        Some("28P01") | Some("28000") => {
+            ". Check the user and password in the URL (and pg_hba.conf for this host)"
+        }
+        _ => "",
+    }
 }
 
 /// Connects a pool of at most `connections` (at least 1) to `url` and runs

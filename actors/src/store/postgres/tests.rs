@@ -680,6 +680,19 @@ async fn an_unreachable_server_is_named_without_its_password() {
     assert!(text.contains("refused"), "the cause is named: {text}");
 }
 
+#[tokio::test]
+async fn a_missing_database_is_named_with_what_to_do() {
+    // The server of the tests, a database nobody made.
+    let db = PgDatabase::create().await;
+    let url = db.url().replace(db.name(), "ptp_nobody_made_this");
+    let text = open(&url, 1)
+        .await
+        .expect_err("no such database")
+        .to_string();
+    assert!(text.contains("ptp_nobody_made_this"), "{text}");
+    assert!(text.contains("Create the database first"), "{text}");
+}
+
 /// The error `sql` gets from `pool`, as the store reports it.
 async fn error_of(pool: &PgPool, sql: &'static str) -> (String, StoreError) {
     let e = sqlx::query(sql).execute(pool).await.expect_err(sql);
