@@ -25,6 +25,10 @@
 //! (`/flaky`, `/failures/clusters`, `/tests/slow`, a test's history) have no
 //! target in the issue: their rows are figures only, for one project's
 //! default window.
+//!
+//! Shape: [`measure_reads`] takes the figures and [`rows`] turns them into
+//! rows, so section 7 can measure the same reads on a PostgreSQL master and
+//! set each beside SQLite's figure of the same endpoint.
 
 use std::path::Path;
 use std::process::Command;
@@ -49,8 +53,28 @@ const P99_TARGET_MS: f64 = 5.0;
 /// Aggregate endpoints must reach this share of `/health`'s throughput.
 const THROUGHPUT_SHARE: f64 = 1.0 / 3.0;
 
-/// Rows of section 2.
-pub async fn run(plan: &Plan, fx: &mut Fixture) -> anyhow::Result<Vec<Row>> {
+/// What [`measure_reads`] saw, per endpoint, in the order of the rows.
+pub struct Reads {
+    /// Each endpoint's label and whether it is answered from the aggregates;
+    /// `/health` first.
+    endpoints: Vec<(String, bool)>,
+    /// Endpoints before this index have targets; the rest are figures.
+    targeted: usize,
+    /// The loads with the read cache on, one per endpoint.
+    loads: Vec<Load>,
+    /// Every endpoint but `/health` with the cache off: label, load, judged.
+    uncached: Vec<(String, Load, bool)>,
+    /// The targeted reads while the second load posts: label, load.
+    mixed: Vec<(String, Load)>,
+    /// Runs a second the second load asked for.
+    rate: u32,
+    /// Runs a second the master accepted.
+    posted_rate: f64,
+}
+
+/// Measures every read of section 2 on the fixture's master (which it
+/// restarts twice and writes to: see the module docs).
+pub async fn measure_reads(plan: &Plan, fx: &mut Fixture) -> anyhow::Result<Reads> {
     let wrk = crate::procs::ensure_tool("wrk", "wrk", plan.install)?;
     let base = fx.stack.master()?.base.clone();
     let dir = fx.stack.dir.path().to_path_buf();
@@ -200,54 +224,98 @@ pub async fn run(plan: &Plan, fx: &mut Fixture) -> anyhow::Result<Vec<Row>> {
         per_sec(posted_rate)
     );
 
-    let health = loads[0].clone();
+    Ok(Reads {
+        endpoints: endpoints
+            .iter()
+            .map(|(label, _, aggregate)| (label.to_string(), *aggregate))
+            .collect(),
+        targeted,
+        loads,
+        uncached,
+        mixed,
+        rate,
+        posted_rate,
+    })
+}
+
+/// The rows of `reads`, their metrics starting with `prefix` (the section).
+/// Without `vs`, every figure stands beside `/health` in the same run;
+/// with `vs` (the same reads on another store in the same run), beside
+/// that store's figure of the same endpoint. Targets read `reads` alone.
+pub fn rows(plan: &Plan, reads: &Reads, prefix: &str, vs: Option<(&str, &Reads)>) -> Vec<Row> {
+    let health = &reads.loads[0];
     let c = plan.connections;
+    let reference = |pick: &dyn Fn(&Reads) -> Option<Load>| -> Option<(String, Load)> {
+        match vs {
+            Some((name, other)) => pick(other).map(|l| (name.to_string(), l)),
+            None => Some(("/health".to_string(), health.clone())),
+        }
+    };
     let mut rows = Vec::new();
-    for (i, ((label, _, aggregate), load)) in endpoints.iter().zip(&loads).enumerate() {
+    for (i, ((label, aggregate), load)) in reads.endpoints.iter().zip(&reads.loads).enumerate() {
+        let r = if i == 0 && vs.is_none() {
+            None
+        } else {
+            reference(&|o: &Reads| o.loads.get(i).cloned())
+        };
+        let lat = latency_row(prefix, label, c, load, r.as_ref());
+        let tput = throughput_row(prefix, label, c, load, r.as_ref());
         if i == 0 {
-            rows.push(latency_row(label, c, load, None).goal(
+            rows.push(lat.goal(
                 "p99 < 5 ms",
                 load.errors.is_empty() && load.p99_ms < P99_TARGET_MS,
             ));
-            rows.push(throughput_row(label, c, load, None));
+            rows.push(tput);
             continue;
         }
-        let lat = latency_row(label, c, load, Some(&health));
-        let tput = throughput_row(label, c, load, Some(&health));
-        if i >= targeted {
+        if i >= reads.targeted {
             rows.extend([lat, tput]);
             continue;
         }
         let ok = load.errors.is_empty();
         rows.push(lat.goal("p99 < 5 ms", ok && load.p99_ms < P99_TARGET_MS));
         rows.push(if *aggregate {
-            tput.goal(
-                "≥ 0.33 of /health",
-                ok && load.rps / health.rps >= THROUGHPUT_SHARE,
-            )
+            let goal = if vs.is_some() {
+                format!("≥ 0.33 of its /health ({})", per_sec(health.rps))
+            } else {
+                "≥ 0.33 of /health".to_string()
+            };
+            tput.goal(goal, ok && load.rps / health.rps >= THROUGHPUT_SHARE)
         } else {
             tput
         });
     }
-    for (label, load, judged) in &uncached {
-        let lat = latency_row(label, c, load, Some(&health));
+    for (i, (label, load, judged)) in reads.uncached.iter().enumerate() {
+        let r = reference(&|o: &Reads| o.uncached.get(i).map(|u| u.1.clone()));
+        let lat = latency_row(prefix, label, c, load, r.as_ref());
         rows.push(if *judged {
             let ok = load.errors.is_empty() && load.p99_ms < P99_TARGET_MS;
             lat.goal("p99 < 5 ms", ok)
         } else {
             lat
         });
-        rows.push(throughput_row(label, c, load, Some(&health)));
+        rows.push(throughput_row(prefix, label, c, load, r.as_ref()));
     }
-    for (label, load) in &mixed {
+    for (i, (label, load)) in reads.mixed.iter().enumerate() {
+        let r = reference(&|o: &Reads| o.mixed.get(i).map(|m| m.1.clone()));
         let ok = load.errors.is_empty() && load.p99_ms < P99_TARGET_MS;
-        rows.push(latency_row(label, c, load, Some(&health)).goal("p99 < 5 ms", ok));
+        rows.push(latency_row(prefix, label, c, load, r.as_ref()).goal("p99 < 5 ms", ok));
     }
-    rows.push(Row::info(
-        format!("2 the second load: runs of 100 cases posted (asked {rate}/s)"),
-        format!("{} accepted", per_sec(posted_rate)),
-    ));
-    Ok(rows)
+    let posted = Row::info(
+        format!(
+            "{prefix} the second load: runs of 100 cases posted (asked {}/s)",
+            reads.rate
+        ),
+        format!("{} accepted", per_sec(reads.posted_rate)),
+    );
+    rows.push(match vs {
+        Some((name, other)) => posted.vs(
+            format!("{name} {} accepted", per_sec(other.posted_rate)),
+            reads.posted_rate / other.posted_rate,
+        ),
+        None => posted,
+    });
+    rows
 }
 
 /// A warm-up, then wrk's run. A read too slow to answer within the run is
@@ -266,31 +334,44 @@ fn measure(wrk: &Path, base: &str, script: &Path, plan: &Plan) -> anyhow::Result
     }
 }
 
-/// The p99 (p50) row of `label`, against `/health`'s p99 when given.
-fn latency_row(label: &str, connections: u32, load: &Load, health: Option<&Load>) -> Row {
+/// The p99 (p50) row of `label`, against the reference's p99 when given
+/// (its name and load).
+fn latency_row(
+    prefix: &str,
+    label: &str,
+    connections: u32,
+    load: &Load,
+    reference: Option<&(String, Load)>,
+) -> Row {
     let err = if load.errors.is_empty() {
         String::new()
     } else {
         format!(" ({})", load.errors.trim())
     };
     let row = Row::info(
-        format!("2 GET {label} p99 (p50) @{connections}"),
+        format!("{prefix} GET {label} p99 (p50) @{connections}"),
         format!("{} ({}){err}", ms(load.p99_ms), ms(load.p50_ms)),
     );
-    match health {
-        Some(h) => row.vs(format!("/health {}", ms(h.p99_ms)), load.p99_ms / h.p99_ms),
+    match reference {
+        Some((name, r)) => row.vs(format!("{name} {}", ms(r.p99_ms)), load.p99_ms / r.p99_ms),
         None => row,
     }
 }
 
-/// The throughput row of `label`, against `/health`'s when given.
-fn throughput_row(label: &str, connections: u32, load: &Load, health: Option<&Load>) -> Row {
+/// The throughput row of `label`, against the reference's when given.
+fn throughput_row(
+    prefix: &str,
+    label: &str,
+    connections: u32,
+    load: &Load,
+    reference: Option<&(String, Load)>,
+) -> Row {
     let row = Row::info(
-        format!("2 GET {label} throughput @{connections}"),
+        format!("{prefix} GET {label} throughput @{connections}"),
         per_sec(load.rps),
     );
-    match health {
-        Some(h) => row.vs(format!("/health {}", per_sec(h.rps)), load.rps / h.rps),
+    match reference {
+        Some((name, r)) => row.vs(format!("{name} {}", per_sec(r.rps)), load.rps / r.rps),
         None => row,
     }
 }

@@ -14,7 +14,7 @@ use anyhow::Context;
 use chrono::Utc;
 
 use crate::data::{self, RunMeta};
-use crate::procs::{Bins, Mem, Stack};
+use crate::procs::{Bins, Mem, Stack, StoreKind};
 use crate::table::{mib, ms, per_sec};
 use crate::{Plan, progress, publish};
 
@@ -41,15 +41,20 @@ pub struct Fixture {
     pub filled: Mem,
 }
 
-/// Starts the parts and fills the master.
+/// Starts the parts and fills the master, on SQLite.
 pub async fn build(plan: &Plan, bins: &Bins) -> anyhow::Result<Fixture> {
+    build_on(plan, bins, &StoreKind::Sqlite).await
+}
+
+/// Starts the parts with one master on `store` and fills it.
+pub async fn build_on(plan: &Plan, bins: &Bins, store: &StoreKind) -> anyhow::Result<Fixture> {
     let runs = plan.fill_runs;
     let per_run = plan.fill_cases;
     progress!(
         "fixture: filling a master with {runs} runs × {per_run} cases = {} cases",
         runs * per_run
     );
-    let stack = Stack::start(bins, &plan.master_args, plan.keep).await?;
+    let stack = Stack::start_on(bins, &plan.master_args, plan.keep, store, 1).await?;
     let master = stack.master()?;
     let idle = master.mem()?;
     let url = stack.nats.url();

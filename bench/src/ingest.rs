@@ -40,7 +40,7 @@ pub async fn run(plan: &Plan, bins: &Bins) -> anyhow::Result<Vec<Row>> {
 }
 
 /// Repetitions: enough to tame noise for small runs, one for huge ones.
-fn reps(total_cases: usize) -> usize {
+pub fn reps(total_cases: usize) -> usize {
     (300_000 / total_cases.max(1)).clamp(1, 5)
 }
 
@@ -55,6 +55,57 @@ async fn one(
     let reps = reps(total);
     progress!("ingest: {pubs} publisher(s) × {size} cases, {reps} rep(s)");
     let stack = Stack::start(bins, &plan.master_args, plan.keep).await?;
+    let m = measure(&stack, size, pubs).await?;
+    let master_db = stack.master()?.db.sqlite()?.to_path_buf();
+    let schema = schema_of(sqlite, &master_db)?;
+    let csv = stack.dir.path().join(format!("cases-{size}x{pubs}.csv"));
+    write_csv(&csv, &m.template, &m.last_ids)?;
+    let ref_secs = sqlite_import(sqlite, &schema, &csv, stack.dir.path(), reps, total)?;
+    let _ = std::fs::remove_file(&csv);
+    stack.stop()?;
+
+    let (t, tr) = (median(&m.secs), median(&ref_secs));
+    let (rate, ref_rate) = (total as f64 / t, total as f64 / tr);
+    let ratio = rate / ref_rate;
+    progress!(
+        "  => {} end to end vs sqlite3 {} (ratio {ratio:.2}); stream acks alone: {}",
+        per_sec(rate),
+        per_sec(ref_rate),
+        ms(median(&m.acked_secs) * 1e3)
+    );
+    let label = format!(
+        "1 ingest {size} cases × {pubs} publisher{}",
+        if pubs == 1 { "" } else { "s" }
+    );
+    Ok(vec![
+        Row::info(label, format!("{} ({})", per_sec(rate), ms(t * 1e3)))
+            .vs(
+                format!("sqlite3 .import {} ({})", per_sec(ref_rate), ms(tr * 1e3)),
+                ratio,
+            )
+            .goal("≥ 0.50 of sqlite3", ratio >= 0.5),
+    ])
+}
+
+/// What [`measure`] timed.
+pub struct Measured {
+    /// Seconds from the first publish until every master listed every run,
+    /// one per rep.
+    pub secs: Vec<f64>,
+    /// Seconds until the stream had acked every message, one per rep.
+    pub acked_secs: Vec<f64>,
+    /// The last rep's run ids (its rows are the reference's).
+    pub last_ids: Vec<String>,
+    /// The run every publisher published (under its own id).
+    pub template: std::sync::Arc<Template>,
+}
+
+/// Times `pubs` publishers, each on its own connection, publishing one run
+/// of `size` cases into `stack`, until every master of the stack lists
+/// every run; [`reps`] times on the same database.
+pub async fn measure(stack: &Stack, size: usize, pubs: usize) -> anyhow::Result<Measured> {
+    let total = size * pubs;
+    let reps = reps(total);
     let nats_url = stack.nats.url();
     let mut conns = Vec::with_capacity(pubs);
     for _ in 0..pubs {
@@ -108,10 +159,7 @@ async fn one(
             t.await.context("publisher task panicked")??;
         }
         let acked = t0.elapsed();
-        let done = stack
-            .master()?
-            .wait_listed(&http, started_at, &ids, timeout)
-            .await?;
+        let done = stack.wait_listed(&http, started_at, &ids, timeout).await?;
         let took = done.duration_since(t0);
         progress!(
             "  rep {rep}: all acked by the stream in {}, queryable in {} ({}); {}",
@@ -124,35 +172,12 @@ async fn one(
         acked_secs.push(acked.as_secs_f64());
         last_ids = ids;
     }
-    let master_db = stack.master()?.db.clone();
-    let schema = schema_of(sqlite, &master_db)?;
-    let csv = stack.dir.path().join(format!("cases-{size}x{pubs}.csv"));
-    write_csv(&csv, &template, &last_ids)?;
-    let ref_secs = sqlite_import(sqlite, &schema, &csv, stack.dir.path(), reps, total)?;
-    let _ = std::fs::remove_file(&csv);
-    stack.stop()?;
-
-    let (t, tr) = (median(&secs), median(&ref_secs));
-    let (rate, ref_rate) = (total as f64 / t, total as f64 / tr);
-    let ratio = rate / ref_rate;
-    progress!(
-        "  => {} end to end vs sqlite3 {} (ratio {ratio:.2}); stream acks alone: {}",
-        per_sec(rate),
-        per_sec(ref_rate),
-        ms(median(&acked_secs) * 1e3)
-    );
-    let label = format!(
-        "1 ingest {size} cases × {pubs} publisher{}",
-        if pubs == 1 { "" } else { "s" }
-    );
-    Ok(vec![
-        Row::info(label, format!("{} ({})", per_sec(rate), ms(t * 1e3)))
-            .vs(
-                format!("sqlite3 .import {} ({})", per_sec(ref_rate), ms(tr * 1e3)),
-                ratio,
-            )
-            .goal("≥ 0.50 of sqlite3", ratio >= 0.5),
-    ])
+    Ok(Measured {
+        secs,
+        acked_secs,
+        last_ids,
+        template,
+    })
 }
 
 /// The master's schema, from its own database (so it follows every
@@ -176,7 +201,7 @@ pub fn schema_of(sqlite: &Path, db: &Path) -> anyhow::Result<String> {
         .join("\n"))
 }
 
-fn csv_field(out: &mut Vec<u8>, s: Option<&str>) {
+pub fn csv_field(out: &mut Vec<u8>, s: Option<&str>) {
     let s = s.unwrap_or("");
     if s.contains([',', '"', '\n', '\r']) {
         out.push(b'"');

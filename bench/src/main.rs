@@ -13,11 +13,13 @@
 //! # Layout
 //! - [`ingest`] (section 1), [`api`] (2), [`agent`] (3), [`report`] (4),
 //!   [`footprint`] (5): one module per section of issue 5; [`targets`] (6):
-//!   issue 13's start-up, write and storage targets.
+//!   issue 13's start-up, write and storage targets; [`postgres`] (7):
+//!   issue 14's ingest and reads on PostgreSQL, with 1 and 2 masters.
 //! - [`fixture`]: the filled master (1,000,000 cases) sections 2, 4 and 5
 //!   share, so `all` fills it once.
 //! - [`procs`]: the binaries, the master as a child process, `/proc` memory,
 //!   installing `wrk` and `sqlite3`.
+//! - [`psql`]: PostgreSQL through `psql`: a database per measurement.
 //! - [`publish`]: publishing runs the way the agent does.
 //! - [`data`]: deterministic synthetic runs.
 //! - [`table`]: rows, formatting, medians.
@@ -28,7 +30,9 @@ mod data;
 mod fixture;
 mod footprint;
 mod ingest;
+mod postgres;
 mod procs;
+mod psql;
 mod publish;
 mod report;
 mod table;
@@ -96,6 +100,10 @@ enum Section {
     /// Section 6 (issue 13): start-up on 5,000 and 50,000 stored runs, writes of the original
     /// payload at 1 and 8 connections, bytes per stored case.
     Targets,
+    /// Section 7 (issue 14): ingest on PostgreSQL with 1 and 2 masters (and SQLite) vs
+    /// `psql \copy` of the same rows, and section 2's reads on PostgreSQL beside SQLite's. The
+    /// server: $PTP_BENCH_POSTGRES [default: postgres://postgres@127.0.0.1:5432/postgres].
+    Postgres,
 }
 
 /// Sizes and switches; defaults are the issue's, `--quick` shrinks them.
@@ -316,7 +324,12 @@ async fn main() -> anyhow::Result<()> {
                 .context("section 1 (ingest)")?,
         );
     }
-    if want(Section::Api) || want(Section::Report) || want(Section::Footprint) {
+    let mut sqlite_reads = None;
+    if want(Section::Api)
+        || want(Section::Report)
+        || want(Section::Footprint)
+        || want(Section::Postgres)
+    {
         let mut fx = fixture::build(&plan, &bins)
             .await
             .context("filling the master")?;
@@ -331,12 +344,17 @@ async fn main() -> anyhow::Result<()> {
                 fx.fill_secs
             ),
         ));
-        if want(Section::Api) {
-            rows.extend(
-                api::run(&plan, &mut fx)
-                    .await
-                    .context("section 2 (API reads)")?,
-            );
+        if want(Section::Api) || want(Section::Postgres) {
+            let reads = api::measure_reads(&plan, &mut fx)
+                .await
+                .context("section 2 (API reads)")?;
+            if want(Section::Api) {
+                rows.extend(api::rows(&plan, &reads, "2", None));
+            }
+            sqlite_reads = Some(postgres::SqliteReads {
+                reads,
+                fill_secs: fx.fill_secs,
+            });
         }
         if want(Section::Report) {
             rows.extend(
@@ -359,6 +377,14 @@ async fn main() -> anyhow::Result<()> {
             targets::run(&plan, &bins)
                 .await
                 .context("section 6 (issue 13's targets)")?,
+        );
+    }
+    if want(Section::Postgres) {
+        let server = psql::Server::from_env(plan.install)?;
+        rows.extend(
+            postgres::run(&plan, &bins, &server, sqlite_reads.as_ref())
+                .await
+                .context("section 7 (PostgreSQL)")?,
         );
     }
     // Sections in the issue's order; rows keep their order within one.
@@ -392,5 +418,6 @@ fn s_name(s: Section) -> &'static str {
         Section::Report => "report",
         Section::Footprint => "footprint",
         Section::Targets => "targets",
+        Section::Postgres => "postgres",
     }
 }

@@ -147,13 +147,40 @@ pub fn mem(pid: u32) -> anyhow::Result<Mem> {
     })
 }
 
+/// What a master's `--db` names.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL.
+    Postgres(String),
+}
+
+impl Db {
+    /// The SQLite file; fails for PostgreSQL (a figure that reads the
+    /// file, such as the sqlite3 reference, has no meaning there).
+    pub fn sqlite(&self) -> anyhow::Result<&Path> {
+        match self {
+            Db::Sqlite(p) => Ok(p),
+            Db::Postgres(_) => bail!("this master runs on PostgreSQL, not on a SQLite file"),
+        }
+    }
+
+    fn arg(&self) -> &std::ffi::OsStr {
+        match self {
+            Db::Sqlite(p) => p.as_os_str(),
+            Db::Postgres(url) => url.as_ref(),
+        }
+    }
+}
+
 /// A running `ptp-master`.
 pub struct Master {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
-    /// Its SQLite file.
-    pub db: PathBuf,
+    /// Its database.
+    pub db: Db,
     log: PathBuf,
 }
 
@@ -164,7 +191,7 @@ impl Master {
     pub async fn start(
         bins: &Bins,
         nats_url: &str,
-        db: &Path,
+        db: &Db,
         log: &Path,
         extra_args: &[String],
     ) -> anyhow::Result<(Master, Duration)> {
@@ -178,7 +205,7 @@ impl Master {
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--db")
-            .arg(db)
+            .arg(db.arg())
             .args(extra_args)
             // The whole-run rows (`cases_limit=100000` at 32 connections)
             // measure how fast such reads are served, not the admission cap
@@ -196,7 +223,7 @@ impl Master {
         let mut m = Master {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            db: db.to_path_buf(),
+            db: db.clone(),
             log: log.to_path_buf(),
         };
         let http = reqwest::Client::builder()
@@ -347,11 +374,38 @@ pub fn python() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// nats-server, a master on a fresh database, and the directory holding
-/// the database and logs: everything a section measures against.
+/// Which store a [`Stack`]'s masters run on.
+#[derive(Debug, Clone)]
+pub enum StoreKind {
+    /// A SQLite file in the stack's directory (one master).
+    Sqlite,
+    /// A fresh database on this PostgreSQL server, shared by the masters.
+    Postgres(crate::psql::Server),
+}
+
+/// The stack's database, owned: a PostgreSQL database is dropped with it.
+enum OwnedDb {
+    Sqlite(PathBuf),
+    Postgres(crate::psql::Database),
+}
+
+impl OwnedDb {
+    fn db(&self) -> Db {
+        match self {
+            OwnedDb::Sqlite(p) => Db::Sqlite(p.clone()),
+            OwnedDb::Postgres(d) => Db::Postgres(d.url.clone()),
+        }
+    }
+}
+
+/// nats-server, one or more masters on a fresh database, and the directory
+/// holding the database and logs: everything a section measures against.
+/// Several masters share the database and the stream (PostgreSQL only).
 pub struct Stack {
-    /// The master (`None` while stopped).
+    /// The first master (`None` while stopped); the one restarts act on.
     pub master: Option<Master>,
+    /// The other masters (PostgreSQL), stopped with the stack.
+    pub others: Vec<Master>,
     /// The broker (killed on drop).
     pub nats: ptp_test_support::NatsServer,
     /// Database, logs, generated files.
@@ -361,14 +415,32 @@ pub struct Stack {
     bins: Bins,
     master_args: Vec<String>,
     restarts: u32,
+    /// Declared after the masters, so it is dropped after they are killed.
+    db: OwnedDb,
 }
 
 impl Stack {
     /// Starts nats-server (JetStream, random port, temp store) and a master
-    /// on an empty database, with `master_args` added to its command line.
-    /// With `keep`, the directory stays after the run (and is named in
+    /// on an empty SQLite database, with `master_args` added to its command
+    /// line. With `keep`, the directory stays after the run (and is named in
     /// the progress output).
     pub async fn start(bins: &Bins, master_args: &[String], keep: bool) -> anyhow::Result<Stack> {
+        Stack::start_on(bins, master_args, keep, &StoreKind::Sqlite, 1).await
+    }
+
+    /// [`Self::start`] on `store` with `masters` masters (more than one
+    /// only on PostgreSQL), started one after the other, each on its own
+    /// port; `started_in` is the first one's start-up.
+    pub async fn start_on(
+        bins: &Bins,
+        master_args: &[String],
+        keep: bool,
+        store: &StoreKind,
+        masters: usize,
+    ) -> anyhow::Result<Stack> {
+        if masters == 0 || (masters > 1 && matches!(store, StoreKind::Sqlite)) {
+            bail!("a stack runs one master on SQLite, one or more on PostgreSQL (asked {masters})");
+        }
         let nats = tokio::task::spawn_blocking(ptp_test_support::NatsServer::start)
             .await
             .context("starting nats-server")?;
@@ -380,7 +452,11 @@ impl Stack {
             dir.disable_cleanup(true);
             progress!("  keeping {}", dir.path().display());
         }
-        let db = dir.path().join("ptp.sqlite");
+        let owned = match store {
+            StoreKind::Sqlite => OwnedDb::Sqlite(dir.path().join("ptp.sqlite")),
+            StoreKind::Postgres(server) => OwnedDb::Postgres(server.create()?),
+        };
+        let db = owned.db();
         let (master, started_in) = Master::start(
             bins,
             &nats.url(),
@@ -389,14 +465,22 @@ impl Stack {
             master_args,
         )
         .await?;
+        let mut others = Vec::new();
+        for i in 1..masters {
+            let log = dir.path().join(format!("master-0-{i}.log"));
+            let (m, _) = Master::start(bins, &nats.url(), &db, &log, master_args).await?;
+            others.push(m);
+        }
         Ok(Stack {
             master: Some(master),
+            others,
             nats,
             dir,
             started_in,
             bins: bins.clone(),
             master_args: master_args.to_vec(),
             restarts: 0,
+            db: owned,
         })
     }
 
@@ -405,15 +489,23 @@ impl Stack {
         self.master.as_ref().context("the master is not running")
     }
 
-    /// Fails, with the end of the master's log, when it has exited.
+    /// Every running master, the first one first.
+    pub fn masters(&self) -> impl Iterator<Item = &Master> {
+        self.master.iter().chain(&self.others)
+    }
+
+    /// Fails, with the end of the master's log, when one has exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for m in &mut self.others {
+            m.check_alive()?;
+        }
         self.master
             .as_mut()
             .context("the master is not running")?
             .check_alive()
     }
 
-    /// Stops the master gracefully and starts it again on the same
+    /// Stops the first master gracefully and starts it again on the same
     /// database; returns the time to healthy.
     pub async fn restart_master(&mut self) -> anyhow::Result<Duration> {
         self.restart_master_with(&[]).await
@@ -430,20 +522,14 @@ impl Stack {
             .path()
             .join(format!("master-{}.log", self.restarts));
         let args: Vec<String> = self.master_args.iter().chain(extra).cloned().collect();
-        let (m, t) = Master::start(
-            &self.bins,
-            &self.nats.url(),
-            &self.dir.path().join("ptp.sqlite"),
-            &log,
-            &args,
-        )
-        .await?;
+        let (m, t) =
+            Master::start(&self.bins, &self.nats.url(), &self.db.db(), &log, &args).await?;
         self.master = Some(m);
         Ok(t)
     }
 
-    /// Stops the master gracefully and keeps the rest (its database can
-    /// then be read).
+    /// Stops the first master gracefully and keeps the rest (its database
+    /// can then be read).
     pub fn stop_master(&mut self) -> anyhow::Result<()> {
         match self.master.take() {
             Some(m) => m.stop(),
@@ -451,12 +537,32 @@ impl Stack {
         }
     }
 
-    /// Stops the master gracefully (the rest goes on drop).
+    /// Stops every master gracefully (the rest goes on drop).
     pub fn stop(mut self) -> anyhow::Result<()> {
+        for m in self.others.drain(..) {
+            m.stop()?;
+        }
         match self.master.take() {
             Some(m) => m.stop(),
             None => Ok(()),
         }
+    }
+
+    /// Waits until every running master lists every run in `ids` (see
+    /// [`Master::wait_listed`]) and returns when the last one did: a run
+    /// counts as stored when whichever master a client asks answers it.
+    pub async fn wait_listed(
+        &self,
+        http: &reqwest::Client,
+        since: chrono::DateTime<chrono::Utc>,
+        ids: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<Instant> {
+        let mut last = None;
+        for m in self.masters() {
+            last = Some(m.wait_listed(http, since, ids, timeout).await?);
+        }
+        last.context("no master is running")
     }
 }
 

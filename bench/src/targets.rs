@@ -200,7 +200,7 @@ async fn startup(
         mib(read.rss),
         mib(idle.rss)
     );
-    let db = master.db.clone();
+    let db = master.db.sqlite()?.to_path_buf();
     stack.stop_master()?;
     let mut rows = vec![
         Row::info(
@@ -324,7 +324,7 @@ async fn writes(
         secs,
         per_sec(rate)
     );
-    let db = stack.master()?.db.clone();
+    let db = stack.master()?.db.sqlite()?.to_path_buf();
     stack.stop_master()?;
 
     // Reference: sqlite3 importing the same rows into the same schema.
