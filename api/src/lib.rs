@@ -221,7 +221,7 @@ pub async fn run(
     .with_context(|| format!("cannot start the actors on {}", config.db))?;
     let read: ReadPool = match &store {
         StoreOptions::Sqlite(db) => ptp_actors::db::open_reader(db).await.map(ReadPool::from),
-        StoreOptions::Postgres(pg) => ptp_actors::store::postgres::open(&pg.url, pg.connections)
+        StoreOptions::Postgres(pg) => ptp_actors::store::postgres::connect(&pg.url, pg.connections)
             .await
             .map(ReadPool::from)
             .map_err(ptp_actors::DbError::from),

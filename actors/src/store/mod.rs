@@ -320,7 +320,7 @@ pub(crate) async fn open(opts: &StoreOptions) -> Result<(Backend, ReadPool), DbE
         StoreOptions::Postgres(pg) => {
             let pool = postgres::open(&pg.url, pg.connections).await?;
             // Two connections: /workers is one short indexed read.
-            let read = postgres::open(&pg.url, 2).await?;
+            let read = postgres::connect(&pg.url, 2).await?;
             Ok((
                 Backend::Postgres(postgres::PgStore::new(pool)),
                 ReadPool::Postgres(read),

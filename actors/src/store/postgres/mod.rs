@@ -301,6 +301,21 @@ fn hint(e: &sqlx::Error) -> &'static str {
 /// the migrations. Masters starting together are safe: sqlx migrates under
 /// an advisory lock, and a migrated database is left as it is.
 pub async fn open(url: &str, connections: u32) -> Result<PgPool, PgOpenError> {
+    let pool = connect(url, connections).await?;
+    sqlx::migrate!("./migrations-pg")
+        .run(&pool)
+        .await
+        .map_err(|source| PgOpenError::Migrate {
+            url: redacted(url),
+            source,
+        })?;
+    Ok(pool)
+}
+
+/// Connects a pool of at most `connections` (at least 1) to `url`, a
+/// database [`open`] migrated already (the read pools of a master whose
+/// writer opened it).
+pub async fn connect(url: &str, connections: u32) -> Result<PgPool, PgOpenError> {
     let options: PgConnectOptions = url.parse().map_err(|source| PgOpenError::Url {
         url: redacted(url),
         source,
@@ -318,19 +333,11 @@ pub async fn open(url: &str, connections: u32) -> Result<PgPool, PgOpenError> {
         .close()
         .await
         .map_err(connect)?;
-    let pool = PgPoolOptions::new()
+    PgPoolOptions::new()
         .max_connections(connections.max(1))
         .connect_with(options)
         .await
-        .map_err(connect)?;
-    sqlx::migrate!("./migrations-pg")
-        .run(&pool)
-        .await
-        .map_err(|source| PgOpenError::Migrate {
-            url: redacted(url),
-            source,
-        })?;
-    Ok(pool)
+        .map_err(connect)
 }
 
 /// `url` with the password of its user info and any `password=` or
