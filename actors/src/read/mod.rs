@@ -64,3 +64,14 @@ impl From<PgPool> for ReadPool {
         ReadPool::Postgres(p)
     }
 }
+
+/// A read-only PostgreSQL transaction seeing one snapshot of the store for
+/// all its statements (REPEATABLE READ; a read-only one never fails to
+/// serialize), as a SQLite read transaction does: what one statement of a
+/// read finds is what the next one reads against.
+pub(crate) async fn pg_snapshot(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+}

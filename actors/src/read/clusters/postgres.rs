@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 
 use super::*;
 use crate::owners::push_filter_pg;
-use crate::read::flaky::postgres::snapshot;
+use crate::read::pg_snapshot as snapshot;
 
 /// [`super::clusters`] on PostgreSQL.
 pub(crate) async fn clusters(

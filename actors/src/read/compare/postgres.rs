@@ -13,10 +13,7 @@ pub(crate) async fn load_tests(
     pool: &PgPool,
     run_id: &str,
 ) -> Result<BTreeMap<String, TestResult>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = crate::read::pg_snapshot(pool).await?;
     let (stored, run_key, blob): (bool, Option<i64>, Option<Vec<u8>>) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = $1), k.run_key, t.tests \
          FROM (SELECT 1) one LEFT JOIN run_keys k ON k.run_id = $1 \

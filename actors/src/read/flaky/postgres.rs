@@ -10,19 +10,11 @@
 //! Guarantees: every answer equals SQLite's on the same rows (the parity
 //! test, `read::parity::analytics`, asks both).
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres};
 
 use super::*;
 use crate::owners::push_filter_pg;
-
-/// A read-only transaction seeing one snapshot of the store for all its
-/// statements (REPEATABLE READ; a read-only one never fails to serialize),
-/// as a SQLite read transaction does: the runs numbered by one statement
-/// are the runs the next one reads against.
-pub(crate) async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .await
-}
+use crate::read::pg_snapshot as snapshot;
 
 /// [`super::find_flaky`] on PostgreSQL.
 pub(crate) async fn find_flaky(

@@ -18,7 +18,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 
 use super::*;
 use crate::owners::push_filter_pg;
-use crate::read::flaky::postgres::snapshot;
+use crate::read::pg_snapshot as snapshot;
 use crate::store::sqlite::run_tests::SqliteSum;
 
 /// [`super::test_history`] on PostgreSQL.
