@@ -299,7 +299,7 @@ pub async fn after_run(
 mod tests {
     use super::*;
     use crate::model::Outcome;
-    use crate::store::sqlite::clean_runs::{RunVerdict, next_clean_runs};
+    use crate::store::rules::{RunVerdict, next_clean_runs};
     use crate::testing::{case, run, start, store, t0};
     use sqlx::SqlitePool;
 

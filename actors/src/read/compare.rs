@@ -28,7 +28,8 @@ use serde::Serialize;
 use sqlx::SqlitePool;
 
 use crate::model::Outcome;
-use crate::store::sqlite::run_tests::{self, TestSummary};
+use crate::store::sqlite::run_tests;
+use crate::store::summary::{self, TestSummary};
 
 /// One test's result in one run.
 #[derive(Debug, Clone, PartialEq)]

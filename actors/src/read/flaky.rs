@@ -72,8 +72,8 @@ use sqlx::{Database, Encode, QueryBuilder, Sqlite, SqliteConnection, SqlitePool,
 use crate::json_rows;
 use crate::model::{from_millis, to_millis};
 use crate::owners::{TestSet, push_filter};
-use crate::store::sqlite::evidence::outage_sql;
-pub use crate::store::sqlite::evidence::{BACKFILL_RUNS, DEFAULT_RUNS, OUTAGE_MIN_VERDICTS};
+use crate::store::rules::outage_sql;
+pub use crate::store::rules::{BACKFILL_RUNS, DEFAULT_RUNS, OUTAGE_MIN_VERDICTS};
 
 /// A test's verdict in one run.
 #[derive(Debug, Clone, PartialEq)]

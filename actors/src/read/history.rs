@@ -637,7 +637,7 @@ impl SlowMerge {
         blob: Option<&[u8]>,
     ) -> Result<(), sqlx::Error> {
         self.considered += 1;
-        let blob = blob.ok_or_else(|| crate::store::sqlite::run_tests::missing(run_id))?;
+        let blob = blob.ok_or_else(|| crate::store::summary::missing(run_id))?;
         let p = match self.projects.iter().position(|x| *x == project) {
             Some(p) => p,
             None => {
@@ -655,7 +655,7 @@ impl SlowMerge {
         // A run's durations of an id with several keys, summed (in key
         // order) under its smallest key.
         let mut aliased: BTreeMap<i64, f64> = BTreeMap::new();
-        for t in crate::store::sqlite::run_tests::decode_stored(blob)? {
+        for t in crate::store::summary::decode_stored(blob)? {
             if !t.ran() || keep.is_some_and(|k| k.is_none_or(|k| !k.contains(&t.key))) {
                 continue;
             }

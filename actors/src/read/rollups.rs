@@ -36,7 +36,7 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use crate::json_rows;
 use crate::model::{from_millis, to_millis};
 use crate::owners::{TestSet, push_filter};
-use crate::store::sqlite::rollups::{DAY_MS, day_of};
+use crate::store::rules::{DAY_MS, day_of};
 
 /// One point of a pass-rate trend: one run.
 #[derive(Debug, Clone, PartialEq, Serialize)]

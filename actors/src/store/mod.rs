@@ -20,7 +20,9 @@
 //! nothing here imports `writer`, `read` or `aggregates`.
 
 pub mod postgres;
+pub(crate) mod rules;
 pub mod sqlite;
+pub mod summary;
 pub mod target;
 
 use crate::read::ReadPool;

@@ -2,7 +2,7 @@
 //! its failing cases' messages, read in one REPEATABLE READ transaction (so
 //! they agree, as SQLite's one read transaction makes them), then made
 //! into per-test results by the same Rust ([`per_test`]). The summary is
-//! the one the store wrote ([`run_tests::decode_stored`]).
+//! the one the store wrote ([`summary::decode_stored`]).
 
 use sqlx::PgPool;
 
@@ -23,8 +23,8 @@ pub(crate) async fn load_tests(
     .fetch_one(&mut *tx)
     .await?;
     let (run_key, summary) = match run_key.zip(blob) {
-        Some((key, blob)) => (key, run_tests::decode_stored(&blob)?),
-        None if stored => return Err(run_tests::missing(run_id)),
+        Some((key, blob)) => (key, summary::decode_stored(&blob)?),
+        None if stored => return Err(summary::missing(run_id)),
         None => return Ok(BTreeMap::new()),
     };
     let keys: Vec<i64> = summary.iter().map(|t| t.key).collect();

@@ -7,7 +7,7 @@
 //! [`history_of`] decide for both. What SQLite computes in SQL is computed
 //! here the same way: a test's summed duration in a run adds its cases in
 //! SQLite's order (index `cases_by_run_test`: test key, outcome, chunk,
-//! idx) with SQLite's compensated summation (`run_tests::SqliteSum`), and its
+//! idx) with SQLite's compensated summation (`store::summary::SqliteSum`), and its
 //! message is that of the first of its worst cases in that order (SQLite's
 //! bare column beside `MIN`).
 //!
@@ -19,7 +19,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 use super::*;
 use crate::owners::push_filter_pg;
 use crate::read::pg_snapshot as snapshot;
-use crate::store::sqlite::run_tests::SqliteSum;
+use crate::store::summary::SqliteSum;
 
 /// [`super::test_history`] on PostgreSQL.
 pub(crate) async fn test_history(

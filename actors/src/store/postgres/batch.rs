@@ -14,7 +14,7 @@ use sqlx::{Postgres, QueryBuilder};
 use super::interning::{self, TestIdentity};
 use super::{Gate, pg_opt, pg_text, run_lock};
 use crate::model::{CaseRecord, Counts, Rejection, RunRecord, to_millis};
-use crate::store::sqlite::interning::Distinct;
+use crate::store::rules::Distinct;
 use crate::store::{BatchItem, BatchReport};
 use crate::version::Changed;
 use crate::{owners, signature, webhooks};

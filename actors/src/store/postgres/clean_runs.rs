@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
 
 use crate::model::to_millis;
-use crate::store::sqlite::clean_runs::{RunVerdict, next_clean_runs};
+use crate::store::rules::{RunVerdict, next_clean_runs};
 
 /// Updates the clean-run counts of `project`'s automatic entries for run
 /// `run_id`, just made visible: part of the completing transaction.

@@ -6,7 +6,7 @@
 
 use sqlx::postgres::PgConnection;
 
-use crate::store::sqlite::evidence::{BACKFILL_RUNS, outage_sql_of};
+use crate::store::rules::{BACKFILL_RUNS, outage_sql_of};
 
 /// Records the flaky evidence of run `run_id` (just made visible with
 /// completion order `seq`): the tests it failed or retried become tracked

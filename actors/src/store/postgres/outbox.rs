@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnection, PgPool};
 use super::{pg_opt, pg_text};
 use crate::model::{RunRecord, to_millis};
 use crate::quarantine::Entry;
-use crate::store::sqlite::outbox::{
+use crate::store::rules::{
     NewEvent, attempt_columns, dropped_error, quarantined_event, released_event, run_asks,
     run_events, warn_dropped, warn_unconfigured,
 };

@@ -40,7 +40,7 @@ use super::PgStore;
 use crate::model::{CaseRecord, Outcome, Rejection, RunStatus, to_millis};
 use crate::quarantine::Entry;
 use crate::store::sqlite::SqliteStore;
-use crate::store::sqlite::run_tests::decode;
+use crate::store::summary::decode;
 use crate::store::{BatchItem, Cleared, Store};
 use crate::testing::{case, record, t0};
 use crate::webhooks::{Attempt, EventType, Route, Routes};

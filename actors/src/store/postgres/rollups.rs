@@ -17,7 +17,7 @@
 use sqlx::postgres::PgConnection;
 
 use crate::model::{RunRecord, to_millis};
-use crate::store::sqlite::rollups::day_of;
+use crate::store::rules::day_of;
 
 /// `col = CASE WHEN (excluded.t, excluded.run) > (table.t, table.run) THEN
 /// excluded.col ELSE table.col END` for each column: the newer row's values.

@@ -6,14 +6,14 @@
 //! PostgreSQL's `SUM(float8)` adds plainly in the order its plan reads,
 //! SQLite's adds with compensation in index order; so the cases are read
 //! in SQLite's order (test key, outcome, chunk, index) and grouped in Rust
-//! by `run_tests::group`, which sums as SQLite does: the blob is
+//! by `store::summary::group`, which sums as SQLite does: the blob is
 //! byte-identical to SQLite's for the same cases.
 
 use std::borrow::Cow;
 
 use sqlx::postgres::PgConnection;
 
-use crate::store::sqlite::run_tests::{encode, group};
+use crate::store::summary::{encode, group};
 
 /// The summary of the cases stored under `run_key`, encoded.
 pub(super) async fn summarize(

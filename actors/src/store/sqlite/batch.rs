@@ -203,9 +203,9 @@ async fn insert_cases(
         })
         .collect();
     // Intern what repeats: the batch's distinct runs, tests and texts.
-    let mut runs = interning::Distinct::new();
-    let mut tests = interning::Distinct::new();
-    let mut texts = interning::Distinct::new();
+    let mut runs = crate::store::rules::Distinct::new();
+    let mut tests = crate::store::rules::Distinct::new();
+    let mut texts = crate::store::rules::Distinct::new();
     let owners: Vec<Option<String>> = rows
         .iter()
         .map(|(_, _, _, c)| owners::to_column(&c.owners))

@@ -7,38 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 
 use crate::model::to_millis;
-
-/// A quarantined test's verdict in one run, as the clean-run count sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RunVerdict {
-    /// Passed, without failed attempts.
-    Clean,
-    /// Failed, errored, or passed only on retry.
-    Unclean,
-}
-
-impl RunVerdict {
-    /// The verdict of a test whose cases in the run (failed, errored or
-    /// passed ones) have the worst outcome code `worst` and include a
-    /// retried one (`retried`).
-    pub(crate) fn of(worst: i64, retried: bool) -> RunVerdict {
-        if worst <= 1 || retried {
-            RunVerdict::Unclean
-        } else {
-            RunVerdict::Clean
-        }
-    }
-}
-
-/// The clean-run count after a run with `verdict`: one more after a clean
-/// run, back to 0 after an unclean one. (A run without the test, or where
-/// it was skipped, leaves the count as it is.)
-pub(crate) fn next_clean_runs(count: i64, verdict: RunVerdict) -> i64 {
-    match verdict {
-        RunVerdict::Clean => count.max(0).saturating_add(1),
-        RunVerdict::Unclean => 0,
-    }
-}
+use crate::store::rules::{RunVerdict, next_clean_runs};
 
 /// Updates the clean-run counts of `project`'s automatic entries for run
 /// `run_id`, just made visible: part of the writer's transaction.

@@ -5,30 +5,7 @@
 
 use sqlx::SqliteConnection;
 
-/// Runs a flaky judgement covers when not told (`GET /flaky`, automatic
-/// quarantine).
-pub const DEFAULT_RUNS: u32 = 50;
-
-/// A run is an outage, not evidence, when more than half of the tests with a
-/// verdict failed and at least this many had one.
-pub const OUTAGE_MIN_VERDICTS: i64 = 5;
-
-/// SQL true for an outage run.
-pub(crate) fn outage_sql() -> String {
-    outage_sql_of("")
-}
-
-/// [`outage_sql`] over the columns of the runs table named `alias`
-/// (`"r."`, or `""` for an unqualified one). Plain integer arithmetic:
-/// the same SQL on both backends.
-pub(crate) fn outage_sql_of(alias: &str) -> String {
-    let (p, f, e) = (
-        format!("{alias}passed"),
-        format!("{alias}failed"),
-        format!("{alias}error"),
-    );
-    format!("(({p} + {f} + {e}) >= {OUTAGE_MIN_VERDICTS} AND ({f} + {e}) * 2 > ({p} + {f} + {e}))")
-}
+use crate::store::rules::{BACKFILL_RUNS, outage_sql, outage_sql_of};
 
 /// Records the flaky evidence of run `run_id` (just made visible with
 /// completion order `seq`): the tests it failed or retried become tracked,
@@ -77,18 +54,6 @@ pub(crate) async fn record_evidence(
     .await?;
     Ok(())
 }
-
-/// Evidence runs of a project before a test was tracked whose verdicts for
-/// it are written when it becomes tracked ([`backfill_evidence`]). The
-/// default window ([`DEFAULT_RUNS`]) and twice that are then read from kept
-/// rows alone; a larger or branch-narrowed window that reaches further back
-/// still probes the cases for the older runs. Small in unit tests, so the
-/// property test covers both paths.
-#[cfg(not(test))]
-pub const BACKFILL_RUNS: i64 = 2 * DEFAULT_RUNS as i64;
-/// [`BACKFILL_RUNS`] in unit tests: small, so histories reach past it.
-#[cfg(test)]
-pub const BACKFILL_RUNS: i64 = 3;
 
 /// Writes, for the tests that became tracked in the run of completion order
 /// `seq` (their `since_seq` is `seq`), their verdicts in the project's

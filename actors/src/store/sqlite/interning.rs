@@ -249,33 +249,6 @@ fn in_order(keys: impl Iterator<Item = Option<i64>>, table: &str) -> Result<Vec<
     .collect()
 }
 
-/// Positions of distinct values: `distinct` lists each value once, in the
-/// order first seen; `index` gives each value's position there.
-pub(crate) struct Distinct<T> {
-    pub(crate) values: Vec<T>,
-    index: HashMap<T, usize>,
-}
-
-impl<T: std::hash::Hash + Eq + Clone> Distinct<T> {
-    pub(crate) fn new() -> Self {
-        Distinct {
-            values: Vec::new(),
-            index: HashMap::new(),
-        }
-    }
-
-    /// The position of `v`, added if new.
-    pub(crate) fn add(&mut self, v: T) -> usize {
-        if let Some(&i) = self.index.get(&v) {
-            return i;
-        }
-        let i = self.values.len();
-        self.values.push(v.clone());
-        self.index.insert(v, i);
-        i
-    }
-}
-
 /// Deletes the cases of `run_id`, its test summary (`run_tests`)
 /// and its key; returns how many cases went.
 pub(crate) async fn delete_cases(

@@ -2,58 +2,25 @@
 //! inserted in the transaction that stores what they describe (see
 //! [`crate::webhooks`] for the events and the outbox's guarantees).
 //!
-//! The rules both backends keep are here as plain Rust, the SQL apart:
-//! which questions a completed run's events need ([`run_asks`]), the
-//! events made of the answers ([`run_events`], [`quarantined_event`],
-//! [`released_event`]), the columns an attempt sets ([`attempt_columns`])
-//! and the text of a dropped delivery ([`dropped_error`]).
+//! The rules both backends keep (which questions a completed run's events
+//! need, the events made of the answers, the columns an attempt sets) are
+//! in `store::rules`; this module holds SQLite's SQL.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::SqliteConnection;
 
 use crate::model::{RunRecord, to_millis};
 use crate::quarantine::Entry;
 use crate::store::StoreError;
-use crate::webhooks::{
-    Attempt, EventType, LOOKBACK_RUNS, MAX_FAILING_CONSIDERED, MAX_TEST_EVENTS_PER_RUN, Routes,
+use crate::store::rules::{
+    NewEvent, attempt_columns, dropped_error, quarantined_event, released_event, run_asks,
+    run_events, warn_dropped, warn_unconfigured,
 };
-
-/// An event about to be stored.
-pub(crate) struct NewEvent {
-    pub(crate) kind: EventType,
-    pub(crate) project: String,
-    pub(crate) branch: Option<String>,
-    pub(crate) run_id: Option<String>,
-    pub(crate) test_id: Option<String>,
-    pub(crate) data: serde_json::Value,
-}
-
-/// `last_error` of the deliveries dropped beyond a target's bound `max`.
-pub(crate) fn dropped_error(max: i64) -> String {
-    format!("dropped: more than {max} undelivered events for this target")
-}
-
-/// Logs that `over` deliveries of `target` were dropped.
-pub(crate) fn warn_dropped(target: &str, over: i64, max: i64) {
-    tracing::warn!(
-        target,
-        dropped = over,
-        max,
-        "webhook target has too many undelivered events: the oldest were dropped (marked dead)"
-    );
-}
-
-/// Logs that the rows of a target no longer configured were deleted.
-pub(crate) fn warn_unconfigured(target: &str, deliveries: u64) {
-    tracing::warn!(
-        target = %target,
-        deliveries,
-        "webhook target no longer configured: its outbox rows were deleted"
-    );
-}
+use crate::webhooks::{
+    Attempt, LOOKBACK_RUNS, MAX_FAILING_CONSIDERED, MAX_TEST_EVENTS_PER_RUN, Routes,
+};
 
 /// Stores `events` (in order) with one delivery per target that wants each,
 /// then applies the per-target bound once.
@@ -123,93 +90,6 @@ async fn store_events(
         }
     }
     Ok(())
-}
-
-/// Whether a run counts as failed for `run.failed`.
-fn run_failed(run: &RunRecord) -> bool {
-    run.counts.failed + run.counts.error > 0
-        || !matches!(run.status.as_str(), "passed" | "no_tests")
-}
-
-/// What the events of a completed run need asked of the store.
-pub(crate) struct RunAsks {
-    /// Its failing tests that passed before (`test.newly_failing`, and
-    /// the count in `run.failed`): at most [`MAX_FAILING_CONSIDERED`] by
-    /// test id, each with the first 300 characters of its first failure's
-    /// message, those whose newest result among the [`LOOKBACK_RUNS`] runs
-    /// of the project and branch completed before it was a pass.
-    pub(crate) newly_failing: bool,
-    /// Its tests passed on retry and retried in none of those runs
-    /// (`test.newly_flaky`), at most [`MAX_TEST_EVENTS_PER_RUN`] by test id.
-    pub(crate) newly_flaky: bool,
-}
-
-/// What to ask for run `run`'s events; `None` when it has none (no
-/// target, or not a default branch).
-pub(crate) fn run_asks(routes: &Routes, run: &RunRecord) -> Option<RunAsks> {
-    if routes.targets.is_empty() || !routes.is_default_branch(run.branch.as_deref()) {
-        return None;
-    }
-    Some(RunAsks {
-        newly_failing: run_failed(run)
-            && (routes.wants(EventType::RunFailed) || routes.wants(EventType::TestNewlyFailing)),
-        newly_flaky: routes.wants(EventType::TestNewlyFlaky),
-    })
-}
-
-/// The events of run `run`, made of the answers to [`run_asks`] (empty
-/// when not asked): `run.failed`, its newly failing tests, its newly flaky
-/// tests, in that order.
-pub(crate) fn run_events(
-    run: &RunRecord,
-    newly_failing: Vec<(String, Option<String>)>,
-    newly_flaky: Vec<String>,
-) -> Vec<NewEvent> {
-    let mut events = Vec::new();
-    let event = |kind, test_id: Option<String>, data| NewEvent {
-        kind,
-        project: run.project.clone(),
-        branch: run.branch.clone(),
-        run_id: Some(run.run_id.clone()),
-        test_id,
-        data,
-    };
-    if run_failed(run) {
-        let c = &run.counts;
-        events.push(event(
-            EventType::RunFailed,
-            None,
-            json!({
-                "status": run.status,
-                "commit": run.commit,
-                "worker_id": run.worker_id,
-                "started_at": run.started_at,
-                "finished_at": run.finished_at,
-                "total": c.total,
-                "passed": c.passed,
-                "failed": c.failed,
-                "error": c.error,
-                "skipped": c.skipped,
-                "newly_failing": newly_failing.len(),
-                "newly_failing_listed": newly_failing.len().min(MAX_TEST_EVENTS_PER_RUN),
-            }),
-        ));
-    }
-    for (test_id, message) in newly_failing.into_iter().take(MAX_TEST_EVENTS_PER_RUN) {
-        events.push(event(
-            EventType::TestNewlyFailing,
-            Some(test_id),
-            json!({ "commit": run.commit, "message": message }),
-        ));
-    }
-    for test_id in newly_flaky {
-        events.push(event(
-            EventType::TestNewlyFlaky,
-            Some(test_id),
-            json!({ "commit": run.commit, "reason": "passed_on_retry" }),
-        ));
-    }
-    events
 }
 
 /// The events of run `run` (just made visible with completion order
@@ -282,34 +162,6 @@ pub(crate) async fn on_run_completed(
     store_events(conn, routes, events, Utc::now()).await
 }
 
-/// `test.quarantined` for `entry` of `project`.
-pub(crate) fn quarantined_event(project: &str, entry: &Entry) -> NewEvent {
-    NewEvent {
-        kind: EventType::TestQuarantined,
-        project: project.to_string(),
-        branch: None,
-        run_id: None,
-        test_id: Some(entry.test_id.clone()),
-        data: json!({
-            "reason": entry.reason,
-            "expires_at": entry.expires_at,
-            "auto": entry.auto,
-        }),
-    }
-}
-
-/// `test.released` for `test_id` of `project`, quarantined for `reason`.
-pub(crate) fn released_event(project: &str, test_id: &str, reason: &str) -> NewEvent {
-    NewEvent {
-        kind: EventType::TestReleased,
-        project: project.to_string(),
-        branch: None,
-        run_id: None,
-        test_id: Some(test_id.to_string()),
-        data: json!({ "reason": reason }),
-    }
-}
-
 /// `test.quarantined` for `entry`, when it was not active at `now` before
 /// this change (checked by the caller before writing).
 pub(crate) async fn on_quarantined(
@@ -333,18 +185,6 @@ pub(crate) async fn on_released(
 ) -> Result<(), sqlx::Error> {
     let ev = released_event(project, test_id, reason);
     store_events(conn, routes, vec![ev], now).await
-}
-
-/// The columns an attempt sets: (state, next attempt at, last error).
-pub(crate) fn attempt_columns(outcome: &Attempt) -> (i64, Option<i64>, Option<&String>) {
-    match outcome {
-        Attempt::Delivered => (1, None, None),
-        Attempt::Retry {
-            error,
-            next_attempt_at,
-        } => (0, Some(to_millis(*next_attempt_at)), Some(error)),
-        Attempt::GiveUp { error } => (2, None, Some(error)),
-    }
 }
 
 /// [`crate::store::Store::record_attempt`].

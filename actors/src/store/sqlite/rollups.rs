@@ -16,14 +16,7 @@
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::model::{RunRecord, to_millis};
-
-/// Milliseconds in a day bucket of `test_failure_days`.
-pub(crate) const DAY_MS: i64 = 86_400_000;
-
-/// The day bucket of a time in epoch milliseconds.
-pub(crate) fn day_of(ms: i64) -> i64 {
-    ms.div_euclid(DAY_MS)
-}
+use crate::store::rules::day_of;
 
 /// "The new row's (time, run) is newer than the stored one's", for the
 /// `ON CONFLICT DO UPDATE` of [`add_run`]: `{t}` is the time column.
