@@ -113,7 +113,9 @@ impl ActorSystem {
             .spawn(move || {
                 let sys = actix::System::new();
                 let started = sys.block_on(async move {
-                    let (store, read) = store::open(&db).await?;
+                    let store = store::open(&db).await?;
+                    // Two connections: /workers is one short indexed read.
+                    let read = read::ReadPool::open(&db, 2).await?;
                     let writer = Writer::new(store, writer_version)
                         .supervised(actor_faults.clone())
                         .with_webhooks(routes)

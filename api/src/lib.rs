@@ -203,7 +203,7 @@ pub async fn run(
         }
         DbTarget::Postgres(url) => StoreOptions::Postgres(PgOptions {
             url: url.clone(),
-            connections: 4,
+            connections: ptp_actors::db::READ_CONNECTIONS,
         }),
     };
     let actors = ActorSystem::start_with(
@@ -219,14 +219,9 @@ pub async fn run(
     )
     .await
     .with_context(|| format!("cannot start the actors on {}", config.db))?;
-    let read: ReadPool = match &store {
-        StoreOptions::Sqlite(db) => ptp_actors::db::open_reader(db).await.map(ReadPool::from),
-        StoreOptions::Postgres(pg) => ptp_actors::store::postgres::connect(&pg.url, pg.connections)
-            .await
-            .map(ReadPool::from)
-            .map_err(ptp_actors::DbError::from),
-    }
-    .with_context(|| format!("cannot open {} for reading", config.db))?;
+    let read = ReadPool::open(&store, ptp_actors::db::READ_CONNECTIONS)
+        .await
+        .with_context(|| format!("cannot open {} for reading", config.db))?;
 
     let nats = config
         .nats_auth

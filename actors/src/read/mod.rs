@@ -44,6 +44,26 @@ pub enum ReadPool {
 }
 
 impl ReadPool {
+    /// A pool of `connections` readers of the store `opts` names, which
+    /// its writer opened (and migrated) first.
+    pub async fn open(
+        opts: &crate::StoreOptions,
+        connections: u32,
+    ) -> Result<ReadPool, crate::DbError> {
+        Ok(match opts {
+            crate::StoreOptions::Sqlite(db) => ReadPool::Sqlite(
+                crate::store::sqlite::db::open_reader(&crate::DbOptions {
+                    read_connections: connections,
+                    ..db.clone()
+                })
+                .await?,
+            ),
+            crate::StoreOptions::Postgres(pg) => {
+                ReadPool::Postgres(crate::store::postgres::connect(&pg.url, connections).await?)
+            }
+        })
+    }
+
     /// Closes the pool's connections.
     pub async fn close(&self) {
         match self {

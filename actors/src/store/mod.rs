@@ -25,7 +25,6 @@ pub mod sqlite;
 pub mod summary;
 pub mod target;
 
-use crate::read::ReadPool;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::db::{DbError, DbOptions};
 
@@ -297,9 +296,9 @@ pub enum Backend {
 }
 
 /// Opens and migrates the store `opts` names (SQLite: the rollups and
-/// summaries filled once after an upgrade) and a small read pool for the
-/// aggregates (`/workers` is one short indexed read).
-pub(crate) async fn open(opts: &StoreOptions) -> Result<(Backend, ReadPool), DbError> {
+/// summaries filled once after an upgrade). Its readers open their own pool
+/// (`read::ReadPool::open`).
+pub(crate) async fn open(opts: &StoreOptions) -> Result<Backend, DbError> {
     match opts {
         StoreOptions::Sqlite(db) => {
             let pool = sqlite::db::open_writer(db).await?;
@@ -309,24 +308,11 @@ pub(crate) async fn open(opts: &StoreOptions) -> Result<(Backend, ReadPool), DbE
             };
             sqlite::rollups::ensure_built(&pool).await.map_err(load)?;
             sqlite::run_tests::ensure_built(&pool).await.map_err(load)?;
-            let read = sqlite::db::open_reader(&DbOptions {
-                read_connections: 2,
-                ..db.clone()
-            })
-            .await?;
-            Ok((
-                Backend::Sqlite(SqliteStore::new(pool)),
-                ReadPool::Sqlite(read),
-            ))
+            Ok(Backend::Sqlite(SqliteStore::new(pool)))
         }
         StoreOptions::Postgres(pg) => {
             let pool = postgres::open(&pg.url, pg.connections).await?;
-            // Two connections: /workers is one short indexed read.
-            let read = postgres::connect(&pg.url, 2).await?;
-            Ok((
-                Backend::Postgres(postgres::PgStore::new(pool)),
-                ReadPool::Postgres(read),
-            ))
+            Ok(Backend::Postgres(postgres::PgStore::new(pool)))
         }
     }
 }

@@ -66,6 +66,9 @@ pub enum DbError {
     Thread(std::io::Error),
 }
 
+/// Connections in a master's read pool unless told otherwise.
+pub const READ_CONNECTIONS: u32 = 4;
+
 /// How to open the database.
 #[derive(Debug, Clone)]
 pub struct DbOptions {
@@ -83,7 +86,7 @@ impl DbOptions {
         DbOptions {
             path: path.into(),
             synchronous_full: false,
-            read_connections: 4,
+            read_connections: READ_CONNECTIONS,
         }
     }
 
