@@ -75,7 +75,7 @@ pub struct Reads {
 /// Measures every read of section 2 on the fixture's master (which it
 /// restarts twice and writes to: see the module docs).
 pub async fn measure_reads(plan: &Plan, fx: &mut Fixture) -> anyhow::Result<Reads> {
-    let wrk = crate::procs::ensure_tool("wrk", "wrk", plan.install)?;
+    let wrk = crate::tools::ensure_tool("wrk", "wrk", plan.install)?;
     let base = fx.stack.master()?.base.clone();
     let dir = fx.stack.dir.path().to_path_buf();
     let by_id: Vec<String> = fx

@@ -29,7 +29,7 @@ use crate::{Plan, progress};
 
 /// Rows of section 1.
 pub async fn run(plan: &Plan, bins: &Bins) -> anyhow::Result<Vec<Row>> {
-    let sqlite = crate::procs::ensure_tool("sqlite3", "sqlite3", plan.install)?;
+    let sqlite = crate::tools::ensure_tool("sqlite3", "sqlite3", plan.install)?;
     let mut rows = Vec::new();
     for &size in &plan.sizes {
         for &pubs in &plan.publishers {

@@ -37,6 +37,7 @@ mod publish;
 mod report;
 mod table;
 mod targets;
+mod tools;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

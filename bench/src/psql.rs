@@ -36,7 +36,7 @@ impl Server {
     /// does not answer.
     pub fn from_env(install: bool) -> anyhow::Result<Server> {
         let admin = std::env::var("PTP_BENCH_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.into());
-        let psql = crate::procs::ensure_tool("psql", "postgresql-client", install)?;
+        let psql = crate::tools::ensure_tool("psql", "postgresql-client", install)?;
         let server = Server { psql, admin };
         let version = server
             .run(&server.admin, &["-Atc", "SHOW server_version"])

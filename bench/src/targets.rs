@@ -58,7 +58,7 @@ const POST_FAILURES: usize = 100;
 
 /// Rows of section 6.
 pub async fn run(plan: &Plan, bins: &Bins) -> anyhow::Result<Vec<Row>> {
-    let sqlite = crate::procs::ensure_tool("sqlite3", "sqlite3", plan.install)?;
+    let sqlite = crate::tools::ensure_tool("sqlite3", "sqlite3", plan.install)?;
     let mut rows = Vec::new();
     let largest = plan.startup_runs.iter().copied().max().unwrap_or(0);
     for &runs in &plan.startup_runs {
