@@ -304,48 +304,39 @@ pub async fn run(
                     s
                 }
             };
-            let found = others(&s, &key).await?;
-            let foreign: Vec<&Other> = found.iter().filter(|o| !o.shares(&me)).collect();
+            // Peers share this master's database; any other master is foreign.
+            let (peers, foreign): (Vec<Other>, Vec<Other>) = others(&s, &key)
+                .await?
+                .into_iter()
+                .partition(|o| o.shares(&me));
             if !admitted && let Some(other) = foreign.first() {
                 return Err(ClusterError::Refused(refusal(&me, other, settings)));
             }
             s.put(&key, value.clone())
                 .await
                 .map_err(|e| ClusterError::Kv(e.to_string()))?;
-            Ok(found)
+            Ok((peers, foreign))
         };
         let result = tokio::select! {
             _ = stop.cancelled() => break,
             r = step => r,
         };
         match result {
-            Ok(found) => {
+            Ok((peers, foreign)) => {
                 status.set_error(None);
                 if !admitted {
                     admitted = true;
                     tracing::info!(key = %key, "registered in {BUCKET}: no other master on this stream");
                     status.set_admission(Admission::Admitted);
                 }
-                for other in found.iter().filter(|o| !o.shares(&me)) {
+                for other in &foreign {
                     tracing::error!(
                         "another master consumes the same results stream: {other}; runs are being \
                          split between two databases: stop one of them"
                     );
                 }
-                status.set_others(
-                    found
-                        .iter()
-                        .filter(|o| !o.shares(&me))
-                        .map(ToString::to_string)
-                        .collect(),
-                );
-                status.set_peers(
-                    found
-                        .iter()
-                        .filter(|o| o.shares(&me))
-                        .map(ToString::to_string)
-                        .collect(),
-                );
+                status.set_others(foreign.iter().map(ToString::to_string).collect());
+                status.set_peers(peers.iter().map(ToString::to_string).collect());
             }
             Err(ClusterError::Refused(why)) => {
                 status.set_admission(Admission::Refused(why.clone()));
