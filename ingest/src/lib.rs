@@ -450,17 +450,33 @@ async fn consume(
     Ok(())
 }
 
-/// Drains one pull's messages into `msgs`; a pull error ends it in `failure`.
+/// The longest a pull may go without a message or its end (on top of its
+/// own expiry). A pull request that reached a consumer leader which then
+/// died is never answered: without this bound ingest waited on it forever
+/// after a NATS node was killed (the R3 cluster test, under load).
+pub const PULL_STALL: Duration = Duration::from_secs(10);
+
+/// Drains one pull's messages into `msgs`; a pull error, or no answer for
+/// [`PULL_STALL`], ends it in `failure` (what was received is kept: the
+/// caller stores and acks it, then pulls again on a fresh consumer handle).
 async fn collect(
     mut pull: jetstream::consumer::pull::Batch,
     msgs: &mut Vec<jetstream::Message>,
     failure: &mut Option<String>,
 ) {
-    while let Some(m) = pull.next().await {
-        match m {
-            Ok(m) => msgs.push(m),
-            Err(e) => {
+    loop {
+        match tokio::time::timeout(PULL_STALL, pull.next()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(m))) => msgs.push(m),
+            Ok(Some(Err(e))) => {
                 *failure = Some(format!("pull failed: {e}"));
+                break;
+            }
+            Err(_) => {
+                *failure = Some(format!(
+                    "a pull got no answer for {PULL_STALL:?} (the consumer's leader may have \
+                     changed); pulling again"
+                ));
                 break;
             }
         }
